@@ -1,0 +1,33 @@
+//! `harness`: the benchmark-and-conformance tool for the audio model zoo on MLX.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod doctor;
+
+#[derive(Parser)]
+#[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report the MLX version, device, BLAS and a 1024x1024 f32 matmul speed.
+    Doctor(doctor::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor(args) => doctor::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The one error type of the `models` crate.
+
+/// Errors from loading, configuring and running the models.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An MLX operation failed; the message is MLX's own.
+    #[error("MLX: {0}")]
+    Mlx(String),
+    /// A caller passed something unusable; the message names it.
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl From<mlx_rs::error::Exception> for Error {
+    fn from(e: mlx_rs::error::Exception) -> Self {
+        Error::Mlx(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,215 @@
+//! What MLX runs on: version, device, BLAS. Read through the C API and the dynamic loader, so
+//! the answers describe the process as it actually runs (e.g. the CUDA libmlx swapped in through
+//! `LD_LIBRARY_PATH`, or which library really serves `cblas_sgemm`).
+
+use std::ffi::{c_char, CStr, CString};
+
+use mlx_rs::{Device, DeviceType};
+
+use crate::error::{Error, Result};
+
+/// The version string of the libmlx loaded at run time, e.g. "0.32.4".
+pub fn mlx_version() -> Result<String> {
+    // SAFETY: mlx_string is an owned handle, freed below; mlx_string_data stays valid until then.
+    unsafe {
+        let mut s = mlx_sys::mlx_string_new();
+        let status = mlx_sys::mlx_version(&mut s);
+        let out = if status == 0 {
+            Ok(cstr_to_string(mlx_sys::mlx_string_data(s)))
+        } else {
+            Err(Error::Mlx("mlx_version failed".into()))
+        };
+        mlx_sys::mlx_string_free(s);
+        out
+    }
+}
+
+fn cstr_to_string(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null C strings from MLX / libc are NUL-terminated.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Which kind of device MLX computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        }
+    }
+
+    pub fn device(self) -> Device {
+        match self {
+            DeviceKind::Cpu => Device::cpu(),
+            DeviceKind::Gpu => Device::gpu(),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "gpu" => Ok(DeviceKind::Gpu),
+            other => Err(Error::InvalidArgument(format!("unknown device '{other}' (expected cpu or gpu)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// True when this libmlx has a usable GPU backend (Metal or CUDA).
+pub fn gpu_available() -> bool {
+    let dev = CDevice::new(DeviceKind::Gpu);
+    let mut avail = false;
+    // SAFETY: plain out-parameter call on a valid device handle.
+    let status = unsafe { mlx_sys::mlx_device_is_available(&mut avail, dev.0) };
+    status == 0 && avail
+}
+
+/// The current default device of this thread's MLX.
+pub fn default_device_kind() -> Result<DeviceKind> {
+    let dev = Device::try_default().map_err(|e| Error::Mlx(e.to_string()))?;
+    match dev.get_type().map_err(|e| Error::Mlx(e.to_string()))? {
+        DeviceType::Cpu => Ok(DeviceKind::Cpu),
+        DeviceType::Gpu => Ok(DeviceKind::Gpu),
+    }
+}
+
+/// Make `kind` MLX's default device, failing clearly when no GPU backend is present.
+pub fn select_device(kind: DeviceKind) -> Result<()> {
+    if kind == DeviceKind::Gpu && !gpu_available() {
+        return Err(Error::InvalidArgument(
+            "--device gpu: this libmlx has no usable GPU (CPU-only build, or no GPU found)".into(),
+        ));
+    }
+    Device::set_default(&kind.device());
+    Ok(())
+}
+
+/// The name MLX gives a device ("device_name" in its device info), if it gives one.
+pub fn device_name(kind: DeviceKind) -> Option<String> {
+    let dev = CDevice::new(kind);
+    let key = CString::new("device_name").ok()?;
+    // SAFETY: info is an owned handle freed below; the returned string is copied before that.
+    unsafe {
+        let mut info = mlx_sys::mlx_device_info_new();
+        let mut name = None;
+        if mlx_sys::mlx_device_info_get(&mut info, dev.0) == 0 {
+            let mut value: *const c_char = std::ptr::null();
+            if mlx_sys::mlx_device_info_get_string(&mut value, info, key.as_ptr()) == 0 {
+                name = Some(cstr_to_string(value)).filter(|s| !s.is_empty());
+            }
+        }
+        mlx_sys::mlx_device_info_free(info);
+        name
+    }
+}
+
+/// The CPU model as the OS reports it.
+pub fn cpu_model() -> String {
+    #[cfg(target_os = "linux")]
+    if let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") {
+        if let Some(name) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
+        {
+            return name.to_string();
+        }
+    }
+    #[cfg(target_os = "macos")]
+    if let Ok(out) = std::process::Command::new("sysctl").args(["-n", "machdep.cpu.brand_string"]).output() {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !s.is_empty() {
+            return s;
+        }
+    }
+    std::env::consts::ARCH.to_string()
+}
+
+/// The library that serves `cblas_sgemm` in this process, as the dynamic loader resolves it
+/// for libmlx (global scope first), plus OpenBLAS's own configuration string when it is OpenBLAS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlasInfo {
+    /// Path of the shared object that defines `cblas_sgemm`.
+    pub library: String,
+    /// e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
+    pub config: Option<String>,
+}
+
+impl BlasInfo {
+    pub fn is_openblas(&self) -> bool {
+        self.config.as_deref().is_some_and(|c| c.starts_with("OpenBLAS")) || self.library.contains("openblas")
+    }
+
+    /// One-line description for reports.
+    pub fn describe(&self) -> String {
+        match &self.config {
+            Some(cfg) => format!("{cfg} ({})", self.library),
+            None => self.library.clone(),
+        }
+    }
+}
+
+/// Find the BLAS in use; `None` when no `cblas_sgemm` is loaded at all.
+pub fn blas_info() -> Option<BlasInfo> {
+    let sym = CString::new("cblas_sgemm").ok()?;
+    // SAFETY: dlsym/dladdr with RTLD_DEFAULT only read the loader's tables.
+    unsafe {
+        let addr = libc::dlsym(libc::RTLD_DEFAULT, sym.as_ptr());
+        if addr.is_null() {
+            return None;
+        }
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let library = if libc::dladdr(addr, &mut info) != 0 {
+            cstr_to_string(info.dli_fname)
+        } else {
+            "unknown".to_string()
+        };
+        let config = CString::new("openblas_get_config").ok().and_then(|name| {
+            let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+            if f.is_null() {
+                return None;
+            }
+            let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
+            Some(cstr_to_string(f()).trim().to_string())
+        });
+        Some(BlasInfo { library, config })
+    }
+}
+
+/// An owned mlx-c device handle, for the few mlx-c calls mlx-rs does not wrap (mlx-rs keeps its
+/// own handle crate-private).
+struct CDevice(mlx_sys::mlx_device);
+
+impl CDevice {
+    fn new(kind: DeviceKind) -> Self {
+        let ty = match kind {
+            DeviceKind::Gpu => mlx_sys::mlx_device_type__MLX_GPU,
+            DeviceKind::Cpu => mlx_sys::mlx_device_type__MLX_CPU,
+        };
+        // SAFETY: returns a new owned handle, freed in Drop.
+        CDevice(unsafe { mlx_sys::mlx_device_new_type(ty, 0) })
+    }
+}
+
+impl Drop for CDevice {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created by mlx_device_new_type and is freed once.
+        unsafe { mlx_sys::mlx_device_free(self.0) };
+    }
+}
