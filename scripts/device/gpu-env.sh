@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# On the device machine, in the call that carries .device/p2 and .device/bin (the second of the
+# two back-to-back calls of ../shared/device/README.md). Prints exports to eval:
+#   eval "$(bash scripts/device/gpu-env.sh)"; harness doctor
+set -euo pipefail
+eval "$(bash .device/p2/unpack-mlx-cuda.sh)"
+dest=/tmp/harness-gpu
+rm -rf "$dest" && mkdir -p "$dest"
+tar -C "$dest" -xJf .device/bin/harness-bin.tar.xz
+# CUDA libmlx first: the binary's RUNPATH points at the CPU wheel on the build machine, which
+# does not exist here; LD_LIBRARY_PATH wins over RUNPATH anyway.
+echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$dest/lib PYTHONPATH=${PYTHONPATH:-} PATH=$dest/bin:\$PATH"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Here, before a GPU run: pack the release harness binary and the OpenBLAS it links (with its
+# Fortran runtime) into .device/bin/harness-bin.tar.xz (git-ignored), to carry to the device
+# machine next to MLX's CUDA library (../shared/device/prepare-mlx-cuda.sh makes .device/p1, p2).
+# There, scripts/device/gpu-env.sh unpacks it and sets LD_LIBRARY_PATH.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -q -p harness
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/lib"
+cp target/release/harness "$stage/bin/"
+strip "$stage/bin/harness"
+for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+  cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')" "$stage/lib/$lib"
+done
+mkdir -p .device/bin
+tar -C "$stage" -cJf .device/bin/harness-bin.tar.xz bin lib
+du -h .device/bin/harness-bin.tar.xz
