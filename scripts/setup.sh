@@ -37,8 +37,12 @@ if [ "$os" = Linux ]; then
     if [ "$(id -u)" = 0 ]; then
       say "installing Debian packages: ${missing[*]}"
       export DEBIAN_FRONTEND=noninteractive
-      { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >&2 \
-        || die "installing ${missing[*]} failed; run: $cmd"
+      log=$(mktemp)
+      if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        die "installing ${missing[*]} failed; run: $cmd"
+      fi
+      rm -f "$log"
     else
       die "missing Debian packages: ${missing[*]}. Run as root:  sudo sh -c '$cmd'"
     fi

@@ -2,6 +2,7 @@
 //! the same modules and weights.
 
 pub mod error;
+pub mod nn;
 pub mod runtime;
 
 pub use error::{Error, Result};

@@ -1,0 +1,148 @@
+//! The one multi-head attention of the zoo (Whisper, MusicGen, CLAP's text side and
+//! HTDemucs' transformer all use it), with the seed's decode optimizations as injected
+//! strategy: the self-attention [`KvCache`] kind, and cross-attention K/V recomputed every
+//! step or computed once and cached ([`CrossKvCache`]).
+use mlx_rs::fast::ScaledDotProductAttentionMask;
+use mlx_rs::{ops, Array};
+
+use crate::error::{Error, Result};
+use crate::nn::kv_cache::KvCache;
+use crate::nn::linear::Linear;
+
+/// How attention weights are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// MLX's fused `scaled_dot_product_attention`.
+    #[default]
+    Fused,
+    /// Explicit `softmax(Q K^T * scale + mask) V`, as the naive CLAP path.
+    Explicit,
+}
+
+/// The mask applied to attention scores.
+#[derive(Clone, Copy)]
+pub enum Mask<'a> {
+    None,
+    /// Causal over the last `L_q` of `L_k` positions (decoder self-attention).
+    Causal,
+    /// Additive mask broadcastable to `[B, H, L_q, L_k]`.
+    Additive(&'a Array),
+}
+
+/// Cross-attention keys and values over a fixed encoder output, filled on first use.
+#[derive(Default, Clone)]
+pub struct CrossKvCache {
+    kv: Option<(Array, Array)>,
+}
+
+impl CrossKvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn is_filled(&self) -> bool {
+        self.kv.is_some()
+    }
+}
+
+/// Multi-head attention with PyTorch-style `q/k/v/out` projections.
+pub struct MultiHeadAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
+    pub n_head: i32,
+    pub kernel: AttentionKernel,
+}
+
+impl MultiHeadAttention {
+    fn head_dim(&self) -> i32 {
+        self.query.out_features() / self.n_head
+    }
+
+    /// `[B, T, n_head * d]` -> `[B, n_head, T, d]`.
+    fn split_heads(&self, x: &Array) -> Result<Array> {
+        let s = x.shape();
+        if s.len() != 3 {
+            return Err(Error::InvalidArgument(format!("attention input {s:?}: expected [B, T, C]")));
+        }
+        Ok(x.reshape(&[s[0], s[1], self.n_head, self.head_dim()])?.transpose_axes(&[0, 2, 1, 3])?)
+    }
+
+    /// Keys and values of `xa` (`[B, T, C]`), split into heads.
+    pub fn project_kv(&self, xa: &Array) -> Result<(Array, Array)> {
+        Ok((self.split_heads(&self.key.forward(xa)?)?, self.split_heads(&self.value.forward(xa)?)?))
+    }
+
+    /// Attention of heads `q` over `k`, `v`, then the output projection. Returns `[B, L_q, C]`.
+    pub fn attend(&self, q: &Array, k: &Array, v: &Array, mask: Mask<'_>) -> Result<Array> {
+        let scale = (self.head_dim() as f32).powf(-0.5);
+        let (lq, lk) = (q.shape()[2], k.shape()[2]);
+        let causal_needed = matches!(mask, Mask::Causal) && lq > 1;
+        let o = match self.kernel {
+            AttentionKernel::Fused => {
+                let m = match mask {
+                    Mask::Additive(a) => Some(ScaledDotProductAttentionMask::Array(a)),
+                    Mask::Causal if causal_needed && lq == lk => Some(ScaledDotProductAttentionMask::Causal),
+                    _ => None,
+                };
+                if causal_needed && lq != lk {
+                    let cm = causal_mask(lq, lk)?;
+                    mlx_rs::fast::scaled_dot_product_attention(q, k, v, scale, ScaledDotProductAttentionMask::Array(&cm), None)?
+                } else {
+                    mlx_rs::fast::scaled_dot_product_attention(q, k, v, scale, m, None)?
+                }
+            }
+            AttentionKernel::Explicit => {
+                let mut s = q.matmul(k.transpose_axes(&[0, 1, 3, 2])?)?.multiply(mlx_rs::array!(scale))?;
+                match mask {
+                    Mask::Additive(a) => s = s.add(a)?,
+                    Mask::Causal if causal_needed => s = s.add(causal_mask(lq, lk)?)?,
+                    _ => {}
+                }
+                ops::softmax_axis(&s, -1, true)?.matmul(v)?
+            }
+        };
+        let sh = o.shape();
+        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[sh[0], sh[2], sh[1] * sh[3]])?;
+        self.out.forward(&o)
+    }
+
+    /// Self-attention over `x` (`[B, T, C]`). With a cache, `x` holds only the new positions
+    /// and the keys/values of earlier ones come from the cache.
+    pub fn self_attention(&self, x: &Array, cache: Option<&mut dyn KvCache>, mask: Mask<'_>) -> Result<Array> {
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let (k, v) = self.project_kv(x)?;
+        let (k, v) = match cache {
+            Some(c) => c.update_and_fetch(&k, &v)?,
+            None => (k, v),
+        };
+        self.attend(&q, &k, &v, mask)
+    }
+
+    /// Cross-attention of `x` over the encoder output `xa`. With a cache, K/V are computed on
+    /// the first call and reused afterwards (optimized); without, recomputed every call (naive).
+    pub fn cross_attention(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>) -> Result<Array> {
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let (k, v) = match cache {
+            Some(c) => match &c.kv {
+                Some(kv) => kv.clone(),
+                None => {
+                    let kv = self.project_kv(xa)?;
+                    c.kv = Some(kv.clone());
+                    kv
+                }
+            },
+            None => self.project_kv(xa)?,
+        };
+        self.attend(&q, &k, &v, Mask::None)
+    }
+}
+
+/// Additive causal mask `[L_q, L_k]` for queries that are the last `L_q` of `L_k` positions.
+pub fn causal_mask(lq: i32, lk: i32) -> Result<Array> {
+    let qpos = ops::arange::<_, i32>(lk - lq, lk, None)?.reshape(&[lq, 1])?;
+    let kpos = ops::arange::<_, i32>(0, lk, None)?.reshape(&[1, lk])?;
+    let allowed = kpos.le(&qpos)?;
+    Ok(ops::select(&allowed, mlx_rs::array!(0.0f32), mlx_rs::array!(f32::NEG_INFINITY))?)
+}

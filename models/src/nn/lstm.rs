@@ -1,0 +1,73 @@
+//! A unidirectional LSTM with PyTorch's weight layout and gate order (i, f, g, o), as used by
+//! EnCodec's SEANet. The input projection of all time steps is one matmul; the recurrence runs
+//! step by step.
+use mlx_rs::{ops, Array};
+
+use crate::error::{Error, Result};
+
+/// One layer's weights, under the names `torch.nn.LSTM` saves (`weight_ih_l{k}`, ...).
+pub struct LstmLayer {
+    /// `[4H, I]`
+    pub w_ih: Array,
+    /// `[4H, H]`
+    pub w_hh: Array,
+    /// `b_ih + b_hh`, `[4H]`
+    pub bias: Array,
+}
+
+impl LstmLayer {
+    pub fn new(w_ih: Array, w_hh: Array, b_ih: &Array, b_hh: &Array) -> Result<Self> {
+        let (g4, h) = (w_hh.shape()[0], w_hh.shape()[1]);
+        if g4 != 4 * h || w_ih.shape()[0] != g4 || b_ih.shape() != [g4] || b_hh.shape() != [g4] {
+            return Err(Error::InvalidArgument(format!(
+                "LSTM weights do not fit together: w_ih {:?}, w_hh {:?}, b_ih {:?}, b_hh {:?}",
+                w_ih.shape(),
+                w_hh.shape(),
+                b_ih.shape(),
+                b_hh.shape()
+            )));
+        }
+        Ok(Self { w_ih, w_hh, bias: b_ih.add(b_hh)? })
+    }
+
+    pub fn hidden_size(&self) -> i32 {
+        self.w_hh.shape()[1]
+    }
+
+    /// One step of the gate math from precomputed input gates `xg = x W_ih^T + b` (`[B, 4H]`).
+    pub fn cell(&self, xg: &Array, h: &Array, c: &Array) -> Result<(Array, Array)> {
+        let gates = xg.add(h.matmul(self.w_hh.t())?)?;
+        let parts = gates.split_equal(4, -1)?;
+        let i = ops::sigmoid(&parts[0])?;
+        let f = ops::sigmoid(&parts[1])?;
+        let g = ops::tanh(&parts[2])?;
+        let o = ops::sigmoid(&parts[3])?;
+        let c = f.multiply(c)?.add(i.multiply(g)?)?;
+        let h = o.multiply(ops::tanh(&c)?)?;
+        Ok((h, c))
+    }
+
+    /// Run over `x` of shape `[T, B, I]` from zero state; returns (`[T, B, H]`, h_T, c_T).
+    pub fn forward(&self, x: &Array) -> Result<(Array, Array, Array)> {
+        let s = x.shape();
+        if s.len() != 3 || s[2] != self.w_ih.shape()[1] {
+            return Err(Error::InvalidArgument(format!(
+                "LSTM input {s:?}: expected [T, B, {}]",
+                self.w_ih.shape()[1]
+            )));
+        }
+        let (t, b, hsz) = (s[0], s[1], self.hidden_size());
+        let xg = x.matmul(self.w_ih.t())?.add(&self.bias)?;
+        let mut h = ops::zeros::<f32>(&[b, hsz])?;
+        let mut c = ops::zeros::<f32>(&[b, hsz])?;
+        let mut outs = Vec::with_capacity(t as usize);
+        for step in 0..t {
+            let xs = xg.index(step);
+            (h, c) = self.cell(&xs, &h, &c)?;
+            outs.push(h.clone());
+        }
+        Ok((ops::stack(&outs, 0)?, h, c))
+    }
+}
+
+use mlx_rs::ops::indexing::IndexOp;

@@ -1,0 +1,8 @@
+//! Building blocks shared by the five networks.
+pub mod attention;
+pub mod conv;
+pub mod kv_cache;
+pub mod linear;
+pub mod lstm;
+pub mod norm;
+pub mod ops;

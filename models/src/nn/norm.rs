@@ -1,0 +1,32 @@
+//! Normalisations over channels-last activations.
+use mlx_rs::Array;
+
+use crate::error::{Error, Result};
+
+/// `torch.nn.GroupNorm` on channels-last `x` of shape `[N, ..., C]`: statistics per sample and
+/// per group of `C / groups` channels, over all positions; then the per-channel affine.
+pub fn group_norm(x: &Array, groups: i32, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
+    let shape = x.shape().to_vec();
+    let c = *shape.last().ok_or_else(|| Error::InvalidArgument("group_norm on a 0-d array".into()))?;
+    if groups < 1 || c % groups != 0 {
+        return Err(Error::InvalidArgument(format!("group_norm: {c} channels do not split into {groups} groups")));
+    }
+    let n = shape[0];
+    let xg = x.reshape(&[n, -1, groups, c / groups])?;
+    let mean = xg.mean_axes(&[1, 3], true)?;
+    let var = xg.var_axes(&[1, 3], true, None)?;
+    let y = xg.subtract(&mean)?.multiply(mlx_rs::ops::rsqrt(&var.add(mlx_rs::array!(eps))?)?)?;
+    let mut y = y.reshape(&shape)?;
+    if let Some(w) = weight {
+        y = y.multiply(w)?;
+    }
+    if let Some(b) = bias {
+        y = y.add(b)?;
+    }
+    Ok(y)
+}
+
+/// Layer norm over the last axis (MLX's fused kernel).
+pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
+    Ok(mlx_rs::fast::layer_norm(x, weight, bias, eps)?)
+}

@@ -1,0 +1,81 @@
+//! The decode optimizations must not change results: token-by-token decoding through either
+//! cache equals one full causal pass, cached cross-attention equals recomputed, and the fused
+//! kernel equals the explicit one.
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, random, Array, Dtype};
+use models::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use models::nn::kv_cache::{new_cache, KvCache, KvCacheKind, PreallocCache};
+use models::nn::linear::Linear;
+
+fn randn(shape: &[i32], seed: u64) -> Array {
+    random::normal::<f32>(shape, None, None, &random::key(seed).unwrap()).unwrap()
+}
+
+fn mha(d: i32, heads: i32, kernel: AttentionKernel) -> MultiHeadAttention {
+    let lin = |s, bias: bool| Linear::new(randn(&[d, d], s).multiply(mlx_rs::array!(0.2f32)).unwrap(), bias.then(|| randn(&[d], s + 100))).unwrap();
+    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads, kernel }
+}
+
+fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let d = a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().as_dtype(Dtype::Float32).unwrap();
+    d.item_exact::<f32>().unwrap()
+}
+
+#[test]
+fn incremental_decoding_matches_full_pass_for_both_caches() {
+    let attn = mha(32, 4, AttentionKernel::Fused);
+    let x = randn(&[2, 9, 32], 7);
+    let full = attn.self_attention(&x, None, Mask::Causal).unwrap();
+    // A capacity below the sequence length also exercises the grow path.
+    for (kind, capacity) in [(KvCacheKind::Concat, 0), (KvCacheKind::Preallocated, 16), (KvCacheKind::Preallocated, 3)] {
+        let mut cache = new_cache(kind, capacity);
+        // A 4-token prompt, then one token at a time.
+        let mut outs = vec![attn.self_attention(&x.index((.., ..4, ..)), Some(cache.as_mut()), Mask::Causal).unwrap()];
+        for t in 4..9 {
+            outs.push(attn.self_attention(&x.index((.., t..t + 1, ..)), Some(cache.as_mut()), Mask::Causal).unwrap());
+        }
+        assert_eq!(cache.offset(), 9);
+        let inc = ops::concatenate(&outs, 1).unwrap();
+        let err = max_abs_diff(&inc, &full);
+        assert!(err < 1e-5, "{kind:?} (capacity {capacity}): max error {err}");
+    }
+}
+
+#[test]
+fn preallocated_cache_keeps_its_buffer_when_it_fits() {
+    let mut cache = PreallocCache::new(32);
+    for t in 0..5 {
+        let k = randn(&[1, 2, 1, 4], t);
+        let (kk, _) = cache.update_and_fetch(&k, &k).unwrap();
+        assert_eq!(kk.shape(), &[1, 2, t as i32 + 1, 4]);
+        assert_eq!(max_abs_diff(&kk.index((.., .., t as i32, ..)), &k.index((.., .., 0, ..))), 0.0);
+    }
+    assert_eq!(cache.capacity(), 32);
+}
+
+#[test]
+fn cached_cross_attention_matches_recomputed() {
+    let attn = mha(24, 3, AttentionKernel::Fused);
+    let xa = randn(&[1, 11, 24], 5);
+    let mut cross = CrossKvCache::new();
+    for step in 0..3 {
+        let x = randn(&[1, 1, 24], 50 + step);
+        let naive = attn.cross_attention(&x, &xa, None).unwrap();
+        let cached = attn.cross_attention(&x, &xa, Some(&mut cross)).unwrap();
+        assert!(cross.is_filled());
+        assert!(max_abs_diff(&naive, &cached) < 1e-6);
+    }
+}
+
+#[test]
+fn explicit_kernel_matches_fused() {
+    let fused = mha(16, 2, AttentionKernel::Fused);
+    let explicit = MultiHeadAttention { kernel: AttentionKernel::Explicit, ..mha(16, 2, AttentionKernel::Fused) };
+    let x = randn(&[2, 6, 16], 9);
+    for mask in [Mask::None, Mask::Causal] {
+        let a = fused.self_attention(&x, None, mask).unwrap();
+        let b = explicit.self_attention(&x, None, mask).unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-5);
+    }
+}

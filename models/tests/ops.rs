@@ -1,0 +1,285 @@
+//! The MLX operations the five models rely on, each checked against values computed without MLX
+//! (`fixtures/ops/ops.safetensors`, written by numpy from textbook definitions by
+//! `fixtures/ops/make_ops_fixtures.py`) or against closed forms.
+use std::collections::HashMap;
+
+use mlx_rs::fast::ScaledDotProductAttentionMask;
+use mlx_rs::ops::indexing::{argmax_axis, topk_axis, IndexOp};
+use mlx_rs::fft::{fft, ifft, irfft, rfft};
+use mlx_rs::{complex64, nn, ops, random, Array, Dtype};
+use models::nn::{conv, lstm::LstmLayer, norm, ops as nnops};
+
+fn fixtures() -> HashMap<String, Array> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/ops/ops.safetensors");
+    Array::load_safetensors(path).unwrap_or_else(|e| panic!("loading {path}: {e:?}"))
+}
+
+fn get<'a>(f: &'a HashMap<String, Array>, name: &str) -> &'a Array {
+    f.get(name).unwrap_or_else(|| panic!("fixture tensor {name} missing"))
+}
+
+fn to_f32(a: &Array) -> Vec<f32> {
+    let a = a.as_dtype(Dtype::Float32).unwrap().reshape(&[-1]).unwrap();
+    a.eval().unwrap();
+    a.as_slice::<f32>().to_vec()
+}
+
+fn to_i32(a: &Array) -> Vec<i32> {
+    let a = a.as_dtype(Dtype::Int32).unwrap().reshape(&[-1]).unwrap();
+    a.eval().unwrap();
+    a.as_slice::<i32>().to_vec()
+}
+
+/// |got - want| <= atol + rtol * |want| everywhere, with matching shapes.
+#[track_caller]
+fn assert_close(what: &str, got: &Array, want: &Array, atol: f32, rtol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let (g, w) = (to_f32(got), to_f32(want));
+    let mut worst = (0.0f32, 0usize);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let excess = (a - b).abs() - (atol + rtol * b.abs());
+        assert!(!a.is_nan(), "{what}: NaN at {i}");
+        if excess > worst.0 {
+            worst = (excess, i);
+        }
+    }
+    assert!(worst.0 <= 0.0, "{what}: element {} is {} but should be {}", worst.1, g[worst.1], w[worst.1]);
+}
+
+#[test]
+#[should_panic(expected = "should be")]
+fn assert_close_catches_a_mismatch() {
+    let a = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]);
+    let b = Array::from_slice(&[1.0f32, 2.0, 3.001], &[3]);
+    assert_close("mismatch", &a, &b, 1e-5, 1e-5);
+}
+
+fn params(f: &HashMap<String, Array>, name: &str) -> Vec<i32> {
+    to_i32(get(f, name))
+}
+
+#[test]
+fn matmul_batched() {
+    let f = fixtures();
+    let out = get(&f, "matmul.a").matmul(get(&f, "matmul.b")).unwrap();
+    assert_close("matmul", &out, get(&f, "matmul.out"), 1e-5, 1e-5);
+}
+
+#[test]
+fn conv1d_padding_stride_dilation_groups() {
+    let f = fixtures();
+    for case in ["plain", "pad_stride", "dilation", "groups", "depthwise"] {
+        let p = params(&f, &format!("conv1d.{case}.params"));
+        let x = get(&f, &format!("conv1d.{case}.x"));
+        let w = get(&f, &format!("conv1d.{case}.w"));
+        let out = ops::conv1d(x, w, p[0], p[1], p[2], p[3]).unwrap();
+        assert_close(&format!("conv1d {case}"), &out, get(&f, &format!("conv1d.{case}.out")), 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv2d_padding_stride_dilation_groups() {
+    let f = fixtures();
+    for case in ["plain", "pad_stride", "dilation_groups"] {
+        let p = params(&f, &format!("conv2d.{case}.params"));
+        let x = get(&f, &format!("conv2d.{case}.x"));
+        let w = get(&f, &format!("conv2d.{case}.w"));
+        let out = ops::conv2d(x, w, (p[0], p[1]), (p[2], p[3]), (p[4], p[5]), p[6]).unwrap();
+        assert_close(&format!("conv2d {case}"), &out, get(&f, &format!("conv2d.{case}.out")), 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv1d_from_torch_layout() {
+    // A PyTorch [out, in, k] weight converted by our loader helper gives the same conv.
+    let f = fixtures();
+    let w = get(&f, "conv1d.pad_stride.w");
+    let torch_layout = w.transpose_axes(&[0, 2, 1]).unwrap();
+    let back = conv::conv_weight_from_torch(&torch_layout).unwrap();
+    assert_close("conv weight round trip", &back, w, 0.0, 0.0);
+}
+
+#[test]
+fn conv_transpose1d_with_torch_weights() {
+    let f = fixtures();
+    for case in ["plain", "stride", "dilation", "groups"] {
+        let p = params(&f, &format!("convt1d.{case}.params"));
+        let x = get(&f, &format!("convt1d.{case}.x"));
+        let w = conv::conv_transpose1d_weight_from_torch(get(&f, &format!("convt1d.{case}.w_torch")), p[3]).unwrap();
+        let out = ops::conv_transpose1d(x, &w, p[0], p[1], p[2], 0, p[3]).unwrap();
+        assert_close(&format!("conv_transpose1d {case}"), &out, get(&f, &format!("convt1d.{case}.out")), 1e-4, 1e-4);
+    }
+}
+
+fn complex(re: &Array, im: &Array) -> Array {
+    let j = Array::from_complex(complex64::new(0.0, 1.0));
+    re.as_dtype(Dtype::Complex64).unwrap().add(im.multiply(&j).unwrap()).unwrap()
+}
+
+#[test]
+fn rfft_matches_numpy() {
+    let f = fixtures();
+    for n in [16, 400, 4096] {
+        let x = get(&f, &format!("rfft.{n}.x"));
+        let spec = rfft(x, None, -1).unwrap();
+        // Values grow like sqrt(n); scale the absolute tolerance with it.
+        let atol = 2e-5 * (n as f32).sqrt();
+        assert_close(&format!("rfft {n} re"), &spec.real().unwrap(), get(&f, &format!("rfft.{n}.re")), atol, 1e-4);
+        assert_close(&format!("rfft {n} im"), &spec.imag().unwrap(), get(&f, &format!("rfft.{n}.im")), atol, 1e-4);
+    }
+}
+
+#[test]
+fn fft_ifft_irfft_match_numpy() {
+    let f = fixtures();
+    let z = complex(get(&f, "fft.x_re"), get(&f, "fft.x_im"));
+    let spec = fft(&z, None, -1).unwrap();
+    assert_close("fft re", &spec.real().unwrap(), get(&f, "fft.re"), 1e-4, 1e-4);
+    assert_close("fft im", &spec.imag().unwrap(), get(&f, "fft.im"), 1e-4, 1e-4);
+    let inv = ifft(&z, None, -1).unwrap();
+    assert_close("ifft re", &inv.real().unwrap(), get(&f, "ifft.re"), 1e-5, 1e-4);
+    assert_close("ifft im", &inv.imag().unwrap(), get(&f, "ifft.im"), 1e-5, 1e-4);
+    let s = complex(get(&f, "irfft.re"), get(&f, "irfft.im"));
+    let back = irfft(&s, 512, -1).unwrap();
+    assert_close("irfft", &back, get(&f, "irfft.out"), 1e-5, 1e-4);
+}
+
+#[test]
+fn sdpa_with_and_without_mask() {
+    let f = fixtures();
+    let (q, k, v) = (get(&f, "sdpa.q"), get(&f, "sdpa.k"), get(&f, "sdpa.v"));
+    let scale = 1.0 / 8f32.sqrt();
+    let out = mlx_rs::fast::scaled_dot_product_attention(q, k, v, scale, None, None).unwrap();
+    assert_close("sdpa", &out, get(&f, "sdpa.out"), 1e-5, 1e-4);
+    let mask = get(&f, "sdpa.mask");
+    let masked = mlx_rs::fast::scaled_dot_product_attention(q, k, v, scale, ScaledDotProductAttentionMask::Array(mask), None).unwrap();
+    assert_close("sdpa masked", &masked, get(&f, "sdpa.out_masked"), 1e-5, 1e-4);
+    let causal = mlx_rs::fast::scaled_dot_product_attention(q, k, v, scale, ScaledDotProductAttentionMask::Causal, None).unwrap();
+    assert_close("sdpa causal mode", &causal, get(&f, "sdpa.out_masked"), 1e-5, 1e-4);
+    let (qd, kd, vd) = (get(&f, "sdpa_decode.q"), get(&f, "sdpa_decode.k"), get(&f, "sdpa_decode.v"));
+    let dec = mlx_rs::fast::scaled_dot_product_attention(qd, kd, vd, 0.25, None, None).unwrap();
+    assert_close("sdpa decode step", &dec, get(&f, "sdpa_decode.out"), 1e-5, 1e-4);
+}
+
+#[test]
+fn layer_norm_and_group_norm() {
+    let f = fixtures();
+    let ln = norm::layer_norm(get(&f, "layer_norm.x"), Some(get(&f, "layer_norm.w")), Some(get(&f, "layer_norm.b")), 1e-5).unwrap();
+    assert_close("layer_norm", &ln, get(&f, "layer_norm.out"), 1e-5, 1e-4);
+    let gn = norm::group_norm(get(&f, "group_norm.x"), 4, Some(get(&f, "group_norm.w")), Some(get(&f, "group_norm.b")), 1e-5).unwrap();
+    assert_close("group_norm", &gn, get(&f, "group_norm.out"), 1e-5, 1e-4);
+    assert!(norm::group_norm(get(&f, "group_norm.x"), 3, None, None, 1e-5).is_err(), "8 channels in 3 groups must be refused");
+}
+
+#[test]
+fn activations() {
+    let f = fixtures();
+    let x = get(&f, "act.x");
+    assert_close("gelu", &nn::gelu(x).unwrap(), get(&f, "act.gelu"), 1e-5, 1e-4);
+    assert_close("gelu tanh", &nn::gelu_approximate(x).unwrap(), get(&f, "act.gelu_tanh"), 1e-5, 1e-4);
+    assert_close("silu", &nn::silu(x).unwrap(), get(&f, "act.silu"), 1e-5, 1e-4);
+    assert_close("glu", &nnops::glu(get(&f, "glu.x")).unwrap(), get(&f, "glu.out"), 1e-5, 1e-4);
+}
+
+#[test]
+fn lstm_gate_math() {
+    let f = fixtures();
+    let layer = LstmLayer::new(
+        get(&f, "lstm.w_ih").clone(),
+        get(&f, "lstm.w_hh").clone(),
+        get(&f, "lstm.b_ih"),
+        get(&f, "lstm.b_hh"),
+    )
+    .unwrap();
+    let (out, h, c) = layer.forward(get(&f, "lstm.x")).unwrap();
+    assert_close("lstm out", &out, get(&f, "lstm.out"), 1e-5, 1e-4);
+    assert_close("lstm h", &h, get(&f, "lstm.h"), 1e-5, 1e-4);
+    assert_close("lstm c", &c, get(&f, "lstm.c"), 1e-5, 1e-4);
+    let bad = ops::zeros::<f32>(&[6, 2, 3]).unwrap();
+    assert!(layer.forward(&bad).is_err(), "wrong input width must be refused");
+}
+
+#[test]
+fn take_and_take_along_axis() {
+    let f = fixtures();
+    let out = get(&f, "take.table").take_axis(get(&f, "take.idx"), 0).unwrap();
+    assert_close("embedding take", &out, get(&f, "take.out"), 0.0, 0.0);
+    let out = get(&f, "take_along.src").take_along_axis(get(&f, "take_along.idx"), 1).unwrap();
+    assert_close("take_along_axis", &out, get(&f, "take_along.out"), 0.0, 0.0);
+}
+
+#[test]
+fn softmax_and_log_softmax_are_stable() {
+    let f = fixtures();
+    let x = get(&f, "softmax.x");
+    assert_close("softmax", &ops::softmax_axis(x, -1, None).unwrap(), get(&f, "softmax.out"), 1e-6, 1e-4);
+    assert_close("log_softmax", &nn::log_softmax(x, -1).unwrap(), get(&f, "log_softmax.out"), 1e-4, 1e-5);
+}
+
+#[test]
+fn argmax_and_topk() {
+    let f = fixtures();
+    let x = get(&f, "argmax.x");
+    assert_eq!(to_i32(&argmax_axis(x, -1, None).unwrap()), to_i32(get(&f, "argmax.out")));
+    // MLX's top-k does not promise an order: sort descending before comparing.
+    let top = topk_axis(x, 7, -1).unwrap();
+    let sorted = ops::negative(&ops::sort_axis(&ops::negative(&top).unwrap(), -1).unwrap()).unwrap();
+    assert_close("topk", &sorted, get(&f, "topk.out_sorted"), 0.0, 0.0);
+}
+
+#[test]
+fn slice_update_fills_a_preallocated_cache() {
+    let f = fixtures();
+    let steps = get(&f, "slice_update.steps");
+    let mut cache = ops::zeros::<f32>(&[1, 2, 8, 3]).unwrap();
+    for t in 0..4 {
+        cache = nnops::slice_update(&cache, &steps.index(t), &[0, 0, t, 0], &[1, 2, t + 1, 3]).unwrap();
+    }
+    assert_close("slice_update", &cache, get(&f, "slice_update.out"), 0.0, 0.0);
+    let err = nnops::slice_update(&cache, &steps.index(0), &[0, 0], &[1, 2]);
+    assert!(err.is_err(), "bounds of the wrong rank must be refused");
+}
+
+/// Seeded random: same key, same numbers; different keys differ; moments and frequencies match
+/// their closed forms within many standard errors.
+#[test]
+fn seeded_random() {
+    let n = 200_000;
+    let k = random::key(42).unwrap();
+    let a = to_f32(&random::uniform::<_, f32>(0.0, 1.0, &[n], &k).unwrap());
+    let b = to_f32(&random::uniform::<_, f32>(0.0, 1.0, &[n], &k).unwrap());
+    assert_eq!(a, b, "same key must give the same numbers");
+    let c = to_f32(&random::uniform::<_, f32>(0.0, 1.0, &[n], &random::key(43).unwrap()).unwrap());
+    assert_ne!(a, c);
+    assert!(a.iter().all(|v| (0.0..1.0).contains(v)));
+    let nf = n as f64;
+    let mean = a.iter().map(|&v| v as f64).sum::<f64>() / nf;
+    let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / nf;
+    // Standard error of the mean is sqrt(1/12 / n) ~ 6.5e-4; allow 6 of them.
+    assert!((mean - 0.5).abs() < 6.0 * (1.0 / 12.0 / nf).sqrt(), "uniform mean {mean}");
+    assert!((var - 1.0 / 12.0).abs() < 2e-3, "uniform variance {var}");
+
+    let z = to_f32(&random::normal::<f32>(&[n], None, None, &k).unwrap());
+    let zm = z.iter().map(|&v| v as f64).sum::<f64>() / nf;
+    let zv = z.iter().map(|&v| (v as f64 - zm).powi(2)).sum::<f64>() / nf;
+    assert!(zm.abs() < 6.0 / nf.sqrt(), "normal mean {zm}");
+    assert!((zv - 1.0).abs() < 0.02, "normal variance {zv}");
+
+    // Categorical sampling, as the MusicGen sampler uses it: frequencies follow softmax(logits).
+    let p = [0.1f64, 0.2, 0.3, 0.4];
+    let logits = Array::from_slice(&p.map(|v| v.ln() as f32), &[4]);
+    let draws = to_i32(&random::categorical(&logits, -1, random::ShapeOrCount::Count(n), &k).unwrap());
+    for (cat, want) in p.iter().enumerate() {
+        let got = draws.iter().filter(|&&d| d == cat as i32).count() as f64 / nf;
+        let se = (want * (1.0 - want) / nf).sqrt();
+        assert!((got - want).abs() < 6.0 * se, "category {cat}: frequency {got}, expected {want}");
+    }
+}
+
+/// Every test binary must run MLX's CPU matmul on OpenBLAS, not the wheel's reference BLAS.
+#[test]
+#[cfg(target_os = "linux")]
+fn matmul_runs_on_openblas() {
+    let blas = models::runtime::blas_info().expect("some BLAS must be loaded");
+    assert!(blas.is_openblas(), "BLAS in use: {}", blas.describe());
+}
