@@ -3,7 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod doctor;
+mod meta;
+mod report;
+mod stats;
+mod targets;
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -16,12 +21,15 @@ struct Cli {
 enum Command {
     /// Report the MLX version, device, BLAS and a 1024x1024 f32 matmul speed.
     Doctor(doctor::Args),
+    /// Run the benchmarks (what ./run-benchmarks.sh runs): naive vs optimized, targets, reports.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,296 @@
+//! `harness bench` (what `./run-benchmarks.sh` runs): workloads, interleaved naive/optimized
+//! timing, statistics, targets, baseline comparison and reports.
+pub mod blocks;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use models::runtime::{self, DeviceKind};
+
+use crate::report::{self, compare, json, Memory, Report, Settings, Throughput, VariantResult, WorkloadResult};
+use crate::{meta, stats, targets};
+use workload::{Scale, Spec, Variant};
+
+/// Exit code when a target of the current device class is missed or not measured.
+pub const TARGET_MISSED_EXIT: u8 = 4;
+
+/// Every model name `-m` accepts, in run order.
+pub const MODELS: [&str; 6] = ["blocks", "encodec", "whisper", "clap", "musicgen", "htdemucs"];
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Exit status:
+  0  all ran; no regression; with --targets, every target of this device class passed
+  1  an error (bad argument, unreadable or malformed baseline, unwritable output, MLX failure)
+  2  invalid command line
+  3  --compare found a regression: slower than --threshold with non-overlapping 95% intervals
+  4  --targets: a target for this device class was missed, or its workload did not run
+
+Timing: each workload runs its warm-up, then --iterations rounds in which naive and optimized
+alternate (ABBA order); setup is untimed and MLX evaluation is forced inside the timed region.
+Medians come with 95% bootstrap intervals; speedups are medians of per-round ratios.")]
+pub struct Args {
+    /// Write the JSON report here (the HTML report goes next to it, same stem, .html).
+    /// Default: reports/bench-<UTC time>.json
+    #[arg(short = 'o', long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Compare against a baseline report: per-workload change of the median with a 95% CI;
+    /// exits 3 on a regression.
+    #[arg(short = 'c', long, value_name = "PATH")]
+    compare: Option<PathBuf>,
+    /// Quick mode: fewer iterations (1 warm-up, 5 iterations unless -w/-i say otherwise).
+    #[arg(short = 'q', long)]
+    quick: bool,
+    /// Run only this model's workloads (repeatable). See --list for names.
+    #[arg(short = 'm', long = "model", value_name = "NAME")]
+    models: Vec<String>,
+    /// Warm-up runs per variant before timing [default: 3, quick: 1].
+    #[arg(short = 'w', long, value_name = "N")]
+    warmup: Option<u32>,
+    /// Timed runs per variant [default: 15, quick: 5; at least 2].
+    #[arg(short = 'i', long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    iterations: Option<u32>,
+    /// Check the seed's performance targets (harness/data/targets.json) for this device class:
+    /// prints measured median, target, verdict and margin; exits 4 on a miss.
+    #[arg(short = 't', long)]
+    targets: bool,
+    /// Which variants to run.
+    #[arg(long, value_enum, default_value_t = VariantArg::Both)]
+    variant: VariantArg,
+    /// Device to run on [default: MLX's default, the GPU when the library has one].
+    #[arg(long, value_parser = ["cpu", "gpu"])]
+    device: Option<String>,
+    /// Regression threshold for --compare, percent slower.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    threshold: f64,
+    /// Compare even when the baseline comes from another device class.
+    #[arg(long)]
+    force: bool,
+    /// List models and workloads (name first, one per line) and exit.
+    #[arg(long)]
+    list: bool,
+    /// No progress bars (for CI logs).
+    #[arg(long)]
+    quiet: bool,
+    /// Write the HTML report here instead of next to the JSON.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+    /// Use another targets table (same format as harness/data/targets.json).
+    #[arg(long, value_name = "PATH")]
+    targets_file: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum VariantArg {
+    Naive,
+    Optimized,
+    Both,
+}
+
+impl VariantArg {
+    fn variants(self) -> Vec<Variant> {
+        match self {
+            VariantArg::Naive => vec![Variant::Naive],
+            VariantArg::Optimized => vec![Variant::Optimized],
+            VariantArg::Both => vec![Variant::Naive, Variant::Optimized],
+        }
+    }
+}
+
+/// All registered workloads.
+pub fn registry(scale: Scale) -> Vec<Spec> {
+    blocks::specs(scale)
+}
+
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!("cannot write {}: folder {} does not exist", path.display(), dir.display());
+    }
+    let probe = dir.join(format!(".harness-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write {}: folder {} is not writable", path.display(), dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn default_output() -> PathBuf {
+    PathBuf::from(format!("reports/bench-{}.json", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let scale = Scale { quick: args.quick };
+    let specs = registry(scale);
+    if args.list {
+        for model in MODELS {
+            let n = specs.iter().filter(|s| s.model == model).count();
+            println!("{model}\tmodel, {n} workload(s){}", if n == 0 { " (not implemented yet)" } else { "" });
+        }
+        for s in &specs {
+            println!("{}\t{}: {}", s.id, s.info.input, s.info.timed);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Everything that can be refused is refused before any timing.
+    for m in &args.models {
+        if !MODELS.contains(&m.as_str()) {
+            bail!("unknown model '{m}' (known: {})", MODELS.join(", "));
+        }
+        if !specs.iter().any(|s| s.model == m) {
+            bail!("model '{m}' has no workloads yet (not implemented in this version)");
+        }
+    }
+    let table = match &args.targets_file {
+        Some(p) => targets::Table::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
+            .with_context(|| format!("targets table {}", p.display()))?,
+        None => targets::Table::builtin()?,
+    };
+    let baseline = args.compare.as_deref().map(json::read).transpose()?;
+    let output = args.output.clone().unwrap_or_else(default_output);
+    let html_path = args.html.clone().unwrap_or_else(|| output.with_extension("html"));
+    if args.output.is_none() {
+        std::fs::create_dir_all(output.parent().unwrap_or(Path::new("."))).ok();
+    }
+    check_writable(&output)?;
+    check_writable(&html_path)?;
+    if !(args.threshold.is_finite() && args.threshold >= 0.0) {
+        bail!("--threshold must be a non-negative percentage, got {}", args.threshold);
+    }
+
+    if let Some(d) = &args.device {
+        runtime::select_device(d.parse()?)?;
+    }
+    let kind: DeviceKind = runtime::default_device_kind()?;
+    let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 3 });
+    let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
+    let variants = args.variant.variants();
+    let selected: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model)).collect();
+    let meta = meta::collect(kind);
+    let settings = Settings {
+        quick: args.quick,
+        warmup,
+        iterations,
+        variants: variants.iter().map(|v| v.as_str().to_string()).collect(),
+        models: if args.models.is_empty() { MODELS.iter().map(|s| s.to_string()).collect() } else { args.models.clone() },
+        device: kind.as_str().into(),
+        threshold_pct: args.threshold,
+    };
+    if !args.quiet {
+        eprintln!(
+            "Running {} workload(s) on {} ({}), {} warm-up + {} timed run(s) per variant",
+            selected.len(),
+            meta.device_name,
+            meta.device_class,
+            warmup,
+            iterations
+        );
+    }
+
+    let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations + 1);
+    let bar = if args.quiet { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()) } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut results = Vec::new();
+    for spec in &selected {
+        bar.set_message(format!("{} (building)", spec.id));
+        let r = measure(spec, scale, &variants, warmup, iterations, &bar).with_context(|| format!("workload {}", spec.id))?;
+        results.push(r);
+    }
+    bar.finish_and_clear();
+
+    let target_results = table.evaluate(&meta.device_class, &results);
+    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: target_results, comparison: None };
+    if let (Some(b), Some(path)) = (&baseline, &args.compare) {
+        compare::check_compatible(b, &rep, args.force)?;
+        rep.comparison = Some(compare::compare(b, &path.display().to_string(), &rep, args.threshold));
+    }
+
+    json::write(&rep, &output)?;
+    json::write_atomic(&html_path, report::html::render(&rep)?.as_bytes())?;
+    let mut text = report::text::render(&rep);
+    if !args.targets {
+        // The targets table is printed on request; the JSON always carries it.
+        if let Some(i) = text.find("\nTargets (") {
+            let end = text[i + 1..].find("\n\n").map_or(text.len(), |j| i + 1 + j);
+            text.replace_range(i..end, "");
+        }
+    }
+    print!("{text}");
+    if args.targets {
+        println!("Targets from: {}", table.source);
+    }
+    println!("\nReports: {} and {}", output.display(), html_path.display());
+    if let Ok(summary) = std::env::var("GITHUB_STEP_SUMMARY") {
+        use std::io::Write;
+        let md = report::markdown::render(&rep);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(md.as_bytes()))
+            .with_context(|| format!("writing the step summary to {summary}"))?;
+    }
+
+    if let Some(c) = &rep.comparison {
+        let n = c.regressions().count();
+        if n > 0 {
+            eprintln!("{n} regression(s) against {} (threshold {}%)", c.baseline, c.threshold_pct);
+            return Ok(ExitCode::from(compare::REGRESSION_EXIT));
+        }
+    }
+    if args.targets && targets::any_failed(&rep.targets) {
+        eprintln!("targets: a target for device class {} was missed or not measured", rep.meta.device_class);
+        return Ok(ExitCode::from(TARGET_MISSED_EXIT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warm up, time interleaved rounds, then one untimed profiled run per variant for memory.
+fn measure(spec: &Spec, scale: Scale, variants: &[Variant], warmup: u32, iterations: u32, bar: &ProgressBar) -> Result<WorkloadResult> {
+    let mut w = (spec.build)(scale)?;
+    bar.set_message(spec.id.clone());
+    for &v in variants {
+        for _ in 0..warmup {
+            w.prepare(v)?;
+            w.run(v)?;
+            bar.inc(1);
+        }
+    }
+    let mut samples: BTreeMap<Variant, Vec<f64>> = variants.iter().map(|&v| (v, Vec::new())).collect();
+    for round in 0..iterations {
+        let order: Vec<Variant> = if round % 2 == 0 { variants.to_vec() } else { variants.iter().rev().copied().collect() };
+        for v in order {
+            w.prepare(v)?;
+            let t = Instant::now();
+            w.run(v)?;
+            samples.entry(v).or_default().push(t.elapsed().as_secs_f64());
+            bar.inc(1);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for &v in variants {
+        w.prepare(v)?;
+        mlx_rs::memory::reset_peak_memory()?;
+        w.run(v)?;
+        let memory = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
+        bar.inc(1);
+        let s = samples.remove(&v).unwrap_or_default();
+        let st = stats::summarize(&s);
+        let throughput = Throughput::from_work(&spec.work, st.median);
+        out.insert(v.as_str().to_string(), VariantResult { stats: st, samples_s: s, throughput, memory });
+    }
+    let speedup = match (out.get("naive"), out.get("optimized")) {
+        (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),
+        _ => None,
+    };
+    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup })
+}

@@ -1,0 +1,46 @@
+//! What a benchmark is: a named workload with a naive and an optimized variant over the same
+//! modules and weights. Setup happens in `build` and `prepare`, outside the timed region; `run`
+//! is timed and must force MLX evaluation of everything it computes.
+use anyhow::Result;
+
+use crate::report::{Work, WorkloadInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Variant {
+    Naive,
+    Optimized,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Naive => "naive",
+            Variant::Optimized => "optimized",
+        }
+    }
+}
+
+/// Sizes chosen for the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// `--quick`: smaller inputs where a workload has a cheaper stand-in.
+    pub quick: bool,
+}
+
+pub trait Workload {
+    /// Untimed, before each timed run of `variant` (fresh caches, inputs).
+    fn prepare(&mut self, variant: Variant) -> Result<()>;
+    /// The timed region. Evaluates its results before returning.
+    fn run(&mut self, variant: Variant) -> Result<()>;
+}
+
+/// A registered workload, described without building it (`--list` builds nothing).
+pub struct Spec {
+    /// Unique id, `<model>/<name>`.
+    pub id: String,
+    /// The model it belongs to, as `-m` selects it.
+    pub model: &'static str,
+    pub info: WorkloadInfo,
+    pub work: Work,
+    pub build: Box<dyn Fn(Scale) -> Result<Box<dyn Workload>>>,
+}

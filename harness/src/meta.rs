@@ -1,0 +1,63 @@
+//! Run metadata for reports: build, MLX, device and machine.
+use std::process::Command;
+
+use models::runtime::{self, DeviceKind};
+
+use crate::report::Meta;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn memory_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kb: u64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let out = Command::new("sysctl").args(["-n", "hw.memsize"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    None
+}
+
+/// The targets table's device class for the device in use.
+pub fn device_class(kind: DeviceKind) -> &'static str {
+    match (kind, cfg!(target_os = "macos")) {
+        (DeviceKind::Gpu, true) => "apple-silicon",
+        (DeviceKind::Gpu, false) => "cuda",
+        (DeviceKind::Cpu, _) => "cpu",
+    }
+}
+
+pub fn collect(kind: DeviceKind) -> Meta {
+    let backend = match (kind, cfg!(target_os = "macos")) {
+        (DeviceKind::Cpu, _) => "cpu",
+        (DeviceKind::Gpu, true) => "metal",
+        (DeviceKind::Gpu, false) => "cuda",
+    };
+    Meta {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        git_commit: git(&["rev-parse", "HEAD"]),
+        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
+        backend: backend.into(),
+        device_kind: kind.as_str().into(),
+        device_name: match kind {
+            DeviceKind::Gpu => runtime::device_name(kind).unwrap_or_else(|| "unknown GPU".into()),
+            DeviceKind::Cpu => runtime::cpu_model(),
+        },
+        device_class: device_class(kind).into(),
+        cpu_model: runtime::cpu_model(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes: memory_bytes(),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        blas: runtime::blas_info().map_or_else(|| "none loaded".into(), |b| b.describe()),
+    }
+}

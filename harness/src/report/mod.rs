@@ -1,0 +1,199 @@
+//! The one result type every report is made from, and its exporters (JSON, text table,
+//! Markdown summary, HTML). The JSON schema is documented in `harness/REPORT_SCHEMA.md`;
+//! bump [`SCHEMA_VERSION`] on any incompatible change.
+pub mod compare;
+pub mod html;
+pub mod json;
+pub mod markdown;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Speedup, Summary};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub meta: Meta,
+    pub settings: Settings,
+    pub workloads: Vec<WorkloadResult>,
+    pub targets: Vec<TargetResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<compare::Comparison>,
+}
+
+/// Where and what ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub harness_version: String,
+    pub mlx_version: String,
+    /// "cpu", "metal" or "cuda".
+    pub backend: String,
+    /// "cpu" or "gpu".
+    pub device_kind: String,
+    pub device_name: String,
+    /// The targets table's class: "apple-silicon", "cuda" or "cpu".
+    pub device_class: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_bytes: Option<u64>,
+    pub os: String,
+    pub blas: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub warmup: u32,
+    pub iterations: u32,
+    pub variants: Vec<String>,
+    pub models: Vec<String>,
+    pub device: String,
+    pub threshold_pct: f64,
+}
+
+/// What a workload times, in words, for humans reading the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    /// Model size / configuration, e.g. "whisper large-v3-turbo dims, random weights".
+    pub size: String,
+    /// The input, e.g. "30 s of noise at 16 kHz".
+    pub input: String,
+    /// What the timed region covers, e.g. "one decode step, evaluated".
+    pub timed: String,
+    /// How this relates to the seed's targets, when it is scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The work one timed run does, for throughput figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Work {
+    /// Seconds of audio processed or produced per run (real-time factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_seconds: Option<f64>,
+    /// Tokens (or decode steps) per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<f64>,
+    /// Items (clips, batches' members, calls) per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Audio seconds per wall-clock second ("x real time").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_per_s: Option<f64>,
+}
+
+impl Throughput {
+    pub fn from_work(work: &Work, median_s: f64) -> Self {
+        let per = |x: Option<f64>| x.map(|v| v / median_s);
+        Throughput {
+            realtime_factor: per(work.audio_seconds),
+            tokens_per_s: per(work.tokens),
+            items_per_s: per(work.items),
+        }
+    }
+}
+
+/// MLX memory around one variant's runs (the memory profiler).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Peak MLX memory since the reset before this variant, bytes.
+    pub peak_bytes: u64,
+    /// MLX memory in use after the last run, bytes.
+    pub active_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub stats: Summary,
+    /// Raw per-iteration times, seconds, in the order measured.
+    pub samples_s: Vec<f64>,
+    pub throughput: Throughput,
+    pub memory: Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub id: String,
+    pub model: String,
+    pub info: WorkloadInfo,
+    pub work: Work,
+    /// Keyed by variant name ("naive", "optimized").
+    pub variants: BTreeMap<String, VariantResult>,
+    /// optimized over naive, from interleaved pairs; present when both ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speedup: Option<Speedup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Miss,
+    /// The current device class has no target for this row.
+    NoTarget,
+    /// The row's workload did not run (filtered out, or not implemented yet).
+    NotMeasured,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub task: String,
+    pub model: String,
+    pub input: String,
+    pub workload: String,
+    pub variant: String,
+    pub device_class: String,
+    pub target_s: Option<f64>,
+    pub measured_s: Option<f64>,
+    pub verdict: Verdict,
+    /// target / measured: above 1 passes with that many times headroom.
+    pub margin: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Human-readable byte counts.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Human-readable durations from seconds.
+pub fn format_duration(s: f64) -> String {
+    if !s.is_finite() {
+        "-".into()
+    } else if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}

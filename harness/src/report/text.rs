@@ -1,0 +1,86 @@
+//! The terminal table.
+use std::fmt::Write;
+
+use super::compare::Status;
+use super::{format_bytes, format_duration, Report, Verdict};
+
+fn pct(ratio: f64) -> String {
+    format!("{:+.1}%", (ratio - 1.0) * 100.0)
+}
+
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let m = &r.meta;
+    let _ = writeln!(s, "MLX {} on {} ({}, class {}), {}", m.mlx_version, m.device_name, m.backend, m.device_class, m.os);
+    let _ = writeln!(s, "warm-up {}, iterations {}{}", r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{:<34} {:<10} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "median", "95% CI", "peak mem", "speedup (95% CI)");
+    for w in &r.workloads {
+        let mut first = true;
+        for (name, v) in &w.variants {
+            let speed = match (&w.speedup, first) {
+                (Some(sp), true) => format!("{:.2}x [{:.2}, {:.2}]", sp.estimate, sp.ci.low, sp.ci.high),
+                _ => String::new(),
+            };
+            let ci = format!("[{}, {}]", format_duration(v.stats.median_ci.low), format_duration(v.stats.median_ci.high));
+            let id = if first { w.id.as_str() } else { "" };
+            let _ = writeln!(s, "{:<34} {:<10} {:>11} {:>25} {:>10} {:>18}", id, name, format_duration(v.stats.median), ci, format_bytes(v.memory.peak_bytes), speed);
+            first = false;
+        }
+    }
+    let _ = writeln!(s, "\nWhat ran:");
+    for w in &r.workloads {
+        let _ = writeln!(s, "  {}: {}; input {}; timed: {}", w.id, w.info.size, w.info.input, w.info.timed);
+        if let Some(n) = &w.info.note {
+            let _ = writeln!(s, "    note: {n}");
+        }
+    }
+    if !r.targets.is_empty() {
+        let _ = writeln!(s, "\nTargets (device class {}):", m.device_class);
+        let _ = writeln!(s, "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}", "task", "model", "measured", "target", "verdict", "margin");
+        for t in &r.targets {
+            let verdict = match t.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Miss => "MISS",
+                Verdict::NoTarget => "no target",
+                Verdict::NotMeasured => "not measured",
+            };
+            let _ = writeln!(
+                s,
+                "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}",
+                t.task,
+                t.model,
+                t.measured_s.map_or("-".into(), format_duration),
+                t.target_s.map_or("-".into(), format_duration),
+                verdict,
+                t.margin.map_or("-".into(), |m| format!("{m:.2}x"))
+            );
+        }
+    }
+    if let Some(c) = &r.comparison {
+        let _ = writeln!(s, "\nAgainst baseline {} ({}), threshold {}%:", c.baseline, c.baseline_time, c.threshold_pct);
+        for d in &c.deltas {
+            let tag = match d.status {
+                Status::Regression => "REGRESSION",
+                Status::Improvement => "improvement",
+                Status::Unchanged => "unchanged",
+            };
+            let _ = writeln!(
+                s,
+                "  {:<34} {:<10} {:>11} -> {:>11}  {:>8} [{}, {}]  {}",
+                d.workload,
+                d.variant,
+                format_duration(d.baseline_median_s),
+                format_duration(d.current_median_s),
+                pct(d.change.ratio),
+                pct(d.change.ci.low),
+                pct(d.change.ci.high),
+                tag
+            );
+        }
+        for m in &c.missing {
+            let _ = writeln!(s, "  {m}: in the baseline, not measured now");
+        }
+    }
+    s
+}

@@ -1,0 +1,222 @@
+//! Statistics for noisy timings: order statistics, a percentile-bootstrap confidence interval for
+//! the median, paired speedups and the change between two runs. Resampling uses a fixed-seed
+//! generator so a report is reproducible from its raw samples.
+use serde::{Deserialize, Serialize};
+
+/// Bootstrap resamples per interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Two-sided confidence level of every interval.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// A confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Interval {
+    pub fn overlaps(&self, other: &Interval) -> bool {
+        self.low <= other.high && other.low <= self.high
+    }
+}
+
+/// Summary of one set of samples (seconds, or any positive quantity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: usize,
+    pub min: f64,
+    pub median: f64,
+    pub mean: f64,
+    pub max: f64,
+    /// Sample standard deviation (n - 1).
+    pub std_dev: f64,
+    /// 95% bootstrap interval of the median.
+    pub median_ci: Interval,
+}
+
+/// SplitMix64: small, fast, good enough for resampling indices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform index in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+/// Median of `xs` (mean of the middle two for even lengths). NaN for an empty slice.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
+}
+
+/// Linear-interpolated quantile `q` in [0, 1] of sorted data (numpy's default method).
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Percentile-bootstrap interval of `stat` over resamples of `xs`.
+fn bootstrap(xs: &[f64], seed: u64, stat: impl Fn(&[f64]) -> f64) -> Interval {
+    if xs.len() < 2 {
+        let v = stat(xs);
+        return Interval { low: v, high: v };
+    }
+    let mut rng = Rng::new(seed);
+    let mut buf = vec![0.0; xs.len()];
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            for b in buf.iter_mut() {
+                *b = xs[rng.below(xs.len())];
+            }
+            stat(&buf)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    Interval { low: quantile_sorted(&stats, tail), high: quantile_sorted(&stats, 1.0 - tail) }
+}
+
+/// Summarise samples. Panics on no samples (callers always time at least one iteration).
+pub fn summarize(xs: &[f64]) -> Summary {
+    assert!(!xs.is_empty(), "summarize needs at least one sample");
+    let n = xs.len();
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let var = if n > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+    Summary {
+        n,
+        min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+        median: median(xs),
+        mean,
+        max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        std_dev: var.sqrt(),
+        median_ci: bootstrap(xs, 0x5EED_0001, median),
+    }
+}
+
+/// Speedup of B over A from interleaved pairs `(a_i, b_i)`: the median of `a_i / b_i`, with a
+/// bootstrap interval over pairs. Pairing cancels drift that hits both runs of a pair alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speedup {
+    pub estimate: f64,
+    pub ci: Interval,
+    pub pairs: usize,
+}
+
+pub fn paired_speedup(a: &[f64], b: &[f64]) -> Speedup {
+    let ratios: Vec<f64> = a.iter().zip(b).filter(|(_, &y)| y > 0.0).map(|(&x, &y)| x / y).collect();
+    Speedup { estimate: median(&ratios), ci: bootstrap(&ratios, 0x5EED_0002, median), pairs: ratios.len() }
+}
+
+/// Change of `current` against `baseline`: ratio of medians (> 1 is slower), with a bootstrap
+/// interval from independent resamples of both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub ratio: f64,
+    pub ci: Interval,
+}
+
+pub fn change(baseline: &[f64], current: &[f64]) -> Change {
+    let ratio = median(current) / median(baseline);
+    if baseline.len() < 2 || current.len() < 2 {
+        return Change { ratio, ci: Interval { low: ratio, high: ratio } };
+    }
+    let mut rng = Rng::new(0x5EED_0003);
+    let (mut bb, mut cb) = (vec![0.0; baseline.len()], vec![0.0; current.len()]);
+    let mut rs: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            for x in bb.iter_mut() {
+                *x = baseline[rng.below(baseline.len())];
+            }
+            for x in cb.iter_mut() {
+                *x = current[rng.below(current.len())];
+            }
+            median(&cb) / median(&bb)
+        })
+        .collect();
+    rs.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    Change { ratio, ci: Interval { low: quantile_sorted(&rs, tail), high: quantile_sorted(&rs, 1.0 - tail) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_statistics_match_known_values() {
+        let s = summarize(&[4.0, 1.0, 3.0, 2.0, 5.0]);
+        assert_eq!((s.min, s.median, s.mean, s.max), (1.0, 3.0, 3.0, 5.0));
+        // Sample standard deviation of 1..5 is sqrt(2.5).
+        assert!((s.std_dev - 2.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        // numpy.quantile([1, 2, 3, 4], 0.25) == 1.75
+        assert_eq!(quantile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.25), 1.75);
+    }
+
+    #[test]
+    fn median_interval_brackets_the_median_and_is_reproducible() {
+        let xs: Vec<f64> = (0..101).map(|i| 1.0 + (i as f64 * 0.37).sin() * 0.1).collect();
+        let s = summarize(&xs);
+        assert!(s.median_ci.low <= s.median && s.median <= s.median_ci.high);
+        assert!(s.median_ci.high - s.median_ci.low < 0.1);
+        assert_eq!(summarize(&xs).median_ci, s.median_ci);
+        // Constant data: a zero-width interval at the value.
+        let c = summarize(&[2.0; 8]);
+        assert_eq!((c.median_ci.low, c.median_ci.high), (2.0, 2.0));
+    }
+
+    #[test]
+    fn paired_speedup_of_a_constant_factor() {
+        let a: Vec<f64> = (1..=20).map(|i| i as f64).collect();
+        let b: Vec<f64> = a.iter().map(|x| x / 2.0).collect();
+        let s = paired_speedup(&a, &b);
+        assert_eq!(s.estimate, 2.0);
+        assert_eq!((s.ci.low, s.ci.high), (2.0, 2.0));
+        assert_eq!(s.pairs, 20);
+    }
+
+    #[test]
+    fn change_detects_doubling_with_a_clear_interval() {
+        let base: Vec<f64> = (0..30).map(|i| 1.0 + 0.01 * (i % 5) as f64).collect();
+        let slow: Vec<f64> = base.iter().map(|x| x * 2.0).collect();
+        let c = change(&base, &slow);
+        assert!((c.ratio - 2.0).abs() < 1e-12);
+        assert!(c.ci.low > 1.9 && c.ci.high < 2.1, "{c:?}");
+        let same = change(&base, &base);
+        assert!(same.ci.low <= 1.0 && same.ci.high >= 1.0);
+    }
+
+    #[test]
+    fn intervals_overlap() {
+        let a = Interval { low: 1.0, high: 2.0 };
+        assert!(a.overlaps(&Interval { low: 2.0, high: 3.0 }));
+        assert!(!a.overlaps(&Interval { low: 2.1, high: 3.0 }));
+    }
+}
