@@ -46,7 +46,7 @@ pub struct Args {
     /// Quick mode: fewer iterations (1 warm-up, 5 iterations unless -w/-i say otherwise).
     #[arg(short = 'q', long)]
     quick: bool,
-    /// Run only this model's workloads (repeatable). See --list for names.
+    /// Run only this model's workloads, or this one workload by id (repeatable). See --list.
     #[arg(short = 'm', long = "model", value_name = "NAME")]
     models: Vec<String>,
     /// Warm-up runs per variant before timing [default: 3, quick: 1].
@@ -141,8 +141,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
     // Everything that can be refused is refused before any timing.
     for m in &args.models {
+        if specs.iter().any(|s| s.id == *m) {
+            continue;
+        }
         if !MODELS.contains(&m.as_str()) {
-            bail!("unknown model '{m}' (known: {})", MODELS.join(", "));
+            bail!("unknown model or workload '{m}' (models: {}; --list shows workloads)", MODELS.join(", "));
         }
         if !specs.iter().any(|s| s.model == m) {
             bail!("model '{m}' has no workloads yet (not implemented in this version)");
@@ -172,7 +175,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 3 });
     let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
     let variants = args.variant.variants();
-    let selected: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model)).collect();
+    let selected: Vec<&Spec> = specs
+        .iter()
+        .filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id))
+        .collect();
     let meta = meta::collect(kind);
     let settings = Settings {
         quick: args.quick,

@@ -97,3 +97,52 @@ pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, thresho
         missing,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::sample_report;
+
+    #[test]
+    fn halved_baseline_is_a_regression() {
+        let base = sample_report(0.5);
+        let now = sample_report(1.0);
+        let c = compare(&base, "base", &now, 10.0);
+        assert_eq!(c.deltas.len(), 2);
+        assert!(c.deltas.iter().all(|d| d.status == Status::Regression), "{c:?}");
+        assert!((c.deltas[0].change.ratio - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn same_timings_are_not_a_regression() {
+        let c = compare(&sample_report(1.0), "base", &sample_report(1.0), 10.0);
+        assert_eq!(c.regressions().count(), 0);
+        assert!(c.deltas.iter().all(|d| d.status == Status::Unchanged));
+    }
+
+    #[test]
+    fn small_slowdown_under_threshold_is_not_a_regression() {
+        let c = compare(&sample_report(1.0), "base", &sample_report(1.05), 10.0);
+        assert_eq!(c.regressions().count(), 0);
+    }
+
+    #[test]
+    fn faster_run_is_an_improvement_and_missing_workloads_are_listed() {
+        let mut now = sample_report(0.5);
+        now.workloads[0].variants.remove("naive");
+        let c = compare(&sample_report(1.0), "base", &now, 10.0);
+        assert_eq!(c.deltas.len(), 1);
+        assert_eq!(c.deltas[0].status, Status::Improvement);
+        assert_eq!(c.missing, ["blocks/decode-step-cache-64/naive"]);
+    }
+
+    #[test]
+    fn other_device_class_is_refused_unless_forced() {
+        let base = sample_report(1.0);
+        let mut now = sample_report(1.0);
+        now.meta.device_class = "cuda".into();
+        let err = check_compatible(&base, &now, false).unwrap_err().to_string();
+        assert!(err.contains("device class") && err.contains("--force"), "{err}");
+        assert!(check_compatible(&base, &now, true).is_ok());
+    }
+}

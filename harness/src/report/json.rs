@@ -63,3 +63,32 @@ pub fn read(path: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&text).with_context(|| format!("{} is not a usable baseline", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_baselines_are_refused_with_a_reason() {
+        assert!(parse("{not json").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(parse("{}").unwrap_err().to_string().contains("schema_version"));
+        assert!(parse(r#"{"schema_version": 99}"#).unwrap_err().to_string().contains("99"));
+        assert!(parse(r#"{"schema_version": 1, "meta": {}}"#).is_err());
+        let mut r = crate::report::sample_report(1.0);
+        r.workloads[0].variants.get_mut("naive").unwrap().samples_s = vec![];
+        let text = to_string(&r).unwrap();
+        assert!(parse(&text).unwrap_err().to_string().contains("samples_s"));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_refuses_missing_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+        let err = write_atomic(&dir.path().join("missing/r.json"), b"x").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

@@ -197,3 +197,93 @@ pub fn format_duration(s: f64) -> String {
         format!("{:.1} µs", s * 1e6)
     }
 }
+
+/// A fixed report for tests of the exporters and the compare logic.
+#[cfg(test)]
+pub fn sample_report(scale: f64) -> Report {
+    use crate::stats;
+    let mk = |base: f64| {
+        let samples: Vec<f64> = (0..9).map(|i| scale * base * (1.0 + 0.01 * (i % 3) as f64)).collect();
+        let st = stats::summarize(&samples);
+        let work = Work { tokens: Some(8.0), ..Work::default() };
+        VariantResult { throughput: Throughput::from_work(&work, st.median), stats: st, samples_s: samples, memory: Memory { peak_bytes: 31 << 20, active_bytes: 12 << 20 } }
+    };
+    let mut variants = BTreeMap::new();
+    variants.insert("naive".to_string(), mk(0.020));
+    variants.insert("optimized".to_string(), mk(0.010));
+    let speedup = Some(stats::paired_speedup(&variants["naive"].samples_s, &variants["optimized"].samples_s));
+    Report {
+        schema_version: SCHEMA_VERSION,
+        meta: Meta {
+            time: "2026-11-28T00:00:00Z".into(),
+            git_commit: Some("0123456789abcdef".into()),
+            git_dirty: Some(false),
+            harness_version: "0.1.0".into(),
+            mlx_version: "0.32.4".into(),
+            backend: "cpu".into(),
+            device_kind: "cpu".into(),
+            device_name: "Test CPU".into(),
+            device_class: "cpu".into(),
+            cpu_model: "Test CPU".into(),
+            cores: 2,
+            memory_bytes: Some(24 << 30),
+            os: "linux x86_64".into(),
+            blas: "OpenBLAS 0.3.21".into(),
+        },
+        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0 },
+        workloads: vec![WorkloadResult {
+            id: "blocks/decode-step-cache-64".into(),
+            model: "blocks".into(),
+            info: WorkloadInfo { size: "d 1280".into(), input: "64 cached tokens".into(), timed: "8 steps".into(), note: None },
+            work: Work { tokens: Some(8.0), ..Work::default() },
+            variants,
+            speedup,
+        }],
+        targets: vec![],
+        comparison: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample_report(1.0);
+        let text = json::to_string(&r).unwrap();
+        assert_eq!(json::parse(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn text_table_snapshot() {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"\d+\.\d+ (ms|s|µs)", "[time]");
+        settings.add_filter(r"\d+\.\d+x", "[ratio]");
+        settings.bind(|| insta::assert_snapshot!(text::render(&sample_report(1.0))));
+    }
+
+    #[test]
+    fn markdown_summary_snapshot() {
+        let mut r = sample_report(1.0);
+        r.comparison = Some(compare::compare(&sample_report(0.5), "base.json", &r, 10.0));
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"[+-]?\d+\.\d+ (ms|s|µs)", "[time]");
+        settings.add_filter(r"[+-]?\d+\.\d+%", "[pct]");
+        settings.add_filter(r"\d+\.\d+x", "[ratio]");
+        settings.bind(|| insta::assert_snapshot!(markdown::render(&r)));
+    }
+
+    #[test]
+    fn html_is_self_contained() {
+        let mut r = sample_report(1.0);
+        r.comparison = Some(compare::compare(&sample_report(1.0), "base.json", &r, 10.0));
+        let h = html::render(&r).unwrap();
+        assert!(h.starts_with("<!DOCTYPE html>") && h.trim_end().ends_with("</html>"));
+        assert!(h.matches("<svg").count() >= 2, "charts inlined");
+        // No scripts, stylesheets, images or fonts from elsewhere (SVG's xmlns URI is a name, not a fetch).
+        for external in ["<script", "<link", "<img", "src=", "url(", "@import"] {
+            assert!(!h.contains(external), "{external} in the page");
+        }
+    }
+}

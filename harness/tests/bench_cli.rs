@@ -1,0 +1,90 @@
+//! `harness bench` end to end: reports, the compare gate, and refusals of bad input.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).arg("bench").args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn list_prints_names_first() {
+    let o = bench(&["--list"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let names: Vec<&str> = text.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    for want in ["blocks", "whisper", "blocks/decode-step-cache-64", "blocks/cross-attention", "blocks/eval-interval"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_any_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let out = out.to_str().unwrap();
+
+    let o = bench(&["-m", "nosuchmodel", "-o", out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown model or workload 'nosuchmodel'"), "{}", stderr(&o));
+
+    let o = bench(&["-c", "/nonexistent/base.json", "-o", out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read /nonexistent/base.json"), "{}", stderr(&o));
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"schema_version\": 1, \"meta\": 3}").unwrap();
+    let o = bench(&["-c", bad.to_str().unwrap(), "-o", out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a usable baseline"), "{}", stderr(&o));
+
+    let o = bench(&["-o", "/nonexistent-dir/r.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    let o = bench(&["-i", "1"]);
+    assert_eq!(o.status.code(), Some(2), "clap refuses fewer than 2 iterations");
+    assert!(!Path::new(out).exists(), "nothing written for refused runs");
+}
+
+#[test]
+fn run_compare_and_regression_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r.json");
+    let common = ["--device", "cpu", "-w", "1", "-i", "5", "--quiet", "-m", "blocks/decode-step-cache-64"];
+    let o = bench(&[&common[..], &["-o", r.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(r.exists() && dir.path().join("r.html").exists(), "JSON and HTML written");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
+    let w = &report["workloads"][0];
+    assert_eq!(w["id"], "blocks/decode-step-cache-64");
+    assert_eq!(w["variants"]["naive"]["samples_s"].as_array().unwrap().len(), 5);
+    assert!(w["speedup"]["estimate"].as_f64().unwrap() > 0.0);
+
+    // Halve every time in the baseline: the same code now looks 2x slower.
+    let mut halved = report.clone();
+    for v in halved["workloads"][0]["variants"].as_object_mut().unwrap().values_mut() {
+        for key in ["samples_s"] {
+            for s in v[key].as_array_mut().unwrap() {
+                *s = serde_json::json!(s.as_f64().unwrap() / 2.0);
+            }
+        }
+        let st = v["stats"].as_object_mut().unwrap();
+        for key in ["min", "median", "mean", "max", "std_dev"] {
+            st[key] = serde_json::json!(st[key].as_f64().unwrap() / 2.0);
+        }
+        for key in ["low", "high"] {
+            st["median_ci"][key] = serde_json::json!(st["median_ci"][key].as_f64().unwrap() / 2.0);
+        }
+    }
+    let hb = dir.path().join("halved.json");
+    std::fs::write(&hb, serde_json::to_string(&halved).unwrap()).unwrap();
+    let r2 = dir.path().join("r2.json");
+    let o = bench(&[&common[..], &["-o", r2.to_str().unwrap(), "-c", hb.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(3), "regression exit code; stdout: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
+}
