@@ -387,8 +387,9 @@ fn main() {
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let compat_header = manifest_dir.join("include/mlx_sys_compat.h");
-    let dst = build_mlx_c(&mlx_c, &mlx, &compat_header);
+    // Bindings first: a missing libclang fails in seconds, before the CMake build.
     generate_bindings(&mlx_c, &compat_header);
+    let dst = build_mlx_c(&mlx_c, &mlx, &compat_header);
 
     // Static mlx-c first, then what it needs.
     println!("cargo:rustc-link-search=native={}", dst.join("lib").display());
