@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Front end of the benchmark harness: sets up, builds the harness in release (quietly when it is
-# up to date), then runs `harness bench` with every argument given here. See --help.
+# up to date), then runs `harness bench` with every argument given here, from the directory you
+# called it in (so relative -o/-c paths are yours). See --help.
 set -euo pipefail
-cd "$(dirname "$0")"
-SETUP_QUIET=1 ./scripts/setup.sh
-if [ -x target/release/harness ] && cargo build --release --locked -q -p harness 2>/dev/null; then
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SETUP_QUIET=1 "$root/scripts/setup.sh"
+bin="$root/target/release/harness"
+if [ -x "$bin" ] && cargo build --manifest-path "$root/Cargo.toml" --release --locked -q -p harness 2>/dev/null; then
   :
 else
   echo "building the harness (release)..." >&2
-  cargo build --release --locked -p harness >&2
+  cargo build --manifest-path "$root/Cargo.toml" --release --locked -p harness >&2
 fi
-exec target/release/harness bench "$@"
+export HARNESS_REPO_ROOT="$root"
+exec "$bin" bench "$@"

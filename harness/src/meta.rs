@@ -5,8 +5,11 @@ use models::runtime::{self, DeviceKind};
 
 use crate::report::Meta;
 
+/// Git facts of the repository the harness was built from (or HARNESS_REPO_ROOT), wherever it
+/// is run from.
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
+    let root = std::env::var("HARNESS_REPO_ROOT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/..").to_string());
+    let out = Command::new("git").arg("-C").arg(root).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

@@ -36,7 +36,7 @@ alternate (ABBA order); setup is untimed and MLX evaluation is forced inside the
 Medians come with 95% bootstrap intervals; speedups are medians of per-round ratios.")]
 pub struct Args {
     /// Write the JSON report here (the HTML report goes next to it, same stem, .html).
-    /// Default: reports/bench-<UTC time>.json
+    /// Default: reports/bench-<UTC time>.json in the repository
     #[arg(short = 'o', long, value_name = "PATH")]
     output: Option<PathBuf>,
     /// Compare against a baseline report: per-workload change of the median with a 95% CI;
@@ -121,8 +121,10 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `<repo>/reports/bench-<UTC time>.json` when run through run-benchmarks.sh, else under ./reports.
 fn default_output() -> PathBuf {
-    PathBuf::from(format!("reports/bench-{}.json", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
+    let dir = std::env::var_os("HARNESS_REPO_ROOT").map_or_else(|| PathBuf::from("reports"), |r| PathBuf::from(r).join("reports"));
+    dir.join(format!("bench-{}.json", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {

@@ -208,7 +208,22 @@ pub fn render(r: &Report) -> Result<String> {
             })
             .collect();
         let svg = bar_chart(&format!("{model}: median time, 95% CI whiskers"), unit, &groups)?;
-        let _ = writeln!(h, "<h3>{}</h3><div class=\"chart\">{svg}</div><ul>", esc(model));
+        let _ = writeln!(h, "<h3>{}</h3><div class=\"chart\">{svg}</div>", esc(model));
+        // Speedups put workloads of very different durations on one readable scale.
+        let speedups: Vec<(String, Vec<Bar>)> = ws
+            .iter()
+            .filter_map(|w| {
+                let sp = w.speedup.as_ref()?;
+                let label = w.id.split_once('/').map_or(w.id.as_str(), |x| x.1).to_string();
+                let color = if sp.ci.low > 1.0 { OPTIMIZED } else if sp.ci.high < 1.0 { NAIVE } else { OTHER };
+                Some((label, vec![Bar { series: "optimized speedup".into(), value: sp.estimate, whisker: Some((sp.ci.low, sp.ci.high)), color }]))
+            })
+            .collect();
+        if !speedups.is_empty() {
+            let svg = bar_chart(&format!("{model}: naive time / optimized time (above 1: optimized is faster), 95% CI"), "speedup (x)", &speedups)?;
+            let _ = writeln!(h, "<div class=\"chart\">{svg}</div>");
+        }
+        let _ = writeln!(h, "<ul>");
         for w in &ws {
             let _ = writeln!(h, "<li><b>{}</b>: {}; input {}; timed: {}{}</li>", esc(&w.id), esc(&w.info.size), esc(&w.info.input), esc(&w.info.timed), w.info.note.as_ref().map_or(String::new(), |n| format!(" <i>({})</i>", esc(n))));
         }
