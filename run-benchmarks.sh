@@ -6,11 +6,13 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SETUP_QUIET=1 "$root/scripts/setup.sh"
 bin="$root/target/release/harness"
-if [ -x "$bin" ] && cargo build --manifest-path "$root/Cargo.toml" --release --locked -q -p harness 2>/dev/null; then
+# Build from the root: cargo reads .cargo/config.toml (which points mlx-sys at .venv) from the
+# current directory, not from --manifest-path.
+if [ -x "$bin" ] && (cd "$root" && cargo build --release --locked -q -p harness 2>/dev/null); then
   :
 else
   echo "building the harness (release)..." >&2
-  cargo build --manifest-path "$root/Cargo.toml" --release --locked -p harness >&2
+  (cd "$root" && cargo build --release --locked -p harness) >&2
 fi
 export HARNESS_REPO_ROOT="$root"
 exec "$bin" bench "$@"
