@@ -33,6 +33,10 @@ pub struct Summary {
     pub std_dev: f64,
     /// 95% bootstrap interval of the median.
     pub median_ci: Interval,
+    /// Distribution-free interval of the median from order statistics (binomial), at the
+    /// smallest coverage >= 95% the sample size allows ([min, max] below 6 samples). Wider than
+    /// the bootstrap for small samples; the regression gate uses it.
+    pub median_ci_exact: Interval,
 }
 
 /// SplitMix64: small, fast, good enough for resampling indices.
@@ -102,6 +106,35 @@ fn bootstrap(xs: &[f64], seed: u64, stat: impl Fn(&[f64]) -> f64) -> Interval {
     Interval { low: quantile_sorted(&stats, tail), high: quantile_sorted(&stats, 1.0 - tail) }
 }
 
+/// Order-statistic interval of the median: `[x(k), x(n+1-k)]` with the largest `k` whose
+/// coverage `1 - 2 P(Binomial(n, 1/2) < k)` is at least 95%; `[min, max]` when none is.
+pub fn median_ci_order_statistics(xs: &[f64]) -> Interval {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return Interval { low: f64::NAN, high: f64::NAN };
+    }
+    // P(B <= j) for B ~ Binomial(n, 1/2), accumulated in log space to stay finite for large n.
+    let ln_half_n = -(n as f64) * std::f64::consts::LN_2;
+    let mut ln_choose = 0.0f64;
+    let mut cdf = 0.0f64;
+    let mut k = 1usize;
+    for j in 0..n / 2 {
+        if j > 0 {
+            ln_choose += ((n - j + 1) as f64).ln() - (j as f64).ln();
+        }
+        cdf += (ln_choose + ln_half_n).exp();
+        // Using x(j+1) as the lower bound leaves P(B <= j) in each tail.
+        if 1.0 - 2.0 * cdf >= CONFIDENCE {
+            k = j + 1;
+        } else {
+            break;
+        }
+    }
+    Interval { low: v[k - 1], high: v[n - k] }
+}
+
 /// Summarise samples. Panics on no samples (callers always time at least one iteration).
 pub fn summarize(xs: &[f64]) -> Summary {
     assert!(!xs.is_empty(), "summarize needs at least one sample");
@@ -116,6 +149,7 @@ pub fn summarize(xs: &[f64]) -> Summary {
         max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         std_dev: var.sqrt(),
         median_ci: bootstrap(xs, 0x5EED_0001, median),
+        median_ci_exact: median_ci_order_statistics(xs),
     }
 }
 
@@ -211,6 +245,21 @@ mod tests {
         assert!(c.ci.low > 1.9 && c.ci.high < 2.1, "{c:?}");
         let same = change(&base, &base);
         assert!(same.ci.low <= 1.0 && same.ci.high >= 1.0);
+    }
+
+    #[test]
+    fn order_statistic_median_interval_matches_binomial_tables() {
+        let xs: Vec<f64> = (1..=15).map(f64::from).collect();
+        // n = 15: [x(4), x(12)], coverage 96.5% (x(5), x(11) would be 88.2%).
+        assert_eq!(median_ci_order_statistics(&xs), Interval { low: 4.0, high: 12.0 });
+        // n = 5 cannot reach 95%: the whole range.
+        assert_eq!(median_ci_order_statistics(&[5.0, 1.0, 3.0, 2.0, 4.0]), Interval { low: 1.0, high: 5.0 });
+        // n = 6: [x(1), x(6)] covers 96.9%.
+        let six: Vec<f64> = (1..=6).map(f64::from).collect();
+        assert_eq!(median_ci_order_statistics(&six), Interval { low: 1.0, high: 6.0 });
+        // n = 100: [x(40), x(61)] (coverage 96.5%).
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(median_ci_order_statistics(&hundred), Interval { low: 40.0, high: 61.0 });
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn bad_input_is_refused_before_any_timing() {
 fn run_compare_and_regression_gate() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path().join("r.json");
-    let common = ["--device", "cpu", "-w", "1", "-i", "5", "--quiet", "-m", "blocks/decode-step-cache-64"];
+    let common = ["--device", "cpu", "-w", "1", "-i", "9", "--quiet", "-m", "blocks/decode-step-cache-64"];
     let o = bench(&[&common[..], &["-o", r.to_str().unwrap()]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(r.exists() && dir.path().join("r.html").exists(), "JSON and HTML written");
@@ -62,7 +62,7 @@ fn run_compare_and_regression_gate() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
     let w = &report["workloads"][0];
     assert_eq!(w["id"], "blocks/decode-step-cache-64");
-    assert_eq!(w["variants"]["naive"]["samples_s"].as_array().unwrap().len(), 5);
+    assert_eq!(w["variants"]["naive"]["samples_s"].as_array().unwrap().len(), 9);
     assert!(w["speedup"]["estimate"].as_f64().unwrap() > 0.0);
 
     // Halve every time in the baseline: the same code now looks 2x slower.

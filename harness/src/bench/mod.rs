@@ -28,7 +28,8 @@ Exit status:
   0  all ran; no regression; with --targets, every target of this device class passed
   1  an error (bad argument, unreadable or malformed baseline, unwritable output, MLX failure)
   2  invalid command line
-  3  --compare found a regression: slower than --threshold with non-overlapping 95% intervals
+  3  --compare found a regression: the 95% interval of the change lies wholly beyond
+     --threshold, and the two runs' distribution-free median intervals do not overlap
   4  --targets: a target for this device class was missed, or its workload did not run
 
 Timing: each workload runs its warm-up, then --iterations rounds in which naive and optimized

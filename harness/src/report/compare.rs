@@ -70,10 +70,14 @@ pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, thresho
                 continue;
             };
             let ch = stats::change(&bv.samples_s, &cv.samples_s);
-            let separated = !bv.stats.median_ci.overlaps(&cv.stats.median_ci);
-            let status = if ch.ratio > limit && separated {
+            // Conservative on noisy machines: the distribution-free median intervals must be
+            // apart, and the whole interval of the change beyond the threshold.
+            // Intervals come from the raw samples, the ground truth of a report.
+            let (bi, ci) = (stats::median_ci_order_statistics(&bv.samples_s), stats::median_ci_order_statistics(&cv.samples_s));
+            let separated = !bi.overlaps(&ci);
+            let status = if ch.ci.low > limit && separated {
                 Status::Regression
-            } else if ch.ratio < 1.0 / limit && separated {
+            } else if ch.ci.high < 1.0 / limit && separated {
                 Status::Improvement
             } else {
                 Status::Unchanged
@@ -81,8 +85,8 @@ pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, thresho
             deltas.push(Delta {
                 workload: bw.id.clone(),
                 variant: vname.clone(),
-                baseline_median_s: bv.stats.median,
-                current_median_s: cv.stats.median,
+                baseline_median_s: stats::median(&bv.samples_s),
+                current_median_s: stats::median(&cv.samples_s),
                 change: ch,
                 status,
             });
