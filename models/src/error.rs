@@ -6,6 +6,9 @@ pub enum Error {
     /// An MLX operation failed; the message is MLX's own.
     #[error("MLX: {0}")]
     Mlx(String),
+    /// A weights file that is unreadable, corrupt, or does not match the model.
+    #[error("{path}: {reason}")]
+    Weights { path: String, reason: String },
     /// A caller passed something unusable; the message names it.
     #[error("{0}")]
     InvalidArgument(String),

@@ -4,5 +4,6 @@
 pub mod error;
 pub mod nn;
 pub mod runtime;
+pub mod weights;
 
 pub use error::{Error, Result};
