@@ -128,7 +128,10 @@ impl MultiHeadAttention {
             Some(c) => match &c.kv {
                 Some(kv) => kv.clone(),
                 None => {
-                    let kv = self.project_kv(xa)?;
+                    // Stored row-contiguous: the head split is a transposed view, and every
+                    // later step would otherwise copy K and V again to attend over them.
+                    let (k, v) = self.project_kv(xa)?;
+                    let kv = (k.contiguous()?, v.contiguous()?);
                     c.kv = Some(kv.clone());
                     kv
                 }
