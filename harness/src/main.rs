@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod doctor;
 mod meta;
+mod parity;
 mod report;
 mod stats;
 mod targets;
@@ -23,6 +24,9 @@ enum Command {
     Doctor(doctor::Args),
     /// Run the benchmarks (what ./run-benchmarks.sh runs): naive vs optimized, targets, reports.
     Bench(bench::Args),
+    /// Check our outputs against a reference fixture (fixtures/make_fixtures.py); exit 0 only
+    /// when every output is within its tolerance.
+    Parity(parity::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Parity(args) => parity::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,227 @@
+//! `harness parity --fixture DIR`: run our implementation on a reference fixture (made by
+//! `fixtures/make_fixtures.py` from the PyTorch original) and compare every output with its
+//! tolerance, for the naive and the optimized variant.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array, Dtype};
+use models::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use models::nn::kv_cache::{new_cache, KvCacheKind};
+use models::nn::linear::Linear;
+use models::weights;
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fixture folder (manifest.json, config.json, model/inputs/outputs.safetensors).
+    #[arg(long, value_name = "DIR")]
+    fixture: PathBuf,
+    /// Which variants to check.
+    #[arg(long, value_parser = ["naive", "optimized", "both"], default_value = "both")]
+    variant: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A tolerance from the manifest: `{atol, rtol}`, `{exact: true}` or `{cosine: min}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Tolerance {
+    Close { atol: f64, rtol: f64 },
+    Exact { exact: bool },
+    Cosine { cosine: f64 },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reference {
+    pub package: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub model: String,
+    pub seed: u64,
+    pub reference: Reference,
+    pub task: String,
+    pub tolerances: BTreeMap<String, Tolerance>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub variant: String,
+    pub output: String,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub cosine: f64,
+    pub tolerance: Tolerance,
+    pub pass: bool,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+fn to_f64(a: &Array) -> Result<Vec<f64>> {
+    let a = a.as_dtype(Dtype::Float32)?.reshape(&[-1])?;
+    a.eval()?;
+    Ok(a.as_slice::<f32>().iter().map(|&v| f64::from(v)).collect())
+}
+
+/// Compare one output with its reference under `tol`.
+pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Tolerance) -> Result<Check> {
+    if got.shape() != want.shape() {
+        bail!("{variant} output '{name}' has shape {:?}, the reference {:?}", got.shape(), want.shape());
+    }
+    let (g, w) = (to_f64(got)?, to_f64(want)?);
+    let (mut max_abs, mut max_rel, mut dot, mut ng, mut nw) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    let mut finite = true;
+    let mut within = true;
+    for (a, b) in g.iter().zip(&w) {
+        finite &= a.is_finite();
+        let d = (a - b).abs();
+        max_abs = max_abs.max(d);
+        max_rel = max_rel.max(d / b.abs().max(1e-12));
+        if let Tolerance::Close { atol, rtol } = tol {
+            within &= d <= atol + rtol * b.abs();
+        }
+        dot += a * b;
+        ng += a * a;
+        nw += b * b;
+    }
+    let cosine = if ng == 0.0 && nw == 0.0 { 1.0 } else { dot / (ng.sqrt() * nw.sqrt()).max(1e-300) };
+    let pass = finite
+        && match tol {
+            Tolerance::Close { .. } => within,
+            Tolerance::Exact { .. } => max_abs == 0.0,
+            Tolerance::Cosine { cosine: min } => cosine >= *min,
+        };
+    Ok(Check { variant: variant.into(), output: name.into(), max_abs, max_rel, cosine, tolerance: tol.clone(), pass })
+}
+
+/// Our outputs for the fixture's model, by output name.
+fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    match manifest.model.as_str() {
+        "attention" => run_attention(dir, optimized),
+        other => bail!("fixture model '{other}' is not implemented by this harness yet"),
+    }
+}
+
+#[derive(Deserialize)]
+struct AttentionConfig {
+    d_model: i32,
+    num_heads: i32,
+}
+
+/// One HF `WhisperAttention` layer. Naive: explicit softmax(QK^T)V, self-attention decoded
+/// token by token through the concatenating cache, cross-attention K/V recomputed each step.
+/// Optimized: fused SDPA, preallocated cache, cross-attention K/V cached.
+fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    let cfg: AttentionConfig = read_json(&dir.join("config.json"))?;
+    if cfg.num_heads < 1 || cfg.d_model % cfg.num_heads != 0 {
+        bail!("config.json: d_model {} is not divisible by num_heads {}", cfg.d_model, cfg.num_heads);
+    }
+    let d = cfg.d_model;
+    let path = dir.join("model.safetensors");
+    let mut w = weights::read_safetensors(&path)?;
+    let mut expected = BTreeMap::new();
+    for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+        expected.insert(format!("{p}.weight"), vec![d, d]);
+        if p != "k_proj" {
+            expected.insert(format!("{p}.bias"), vec![d]);
+        }
+    }
+    weights::check_strict(&path.display().to_string(), &w, &expected)?;
+    let mut lin = |p: &str| -> Result<Linear> {
+        let weight = w.remove(&format!("{p}.weight")).context("weight checked above")?;
+        Ok(Linear::new(weight, w.remove(&format!("{p}.bias")))?)
+    };
+    let attn = MultiHeadAttention {
+        query: lin("q_proj")?,
+        key: lin("k_proj")?,
+        value: lin("v_proj")?,
+        out: lin("out_proj")?,
+        n_head: cfg.num_heads,
+        kernel: if optimized { AttentionKernel::Fused } else { AttentionKernel::Explicit },
+    };
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let x = inputs.get("x").context("inputs.safetensors has no 'x'")?;
+    let xa = inputs.get("xa").context("inputs.safetensors has no 'xa'")?;
+    let t = x.shape()[1];
+    let kind = if optimized { KvCacheKind::Preallocated } else { KvCacheKind::Concat };
+    let mut cache = new_cache(kind, t);
+    let mut cross = CrossKvCache::new();
+    let (mut self_steps, mut cross_steps) = (Vec::new(), Vec::new());
+    for i in 0..t {
+        let xi = x.index((.., i..i + 1, ..));
+        self_steps.push(attn.self_attention(&xi, Some(cache.as_mut()), Mask::Causal)?);
+        cross_steps.push(attn.cross_attention(&xi, xa, optimized.then_some(&mut cross))?);
+    }
+    let mut out = HashMap::new();
+    out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
+    out.insert("cross_attention".to_string(), ops::concatenate(&cross_steps, 1)?);
+    Ok(out)
+}
+
+/// Check every output of a fixture for the requested variants.
+pub fn check_fixture(dir: &Path, variants: &[&str]) -> Result<(Manifest, Vec<Check>)> {
+    let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
+    let want = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    for name in manifest.tolerances.keys() {
+        if !want.contains_key(name) {
+            bail!("manifest names output '{name}', which outputs.safetensors does not hold");
+        }
+    }
+    let mut checks = Vec::new();
+    for &v in variants {
+        let got = run_model(&manifest, dir, v == "optimized")?;
+        for (name, tol) in &manifest.tolerances {
+            let g = got.get(name).with_context(|| format!("our {v} run produced no output '{name}'"))?;
+            checks.push(compare(v, name, g, &want[name], tol)?);
+        }
+    }
+    Ok((manifest, checks))
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let variants: Vec<&str> = match args.variant.as_str() {
+        "both" => vec!["naive", "optimized"],
+        v => vec![v],
+    };
+    let (manifest, checks) = check_fixture(&args.fixture, &variants).with_context(|| format!("fixture {}", args.fixture.display()))?;
+    let ok = checks.iter().all(|c| c.pass);
+    if args.json {
+        let v = serde_json::json!({"fixture": args.fixture, "model": manifest.model, "seed": manifest.seed, "pass": ok, "checks": checks});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} (seed {}) against {} {}: {}",
+            manifest.model, manifest.seed, manifest.reference.package, manifest.reference.version, manifest.task
+        );
+        println!("{:<10} {:<20} {:>12} {:>12} {:>10}  {:<26} result", "variant", "output", "max abs", "max rel", "cosine", "tolerance");
+        for c in &checks {
+            let tol = match &c.tolerance {
+                Tolerance::Close { atol, rtol } => format!("atol {atol:e}, rtol {rtol:e}"),
+                Tolerance::Exact { .. } => "exact".into(),
+                Tolerance::Cosine { cosine } => format!("cosine >= {cosine}"),
+            };
+            println!(
+                "{:<10} {:<20} {:>12.3e} {:>12.3e} {:>10.7} {:<26} {}",
+                c.variant,
+                c.output,
+                c.max_abs,
+                c.max_rel,
+                c.cosine,
+                tol,
+                if c.pass { "pass" } else { "FAIL" }
+            );
+        }
+        println!("{}", if ok { "parity: all outputs within tolerance" } else { "parity: FAILED" });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,72 @@
+//! `harness parity` on the committed reference fixtures, and its refusals of broken ones.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+}
+
+fn parity(dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(["parity", "--json", "--fixture"]).arg(dir).output().unwrap()
+}
+
+#[test]
+fn attention_fixtures_pass_for_both_variants() {
+    for name in ["attention-s0", "attention-s1"] {
+        let o = parity(&fixture(name));
+        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let checks = v["checks"].as_array().unwrap();
+        assert_eq!(checks.len(), 4, "two outputs x two variants");
+        assert!(checks.iter().all(|c| c["pass"] == true && c["max_abs"].as_f64().unwrap() < 1e-5));
+    }
+}
+
+/// A copy of the seed-0 fixture with `model.safetensors` passed through `edit`.
+fn broken(edit: impl Fn(Vec<u8>) -> Vec<u8>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {
+        std::fs::copy(fixture("attention-s0").join(f), dir.path().join(f)).unwrap();
+    }
+    let p = dir.path().join("model.safetensors");
+    std::fs::write(&p, edit(std::fs::read(&p).unwrap())).unwrap();
+    dir
+}
+
+fn replace_once(bytes: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "header edits keep the length");
+    let pos = bytes.windows(from.len()).position(|w| w == from.as_bytes()).expect("pattern in header");
+    let mut b = bytes;
+    b[pos..pos + from.len()].copy_from_slice(to.as_bytes());
+    b
+}
+
+#[test]
+fn renamed_weight_is_named() {
+    let d = broken(|b| replace_once(b, "q_proj.weight", "q_proj.wieght"));
+    let o = parity(d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing: q_proj.weight") && err.contains("unused: q_proj.wieght"), "{err}");
+}
+
+#[test]
+fn reshaped_weight_is_named() {
+    let d = broken(|b| replace_once(b, "\"shape\":[32,32]", "\"shape\":[16,64]"));
+    let o = parity(d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("misshaped:") && err.contains("is [16, 64], expected [32, 32]"), "{err}");
+}
+
+#[test]
+fn truncated_weights_are_refused() {
+    let d = broken(|mut b| {
+        b.truncate(b.len() - 100);
+        b
+    });
+    let o = parity(d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+}
