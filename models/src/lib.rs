@@ -2,6 +2,7 @@
 //! the same modules and weights.
 
 pub mod error;
+pub mod hub;
 pub mod nn;
 pub mod runtime;
 pub mod weights;
