@@ -2,14 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod bench;
-mod doctor;
-mod meta;
-mod parity;
-mod report;
-mod stats;
-mod targets;
+use harness::{bench, doctor, parity};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]

@@ -1,0 +1,9 @@
+//! The harness as a library: the CLI in `main.rs` is a thin layer over these modules (and the
+//! fuzz targets in `fuzz/` reach the parsers through it).
+pub mod bench;
+pub mod doctor;
+pub mod meta;
+pub mod parity;
+pub mod report;
+pub mod stats;
+pub mod targets;
