@@ -57,13 +57,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         runtime::select_device(d.parse()?)?;
     }
     let kind = runtime::default_device_kind()?;
-    let name = match kind {
-        DeviceKind::Gpu => runtime::device_name(kind).unwrap_or_else(|| "unknown GPU".into()),
-        DeviceKind::Cpu => runtime::cpu_model(),
-    };
+    let name = runtime::device_label(kind);
     let blas = runtime::blas_info();
     let samples = time_matmul(args.runs).context("timing the 1024x1024 matmul")?;
-    let median = median_of(&samples);
+    let median = crate::stats::median(&samples);
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let flops = 2.0 * f64::from(N).powi(3);
     let report = Report {
@@ -119,11 +116,4 @@ fn time_matmul(runs: u32) -> Result<Vec<f64>> {
         step(&a, &b)?;
     }
     (0..runs).map(|_| step(&a, &b)).collect()
-}
-
-fn median_of(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 0 { (v[m - 1] + v[m]) / 2.0 } else { v[m] }
 }

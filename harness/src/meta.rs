@@ -52,10 +52,7 @@ pub fn collect(kind: DeviceKind) -> Meta {
         mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
         backend: backend.into(),
         device_kind: kind.as_str().into(),
-        device_name: match kind {
-            DeviceKind::Gpu => runtime::device_name(kind).unwrap_or_else(|| "unknown GPU".into()),
-            DeviceKind::Cpu => runtime::cpu_model(),
-        },
+        device_name: runtime::device_label(kind),
         device_class: device_class(kind).into(),
         cpu_model: runtime::cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -120,6 +120,14 @@ pub fn device_name(kind: DeviceKind) -> Option<String> {
     }
 }
 
+/// A human name for the device: MLX's GPU name, or the CPU model.
+pub fn device_label(kind: DeviceKind) -> String {
+    match kind {
+        DeviceKind::Gpu => device_name(kind).unwrap_or_else(|| "unknown GPU".into()),
+        DeviceKind::Cpu => cpu_model(),
+    }
+}
+
 /// The CPU model as the OS reports it.
 pub fn cpu_model() -> String {
     #[cfg(target_os = "linux")]

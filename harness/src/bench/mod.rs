@@ -109,13 +109,7 @@ pub fn registry(scale: Scale) -> Vec<Spec> {
 }
 
 fn check_writable(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!("cannot write {}: folder {} does not exist", path.display(), dir.display());
-    }
+    let dir = json::existing_parent(path)?;
     let probe = dir.join(format!(".harness-write-probe-{}", std::process::id()));
     std::fs::write(&probe, b"").with_context(|| format!("cannot write {}: folder {} is not writable", path.display(), dir.display()))?;
     let _ = std::fs::remove_file(probe);

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 
 use super::{Report, SCHEMA_VERSION};
 
-/// Write `bytes` to `path` so readers see the old file or the whole new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The folder `path` would be written in, which must exist.
+pub fn existing_parent(path: &Path) -> Result<&Path> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -15,6 +15,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if !dir.is_dir() {
         bail!("cannot write {}: folder {} does not exist", path.display(), dir.display());
     }
+    Ok(dir)
+}
+
+/// Write `bytes` to `path` so readers see the old file or the whole new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = existing_parent(path)?;
     let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
