@@ -399,22 +399,15 @@ fn main() {
     println!("cargo:rustc-link-lib=dylib={}", if apple { "c++" } else { "stdc++" });
 
     // This crate's own test binaries get what `mlx-link` gives consumers.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", mlx.lib_dir.display());
-    if let Some(blas) = &blas {
-        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed");
-        println!("cargo:rustc-link-arg={}", blas.display());
-        println!("cargo:rustc-link-arg=-Wl,--pop-state");
-    }
+    let blas_arg = blas.as_ref().map(|p| p.display().to_string());
+    mlx_link::emit_link_args(&mlx.lib_dir.display().to_string(), blas_arg.as_deref());
 
     // Metadata for direct dependents (DEP_MLX_*), read by the `mlx-link` helper.
     let include = env::join_paths([mlx.include_dir.as_path(), mlx_c.as_path()])
         .unwrap_or_else(|e| fail(format!("include paths: {e}")));
     println!("cargo::metadata=include={}", include.to_string_lossy());
     println!("cargo::metadata=libdir={}", mlx.lib_dir.display());
-    println!(
-        "cargo::metadata=blas={}",
-        blas.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-    );
+    println!("cargo::metadata=blas={}", blas_arg.unwrap_or_default());
     if let Some(version) = mlx_version(&mlx) {
         println!("cargo::metadata=version={version}");
         println!("cargo:rustc-env=MLX_SYS_MLX_VERSION={version}");

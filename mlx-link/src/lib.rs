@@ -21,13 +21,18 @@ pub fn emit() {
         );
         return;
     };
+    let blas = env::var("DEP_MLX_BLAS").ok().filter(|b| !b.is_empty());
+    emit_link_args(&libdir, blas.as_deref());
+}
+
+/// The link arguments themselves, for this package's final binaries: an rpath to `libdir` and,
+/// when given, the BLAS shared library linked `--no-as-needed`. `mlx-sys` calls this for its
+/// own tests with the values it has just found.
+pub fn emit_link_args(libdir: &str, blas: Option<&str>) {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
-    match env::var("DEP_MLX_BLAS") {
-        Ok(blas) if !blas.is_empty() => {
-            println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed");
-            println!("cargo:rustc-link-arg={blas}");
-            println!("cargo:rustc-link-arg=-Wl,--pop-state");
-        }
-        _ => {}
+    if let Some(blas) = blas {
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed");
+        println!("cargo:rustc-link-arg={blas}");
+        println!("cargo:rustc-link-arg=-Wl,--pop-state");
     }
 }
