@@ -11,7 +11,9 @@ use mlx_rs::{ops, Array, Dtype};
 use models::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use models::nn::kv_cache::{new_cache, KvCacheKind};
 use models::nn::linear::Linear;
+use models::encodec::Encodec;
 use models::weights;
+use models::Variant;
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args)]
@@ -108,6 +110,7 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
 fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
     match manifest.model.as_str() {
         "attention" => run_attention(dir, optimized),
+        "encodec24k" | "encodec32k" => run_encodec(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -165,6 +168,27 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
     let mut out = HashMap::new();
     out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
     out.insert("cross_attention".to_string(), ops::concatenate(&cross_steps, 1)?);
+    Ok(out)
+}
+
+/// HF `EncodecModel`: for every input signal, the encoder output, the codes at each bandwidth
+/// the fixture holds, and the decode of the reference codes (so a decode error is not masked
+/// or caused by an encode error).
+fn run_encodec(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    let model = Encodec::load_dir(dir)?;
+    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let mut out = HashMap::new();
+    for (name, x) in &inputs {
+        if let Some((signal, bw)) = name.split_once(".codes@") {
+            let audio = inputs.get(signal).with_context(|| format!("inputs.safetensors has codes for '{signal}' but not the signal"))?;
+            let bandwidth: f64 = bw.parse().with_context(|| format!("input '{name}': bandwidth '{bw}' is not a number"))?;
+            out.insert(name.clone(), model.encode(audio, Some(bandwidth), variant).with_context(|| format!("encoding '{signal}'"))?);
+            out.insert(format!("{signal}.decoded@{bw}"), model.decode(x, variant).with_context(|| format!("decoding '{name}'"))?);
+        } else if !name.contains('.') {
+            out.insert(format!("{name}.embeddings"), model.embed(x, variant).with_context(|| format!("encoding '{name}'"))?);
+        }
+    }
     Ok(out)
 }
 

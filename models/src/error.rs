@@ -9,6 +9,9 @@ pub enum Error {
     /// A weights file that is unreadable, corrupt, or does not match the model.
     #[error("{path}: {reason}")]
     Weights { path: String, reason: String },
+    /// A model configuration that is unreadable or describes something unsupported.
+    #[error("config {path}: {reason}")]
+    Config { path: String, reason: String },
     /// A file could not be had from the Hugging Face hub or its local cache.
     #[error("hub {repo}@{revision}: {reason}")]
     Hub { repo: String, revision: String, reason: String },

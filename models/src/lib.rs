@@ -1,6 +1,7 @@
 //! The model zoo: five audio networks on mlx-rs, each with a naive and an optimized path over
 //! the same modules and weights.
 
+pub mod encodec;
 pub mod error;
 pub mod hub;
 pub mod nn;
@@ -8,3 +9,21 @@ pub mod runtime;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// The two paths every model offers over the same modules and weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Variant {
+    /// The straightforward port: what the seed's optimizations are measured against.
+    Naive,
+    /// The seed's optimizations applied.
+    Optimized,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Naive => "naive",
+            Variant::Optimized => "optimized",
+        }
+    }
+}

@@ -5,20 +5,7 @@ use anyhow::Result;
 
 use crate::report::{Work, WorkloadInfo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Variant {
-    Naive,
-    Optimized,
-}
-
-impl Variant {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Naive => "naive",
-            Variant::Optimized => "optimized",
-        }
-    }
-}
+pub use models::Variant;
 
 /// Sizes chosen for the run.
 #[derive(Debug, Clone, Copy)]

@@ -49,6 +49,12 @@ impl LstmLayer {
 
     /// Run over `x` of shape `[T, B, I]` from zero state; returns (`[T, B, H]`, h_T, c_T).
     pub fn forward(&self, x: &Array) -> Result<(Array, Array, Array)> {
+        self.forward_from(x, None)
+    }
+
+    /// Run over `x` of shape `[T, B, I]` from state `(h, c)` (zeros when `None`); returns
+    /// (`[T, B, H]`, h_T, c_T). Streaming carries the state from one chunk to the next.
+    pub fn forward_from(&self, x: &Array, state: Option<(&Array, &Array)>) -> Result<(Array, Array, Array)> {
         let s = x.shape();
         if s.len() != 3 || s[2] != self.w_ih.shape()[1] {
             return Err(Error::InvalidArgument(format!(
@@ -58,8 +64,10 @@ impl LstmLayer {
         }
         let (t, b, hsz) = (s[0], s[1], self.hidden_size());
         let xg = x.matmul(self.w_ih.t())?.add(&self.bias)?;
-        let mut h = ops::zeros::<f32>(&[b, hsz])?;
-        let mut c = ops::zeros::<f32>(&[b, hsz])?;
+        let (mut h, mut c) = match state {
+            Some((h, c)) => (h.clone(), c.clone()),
+            None => (ops::zeros::<f32>(&[b, hsz])?, ops::zeros::<f32>(&[b, hsz])?),
+        };
         let mut outs = Vec::with_capacity(t as usize);
         for step in 0..t {
             let xs = xg.index(step);

@@ -1,0 +1,430 @@
+//! SEANet, EnCodec's convolutional encoder and decoder, as HF `EncodecEncoder` /
+//! `EncodecDecoder` build it: the same layer list, the same indices (weight names follow them),
+//! the same padding rules. Weight norm is folded into plain convolution weights at load time.
+//!
+//! Two layouts run the same layers. [`Layout::ChannelsLast`] converts `[B, C, T]` audio to
+//! MLX's `[B, T, C]` once at the model boundary; [`Layout::ChannelsFirst`] keeps PyTorch's
+//! `[B, C, T]` between layers and transposes inside every convolution, as a direct port does.
+use std::collections::{BTreeMap, HashMap};
+
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array};
+
+use super::config::{EncodecConfig, PadMode};
+use crate::error::{Error, Result};
+use crate::nn::conv::{conv_transpose1d_weight_from_torch, conv_weight_from_torch};
+use crate::nn::lstm::LstmLayer;
+
+/// Where the channel axis lives between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B, T, C]`, converted once at the model boundary (the optimized path).
+    ChannelsLast,
+    /// `[B, C, T]`, transposed into and out of every convolution (the naive path).
+    ChannelsFirst,
+}
+
+/// Pad `x` along `axis` by `left`/`right` the way `torch.nn.functional.pad` does, including
+/// HF's `_pad1d` trick for reflecting an input shorter than the padding (zeros are appended
+/// first, then cut off again).
+pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> Result<Array> {
+    if left == 0 && right == 0 {
+        return Ok(x.clone());
+    }
+    let ax = if axis < 0 { axis + x.ndim() as i32 } else { axis } as usize;
+    let len = x.shape()[ax];
+    let zeros_like = |n: i32| -> Result<Array> {
+        let mut s = x.shape().to_vec();
+        s[ax] = n;
+        Ok(ops::zeros::<f32>(&s)?)
+    };
+    match mode {
+        PadMode::Constant => {
+            let mut parts = Vec::with_capacity(3);
+            if left > 0 {
+                parts.push(zeros_like(left)?);
+            }
+            parts.push(x.clone());
+            if right > 0 {
+                parts.push(zeros_like(right)?);
+            }
+            Ok(ops::concatenate(&parts, ax as i32)?)
+        }
+        PadMode::Replicate => {
+            if len < 1 {
+                return Err(Error::InvalidArgument("cannot replicate-pad an empty signal".into()));
+            }
+            let idx: Vec<i32> = (-left..len + right).map(|i| i.clamp(0, len - 1)).collect();
+            Ok(x.take_axis(Array::from_slice(&idx, &[idx.len() as i32]), ax as i32)?)
+        }
+        PadMode::Reflect => {
+            let max_pad = left.max(right);
+            let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
+            let src = if extra > 0 { ops::concatenate(&[x.clone(), zeros_like(extra)?], ax as i32)? } else { x.clone() };
+            let n = len + extra;
+            let mut idx: Vec<i32> = (1..=left).rev().collect();
+            idx.extend(0..n);
+            idx.extend((0..right).map(|i| n - 2 - i));
+            idx.truncate(idx.len() - extra as usize);
+            Ok(src.take_axis(Array::from_slice(&idx, &[idx.len() as i32]), ax as i32)?)
+        }
+    }
+}
+
+/// `nn.ELU()` (alpha 1): `x` where positive, `expm1(x)` elsewhere.
+pub fn elu(x: &Array) -> Result<Array> {
+    Ok(ops::select(&x.gt(mlx_rs::array!(0.0f32))?, x, &ops::expm1(x)?)?)
+}
+
+fn to_cl(x: &Array) -> Result<Array> {
+    Ok(x.transpose_axes(&[0, 2, 1])?)
+}
+
+/// `EncodecConv1d`: a weight-normed `nn.Conv1d` with causal or centred padding, plus the extra
+/// right padding that makes the length a whole number of strides.
+pub struct Conv {
+    /// MLX layout `[out, k, in]`, weight norm folded.
+    pub weight: Array,
+    pub bias: Array,
+    pub kernel: i32,
+    pub stride: i32,
+    pub dilation: i32,
+    pub causal: bool,
+    pub pad: PadMode,
+}
+
+impl Conv {
+    fn effective_kernel(&self) -> i32 {
+        (self.kernel - 1) * self.dilation + 1
+    }
+
+    /// Fixed left and right padding (without the length-dependent extra).
+    pub fn fixed_padding(&self) -> (i32, i32) {
+        let total = self.effective_kernel() - self.stride;
+        if self.causal {
+            (total, 0)
+        } else {
+            (total - total / 2, total / 2)
+        }
+    }
+
+    /// HF `_get_extra_padding_for_conv1d`: the output covers `ceil(len / stride)` frames.
+    fn extra_padding(&self, len: i32) -> i32 {
+        (len + self.stride - 1) / self.stride * self.stride - len
+    }
+
+    /// `x` channels-last `[B, T, C]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let len = x.shape()[1];
+        let (left, right) = self.fixed_padding();
+        let x = pad_axis(x, 1, left, right + self.extra_padding(len), self.pad)?;
+        let y = ops::conv1d(&x, &self.weight, self.stride, 0, self.dilation, 1)?;
+        Ok(y.add(&self.bias)?)
+    }
+}
+
+/// `EncodecConvTranspose1d`: a weight-normed `nn.ConvTranspose1d`, then the fixed padding
+/// trimmed off (all on the right when causal with `trim_right_ratio` 1).
+pub struct ConvTranspose {
+    /// MLX layout `[out, k, in]`, weight norm folded.
+    pub weight: Array,
+    pub bias: Array,
+    pub kernel: i32,
+    pub stride: i32,
+    /// Samples trimmed on each side.
+    pub trim: (i32, i32),
+}
+
+impl ConvTranspose {
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let y = ops::conv_transpose1d(x, &self.weight, self.stride, 0, 1, 0, 1)?.add(&self.bias)?;
+        let n = y.shape()[1];
+        Ok(y.index((.., self.trim.0..n - self.trim.1, ..)))
+    }
+}
+
+/// `EncodecResnetBlock`: ELU, dilated conv, ELU, 1x1 conv, plus a shortcut (1x1 conv or identity).
+pub struct ResBlock {
+    pub convs: Vec<Conv>,
+    pub shortcut: Option<Conv>,
+}
+
+/// `EncodecLSTM`: stacked LSTM over time plus a residual connection.
+pub struct Lstm {
+    pub layers: Vec<LstmLayer>,
+}
+
+impl Lstm {
+    /// `x` time-major `[T, B, C]`, from `state` (one `(h, c)` per layer, zeros when `None`);
+    /// returns the output and the final state.
+    pub fn forward_tbc(&self, x: &Array, state: Option<&[(Array, Array)]>) -> Result<(Array, Vec<(Array, Array)>)> {
+        let mut h = x.clone();
+        let mut out_state = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let s = state.map(|s| (&s[i].0, &s[i].1));
+            let (y, hn, cn) = layer.forward_from(&h, s)?;
+            h = y;
+            out_state.push((hn, cn));
+        }
+        Ok((h.add(x)?, out_state))
+    }
+}
+
+pub enum Layer {
+    Conv(Conv),
+    ConvTranspose(ConvTranspose),
+    Res(ResBlock),
+    Lstm(Lstm),
+    Elu,
+}
+
+impl Layer {
+    /// Run one layer on activations in `layout`.
+    pub fn forward(&self, x: &Array, layout: Layout) -> Result<Array> {
+        // Convolutions run channels-last in MLX; the naive layout pays a transpose pair here.
+        let conv_like = |f: &dyn Fn(&Array) -> Result<Array>| -> Result<Array> {
+            match layout {
+                Layout::ChannelsLast => f(x),
+                Layout::ChannelsFirst => to_cl(&f(&to_cl(x)?)?),
+            }
+        };
+        match self {
+            Layer::Elu => elu(x),
+            Layer::Conv(c) => conv_like(&|x| c.forward(x)),
+            Layer::ConvTranspose(c) => conv_like(&|x| c.forward(x)),
+            Layer::Res(r) => {
+                let mut h = x.clone();
+                for c in &r.convs {
+                    h = elu(&h)?;
+                    h = match layout {
+                        Layout::ChannelsLast => c.forward(&h)?,
+                        Layout::ChannelsFirst => to_cl(&c.forward(&to_cl(&h)?)?)?,
+                    };
+                }
+                let skip = match (&r.shortcut, layout) {
+                    (None, _) => x.clone(),
+                    (Some(c), Layout::ChannelsLast) => c.forward(x)?,
+                    (Some(c), Layout::ChannelsFirst) => to_cl(&c.forward(&to_cl(x)?)?)?,
+                };
+                Ok(skip.add(&h)?)
+            }
+            Layer::Lstm(l) => {
+                // HF permutes [B, C, T] to [T, B, C] and back.
+                let perm_in: &[i32] = match layout {
+                    Layout::ChannelsLast => &[1, 0, 2],
+                    Layout::ChannelsFirst => &[2, 0, 1],
+                };
+                let perm_out: &[i32] = match layout {
+                    Layout::ChannelsLast => &[1, 0, 2],
+                    Layout::ChannelsFirst => &[1, 2, 0],
+                };
+                let (y, _) = l.forward_tbc(&x.transpose_axes(perm_in)?, None)?;
+                Ok(y.transpose_axes(perm_out)?)
+            }
+        }
+    }
+}
+
+/// Run `layers` on `x` already in `layout`.
+pub fn run(layers: &[Layer], x: &Array, layout: Layout) -> Result<Array> {
+    let mut h = x.clone();
+    for l in layers {
+        h = l.forward(&h, layout)?;
+    }
+    Ok(h)
+}
+
+/// Which SEANet half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Encoder,
+    Decoder,
+}
+
+impl Half {
+    fn prefix(self) -> &'static str {
+        match self {
+            Half::Encoder => "encoder",
+            Half::Decoder => "decoder",
+        }
+    }
+}
+
+/// One layer as HF lays it out, before weights are attached.
+enum Spec {
+    Conv { cin: i32, cout: i32, k: i32, stride: i32, dilation: i32 },
+    ConvT { cin: i32, cout: i32, k: i32, stride: i32 },
+    Res { dim: i32, dilations: [i32; 2] },
+    Lstm { dim: i32 },
+    Elu,
+}
+
+fn specs(cfg: &EncodecConfig, half: Half) -> Vec<Spec> {
+    let nf = cfg.num_filters;
+    let conv = |cin, cout, k, stride| Spec::Conv { cin, cout, k, stride, dilation: 1 };
+    let res = |dim, j: i32| Spec::Res { dim, dilations: [cfg.dilation_growth_rate.pow(j as u32), 1] };
+    let mut v = Vec::new();
+    match half {
+        Half::Encoder => {
+            v.push(conv(cfg.audio_channels, nf, cfg.kernel_size, 1));
+            let mut scaling = 1;
+            for &ratio in cfg.upsampling_ratios.iter().rev() {
+                let cur = scaling * nf;
+                for j in 0..cfg.num_residual_layers {
+                    v.push(res(cur, j));
+                }
+                v.push(Spec::Elu);
+                v.push(conv(cur, cur * 2, ratio * 2, ratio));
+                scaling *= 2;
+            }
+            v.push(Spec::Lstm { dim: scaling * nf });
+            v.push(Spec::Elu);
+            v.push(conv(scaling * nf, cfg.hidden_size, cfg.last_kernel_size, 1));
+        }
+        Half::Decoder => {
+            let mut scaling = 1 << cfg.upsampling_ratios.len();
+            v.push(conv(cfg.hidden_size, scaling * nf, cfg.kernel_size, 1));
+            v.push(Spec::Lstm { dim: scaling * nf });
+            for &ratio in &cfg.upsampling_ratios {
+                let cur = scaling * nf;
+                v.push(Spec::Elu);
+                v.push(Spec::ConvT { cin: cur, cout: cur / 2, k: ratio * 2, stride: ratio });
+                for j in 0..cfg.num_residual_layers {
+                    v.push(res(cur / 2, j));
+                }
+                scaling /= 2;
+            }
+            v.push(Spec::Elu);
+            v.push(conv(nf, cfg.audio_channels, cfg.last_kernel_size, 1));
+        }
+    }
+    v
+}
+
+const G: &str = "parametrizations.weight.original0";
+const V: &str = "parametrizations.weight.original1";
+
+/// Expected weight names and shapes (PyTorch layouts) of one SEANet half.
+pub fn expected_weights(cfg: &EncodecConfig, half: Half, out: &mut BTreeMap<String, Vec<i32>>) {
+    let mut conv = |p: String, cin: i32, cout: i32, k: i32| {
+        out.insert(format!("{p}.conv.{G}"), vec![cout, 1, 1]);
+        out.insert(format!("{p}.conv.{V}"), vec![cout, cin, k]);
+        out.insert(format!("{p}.conv.bias"), vec![cout]);
+    };
+    let mut lstm = Vec::new();
+    let mut convt = Vec::new();
+    for (i, s) in specs(cfg, half).iter().enumerate() {
+        let p = format!("{}.layers.{i}", half.prefix());
+        match *s {
+            Spec::Conv { cin, cout, k, .. } => conv(p, cin, cout, k),
+            Spec::ConvT { cin, cout, k, .. } => convt.push((p, cin, cout, k)),
+            Spec::Res { dim, .. } => {
+                let hidden = dim / cfg.compress;
+                conv(format!("{p}.block.1"), dim, hidden, cfg.residual_kernel_size);
+                conv(format!("{p}.block.3"), hidden, dim, 1);
+                if cfg.use_conv_shortcut {
+                    conv(format!("{p}.shortcut"), dim, dim, 1);
+                }
+            }
+            Spec::Lstm { dim } => lstm.push((p, dim)),
+            Spec::Elu => {}
+        }
+    }
+    for (p, cin, cout, k) in convt {
+        out.insert(format!("{p}.conv.{G}"), vec![cin, 1, 1]);
+        out.insert(format!("{p}.conv.{V}"), vec![cin, cout, k]);
+        out.insert(format!("{p}.conv.bias"), vec![cout]);
+    }
+    for (p, dim) in lstm {
+        for l in 0..cfg.num_lstm_layers {
+            out.insert(format!("{p}.lstm.weight_ih_l{l}"), vec![4 * dim, dim]);
+            out.insert(format!("{p}.lstm.weight_hh_l{l}"), vec![4 * dim, dim]);
+            out.insert(format!("{p}.lstm.bias_ih_l{l}"), vec![4 * dim]);
+            out.insert(format!("{p}.lstm.bias_hh_l{l}"), vec![4 * dim]);
+        }
+    }
+}
+
+/// `g * v / ||v||`, the norm over every axis but the first (`torch` weight norm, `dim=0`).
+fn fold_weight_norm(g: &Array, v: &Array) -> Result<Array> {
+    let norm = v.square()?.sum_axes(&[1, 2], true)?.sqrt()?;
+    Ok(v.multiply(g.divide(&norm)?)?)
+}
+
+fn take(w: &mut HashMap<String, Array>, key: &str) -> Result<Array> {
+    w.remove(key).ok_or_else(|| Error::InvalidArgument(format!("weight '{key}' vanished after the strict check")))
+}
+
+/// Build one SEANet half from weights already checked against [`expected_weights`].
+pub fn build(cfg: &EncodecConfig, half: Half, w: &mut HashMap<String, Array>) -> Result<Vec<Layer>> {
+    let pad = cfg.pad().map_err(Error::InvalidArgument)?;
+    let causal = cfg.use_causal_conv;
+    let conv = |w: &mut HashMap<String, Array>, p: &str, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
+        let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
+        Ok(Conv { weight: conv_weight_from_torch(&weight)?, bias: take(w, &format!("{p}.conv.bias"))?, kernel: k, stride, dilation, causal, pad })
+    };
+    let mut layers = Vec::new();
+    for (i, s) in specs(cfg, half).into_iter().enumerate() {
+        let p = format!("{}.layers.{i}", half.prefix());
+        layers.push(match s {
+            Spec::Elu => Layer::Elu,
+            Spec::Conv { k, stride, dilation, .. } => Layer::Conv(conv(w, &p, k, stride, dilation)?),
+            Spec::Res { dilations, .. } => Layer::Res(ResBlock {
+                convs: vec![
+                    conv(w, &format!("{p}.block.1"), cfg.residual_kernel_size, 1, dilations[0])?,
+                    conv(w, &format!("{p}.block.3"), 1, 1, dilations[1])?,
+                ],
+                shortcut: if cfg.use_conv_shortcut { Some(conv(w, &format!("{p}.shortcut"), 1, 1, 1)?) } else { None },
+            }),
+            Spec::ConvT { k, stride, .. } => {
+                let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
+                let total = k - stride;
+                let right = if causal { (f64::from(total) * cfg.trim_right_ratio).ceil() as i32 } else { total / 2 };
+                Layer::ConvTranspose(ConvTranspose {
+                    weight: conv_transpose1d_weight_from_torch(&weight, 1)?,
+                    bias: take(w, &format!("{p}.conv.bias"))?,
+                    kernel: k,
+                    stride,
+                    trim: (total - right, right),
+                })
+            }
+            Spec::Lstm { .. } => {
+                let mut ls = Vec::new();
+                for l in 0..cfg.num_lstm_layers {
+                    let g = |n: &str| format!("{p}.lstm.{n}_l{l}");
+                    let (wih, whh) = (take(w, &g("weight_ih"))?, take(w, &g("weight_hh"))?);
+                    ls.push(LstmLayer::new(wih, whh, &take(w, &g("bias_ih"))?, &take(w, &g("bias_hh"))?)?);
+                }
+                Layer::Lstm(Lstm { layers: ls })
+            }
+        });
+    }
+    Ok(layers)
+}
+
+/// The input frames a run of stride-1 convolutions, residual blocks and transposed
+/// convolutions needs for the output range `lo..=hi` (global indices; edges ignored).
+pub fn needed_input(layers: &[Layer], mut lo: i64, mut hi: i64) -> (i64, i64) {
+    let conv_back = |c: &Conv, lo: i64, hi: i64| {
+        let (l, r) = c.fixed_padding();
+        (lo - i64::from(l), hi + i64::from(r))
+    };
+    for layer in layers.iter().rev() {
+        (lo, hi) = match layer {
+            Layer::Elu | Layer::Lstm(_) => (lo, hi),
+            Layer::Conv(c) => conv_back(c, lo, hi),
+            Layer::Res(r) => {
+                let (mut a, mut b) = (lo, hi);
+                for c in r.convs.iter().rev() {
+                    (a, b) = conv_back(c, a, b);
+                }
+                (a.min(lo), b.max(hi))
+            }
+            Layer::ConvTranspose(c) => {
+                let (k, s, left) = (i64::from(c.kernel), i64::from(c.stride), i64::from(c.trim.0));
+                ((lo + left - k + 1).div_euclid(s) + i64::from((lo + left - k + 1).rem_euclid(s) != 0), (hi + left).div_euclid(s))
+            }
+        };
+    }
+    (lo, hi)
+}

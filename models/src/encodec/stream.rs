@@ -1,0 +1,183 @@
+//! Streaming decode: codes arrive chunk by chunk and audio leaves chunk by chunk, equal to the
+//! full decode (to float rounding) once the stream is finished.
+//!
+//! The SEANet decoder is a convolution, an LSTM, and a stack of convolutions. The LSTM carries
+//! its `(h, c)` state from chunk to chunk. Each convolution stage runs on a window of its input
+//! that reaches back far enough (`left` frames of history, kept between chunks) and emits only
+//! the outputs whose whole receptive field it has seen, holding back the last `right` frames
+//! until more input or the end of the stream arrives. Causal models (24 kHz) need no
+//! look-ahead; the non-causal 32 kHz model holds back a few frames. The receptive fields come
+//! from the layers themselves, not from constants.
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array};
+
+use super::seanet::{self, Layer, Layout};
+use super::{layout_of, Encodec};
+use crate::error::{Error, Result};
+use crate::Variant;
+
+/// A channels-last `[B, T, C]` buffer of frames `start..start + T` of a stream.
+struct Frames {
+    buf: Option<Array>,
+    start: i64,
+    end: i64,
+}
+
+impl Frames {
+    fn new() -> Self {
+        Self { buf: None, start: 0, end: 0 }
+    }
+
+    fn push(&mut self, x: Array) -> Result<()> {
+        self.end += i64::from(x.shape()[1]);
+        self.buf = Some(match self.buf.take() {
+            Some(b) => ops::concatenate(&[b, x], 1)?,
+            None => x,
+        });
+        Ok(())
+    }
+
+    /// Frames `from..self.end` (`from >= start`).
+    fn window(&self, from: i64) -> Result<Array> {
+        let b = self.buf.as_ref().ok_or_else(|| Error::InvalidArgument("stream window on an empty buffer".into()))?;
+        Ok(b.index((.., (from - self.start) as i32.., ..)))
+    }
+
+    /// Forget frames before `keep_from`.
+    fn drop_before(&mut self, keep_from: i64) -> Result<()> {
+        let keep_from = keep_from.min(self.end);
+        if keep_from > self.start {
+            if let Some(b) = self.buf.take() {
+                let rest = b.index((.., (keep_from - self.start) as i32.., ..));
+                rest.eval()?;
+                self.buf = Some(rest);
+            }
+            self.start = keep_from;
+        }
+        Ok(())
+    }
+}
+
+pub struct StreamingDecoder<'m> {
+    model: &'m Encodec,
+    variant: Variant,
+    layout: Layout,
+    /// Quantized embeddings not yet fully used by the first convolution.
+    emb: Frames,
+    /// LSTM outputs not yet fully used by the upsampling stack.
+    post: Frames,
+    /// LSTM state per layer.
+    state: Option<Vec<(Array, Array)>>,
+    /// Receptive field of the first convolution, in frames (history, look-ahead).
+    pre_ctx: (i64, i64),
+    /// Receptive field of the upsampling stack, in frames.
+    post_ctx: (i64, i64),
+    /// Samples emitted so far.
+    emitted: i64,
+    batch: Option<i32>,
+    finished: bool,
+}
+
+impl<'m> StreamingDecoder<'m> {
+    pub fn new(model: &'m Encodec, variant: Variant) -> Self {
+        let hop = i64::from(model.config.hop_length());
+        let pre = &model.decoder[..1];
+        let post = &model.decoder[2..];
+        let (lo, hi) = seanet::needed_input(pre, 0, 0);
+        let (plo, phi) = seanet::needed_input(post, 0, hop - 1);
+        Self {
+            model,
+            variant,
+            layout: layout_of(variant),
+            emb: Frames::new(),
+            post: Frames::new(),
+            state: None,
+            pre_ctx: ((-lo).max(0), hi.max(0)),
+            post_ctx: ((-plo).max(0), phi.max(0)),
+            emitted: 0,
+            batch: None,
+            finished: false,
+        }
+    }
+
+    /// Frames of look-ahead the stream holds back before it can emit a frame's audio.
+    pub fn latency_frames(&self) -> i64 {
+        self.pre_ctx.1 + self.post_ctx.1
+    }
+
+    /// Run decoder layers on a channels-last window in this variant's layout.
+    fn run(&self, layers: &[Layer], x: &Array) -> Result<Array> {
+        match self.layout {
+            Layout::ChannelsLast => seanet::run(layers, x, Layout::ChannelsLast),
+            Layout::ChannelsFirst => {
+                let y = seanet::run(layers, &x.transpose_axes(&[0, 2, 1])?, Layout::ChannelsFirst)?;
+                Ok(y.transpose_axes(&[0, 2, 1])?)
+            }
+        }
+    }
+
+    /// Feed codes `[B, Q, n]`; returns the audio `[B, C, m]` that is now final (possibly
+    /// `m = 0` while look-ahead fills).
+    pub fn push(&mut self, codes: &Array) -> Result<Array> {
+        if self.finished {
+            return Err(Error::InvalidArgument("push after finish: start a new streaming decoder".into()));
+        }
+        let codes = self.model.check_codes(codes)?;
+        let b = codes.shape()[0];
+        if *self.batch.get_or_insert(b) != b {
+            return Err(Error::InvalidArgument(format!("chunk batch {b} differs from the stream's {}", self.batch.unwrap_or(b))));
+        }
+        self.emb.push(self.model.quantized_cl(&codes, self.variant)?)?;
+        self.step(false)
+    }
+
+    /// End the stream: the audio still held back.
+    pub fn finish(&mut self) -> Result<Array> {
+        if self.finished {
+            return Err(Error::InvalidArgument("finish called twice".into()));
+        }
+        self.finished = true;
+        if self.emb.end == 0 {
+            return Err(Error::InvalidArgument("the stream received no codes".into()));
+        }
+        self.step(true)
+    }
+
+    fn step(&mut self, last: bool) -> Result<Array> {
+        let hop = i64::from(self.model.config.hop_length());
+        // First convolution, then the LSTM on exactly the frames that became final.
+        let done = self.post.end;
+        let limit = if last { self.emb.end } else { self.emb.end - self.pre_ctx.1 };
+        if limit > done {
+            let from = (done - self.pre_ctx.0).max(0);
+            let y = self.run(&self.model.decoder[..1], &self.emb.window(from)?)?;
+            let fresh = y.index((.., (done - from) as i32..(limit - from) as i32, ..));
+            let Layer::Lstm(lstm) = &self.model.decoder[1] else {
+                return Err(Error::InvalidArgument("decoder layer 1 is not the LSTM".into()));
+            };
+            let (z, state) = lstm.forward_tbc(&fresh.transpose_axes(&[1, 0, 2])?, self.state.as_deref())?;
+            self.state = Some(state);
+            self.post.push(z.transpose_axes(&[1, 0, 2])?)?;
+            self.emb.drop_before(limit - self.pre_ctx.0)?;
+        }
+        // Upsampling stack on a window with enough history; emit what is final.
+        let avail = self.post.end;
+        let final_frames = if last { avail } else { avail - self.post_ctx.1 };
+        let out = if final_frames * hop > self.emitted {
+            let first = self.emitted / hop;
+            let from = (first - self.post_ctx.0).max(0);
+            let y = self.run(&self.model.decoder[2..], &self.post.window(from)?)?;
+            let a = (self.emitted - from * hop) as i32;
+            let b = (final_frames * hop - from * hop) as i32;
+            let out = y.index((.., a..b, ..));
+            self.emitted = final_frames * hop;
+            self.post.drop_before(final_frames - self.post_ctx.0)?;
+            out
+        } else {
+            ops::zeros::<f32>(&[self.batch.unwrap_or(1), 0, self.model.config.audio_channels])?
+        };
+        let out = out.transpose_axes(&[0, 2, 1])?;
+        out.eval()?;
+        Ok(out)
+    }
+}
