@@ -22,6 +22,45 @@ fn attention_fixtures_pass_for_both_variants() {
     }
 }
 
+#[test]
+fn encodec_fixtures_pass_for_both_variants() {
+    for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1"] {
+        let o = parity(&fixture(name));
+        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let checks = v["checks"].as_array().unwrap();
+        // Every signal (the test audio and six edge cases) is checked for embeddings, codes
+        // and decoded audio, in both variants.
+        for signal in ["audio", "silence", "clipped", "impulse", "dc", "short", "tiny"] {
+            for kind in [".embeddings", ".codes@", ".decoded@"] {
+                let prefix = format!("{signal}{kind}");
+                let n = checks.iter().filter(|c| c["output"].as_str().unwrap().starts_with(&prefix)).count();
+                assert!(n >= 2, "{name}: {prefix} checked {n} times");
+            }
+        }
+        for c in checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+            if c["output"].as_str().unwrap().contains(".codes@") {
+                assert_eq!(c["max_abs"].as_f64().unwrap(), 0.0, "{name}: codes must be exact: {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn encodec_fixture_with_a_renamed_weight_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {
+        std::fs::copy(fixture("encodec32k-s0").join(f), dir.path().join(f)).unwrap();
+    }
+    let p = dir.path().join("model.safetensors");
+    std::fs::write(&p, replace_once(std::fs::read(&p).unwrap(), "decoder.layers.1.lstm.weight_hh_l1", "decoder.layers.1.lstm.weight_hh_l7")).unwrap();
+    let o = parity(dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing: decoder.layers.1.lstm.weight_hh_l1") && err.contains("unused: decoder.layers.1.lstm.weight_hh_l7"), "{err}");
+}
+
 /// A copy of the seed-0 fixture with `model.safetensors` passed through `edit`.
 fn broken(edit: impl Fn(Vec<u8>) -> Vec<u8>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -58,6 +58,18 @@ impl Frames {
     }
 }
 
+/// Output frames that are final when `avail` input frames of a stage with receptive field
+/// `(left, right)` have arrived. Reflect padding at the start of the stream mirrors up to
+/// `left` frames of what follows, so the first outputs also wait until `left + right + 1`
+/// frames are in (even a causal model is not causal in its first frames).
+fn final_before(avail: i64, (left, right): (i64, i64)) -> i64 {
+    if avail < left + right + 1 {
+        0
+    } else {
+        avail - right
+    }
+}
+
 pub struct StreamingDecoder<'m> {
     model: &'m Encodec,
     variant: Variant,
@@ -100,9 +112,15 @@ impl<'m> StreamingDecoder<'m> {
         }
     }
 
-    /// Frames of look-ahead the stream holds back before it can emit a frame's audio.
+    /// Frames of look-ahead the stream holds back, once started, before it can emit a
+    /// frame's audio.
     pub fn latency_frames(&self) -> i64 {
         self.pre_ctx.1 + self.post_ctx.1
+    }
+
+    /// Frames the stream needs before its first audio (reflect padding at the start).
+    pub fn startup_frames(&self) -> i64 {
+        self.pre_ctx.0 + self.pre_ctx.1 + 1 + self.post_ctx.0 + self.post_ctx.1
     }
 
     /// Run decoder layers on a channels-last window in this variant's layout.
@@ -147,7 +165,7 @@ impl<'m> StreamingDecoder<'m> {
         let hop = i64::from(self.model.config.hop_length());
         // First convolution, then the LSTM on exactly the frames that became final.
         let done = self.post.end;
-        let limit = if last { self.emb.end } else { self.emb.end - self.pre_ctx.1 };
+        let limit = if last { self.emb.end } else { final_before(self.emb.end, self.pre_ctx) };
         if limit > done {
             let from = (done - self.pre_ctx.0).max(0);
             let y = self.run(&self.model.decoder[..1], &self.emb.window(from)?)?;
@@ -162,7 +180,7 @@ impl<'m> StreamingDecoder<'m> {
         }
         // Upsampling stack on a window with enough history; emit what is final.
         let avail = self.post.end;
-        let final_frames = if last { avail } else { avail - self.post_ctx.1 };
+        let final_frames = if last { avail } else { final_before(avail, self.post_ctx) };
         let out = if final_frames * hop > self.emitted {
             let first = self.emitted / hop;
             let from = (first - self.post_ctx.0).max(0);
