@@ -1,6 +1,8 @@
 //! The harness as a library: the CLI in `main.rs` is a thin layer over these modules (and the
 //! fuzz targets in `fuzz/` reach the parsers through it).
+pub mod audio;
 pub mod bench;
+pub mod codec;
 pub mod doctor;
 pub mod meta;
 pub mod parity;

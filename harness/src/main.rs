@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, doctor, parity};
+use harness::{bench, codec, doctor, parity};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -20,6 +20,8 @@ enum Command {
     /// Check our outputs against a reference fixture (fixtures/make_fixtures.py); exit 0 only
     /// when every output is within its tolerance.
     Parity(parity::Args),
+    /// EnCodec as a tool: encode WAV to codes, decode codes to WAV (optionally streaming).
+    Codec(codec::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Parity(args) => parity::run(&args),
+        Command::Codec(args) => codec::run(&args),
     };
     match result {
         Ok(code) => code,

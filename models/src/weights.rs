@@ -106,6 +106,13 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Array>> {
     Array::load_safetensors(path).map_err(|e| bad(path, format!("MLX could not load it: {e:?}")))
 }
 
+/// [`read_safetensors`] plus the header's string metadata (`__metadata__`).
+pub fn read_safetensors_with_metadata(path: &Path) -> Result<(HashMap<String, Array>, HashMap<String, String>)> {
+    let tensors = read_safetensors(path)?;
+    let (_, meta) = Array::load_safetensors_with_metadata(path).map_err(|e| bad(path, format!("MLX could not load it: {e:?}")))?;
+    Ok((tensors, meta))
+}
+
 /// Check loaded tensors against the expected names and shapes; every problem is listed.
 pub fn check_strict(source: &str, tensors: &HashMap<String, Array>, expected: &BTreeMap<String, Vec<i32>>) -> Result<()> {
     let mut missing: Vec<&String> = expected.keys().filter(|k| !tensors.contains_key(*k)).collect();

@@ -1,0 +1,174 @@
+//! WAV in and out (through `hound`), and a band-limited resampler for input at another rate.
+use std::io::Cursor;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::report::json::write_atomic;
+
+/// Planar audio: `channels[c][i]`, samples in [-1, 1] for PCM input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    pub sample_rate: u32,
+    pub channels: Vec<Vec<f32>>,
+}
+
+impl Audio {
+    pub fn len(&self) -> usize {
+        self.channels.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Read a WAV file (8/16/24/32-bit PCM or 32-bit float). Refuses, naming the file: an
+/// unreadable or non-WAV file, no samples, and NaN or infinite float samples.
+pub fn read_wav(path: &Path) -> Result<Audio> {
+    let mut r = hound::WavReader::open(path).with_context(|| format!("cannot read {} as WAV", path.display()))?;
+    let spec = r.spec();
+    let nch = usize::from(spec.channels);
+    if nch == 0 {
+        bail!("{}: WAV header declares 0 channels", path.display());
+    }
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>(),
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            r.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>()
+        }
+    }
+    .with_context(|| format!("{}: WAV data is corrupt or truncated", path.display()))?;
+    if interleaved.is_empty() {
+        bail!("{}: the WAV file holds no samples", path.display());
+    }
+    if let Some(i) = interleaved.iter().position(|v| !v.is_finite()) {
+        bail!("{}: sample {} of channel {} is {} (NaN or infinite samples cannot be encoded)", path.display(), i / nch, i % nch, interleaved[i]);
+    }
+    let mut channels = vec![Vec::with_capacity(interleaved.len() / nch); nch];
+    for (i, v) in interleaved.into_iter().enumerate() {
+        channels[i % nch].push(v);
+    }
+    Ok(Audio { sample_rate: spec.sample_rate, channels })
+}
+
+/// Write 32-bit float WAV, or 16-bit PCM (clipped to [-1, 1]) when `pcm16`; atomically.
+pub fn write_wav(path: &Path, audio: &Audio, pcm16: bool) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: audio.channels.len() as u16,
+        sample_rate: audio.sample_rate,
+        bits_per_sample: if pcm16 { 16 } else { 32 },
+        sample_format: if pcm16 { hound::SampleFormat::Int } else { hound::SampleFormat::Float },
+    };
+    let mut buf = Cursor::new(Vec::new());
+    {
+        let mut w = hound::WavWriter::new(&mut buf, spec)?;
+        for i in 0..audio.len() {
+            for ch in &audio.channels {
+                if pcm16 {
+                    w.write_sample((ch[i].clamp(-1.0, 1.0) * 32767.0).round() as i16)?;
+                } else {
+                    w.write_sample(ch[i])?;
+                }
+            }
+        }
+        w.finalize()?;
+    }
+    write_atomic(path, &buf.into_inner())
+}
+
+fn bessel_i0(x: f64) -> f64 {
+    let (mut sum, mut term, mut k) = (1.0, 1.0, 1.0);
+    while term > 1e-12 * sum {
+        term *= (x / (2.0 * k)).powi(2);
+        sum += term;
+        k += 1.0;
+    }
+    sum
+}
+
+/// Resample one channel from `from` Hz to `to` Hz with a Kaiser-windowed sinc (beta 8.6,
+/// 32 zero crossings each side), low-passed at the lower Nyquist frequency.
+pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to || x.is_empty() {
+        return x.to_vec();
+    }
+    const ZEROS: f64 = 32.0;
+    const BETA: f64 = 8.6;
+    let ratio = f64::from(to) / f64::from(from);
+    let cutoff = ratio.min(1.0) * 0.97;
+    let half = ZEROS / cutoff;
+    let out_len = ((x.len() as f64) * ratio).round() as usize;
+    let i0b = bessel_i0(BETA);
+    (0..out_len)
+        .map(|n| {
+            let t = n as f64 / ratio;
+            let lo = (t - half).ceil().max(0.0) as usize;
+            let hi = ((t + half).floor() as usize).min(x.len() - 1);
+            let mut acc = 0.0;
+            for (i, &v) in x.iter().enumerate().take(hi + 1).skip(lo) {
+                let d = i as f64 - t;
+                let arg = std::f64::consts::PI * d * cutoff;
+                let sinc = if d.abs() < 1e-12 { 1.0 } else { arg.sin() / arg };
+                let w = (1.0 - (d / half).powi(2)).max(0.0);
+                acc += f64::from(v) * cutoff * sinc * bessel_i0(BETA * w.sqrt()) / i0b;
+            }
+            acc as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(freq: f64, rate: u32, n: usize) -> Vec<f32> {
+        (0..n).map(|i| (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() as f32 * 0.5).collect()
+    }
+
+    #[test]
+    fn resampling_keeps_a_tone_and_removes_what_cannot_be_represented() {
+        let x = sine(1000.0, 48_000, 4800);
+        let y = resample(&x, 48_000, 24_000);
+        assert_eq!(y.len(), 2400);
+        let want = sine(1000.0, 24_000, 2400);
+        // Away from the edges the tone is reproduced closely.
+        let err = y[200..2200].iter().zip(&want[200..2200]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 2e-3, "{err}");
+        // A tone above the new Nyquist frequency is filtered out, not aliased.
+        let hi = resample(&sine(15_000.0, 48_000, 4800), 48_000, 24_000);
+        let rms = (hi[200..2200].iter().map(|v| v * v).sum::<f32>() / 2000.0).sqrt();
+        assert!(rms < 5e-3, "{rms}");
+        // Upsampling keeps the tone too.
+        let up = resample(&sine(440.0, 16_000, 1600), 16_000, 24_000);
+        let want = sine(440.0, 24_000, 2400);
+        let err = up[200..2200].iter().zip(&want[200..2200]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 2e-3, "{err}");
+    }
+
+    #[test]
+    fn wav_round_trip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Audio { sample_rate: 24_000, channels: vec![sine(440.0, 24_000, 1000)] };
+        let p = dir.path().join("a.wav");
+        write_wav(&p, &a, false).unwrap();
+        assert_eq!(read_wav(&p).unwrap(), a);
+        write_wav(&p, &a, true).unwrap();
+        let b = read_wav(&p).unwrap();
+        assert!(b.channels[0].iter().zip(&a.channels[0]).all(|(x, y)| (x - y).abs() < 1e-4));
+
+        let empty = Audio { sample_rate: 24_000, channels: vec![vec![]] };
+        write_wav(&p, &empty, false).unwrap();
+        assert!(read_wav(&p).unwrap_err().to_string().contains("holds no samples"));
+        let nan = Audio { sample_rate: 24_000, channels: vec![vec![0.0, f32::NAN]] };
+        write_wav(&p, &nan, false).unwrap();
+        assert!(read_wav(&p).unwrap_err().to_string().contains("NaN"));
+        std::fs::write(&p, b"RIFF....not a wav").unwrap();
+        assert!(format!("{:#}", read_wav(&p).unwrap_err()).contains("cannot read"));
+        write_wav(&p, &a, false).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 7]).unwrap();
+        assert!(format!("{:#}", read_wav(&p).unwrap_err()).contains("corrupt or truncated"));
+    }
+}

@@ -1,0 +1,256 @@
+//! `harness codec encode|decode`: EnCodec as a user tool. WAV in, codes (safetensors) out, and
+//! back; the codes file records the model, revision, rate and length, so that decoding
+//! checks it is using the same codec and trims the padding.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array, Dtype};
+use models::encodec::Encodec;
+use models::hub::HubOptions;
+use models::{weights, Variant};
+
+use crate::audio::{self, Audio};
+use crate::report::json::write_atomic;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The codec: a folder with config.json and model.safetensors, or a Hugging Face hub id
+    /// (facebook/encodec_24khz, facebook/encodec_32khz). `decode` defaults to the model named
+    /// in the codes file.
+    #[arg(long, value_name = "DIR|REPO")]
+    model: Option<String>,
+    /// Hub revision: a commit hash pins the exact weights; a branch name is resolved through
+    /// the local cache first.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Hub cache folder (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Never download; use only the local hub cache (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// Which implementation runs.
+    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
+    variant: String,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Encode a WAV file to EnCodec codes.
+    Encode {
+        /// Input WAV (PCM or float); it must be at the model's rate unless --resample.
+        input: PathBuf,
+        /// Output codes file (.safetensors).
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+        /// Target bandwidth in kbps; one of the model's (24 kHz: 1.5 3 6 12 24; 32 kHz: 2.2).
+        /// Default: the lowest.
+        #[arg(short, long)]
+        bandwidth: Option<f64>,
+        /// Resample input at another rate to the model's (windowed sinc) instead of refusing it.
+        #[arg(long)]
+        resample: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Decode a codes file to WAV.
+    Decode {
+        /// Codes file written by `harness codec encode`.
+        input: PathBuf,
+        /// Output WAV.
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+        /// Decode as a stream, N code frames per chunk, carrying state between chunks (the
+        /// output equals the full decode); prints the per-chunk latency.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        stream_chunk: Option<u32>,
+        /// Write 16-bit PCM instead of 32-bit float.
+        #[arg(long)]
+        pcm16: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+const DEFAULT_MODEL: &str = "facebook/encodec_24khz";
+
+/// A loaded codec and where it came from.
+pub struct Loaded {
+    pub model: Encodec,
+    pub name: String,
+    pub revision: String,
+}
+
+/// Load from a folder or the hub; the revision recorded is the snapshot's commit when the
+/// file came from a hub cache.
+pub fn load(spec: &str, revision: &str, cache_dir: Option<PathBuf>, offline: bool) -> Result<Loaded> {
+    let dir = Path::new(spec);
+    if dir.is_dir() {
+        let model = Encodec::load_dir(dir).with_context(|| format!("loading the codec from {}", dir.display()))?;
+        return Ok(Loaded { model, name: spec.to_string(), revision: "local".into() });
+    }
+    if spec.split('/').count() != 2 {
+        bail!("--model {spec}: neither a folder nor a hub id of the form org/name");
+    }
+    let opts = HubOptions { cache_dir, offline };
+    let cfg = models::hub::fetch(spec, revision, "config.json", &opts)?;
+    let resolved = cfg
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n.len() == 40)
+        .unwrap_or_else(|| revision.to_string());
+    let model = Encodec::load_hub(spec, &resolved, &opts).with_context(|| format!("loading {spec}@{revision}"))?;
+    Ok(Loaded { model, name: spec.to_string(), revision: resolved })
+}
+
+fn variant(s: &str) -> Variant {
+    if s == "naive" {
+        Variant::Naive
+    } else {
+        Variant::Optimized
+    }
+}
+
+/// A safetensors file of one int32 tensor plus string metadata, written atomically.
+fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
+    let codes = codes.as_dtype(Dtype::Int32)?;
+    codes.eval()?;
+    let data: Vec<u8> = codes.as_slice::<i32>().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = serde_json::json!({
+        "codes": {"dtype": "I32", "shape": codes.shape(), "data_offsets": [0, data.len()]},
+        "__metadata__": meta,
+    });
+    let mut h = serde_json::to_vec(&header)?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(h);
+    bytes.extend(data);
+    write_atomic(path, &bytes)
+}
+
+fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
+    let (mut tensors, meta) = weights::read_safetensors_with_metadata(path)?;
+    let codes = tensors.remove("codes").with_context(|| format!("{} holds no 'codes' tensor (was it written by `harness codec encode`?)", path.display()))?;
+    Ok((codes, meta))
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    match &args.command {
+        Command::Encode { input, output, bandwidth, resample, model } => {
+            let spec = model.model.as_deref().unwrap_or(DEFAULT_MODEL);
+            let loaded = load(spec, &model.revision, model.cache_dir.clone(), model.offline)?;
+            let cfg = &loaded.model.config;
+            let mut wav = audio::read_wav(input)?;
+            if wav.channels.len() as i32 != cfg.audio_channels {
+                bail!("{} has {} channel(s); {} takes {} (mix it down first, e.g. `sox in.wav -c 1 out.wav`)", input.display(), wav.channels.len(), loaded.name, cfg.audio_channels);
+            }
+            if wav.sample_rate != cfg.sampling_rate {
+                if !resample {
+                    bail!("{} is at {} Hz; {} takes {} Hz (pass --resample to convert it)", input.display(), wav.sample_rate, loaded.name, cfg.sampling_rate);
+                }
+                wav = Audio { sample_rate: cfg.sampling_rate, channels: wav.channels.iter().map(|c| audio::resample(c, wav.sample_rate, cfg.sampling_rate)).collect() };
+            }
+            let n = wav.len();
+            let flat: Vec<f32> = wav.channels.concat();
+            let x = Array::from_slice(&flat, &[1, wav.channels.len() as i32, n as i32]);
+            let bw = bandwidth.unwrap_or(cfg.target_bandwidths[0]);
+            let t0 = std::time::Instant::now();
+            let codes = loaded.model.encode(&x, Some(bw), variant(&model.variant))?;
+            let secs = t0.elapsed().as_secs_f64();
+            let meta = BTreeMap::from([
+                ("format", "mlx-audio-bench encodec codes v1".to_string()),
+                ("model", loaded.name.clone()),
+                ("revision", loaded.revision.clone()),
+                ("sampling_rate", cfg.sampling_rate.to_string()),
+                ("channels", cfg.audio_channels.to_string()),
+                ("samples", n.to_string()),
+                ("bandwidth", bw.to_string()),
+            ]);
+            write_codes(output, &codes, &meta)?;
+            let s = codes.shape();
+            eprintln!(
+                "{}: {:.2} s of audio -> {} codebooks x {} frames at {bw} kbps in {:.3} s ({:.1}x real time) -> {}",
+                input.display(),
+                n as f64 / f64::from(cfg.sampling_rate),
+                s[1],
+                s[2],
+                secs,
+                n as f64 / f64::from(cfg.sampling_rate) / secs,
+                output.display()
+            );
+        }
+        Command::Decode { input, output, stream_chunk, pcm16, model } => {
+            let (codes, meta) = read_codes(input)?;
+            if codes.ndim() != 3 || codes.shape()[0] != 1 {
+                bail!("{}: codes of shape {:?}; expected [1, codebooks, frames]", input.display(), codes.shape());
+            }
+            let spec = model.model.clone().or_else(|| meta.get("model").cloned()).unwrap_or_else(|| DEFAULT_MODEL.into());
+            let revision = if model.model.is_none() { meta.get("revision").filter(|r| r.len() == 40).cloned().unwrap_or(model.revision.clone()) } else { model.revision.clone() };
+            let loaded = load(&spec, &revision, model.cache_dir.clone(), model.offline)?;
+            let cfg = &loaded.model.config;
+            if let Some(rate) = meta.get("sampling_rate") {
+                if rate != &cfg.sampling_rate.to_string() {
+                    bail!("{} was encoded at {rate} Hz by {}, but {} runs at {} Hz", input.display(), meta.get("model").map_or("?", |s| s.as_str()), loaded.name, cfg.sampling_rate);
+                }
+            }
+            let v = variant(&model.variant);
+            let t0 = std::time::Instant::now();
+            let y = match stream_chunk {
+                None => loaded.model.decode(&codes, v)?,
+                Some(n) => {
+                    let n = *n as i32;
+                    let mut dec = loaded.model.streaming_decoder(v);
+                    let t = codes.shape().get(2).copied().context("codes must be [batch, codebooks, frames]")?;
+                    let mut parts = Vec::new();
+                    let mut lat = Vec::new();
+                    let mut start = 0;
+                    while start < t {
+                        let c0 = std::time::Instant::now();
+                        parts.push(dec.push(&codes.index((.., .., start..(start + n).min(t))))?);
+                        lat.push(c0.elapsed().as_secs_f64() * 1e3);
+                        start += n;
+                    }
+                    parts.push(dec.finish()?);
+                    lat.sort_by(f64::total_cmp);
+                    eprintln!(
+                        "streaming: {} chunks of {n} frames ({:.1} ms of audio each): median {:.2} ms, max {:.2} ms per chunk",
+                        lat.len(),
+                        f64::from(n * cfg.hop_length()) * 1e3 / f64::from(cfg.sampling_rate),
+                        lat[lat.len() / 2],
+                        lat[lat.len() - 1]
+                    );
+                    ops::concatenate(&parts, 2)?
+                }
+            };
+            let secs = t0.elapsed().as_secs_f64();
+            let keep = meta.get("samples").and_then(|s| s.parse::<i32>().ok()).unwrap_or(y.shape()[2]).min(y.shape()[2]);
+            let y = y.index((0, .., ..keep)).as_dtype(Dtype::Float32)?;
+            y.eval()?;
+            let flat = y.as_slice::<f32>();
+            let channels: Vec<Vec<f32>> = flat.chunks(keep as usize).map(<[f32]>::to_vec).collect();
+            audio::write_wav(output, &Audio { sample_rate: cfg.sampling_rate, channels }, *pcm16)?;
+            eprintln!(
+                "{}: {} codebooks x {} frames -> {:.2} s of audio in {:.3} s -> {}",
+                input.display(),
+                codes.shape()[1],
+                codes.shape()[2],
+                f64::from(keep) / f64::from(cfg.sampling_rate),
+                secs,
+                output.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

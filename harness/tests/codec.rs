@@ -1,0 +1,127 @@
+//! `harness codec` end to end: the hub path (offline, on a local cache laid out as the hub's),
+//! WAV encode and decode, streaming decode, and refusals of bad input.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const COMMIT: &str = "5e2c7b1f9a0d4c3b8e6f1a2b3c4d5e6f7a8b9c0d";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+}
+
+/// A hub cache holding `facebook/encodec_32khz` (tiny random weights from the seed-0 fixture):
+/// content-addressed blobs, a snapshot of symlinks, and `refs/main`.
+fn hub_cache() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models--facebook--encodec_32khz");
+    let snap = repo.join("snapshots").join(COMMIT);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    for (i, f) in ["config.json", "model.safetensors"].iter().enumerate() {
+        let blob = format!("blob{i}");
+        std::fs::copy(fixture("encodec32k-s0").join(f), repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snap.join(f)).unwrap();
+    }
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    dir
+}
+
+fn harness(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).env("HF_HUB_CACHE", cache).env("HF_HUB_OFFLINE", "1").output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{}{err}", String::from_utf8_lossy(&o.stdout));
+    err
+}
+
+fn fail(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
+    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &s in samples {
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+fn read_wav(path: &Path) -> (u32, Vec<f32>) {
+    let mut r = hound::WavReader::open(path).unwrap();
+    (r.spec().sample_rate, r.samples::<f32>().map(Result::unwrap).collect())
+}
+
+#[test]
+fn encode_and_decode_through_the_offline_hub_cache() {
+    let cache = hub_cache();
+    let c = cache.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let tone: Vec<f32> = (0..7000).map(|i| (i as f32 * 0.05).sin() * 0.4).collect();
+    write_wav(Path::new(&d("in.wav")), 32_000, 1, &tone);
+
+    let args = ["--model", "facebook/encodec_32khz", "--cache-dir", c];
+    let log = ok(&harness(&[&["codec", "encode", &d("in.wav"), "-o", &d("codes.safetensors")][..], &args].concat(), cache.path()));
+    assert!(log.contains("4 codebooks x 11 frames at 2.2 kbps"), "{log}");
+
+    // Decoding finds the model and its commit from the codes file.
+    ok(&harness(&["codec", "decode", &d("codes.safetensors"), "-o", &d("full.wav"), "--cache-dir", c], cache.path()));
+    let log = ok(&harness(&["codec", "decode", &d("codes.safetensors"), "-o", &d("stream.wav"), "--stream-chunk", "3", "--cache-dir", c], cache.path()));
+    assert!(log.contains("streaming: 4 chunks of 3 frames"), "{log}");
+    let (rate, full) = read_wav(Path::new(&d("full.wav")));
+    let (_, streamed) = read_wav(Path::new(&d("stream.wav")));
+    assert_eq!((rate, full.len()), (32_000, 7000), "decoded audio is trimmed to the input length");
+    let err = full.iter().zip(&streamed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(err < 1e-4, "streaming decode differs from the full decode by {err}");
+    assert!(full.iter().any(|v| v.abs() > 1e-3));
+
+    // The naive path gives the same codes.
+    ok(&harness(&[&["codec", "encode", &d("in.wav"), "-o", &d("naive.safetensors"), "--variant", "naive"][..], &args].concat(), cache.path()));
+    assert_eq!(std::fs::read(d("naive.safetensors")).unwrap(), std::fs::read(d("codes.safetensors")).unwrap());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let cache = hub_cache();
+    let c = cache.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let args = ["--model", "facebook/encodec_32khz", "--cache-dir", c];
+    let encode = |input: &str, extra: &[&str]| harness(&[&["codec", "encode", input, "-o", &d("c.safetensors")][..], &args, extra].concat(), cache.path());
+
+    let tone: Vec<f32> = (0..4800).map(|i| (i as f32 * 0.05).sin() * 0.4).collect();
+    write_wav(Path::new(&d("48k.wav")), 48_000, 1, &tone);
+    let e = fail(&encode(&d("48k.wav"), &[]));
+    assert!(e.contains("48000 Hz") && e.contains("32000 Hz") && e.contains("--resample"), "{e}");
+    let log = ok(&encode(&d("48k.wav"), &["--resample"]));
+    assert!(log.contains("0.10 s of audio"), "{log}");
+    std::fs::remove_file(d("c.safetensors")).unwrap();
+
+    write_wav(Path::new(&d("stereo.wav")), 32_000, 2, &tone);
+    assert!(fail(&encode(&d("stereo.wav"), &[])).contains("2 channel(s)"));
+    write_wav(Path::new(&d("empty.wav")), 32_000, 1, &[]);
+    assert!(fail(&encode(&d("empty.wav"), &[])).contains("holds no samples"));
+    std::fs::write(d("junk.wav"), b"not audio at all").unwrap();
+    assert!(fail(&encode(&d("junk.wav"), &[])).contains("cannot read"));
+    assert!(fail(&encode(&d("missing.wav"), &[])).contains("missing.wav"));
+    write_wav(Path::new(&d("ok.wav")), 32_000, 1, &tone);
+    assert!(fail(&encode(&d("ok.wav"), &["--bandwidth", "6"])).contains("bandwidth 6 kbps"));
+    assert!(!Path::new(&d("c.safetensors")).exists(), "no output is written on failure");
+
+    // Not in the cache, offline: the error says what is missing.
+    let e = fail(&harness(&["codec", "encode", &d("ok.wav"), "-o", &d("c.safetensors"), "--model", "facebook/encodec_24khz", "--cache-dir", c], cache.path()));
+    assert!(e.contains("facebook/encodec_24khz") && e.contains("offline"), "{e}");
+
+    // A truncated codes file.
+    ok(&encode(&d("ok.wav"), &[]));
+    let bytes = std::fs::read(d("c.safetensors")).unwrap();
+    std::fs::write(d("cut.safetensors"), &bytes[..bytes.len() - 9]).unwrap();
+    let e = fail(&harness(&["codec", "decode", &d("cut.safetensors"), "-o", &d("o.wav"), "--cache-dir", c], cache.path()));
+    assert!(e.contains("truncated"), "{e}");
+    assert!(!Path::new(&d("o.wav")).exists());
+}
