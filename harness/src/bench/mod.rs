@@ -1,6 +1,7 @@
 //! `harness bench` (what `./run-benchmarks.sh` runs): workloads, interleaved naive/optimized
 //! timing, statistics, targets, baseline comparison and reports.
 pub mod blocks;
+pub mod encodec;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -105,7 +106,9 @@ impl VariantArg {
 
 /// All registered workloads.
 pub fn registry(scale: Scale) -> Vec<Spec> {
-    blocks::specs(scale)
+    let mut specs = blocks::specs(scale);
+    specs.extend(encodec::specs(scale));
+    specs
 }
 
 fn check_writable(path: &Path) -> Result<()> {

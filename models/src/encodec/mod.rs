@@ -4,8 +4,9 @@
 //! Naive and optimized paths share the modules and weights and differ where the seed says
 //! they should: the naive path keeps PyTorch's `[B, C, T]` layout and transposes inside every
 //! convolution, and decodes the RVQ one codebook at a time with an `eval` after each; the
-//! optimized path converts to MLX's channels-last layout once at the model boundary and
-//! decodes all codebooks with one gather and a sum.
+//! optimized path converts to MLX's channels-last layout once at the model boundary, decodes
+//! all codebooks with one gather and a sum, and computes convolutions as BLAS products
+//! (MLX's CPU `conv_transpose1d` dominated the naive decode; see [`seanet::Kernels`]).
 pub mod config;
 pub mod rvq;
 pub mod seanet;
@@ -18,7 +19,7 @@ use mlx_rs::{Array, Dtype};
 
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
-use self::seanet::{Half, Layer, Layout};
+use self::seanet::{Exec, Half, Kernels, Layer, Layout};
 use crate::error::{Error, Result};
 use crate::hub::{self, HubOptions};
 use crate::weights;
@@ -34,10 +35,13 @@ pub struct Encodec {
     pub(crate) quantizer: Rvq,
 }
 
-fn layout(v: Variant) -> Layout {
+/// The naive path: PyTorch's layout with transposes inside every convolution, MLX's
+/// convolution ops. The optimized path: channels-last from the boundary, BLAS-product
+/// convolutions.
+pub fn exec(v: Variant) -> Exec {
     match v {
-        Variant::Naive => Layout::ChannelsFirst,
-        Variant::Optimized => Layout::ChannelsLast,
+        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx },
+        Variant::Optimized => Exec { layout: Layout::ChannelsLast, kernels: Kernels::Gemm },
     }
 }
 
@@ -123,6 +127,29 @@ impl Encodec {
         Ok(())
     }
 
+    /// A model of `config`'s real size with random weights from `seed`, for benchmarks: unit
+    /// gains on the weight-normed convolutions keep activations in range through the stack.
+    pub fn random(config: EncodecConfig, seed: u64) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (i, (name, shape)) in Self::expected_weights(&config).into_iter().enumerate() {
+            let k = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
+            let randn = |scale: f32| -> Result<Array> { Ok(mlx_rs::random::normal::<f32>(&shape, None, None, &k)?.multiply(mlx_rs::array!(scale))?) };
+            let t = if name.ends_with("original0") {
+                mlx_rs::ops::ones::<f32>(&shape)?
+            } else if name.ends_with("original1") {
+                randn(1.0)?
+            } else if name.contains(".lstm.") {
+                randn(0.1)?
+            } else if name.ends_with("codebook.embed") {
+                randn(0.3)?
+            } else {
+                randn(0.02)?
+            };
+            tensors.insert(name, t);
+        }
+        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
+    }
+
     /// `config.json` and `model.safetensors` from a folder (a fixture or a saved checkpoint).
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = EncodecConfig::from_file(&dir.join("config.json"))?;
@@ -185,8 +212,8 @@ impl Encodec {
         self.check_audio(audio)?;
         let x = audio.as_dtype(Dtype::Float32)?;
         match variant {
-            Variant::Optimized => seanet::run(&self.encoder, &tr(&x)?, Layout::ChannelsLast),
-            Variant::Naive => tr(&seanet::run(&self.encoder, &x, Layout::ChannelsFirst)?),
+            Variant::Optimized => seanet::run(&self.encoder, &tr(&x)?, exec(variant)),
+            Variant::Naive => tr(&seanet::run(&self.encoder, &x, exec(variant))?),
         }
     }
 
@@ -218,19 +245,26 @@ impl Encodec {
         let codes = self.check_codes(codes)?;
         let q = self.quantized_cl(&codes, variant)?;
         let y = match variant {
-            Variant::Optimized => tr(&seanet::run(&self.decoder, &q, Layout::ChannelsLast)?)?,
-            Variant::Naive => seanet::run(&self.decoder, &tr(&q)?, Layout::ChannelsFirst)?,
+            Variant::Optimized => tr(&seanet::run(&self.decoder, &q, exec(variant))?)?,
+            Variant::Naive => seanet::run(&self.decoder, &tr(&q)?, exec(variant))?,
         };
         y.eval()?;
         Ok(y)
     }
 
+    /// The SEANet encoder's layers, in HF order (for profiling).
+    pub fn encoder_layers(&self) -> &[Layer] {
+        &self.encoder
+    }
+
+    /// The SEANet decoder's layers, in HF order (for profiling).
+    pub fn decoder_layers(&self) -> &[Layer] {
+        &self.decoder
+    }
+
     /// A decoder that takes codes chunk by chunk and carries its state between chunks.
-    pub fn streaming_decoder(&self, variant: Variant) -> stream::StreamingDecoder<'_> {
+    pub fn streaming_decoder(&self, variant: Variant) -> stream::StreamingDecoder<&Self> {
         stream::StreamingDecoder::new(self, variant)
     }
 }
 
-pub(crate) fn layout_of(v: Variant) -> Layout {
-    layout(v)
-}

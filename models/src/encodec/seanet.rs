@@ -7,7 +7,7 @@
 //! `[B, C, T]` between layers and transposes inside every convolution, as a direct port does.
 use std::collections::{BTreeMap, HashMap};
 
-use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array};
 
 use super::config::{EncodecConfig, PadMode};
@@ -22,6 +22,25 @@ pub enum Layout {
     ChannelsLast,
     /// `[B, C, T]`, transposed into and out of every convolution (the naive path).
     ChannelsFirst,
+}
+
+/// How convolutions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// MLX's `conv1d` / `conv_transpose1d`, as a direct port calls them.
+    Mlx,
+    /// Convolutions as BLAS matrix products: im2col for `conv1d`, and for the transposed
+    /// convolution one product with all kernel taps followed by an overlap-add of the
+    /// stride-sized blocks. On the CPU backend MLX's `conv_transpose1d` is a direct loop,
+    /// tens of times slower than this at EnCodec's sizes.
+    Gemm,
+}
+
+/// Layout and kernels together: how one path runs the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exec {
+    pub layout: Layout,
+    pub kernels: Kernels,
 }
 
 /// Pad `x` along `axis` by `left`/`right` the way `torch.nn.functional.pad` does, including
@@ -71,9 +90,13 @@ pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> R
     }
 }
 
-/// `nn.ELU()` (alpha 1): `x` where positive, `expm1(x)` elsewhere.
+/// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as
+/// `max(x, 0) + exp(min(x, 0)) - 1`: MLX's CPU `expm1` is scalar libm and made ELU a tenth of
+/// the decoder's time; the difference near 0 is below 1e-7 absolute.
 pub fn elu(x: &Array) -> Result<Array> {
-    Ok(ops::select(&x.gt(mlx_rs::array!(0.0f32))?, x, &ops::expm1(x)?)?)
+    let zero = mlx_rs::array!(0.0f32);
+    let neg = ops::exp(&ops::minimum(x, &zero)?)?.subtract(mlx_rs::array!(1.0f32))?;
+    Ok(ops::maximum(x, &zero)?.add(&neg)?)
 }
 
 fn to_cl(x: &Array) -> Result<Array> {
@@ -85,6 +108,10 @@ fn to_cl(x: &Array) -> Result<Array> {
 pub struct Conv {
     /// MLX layout `[out, k, in]`, weight norm folded.
     pub weight: Array,
+    /// The same as a `[k * in, out]` matrix for the im2col product.
+    pub wmat: Array,
+    /// And as `[in, k * out]`, every tap at once, for the tap-sum product.
+    pub wtaps: Array,
     pub bias: Array,
     pub kernel: i32,
     pub stride: i32,
@@ -113,12 +140,47 @@ impl Conv {
         (len + self.stride - 1) / self.stride * self.stride - len
     }
 
+    pub fn new(weight: Array, bias: Array, stride: i32, dilation: i32, causal: bool, pad: PadMode) -> Result<Self> {
+        let (cout, kernel, cin) = (weight.shape()[0], weight.shape()[1], weight.shape()[2]);
+        let wmat = weight.reshape(&[cout, kernel * cin])?.t().contiguous()?;
+        let wtaps = weight.transpose_axes(&[2, 1, 0])?.reshape(&[cin, kernel * cout])?.contiguous()?;
+        Ok(Self { weight, wmat, wtaps, bias, kernel, stride, dilation, causal, pad })
+    }
+
     /// `x` channels-last `[B, T, C]`.
-    pub fn forward(&self, x: &Array) -> Result<Array> {
+    pub fn forward(&self, x: &Array, kernels: Kernels) -> Result<Array> {
         let len = x.shape()[1];
         let (left, right) = self.fixed_padding();
         let x = pad_axis(x, 1, left, right + self.extra_padding(len), self.pad)?;
-        let y = ops::conv1d(&x, &self.weight, self.stride, 0, self.dilation, 1)?;
+        let y = match kernels {
+            Kernels::Mlx => ops::conv1d(&x, &self.weight, self.stride, 0, self.dilation, 1)?,
+            Kernels::Gemm => {
+                let out_len = (x.shape()[1] - self.effective_kernel()) / self.stride + 1;
+                let (cin, cout) = (self.weight.shape()[2], self.weight.shape()[0]);
+                // Tap `i` of output `t` reads input `t * stride + i * dilation`.
+                let tap = |a: &Array, i: i32| {
+                    let start = i * self.dilation;
+                    a.index((.., (start..start + (out_len - 1) * self.stride + 1).stride_by(self.stride), ..))
+                };
+                if self.kernel == 1 && self.stride == 1 {
+                    x.matmul(&self.wmat)?
+                } else if cout < cin {
+                    // Fewer outputs than inputs: multiply every input by all taps at once
+                    // ([T, k * out], smaller than im2col's [T, k * in]), then add the taps'
+                    // shifted products.
+                    let (b, t) = (x.shape()[0], x.shape()[1]);
+                    let z = x.matmul(&self.wtaps)?.reshape(&[b, t, self.kernel, cout])?;
+                    let mut acc = tap(&z.index((.., .., 0, ..)), 0);
+                    for i in 1..self.kernel {
+                        acc = acc.add(tap(&z.index((.., .., i, ..)), i))?;
+                    }
+                    acc
+                } else {
+                    let taps = (0..self.kernel).map(|i| tap(&x, i)).collect::<Vec<_>>();
+                    ops::concatenate(&taps, 2)?.matmul(&self.wmat)?
+                }
+            }
+        };
         Ok(y.add(&self.bias)?)
     }
 }
@@ -128,6 +190,8 @@ impl Conv {
 pub struct ConvTranspose {
     /// MLX layout `[out, k, in]`, weight norm folded.
     pub weight: Array,
+    /// All taps as one `[in, m * stride * out]` matrix, the kernel zero-padded to `m` strides.
+    pub wmat: Array,
     pub bias: Array,
     pub kernel: i32,
     pub stride: i32,
@@ -136,8 +200,48 @@ pub struct ConvTranspose {
 }
 
 impl ConvTranspose {
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let y = ops::conv_transpose1d(x, &self.weight, self.stride, 0, 1, 0, 1)?.add(&self.bias)?;
+    /// From the PyTorch weight `[in, out, k]` (weight norm folded).
+    pub fn new(torch_weight: &Array, bias: Array, stride: i32, trim: (i32, i32)) -> Result<Self> {
+        let (cin, cout, kernel) = (torch_weight.shape()[0], torch_weight.shape()[1], torch_weight.shape()[2]);
+        let m = (kernel + stride - 1) / stride;
+        let padded = if m * stride > kernel { ops::concatenate(&[torch_weight.clone(), ops::zeros::<f32>(&[cin, cout, m * stride - kernel])?], 2)? } else { torch_weight.clone() };
+        let wmat = padded.transpose_axes(&[0, 2, 1])?.reshape(&[cin, m * stride * cout])?.contiguous()?;
+        Ok(Self { weight: conv_transpose1d_weight_from_torch(torch_weight, 1)?, wmat, bias, kernel, stride, trim })
+    }
+
+    pub fn forward(&self, x: &Array, kernels: Kernels) -> Result<Array> {
+        let y = match kernels {
+            Kernels::Mlx => ops::conv_transpose1d(x, &self.weight, self.stride, 0, 1, 0, 1)?,
+            Kernels::Gemm => {
+                // y[t*s + j] += x[t] W[j]: every tap of every frame in one product, then the
+                // m blocks of s samples each frame produced are added at frames t..t+m.
+                let (b, t, s) = (x.shape()[0], x.shape()[1], self.stride);
+                let cout = self.bias.shape()[0];
+                let m = self.wmat.shape()[1] / (s * cout);
+                let z = x.matmul(&self.wmat)?.reshape(&[b, t, m, s * cout])?;
+                let mut acc: Option<Array> = None;
+                for j in 0..m {
+                    let zj = z.index((.., .., j, ..));
+                    let mut parts = Vec::with_capacity(3);
+                    if j > 0 {
+                        parts.push(ops::zeros::<f32>(&[b, j, s * cout])?);
+                    }
+                    parts.push(zj);
+                    if m - 1 - j > 0 {
+                        parts.push(ops::zeros::<f32>(&[b, m - 1 - j, s * cout])?);
+                    }
+                    let placed = if parts.len() == 1 { parts.pop().unwrap_or_else(|| unreachable!()) } else { ops::concatenate(&parts, 1)? };
+                    acc = Some(match acc {
+                        Some(a) => a.add(&placed)?,
+                        None => placed,
+                    });
+                }
+                let full = acc.ok_or_else(|| Error::InvalidArgument("transposed convolution with no taps".into()))?;
+                let full = full.reshape(&[b, (t + m - 1) * s, cout])?;
+                full.index((.., ..(t - 1) * s + self.kernel, ..))
+            }
+        };
+        let y = y.add(&self.bias)?;
         let n = y.shape()[1];
         Ok(y.index((.., self.trim.0..n - self.trim.1, ..)))
     }
@@ -179,8 +283,9 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Run one layer on activations in `layout`.
-    pub fn forward(&self, x: &Array, layout: Layout) -> Result<Array> {
+    /// Run one layer on activations in `exec.layout`.
+    pub fn forward(&self, x: &Array, exec: Exec) -> Result<Array> {
+        let (layout, k) = (exec.layout, exec.kernels);
         // Convolutions run channels-last in MLX; the naive layout pays a transpose pair here.
         let conv_like = |f: &dyn Fn(&Array) -> Result<Array>| -> Result<Array> {
             match layout {
@@ -190,21 +295,21 @@ impl Layer {
         };
         match self {
             Layer::Elu => elu(x),
-            Layer::Conv(c) => conv_like(&|x| c.forward(x)),
-            Layer::ConvTranspose(c) => conv_like(&|x| c.forward(x)),
+            Layer::Conv(c) => conv_like(&|x| c.forward(x, k)),
+            Layer::ConvTranspose(c) => conv_like(&|x| c.forward(x, k)),
             Layer::Res(r) => {
                 let mut h = x.clone();
                 for c in &r.convs {
                     h = elu(&h)?;
                     h = match layout {
-                        Layout::ChannelsLast => c.forward(&h)?,
-                        Layout::ChannelsFirst => to_cl(&c.forward(&to_cl(&h)?)?)?,
+                        Layout::ChannelsLast => c.forward(&h, k)?,
+                        Layout::ChannelsFirst => to_cl(&c.forward(&to_cl(&h)?, k)?)?,
                     };
                 }
                 let skip = match (&r.shortcut, layout) {
                     (None, _) => x.clone(),
-                    (Some(c), Layout::ChannelsLast) => c.forward(x)?,
-                    (Some(c), Layout::ChannelsFirst) => to_cl(&c.forward(&to_cl(x)?)?)?,
+                    (Some(c), Layout::ChannelsLast) => c.forward(x, k)?,
+                    (Some(c), Layout::ChannelsFirst) => to_cl(&c.forward(&to_cl(x)?, k)?)?,
                 };
                 Ok(skip.add(&h)?)
             }
@@ -225,11 +330,11 @@ impl Layer {
     }
 }
 
-/// Run `layers` on `x` already in `layout`.
-pub fn run(layers: &[Layer], x: &Array, layout: Layout) -> Result<Array> {
+/// Run `layers` on `x` already in `exec.layout`.
+pub fn run(layers: &[Layer], x: &Array, exec: Exec) -> Result<Array> {
     let mut h = x.clone();
     for l in layers {
-        h = l.forward(&h, layout)?;
+        h = l.forward(&h, exec)?;
     }
     Ok(h)
 }
@@ -361,7 +466,11 @@ pub fn build(cfg: &EncodecConfig, half: Half, w: &mut HashMap<String, Array>) ->
     let causal = cfg.use_causal_conv;
     let conv = |w: &mut HashMap<String, Array>, p: &str, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
         let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
-        Ok(Conv { weight: conv_weight_from_torch(&weight)?, bias: take(w, &format!("{p}.conv.bias"))?, kernel: k, stride, dilation, causal, pad })
+        let conv = Conv::new(conv_weight_from_torch(&weight)?, take(w, &format!("{p}.conv.bias"))?, stride, dilation, causal, pad)?;
+        if conv.kernel != k {
+            return Err(Error::InvalidArgument(format!("{p}: kernel {} where the config says {k}", conv.kernel)));
+        }
+        Ok(conv)
     };
     let mut layers = Vec::new();
     for (i, s) in specs(cfg, half).into_iter().enumerate() {
@@ -380,13 +489,7 @@ pub fn build(cfg: &EncodecConfig, half: Half, w: &mut HashMap<String, Array>) ->
                 let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
                 let total = k - stride;
                 let right = if causal { (f64::from(total) * cfg.trim_right_ratio).ceil() as i32 } else { total / 2 };
-                Layer::ConvTranspose(ConvTranspose {
-                    weight: conv_transpose1d_weight_from_torch(&weight, 1)?,
-                    bias: take(w, &format!("{p}.conv.bias"))?,
-                    kernel: k,
-                    stride,
-                    trim: (total - right, right),
-                })
+                Layer::ConvTranspose(ConvTranspose::new(&weight, take(w, &format!("{p}.conv.bias"))?, stride, (total - right, right))?)
             }
             Spec::Lstm { .. } => {
                 let mut ls = Vec::new();

@@ -8,11 +8,13 @@
 //! until more input or the end of the stream arrives. Causal models (24 kHz) need no
 //! look-ahead; the non-causal 32 kHz model holds back a few frames. The receptive fields come
 //! from the layers themselves, not from constants.
+use std::ops::Deref;
+
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
-use super::seanet::{self, Layer, Layout};
-use super::{layout_of, Encodec};
+use super::seanet::{self, Exec, Layer, Layout};
+use super::{exec, Encodec};
 use crate::error::{Error, Result};
 use crate::Variant;
 
@@ -70,10 +72,12 @@ fn final_before(avail: i64, (left, right): (i64, i64)) -> i64 {
     }
 }
 
-pub struct StreamingDecoder<'m> {
-    model: &'m Encodec,
+/// Holds its model through any pointer: `&Encodec` (from [`Encodec::streaming_decoder`]) or an
+/// `Arc<Encodec>` when the stream must own it.
+pub struct StreamingDecoder<M: Deref<Target = Encodec>> {
+    model: M,
     variant: Variant,
-    layout: Layout,
+    exec: Exec,
     /// Quantized embeddings not yet fully used by the first convolution.
     emb: Frames,
     /// LSTM outputs not yet fully used by the upsampling stack.
@@ -90,17 +94,16 @@ pub struct StreamingDecoder<'m> {
     finished: bool,
 }
 
-impl<'m> StreamingDecoder<'m> {
-    pub fn new(model: &'m Encodec, variant: Variant) -> Self {
+impl<M: Deref<Target = Encodec>> StreamingDecoder<M> {
+    pub fn new(model: M, variant: Variant) -> Self {
         let hop = i64::from(model.config.hop_length());
         let pre = &model.decoder[..1];
         let post = &model.decoder[2..];
         let (lo, hi) = seanet::needed_input(pre, 0, 0);
         let (plo, phi) = seanet::needed_input(post, 0, hop - 1);
         Self {
-            model,
             variant,
-            layout: layout_of(variant),
+            exec: exec(variant),
             emb: Frames::new(),
             post: Frames::new(),
             state: None,
@@ -109,6 +112,7 @@ impl<'m> StreamingDecoder<'m> {
             emitted: 0,
             batch: None,
             finished: false,
+            model,
         }
     }
 
@@ -125,10 +129,10 @@ impl<'m> StreamingDecoder<'m> {
 
     /// Run decoder layers on a channels-last window in this variant's layout.
     fn run(&self, layers: &[Layer], x: &Array) -> Result<Array> {
-        match self.layout {
-            Layout::ChannelsLast => seanet::run(layers, x, Layout::ChannelsLast),
+        match self.exec.layout {
+            Layout::ChannelsLast => seanet::run(layers, x, self.exec),
             Layout::ChannelsFirst => {
-                let y = seanet::run(layers, &x.transpose_axes(&[0, 2, 1])?, Layout::ChannelsFirst)?;
+                let y = seanet::run(layers, &x.transpose_axes(&[0, 2, 1])?, self.exec)?;
                 Ok(y.transpose_axes(&[0, 2, 1])?)
             }
         }

@@ -13,6 +13,10 @@ pub struct LstmLayer {
     pub w_hh: Array,
     /// `b_ih + b_hh`, `[4H]`
     pub bias: Array,
+    /// `w_ih^T` `[I, 4H]` and `w_hh^T` `[H, 4H]`, contiguous: the recurrence multiplies by
+    /// `w_hh^T` every step, and a transposed view would be copied each time.
+    w_ih_t: Array,
+    w_hh_t: Array,
 }
 
 impl LstmLayer {
@@ -27,7 +31,10 @@ impl LstmLayer {
                 b_hh.shape()
             )));
         }
-        Ok(Self { w_ih, w_hh, bias: b_ih.add(b_hh)? })
+        let w_ih_t = w_ih.t().contiguous()?;
+        let w_hh_t = w_hh.t().contiguous()?;
+        mlx_rs::transforms::eval([&w_ih_t, &w_hh_t])?;
+        Ok(Self { w_ih, w_hh, bias: b_ih.add(b_hh)?, w_ih_t, w_hh_t })
     }
 
     pub fn hidden_size(&self) -> i32 {
@@ -36,7 +43,7 @@ impl LstmLayer {
 
     /// One step of the gate math from precomputed input gates `xg = x W_ih^T + b` (`[B, 4H]`).
     pub fn cell(&self, xg: &Array, h: &Array, c: &Array) -> Result<(Array, Array)> {
-        let gates = xg.add(h.matmul(self.w_hh.t())?)?;
+        let gates = xg.add(h.matmul(&self.w_hh_t)?)?;
         let parts = gates.split_equal(4, -1)?;
         let i = ops::sigmoid(&parts[0])?;
         let f = ops::sigmoid(&parts[1])?;
@@ -63,7 +70,7 @@ impl LstmLayer {
             )));
         }
         let (t, b, hsz) = (s[0], s[1], self.hidden_size());
-        let xg = x.matmul(self.w_ih.t())?.add(&self.bias)?;
+        let xg = x.matmul(&self.w_ih_t)?.add(&self.bias)?;
         let (mut h, mut c) = match state {
             Some((h, c)) => (h.clone(), c.clone()),
             None => (ops::zeros::<f32>(&[b, hsz])?, ops::zeros::<f32>(&[b, hsz])?),
