@@ -372,6 +372,31 @@ fn runtime_lib_link(lib_dir: &Path) -> PathBuf {
     lib_dir.to_path_buf()
 }
 
+/// Build `shim/gemv_shim.c` as a shared library (see the file: matrix-vector products go to
+/// `cblas_sgemv`). `MLX_SYS_NO_GEMV_SHIM=1` leaves MLX's calls to OpenBLAS's sgemm.
+fn build_gemv_shim() -> Option<PathBuf> {
+    println!("cargo:rerun-if-changed=shim/gemv_shim.c");
+    println!("cargo:rerun-if-env-changed=MLX_SYS_NO_GEMV_SHIM");
+    println!("cargo:rerun-if-env-changed=CC");
+    if env::var_os("MLX_SYS_NO_GEMV_SHIM").is_some_and(|v| v == "1") {
+        return None;
+    }
+    let out = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default()).join("libmlx_gemv_shim.so");
+    let src = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default()).join("shim/gemv_shim.c");
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wl,-soname,libmlx_gemv_shim.so", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .unwrap_or_else(|e| fail(format!("cannot run the C compiler `{cc}` for the GEMV shim: {e}\n  apt-get install gcc, or set CC")));
+    if !status.success() {
+        fail(format!("compiling {} failed ({status})", src.display()));
+    }
+    Some(out)
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=include/mlx_sys_compat.h");
@@ -398,16 +423,20 @@ fn main() {
     println!("cargo:rustc-link-lib=dylib=mlx");
     println!("cargo:rustc-link-lib=dylib={}", if apple { "c++" } else { "stdc++" });
 
+    // The GEMV shim goes ahead of OpenBLAS, so libmlx's cblas_sgemm binds to it.
+    let shim = if blas.is_some() { build_gemv_shim() } else { None };
+    let libs: Vec<String> = shim.iter().chain(blas.iter()).map(|p| p.display().to_string()).collect();
+    let blas_arg = env::join_paths(&libs).unwrap_or_else(|e| fail(format!("library paths: {e}"))).to_string_lossy().into_owned();
+
     // This crate's own test binaries get what `mlx-link` gives consumers.
-    let blas_arg = blas.as_ref().map(|p| p.display().to_string());
-    mlx_link::emit_link_args(&mlx.lib_dir.display().to_string(), blas_arg.as_deref());
+    mlx_link::emit_link_args(&mlx.lib_dir.display().to_string(), &libs);
 
     // Metadata for direct dependents (DEP_MLX_*), read by the `mlx-link` helper.
     let include = env::join_paths([mlx.include_dir.as_path(), mlx_c.as_path()])
         .unwrap_or_else(|e| fail(format!("include paths: {e}")));
     println!("cargo::metadata=include={}", include.to_string_lossy());
     println!("cargo::metadata=libdir={}", mlx.lib_dir.display());
-    println!("cargo::metadata=blas={}", blas_arg.unwrap_or_default());
+    println!("cargo::metadata=blas={blas_arg}");
     if let Some(version) = mlx_version(&mlx) {
         println!("cargo::metadata=version={version}");
         println!("cargo:rustc-env=MLX_SYS_MLX_VERSION={version}");

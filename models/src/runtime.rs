@@ -157,6 +157,9 @@ pub struct BlasInfo {
     pub library: String,
     /// e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     pub config: Option<String>,
+    /// Whether mlx-sys's GEMV shim sits in front of it, sending matrix-vector products to
+    /// `cblas_sgemv` (`library` is then the BLAS behind the shim).
+    pub gemv_shim: bool,
 }
 
 impl BlasInfo {
@@ -166,9 +169,10 @@ impl BlasInfo {
 
     /// One-line description for reports.
     pub fn describe(&self) -> String {
+        let shim = if self.gemv_shim { ", matrix-vector products via sgemv" } else { "" };
         match &self.config {
-            Some(cfg) => format!("{cfg} ({})", self.library),
-            None => self.library.clone(),
+            Some(cfg) => format!("{cfg} ({}{shim})", self.library),
+            None => format!("{}{shim}", self.library),
         }
     }
 }
@@ -183,11 +187,18 @@ pub fn blas_info() -> Option<BlasInfo> {
             return None;
         }
         let mut info: libc::Dl_info = std::mem::zeroed();
-        let library = if libc::dladdr(addr, &mut info) != 0 {
+        let mut library = if libc::dladdr(addr, &mut info) != 0 {
             cstr_to_string(info.dli_fname)
         } else {
             "unknown".to_string()
         };
+        let shim_name = CString::new("mlx_gemv_shim_target").ok()?;
+        let target = libc::dlsym(libc::RTLD_DEFAULT, shim_name.as_ptr());
+        let gemv_shim = !target.is_null();
+        if gemv_shim {
+            let f: extern "C" fn() -> *const c_char = std::mem::transmute(target);
+            library = cstr_to_string(f());
+        }
         let config = CString::new("openblas_get_config").ok().and_then(|name| {
             let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
             if f.is_null() {
@@ -196,7 +207,7 @@ pub fn blas_info() -> Option<BlasInfo> {
             let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
             Some(cstr_to_string(f()).trim().to_string())
         });
-        Some(BlasInfo { library, config })
+        Some(BlasInfo { library, config, gemv_shim })
     }
 }
 

@@ -283,3 +283,34 @@ fn matmul_runs_on_openblas() {
     let blas = models::runtime::blas_info().expect("some BLAS must be loaded");
     assert!(blas.is_openblas(), "BLAS in use: {}", blas.describe());
 }
+
+/// Matrix products with a vector operand, every transpose combination, against a float64
+/// reference: on Linux these go through the GEMV shim in front of OpenBLAS.
+#[test]
+fn matrix_vector_products_in_every_layout() {
+    let info = models::runtime::blas_info();
+    if cfg!(target_os = "linux") {
+        let info = info.expect("a BLAS is loaded");
+        assert!(info.gemv_shim && info.is_openblas(), "{info:?}");
+    }
+    let data = |n: usize, seed: u64| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect() };
+    for (m, k, n) in [(1, 37, 53), (53, 37, 1), (1, 1, 9), (9, 1, 1), (1, 64, 1), (4, 5, 6)] {
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        let want: Vec<f64> = (0..m * n).map(|ij| (0..k).map(|p| f64::from(a[(ij / n) * k + p]) * f64::from(b[p * n + ij % n])).sum()).collect();
+        let (mi, ki, ni) = (m as i32, k as i32, n as i32);
+        let a_arr = Array::from_slice(&a, &[mi, ki]);
+        let b_arr = Array::from_slice(&b, &[ki, ni]);
+        // The same logical operands stored transposed: MLX passes them to BLAS with Trans.
+        let a_t = a_arr.t().contiguous().unwrap().t();
+        let b_t = b_arr.t().contiguous().unwrap().t();
+        for (x, y) in [(&a_arr, &b_arr), (&a_t, &b_arr), (&a_arr, &b_t), (&a_t, &b_t)] {
+            let c = x.matmul(y).unwrap();
+            c.eval().unwrap();
+            let got = c.as_slice::<f32>();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((f64::from(*g) - w).abs() < 1e-4, "({m}x{k})·({k}x{n}): {g} vs {w}");
+            }
+        }
+    }
+}

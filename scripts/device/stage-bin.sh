@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Here, before a GPU run: pack the release harness binary and the OpenBLAS it links (with its
+# Here, before a GPU run: pack the release harness binary, the GEMV shim and the OpenBLAS it links (with its
 # Fortran runtime) into .device/bin/harness-bin.tar.xz (git-ignored), to carry to the device
 # machine next to MLX's CUDA library (../shared/device/prepare-mlx-cuda.sh makes .device/p1, p2).
 # There, scripts/device/gpu-env.sh unpacks it and sets LD_LIBRARY_PATH.
@@ -11,6 +11,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
 cp target/release/harness "$stage/bin/"
 strip "$stage/bin/harness"
+cp "$(ldd target/release/harness | awk '$1 == "libmlx_gemv_shim.so" {print $3}')" "$stage/lib/"
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
   cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')" "$stage/lib/$lib"
 done
