@@ -94,7 +94,7 @@ fn naive_and_optimized_agree() {
 #[test]
 fn bad_audio_and_codes_are_refused_by_name() {
     let model = Encodec::load_dir(&fixture("encodec32k-s0")).unwrap();
-    let err = |r: models::Result<Array>| r.err().expect("should fail").to_string();
+    let err = |r: models::Result<Array>| r.expect_err("should fail").to_string();
     let nan = Array::from_slice(&[0.0f32, f32::NAN, 0.1], &[1, 1, 3]);
     assert!(err(model.encode(&nan, None, Variant::Optimized)).contains("NaN"));
     let empty = ops::zeros::<f32>(&[1, 1, 0]).unwrap();

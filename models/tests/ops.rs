@@ -223,7 +223,7 @@ fn argmax_and_topk() {
     assert_eq!(to_i32(&argmax_axis(x, -1, None).unwrap()), to_i32(get(&f, "argmax.out")));
     // MLX's top-k does not promise an order: sort descending before comparing.
     let top = topk_axis(x, 7, -1).unwrap();
-    let sorted = ops::negative(&ops::sort_axis(&ops::negative(&top).unwrap(), -1).unwrap()).unwrap();
+    let sorted = ops::negative(ops::sort_axis(ops::negative(&top).unwrap(), -1).unwrap()).unwrap();
     assert_close("topk", &sorted, get(&f, "topk.out_sorted"), 0.0, 0.0);
 }
 
