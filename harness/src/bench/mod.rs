@@ -57,6 +57,11 @@ pub struct Args {
     /// Timed runs per variant [default: 15, quick: 5; at least 2].
     #[arg(short = 'i', long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     iterations: Option<u32>,
+    /// Time budget per workload, in seconds, for its timed rounds (one round runs every
+    /// variant once): a workload whose round takes longer gets fewer than -i iterations, but
+    /// never fewer than 3; slow warm-ups stop after one round [default: 30, quick: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_positive)]
+    max_time: Option<f64>,
     /// Check the seed's performance targets (harness/data/targets.json) for this device class:
     /// prints measured median, target, verdict and margin; exits 4 on a miss.
     #[arg(short = 't', long)]
@@ -85,6 +90,13 @@ pub struct Args {
     /// Use another targets table (same format as harness/data/targets.json).
     #[arg(long, value_name = "PATH")]
     targets_file: Option<PathBuf>,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +186,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let kind: DeviceKind = runtime::default_device_kind()?;
     let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 3 });
     let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
+    let max_time = args.max_time.unwrap_or(if args.quick { 10.0 } else { 30.0 });
     let variants = args.variant.variants();
     let selected: Vec<&Spec> = specs
         .iter()
@@ -188,6 +201,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         models: if args.models.is_empty() { MODELS.iter().map(|s| s.to_string()).collect() } else { args.models.clone() },
         device: kind.as_str().into(),
         threshold_pct: args.threshold,
+        max_time_s: Some(max_time),
     };
     if !args.quiet {
         eprintln!(
@@ -200,7 +214,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
     }
 
-    let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations + 1);
+    let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations);
     let bar = if args.quiet { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()) } else { ProgressBar::new(total) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -208,7 +222,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut results = Vec::new();
     for spec in &selected {
         bar.set_message(format!("{} (building)", spec.id));
-        let r = measure(spec, scale, &variants, warmup, iterations, &bar).with_context(|| format!("workload {}", spec.id))?;
+        let plan = Plan { warmup, iterations, max_time };
+        let r = measure(spec, scale, &variants, plan, &bar).with_context(|| format!("workload {}", spec.id))?;
         results.push(r);
     }
     bar.finish_and_clear();
@@ -260,35 +275,76 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warm up, time interleaved rounds, then one untimed profiled run per variant for memory.
-fn measure(spec: &Spec, scale: Scale, variants: &[Variant], warmup: u32, iterations: u32, bar: &ProgressBar) -> Result<WorkloadResult> {
+/// How many runs a workload gets.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    warmup: u32,
+    iterations: u32,
+    /// Seconds of timed rounds the workload may use.
+    max_time: f64,
+}
+
+impl Plan {
+    /// Timed rounds for a workload whose round takes `round_s`: all `iterations` when they fit
+    /// in the budget, else as many as fit, but at least [`report::MIN_ROUNDS`].
+    fn rounds(&self, round_s: f64) -> u32 {
+        let fit = (self.max_time / round_s.max(1e-9)).floor() as u32;
+        self.iterations.min(fit.max(report::MIN_ROUNDS))
+    }
+}
+
+/// Warm up, then time interleaved rounds (naive and optimized alternate which goes first). MLX
+/// peak and active memory are read around every timed run, the peak reset before each.
+fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &ProgressBar) -> Result<WorkloadResult> {
     let mut w = (spec.build)(scale)?;
     bar.set_message(spec.id.clone());
-    for &v in variants {
-        for _ in 0..warmup {
+    let mut round_s: f64 = 0.0;
+    for i in 0..plan.warmup {
+        let t = Instant::now();
+        for &v in variants {
             w.prepare(v)?;
             w.run(v)?;
             bar.inc(1);
         }
+        round_s = t.elapsed().as_secs_f64();
+        // A round longer than a quarter of the budget is warm after one.
+        if round_s > plan.max_time / 4.0 {
+            bar.inc(u64::from(plan.warmup - i - 1) * variants.len() as u64);
+            break;
+        }
+    }
+    // Without a warm-up, the first timed round sets the pace.
+    let mut rounds = if plan.warmup == 0 { None } else { Some(plan.rounds(round_s)) };
+    if let Some(r) = rounds {
+        bar.inc(u64::from(plan.iterations - r) * variants.len() as u64);
     }
     let mut samples: BTreeMap<Variant, Vec<f64>> = variants.iter().map(|&v| (v, Vec::new())).collect();
-    for round in 0..iterations {
+    let mut memory: BTreeMap<Variant, Memory> = BTreeMap::new();
+    let mut round = 0;
+    while rounds.is_none_or(|r| round < r) {
+        let started = Instant::now();
         let order: Vec<Variant> = if round % 2 == 0 { variants.to_vec() } else { variants.iter().rev().copied().collect() };
         for v in order {
             w.prepare(v)?;
+            mlx_rs::memory::reset_peak_memory()?;
             let t = Instant::now();
             w.run(v)?;
             samples.entry(v).or_default().push(t.elapsed().as_secs_f64());
+            let m = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
+            let e = memory.entry(v).or_insert(m);
+            e.peak_bytes = e.peak_bytes.max(m.peak_bytes);
             bar.inc(1);
         }
+        if rounds.is_none() {
+            let r = plan.rounds(started.elapsed().as_secs_f64());
+            bar.inc(u64::from(plan.iterations - r) * variants.len() as u64);
+            rounds = Some(r);
+        }
+        round += 1;
     }
     let mut out = BTreeMap::new();
     for &v in variants {
-        w.prepare(v)?;
-        mlx_rs::memory::reset_peak_memory()?;
-        w.run(v)?;
-        let memory = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
-        bar.inc(1);
+        let memory = memory.remove(&v).unwrap_or(Memory { peak_bytes: 0, active_bytes: 0 });
         let s = samples.remove(&v).unwrap_or_default();
         let st = stats::summarize(&s);
         let throughput = Throughput::from_work(&spec.work, st.median);
@@ -299,4 +355,18 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], warmup: u32, iterati
         _ => None,
     };
     Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_workloads_get_fewer_rounds_but_never_fewer_than_three() {
+        let plan = Plan { warmup: 3, iterations: 15, max_time: 30.0 };
+        assert_eq!(plan.rounds(0.01), 15);
+        assert_eq!(plan.rounds(3.0), 10);
+        assert_eq!(plan.rounds(37.0), 3);
+        assert_eq!(Plan { iterations: 2, ..plan }.rounds(37.0), 2, "-i below the floor wins");
+    }
 }

@@ -58,7 +58,14 @@ pub struct Settings {
     pub models: Vec<String>,
     pub device: String,
     pub threshold_pct: f64,
+    /// Seconds of timed rounds one workload may use; slower workloads get fewer iterations
+    /// (at least [`MIN_ROUNDS`]). Each result's `stats.n` says how many ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_s: Option<f64>,
 }
+
+/// The fewest timed rounds a workload gets, whatever its time budget.
+pub const MIN_ROUNDS: u32 = 3;
 
 /// What a workload times, in words, for humans reading the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +237,7 @@ pub fn sample_report(scale: f64) -> Report {
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
         },
-        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0 },
+        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None },
         workloads: vec![WorkloadResult {
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),

@@ -12,9 +12,10 @@ pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let m = &r.meta;
     let _ = writeln!(s, "MLX {} on {} ({}, class {}), {}", m.mlx_version, m.device_name, m.backend, m.device_class, m.os);
-    let _ = writeln!(s, "warm-up {}, iterations {}{}", r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
+    let budget = r.settings.max_time_s.map_or(String::new(), |t| format!(" (fewer where a round exceeds the {t} s budget: see n)"));
+    let _ = writeln!(s, "warm-up {}, iterations {}{budget}{}", r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<34} {:<10} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "median", "95% CI", "peak mem", "speedup (95% CI)");
+    let _ = writeln!(s, "{:<34} {:<10} {:>3} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "n", "median", "95% CI", "peak mem", "speedup (95% CI)");
     for w in &r.workloads {
         let mut first = true;
         for (name, v) in &w.variants {
@@ -24,7 +25,7 @@ pub fn render(r: &Report) -> String {
             };
             let ci = format!("[{}, {}]", format_duration(v.stats.median_ci.low), format_duration(v.stats.median_ci.high));
             let id = if first { w.id.as_str() } else { "" };
-            let _ = writeln!(s, "{:<34} {:<10} {:>11} {:>25} {:>10} {:>18}", id, name, format_duration(v.stats.median), ci, format_bytes(v.memory.peak_bytes), speed);
+            let _ = writeln!(s, "{:<34} {:<10} {:>3} {:>11} {:>25} {:>10} {:>18}", id, name, v.stats.n, format_duration(v.stats.median), ci, format_bytes(v.memory.peak_bytes), speed);
             first = false;
         }
     }
