@@ -111,6 +111,7 @@ fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap
     match manifest.model.as_str() {
         "attention" => run_attention(dir, optimized),
         "encodec24k" | "encodec32k" => run_encodec(dir, optimized),
+        "whisper" => run_whisper(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -187,6 +188,47 @@ fn run_encodec(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
             out.insert(format!("{signal}.decoded@{bw}"), model.decode(x, variant).with_context(|| format!("decoding '{name}'"))?);
         } else if !name.contains('.') {
             out.insert(format!("{name}.embeddings"), model.embed(x, variant).with_context(|| format!("encoding '{name}'"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// HF `WhisperForConditionalGeneration` plus openai-whisper's front end: the mel filters, the
+/// log-mel of every signal, the encoder, teacher-forced logits (fed one token at a time through
+/// the variant's caches) and greedy tokens.
+fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    use models::whisper::{audio, DecodeOptions, Whisper};
+    let model = Whisper::load_dir(dir)?;
+    let opts = DecodeOptions::for_variant(if optimized { Variant::Optimized } else { Variant::Naive });
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let mel80 = audio::LogMel::new(80)?;
+    let start = model.config.decoder_start_token_id;
+    let mut out = HashMap::new();
+    for n in [80usize, 128] {
+        out.insert(format!("mel_filters.{n}"), Array::from_slice(&audio::mel_filters(n), &[n as i32, 201]));
+    }
+    let tokens = |v: Vec<Vec<i32>>| -> Array {
+        let n = v[0].len() as i32;
+        Array::from_slice(&v.concat(), &[v.len() as i32, n])
+    };
+    for (name, x) in &inputs {
+        if name == "decoder_input_ids" {
+            continue;
+        }
+        let mel = mel80.compute(x).with_context(|| format!("log-mel of '{name}'"))?;
+        let enc = model.encode(&mel)?;
+        if name == "audio" {
+            out.insert("audio.mel128_head".into(), audio::LogMel::new(128)?.compute(x)?.index((.., ..256)));
+            out.insert("audio.mel".into(), mel);
+            let ids = inputs.get("decoder_input_ids").context("inputs.safetensors has no 'decoder_input_ids'")?.as_dtype(Dtype::Int32)?;
+            let mut state = model.new_state(&opts);
+            let steps = (0..ids.shape()[1]).map(|t| model.decode_step(&ids.index((.., t..t + 1)), &enc, &mut state)).collect::<Result<Vec<_>, _>>()?;
+            out.insert("logits".into(), ops::concatenate(&steps, 1)?);
+            out.insert("audio.greedy".into(), tokens(model.greedy(&enc, &[start], 12, None, &opts)?));
+            out.insert("encoder".into(), enc);
+        } else {
+            out.insert(format!("{name}.mel_head"), mel.index((.., ..64)));
+            out.insert(format!("{name}.greedy"), tokens(model.greedy(&enc, &[start], 6, None, &opts)?));
         }
     }
     Ok(out)

@@ -48,6 +48,30 @@ fn encodec_fixtures_pass_for_both_variants() {
 }
 
 #[test]
+fn whisper_fixtures_pass_for_both_variants() {
+    for name in ["whisper-s0", "whisper-s1"] {
+        let o = parity(&fixture(name));
+        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let checks = v["checks"].as_array().unwrap();
+        for out in ["audio.mel", "audio.mel128_head", "encoder", "logits", "audio.greedy", "mel_filters.80", "mel_filters.128"] {
+            assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{name}: {out} in both variants");
+        }
+        for signal in ["silence", "clipped", "impulse", "dc", "short"] {
+            for kind in ["mel_head", "greedy"] {
+                assert_eq!(checks.iter().filter(|c| c["output"] == format!("{signal}.{kind}")).count(), 2, "{name}: {signal}.{kind}");
+            }
+        }
+        for c in checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+            if c["output"].as_str().unwrap().ends_with("greedy") {
+                assert_eq!(c["max_abs"].as_f64().unwrap(), 0.0, "{name}: tokens must be exact: {c}");
+            }
+        }
+    }
+}
+
+#[test]
 fn encodec_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {

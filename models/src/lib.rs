@@ -7,6 +7,7 @@ pub mod hub;
 pub mod nn;
 pub mod runtime;
 pub mod weights;
+pub mod whisper;
 
 pub use error::{Error, Result};
 

@@ -98,13 +98,7 @@ pub struct EncodecConfig {
     pub use_conv_shortcut: bool,
 }
 
-/// How `EncodecConv1d` pads: `torch.nn.functional.pad` modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PadMode {
-    Reflect,
-    Constant,
-    Replicate,
-}
+pub use crate::nn::ops::PadMode;
 
 impl EncodecConfig {
     /// The configuration of `facebook/encodec_24khz`.

@@ -11,6 +11,7 @@ use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array};
 
 use super::config::{EncodecConfig, PadMode};
+pub use crate::nn::ops::pad_axis;
 use crate::error::{Error, Result};
 use crate::nn::conv::{conv_transpose1d_weight_from_torch, conv_weight_from_torch};
 use crate::nn::lstm::LstmLayer;
@@ -41,53 +42,6 @@ pub enum Kernels {
 pub struct Exec {
     pub layout: Layout,
     pub kernels: Kernels,
-}
-
-/// Pad `x` along `axis` by `left`/`right` the way `torch.nn.functional.pad` does, including
-/// HF's `_pad1d` trick for reflecting an input shorter than the padding (zeros are appended
-/// first, then cut off again).
-pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> Result<Array> {
-    if left == 0 && right == 0 {
-        return Ok(x.clone());
-    }
-    let ax = if axis < 0 { axis + x.ndim() as i32 } else { axis } as usize;
-    let len = x.shape()[ax];
-    let zeros_like = |n: i32| -> Result<Array> {
-        let mut s = x.shape().to_vec();
-        s[ax] = n;
-        Ok(ops::zeros::<f32>(&s)?)
-    };
-    match mode {
-        PadMode::Constant => {
-            let mut parts = Vec::with_capacity(3);
-            if left > 0 {
-                parts.push(zeros_like(left)?);
-            }
-            parts.push(x.clone());
-            if right > 0 {
-                parts.push(zeros_like(right)?);
-            }
-            Ok(ops::concatenate(&parts, ax as i32)?)
-        }
-        PadMode::Replicate => {
-            if len < 1 {
-                return Err(Error::InvalidArgument("cannot replicate-pad an empty signal".into()));
-            }
-            let idx: Vec<i32> = (-left..len + right).map(|i| i.clamp(0, len - 1)).collect();
-            Ok(x.take_axis(Array::from_slice(&idx, &[idx.len() as i32]), ax as i32)?)
-        }
-        PadMode::Reflect => {
-            let max_pad = left.max(right);
-            let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
-            let src = if extra > 0 { ops::concatenate(&[x.clone(), zeros_like(extra)?], ax as i32)? } else { x.clone() };
-            let n = len + extra;
-            let mut idx: Vec<i32> = (1..=left).rev().collect();
-            idx.extend(0..n);
-            idx.extend((0..right).map(|i| n - 2 - i));
-            idx.truncate(idx.len() - extra as usize);
-            Ok(src.take_axis(Array::from_slice(&idx, &[idx.len() as i32]), ax as i32)?)
-        }
-    }
 }
 
 /// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as

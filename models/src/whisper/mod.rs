@@ -1,0 +1,384 @@
+//! Whisper (HF `WhisperForConditionalGeneration`, weights under HF's names), tiny to
+//! large-v3-turbo: the log-mel front end, the encoder, and a decoder whose three decode
+//! optimizations from the seed are independent switches ([`DecodeOptions`]).
+pub mod audio;
+pub mod config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
+use mlx_rs::{ops, Array, Dtype};
+
+pub use self::config::WhisperConfig;
+use crate::error::{Error, Result};
+use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use crate::nn::conv::conv_weight_from_torch;
+use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
+use crate::nn::linear::Linear;
+use crate::nn::norm::layer_norm;
+use crate::weights;
+use crate::Variant;
+
+/// The seed's decode optimizations, each on its own switch so a report can attribute gains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Self-attention KV cache: concatenation (naive) or preallocated with O(1) updates.
+    pub kv_cache: KvCacheKind,
+    /// Cross-attention K/V computed once and cached (else recomputed every step).
+    pub cache_cross: bool,
+    /// Evaluate the graph every N steps (1 = every step).
+    pub eval_every: u32,
+}
+
+impl DecodeOptions {
+    pub fn naive() -> Self {
+        Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1 }
+    }
+    pub fn optimized() -> Self {
+        Self { kv_cache: KvCacheKind::Preallocated, cache_cross: true, eval_every: 8 }
+    }
+    pub fn for_variant(v: Variant) -> Self {
+        match v {
+            Variant::Naive => Self::naive(),
+            Variant::Optimized => Self::optimized(),
+        }
+    }
+}
+
+struct LayerNorm {
+    weight: Array,
+    bias: Array,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
+    }
+}
+
+fn gelu(x: &Array) -> Result<Array> {
+    // Exact (erf) GELU, as torch's default.
+    let half = mlx_rs::array!(0.5f32);
+    Ok(x.multiply(&half)?.multiply(ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+    }
+}
+
+struct EncoderLayer {
+    attn: MultiHeadAttention,
+    attn_ln: LayerNorm,
+    mlp: Mlp,
+    mlp_ln: LayerNorm,
+}
+
+struct DecoderLayer {
+    attn: MultiHeadAttention,
+    attn_ln: LayerNorm,
+    cross: MultiHeadAttention,
+    cross_ln: LayerNorm,
+    mlp: Mlp,
+    mlp_ln: LayerNorm,
+}
+
+pub struct Whisper {
+    pub config: WhisperConfig,
+    /// `[d, 3, n_mels]` and `[d, 3, d]` (MLX layout), with biases.
+    conv1: (Array, Array),
+    conv2: (Array, Array),
+    enc_pos: Array,
+    enc_layers: Vec<EncoderLayer>,
+    enc_ln: LayerNorm,
+    embed_tokens: Array,
+    dec_pos: Array,
+    dec_layers: Vec<DecoderLayer>,
+    dec_ln: LayerNorm,
+}
+
+/// Per-layer decoder state for one decode.
+pub struct DecodeState {
+    self_caches: Vec<Box<dyn KvCache>>,
+    cross_caches: Vec<CrossKvCache>,
+    cache_cross: bool,
+    offset: i32,
+}
+
+impl Whisper {
+    /// Every weight name (HF `save_pretrained` of `WhisperForConditionalGeneration`) and shape.
+    pub fn expected_weights(c: &WhisperConfig) -> BTreeMap<String, Vec<i32>> {
+        let d = c.d_model;
+        let mut e = BTreeMap::new();
+        let mut attn = |p: &str| {
+            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                e.insert(format!("{p}.{proj}.weight"), vec![d, d]);
+                if proj != "k_proj" {
+                    e.insert(format!("{p}.{proj}.bias"), vec![d]);
+                }
+            }
+        };
+        for i in 0..c.encoder_layers {
+            attn(&format!("model.encoder.layers.{i}.self_attn"));
+        }
+        for i in 0..c.decoder_layers {
+            attn(&format!("model.decoder.layers.{i}.self_attn"));
+            attn(&format!("model.decoder.layers.{i}.encoder_attn"));
+        }
+        let mut ln = |p: String| {
+            e.insert(format!("{p}.weight"), vec![d]);
+            e.insert(format!("{p}.bias"), vec![d]);
+        };
+        for i in 0..c.encoder_layers {
+            ln(format!("model.encoder.layers.{i}.self_attn_layer_norm"));
+            ln(format!("model.encoder.layers.{i}.final_layer_norm"));
+        }
+        for i in 0..c.decoder_layers {
+            ln(format!("model.decoder.layers.{i}.self_attn_layer_norm"));
+            ln(format!("model.decoder.layers.{i}.encoder_attn_layer_norm"));
+            ln(format!("model.decoder.layers.{i}.final_layer_norm"));
+        }
+        ln("model.encoder.layer_norm".into());
+        ln("model.decoder.layer_norm".into());
+        for (half, n, ffn) in [("encoder", c.encoder_layers, c.encoder_ffn_dim), ("decoder", c.decoder_layers, c.decoder_ffn_dim)] {
+            for i in 0..n {
+                e.insert(format!("model.{half}.layers.{i}.fc1.weight"), vec![ffn, d]);
+                e.insert(format!("model.{half}.layers.{i}.fc1.bias"), vec![ffn]);
+                e.insert(format!("model.{half}.layers.{i}.fc2.weight"), vec![d, ffn]);
+                e.insert(format!("model.{half}.layers.{i}.fc2.bias"), vec![d]);
+            }
+        }
+        e.insert("model.encoder.conv1.weight".into(), vec![d, c.num_mel_bins, 3]);
+        e.insert("model.encoder.conv1.bias".into(), vec![d]);
+        e.insert("model.encoder.conv2.weight".into(), vec![d, d, 3]);
+        e.insert("model.encoder.conv2.bias".into(), vec![d]);
+        e.insert("model.encoder.embed_positions.weight".into(), vec![c.max_source_positions, d]);
+        e.insert("model.decoder.embed_positions.weight".into(), vec![c.max_target_positions, d]);
+        e.insert("model.decoder.embed_tokens.weight".into(), vec![c.vocab_size, d]);
+        e
+    }
+
+    /// Build from checkpoint tensors (`source` names them in errors). `proj_out.weight`, tied
+    /// to the token embedding, is accepted when present and must equal its shape.
+    pub fn from_tensors(config: WhisperConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
+        let mut expected = Self::expected_weights(&config);
+        if tensors.contains_key("proj_out.weight") {
+            expected.insert("proj_out.weight".into(), vec![config.vocab_size, config.d_model]);
+        }
+        weights::check_strict(source, &tensors, &expected)?;
+        let mut w: HashMap<String, Array> = tensors.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
+        let mut take = |k: &str| w.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")));
+        let mut lin = |p: &str, bias: bool| -> Result<Linear> {
+            let weight = take(&format!("{p}.weight"))?;
+            let b = if bias { Some(take(&format!("{p}.bias"))?) } else { None };
+            Linear::new(weight, b)
+        };
+        let mut attn = |p: &str, heads: i32| -> Result<MultiHeadAttention> {
+            Ok(MultiHeadAttention {
+                query: lin(&format!("{p}.q_proj"), true)?,
+                key: lin(&format!("{p}.k_proj"), false)?,
+                value: lin(&format!("{p}.v_proj"), true)?,
+                out: lin(&format!("{p}.out_proj"), true)?,
+                n_head: heads,
+                kernel: AttentionKernel::Fused,
+            })
+        };
+        let c = &config;
+        let mut enc_attn = Vec::new();
+        let mut dec_attn = Vec::new();
+        for i in 0..c.encoder_layers {
+            enc_attn.push(attn(&format!("model.encoder.layers.{i}.self_attn"), c.encoder_attention_heads)?);
+        }
+        for i in 0..c.decoder_layers {
+            dec_attn.push((
+                attn(&format!("model.decoder.layers.{i}.self_attn"), c.decoder_attention_heads)?,
+                attn(&format!("model.decoder.layers.{i}.encoder_attn"), c.decoder_attention_heads)?,
+            ));
+        }
+        let mut ln = |p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: take(&format!("{p}.weight"))?, bias: take(&format!("{p}.bias"))? }) };
+        let mut lns = Vec::new();
+        for i in 0..c.encoder_layers {
+            lns.push((ln(&format!("model.encoder.layers.{i}.self_attn_layer_norm"))?, ln(&format!("model.encoder.layers.{i}.final_layer_norm"))?));
+        }
+        let mut dlns = Vec::new();
+        for i in 0..c.decoder_layers {
+            dlns.push((
+                ln(&format!("model.decoder.layers.{i}.self_attn_layer_norm"))?,
+                ln(&format!("model.decoder.layers.{i}.encoder_attn_layer_norm"))?,
+                ln(&format!("model.decoder.layers.{i}.final_layer_norm"))?,
+            ));
+        }
+        let enc_ln = ln("model.encoder.layer_norm")?;
+        let dec_ln = ln("model.decoder.layer_norm")?;
+        let mut mlp = |p: String| -> Result<Mlp> {
+            let fc1 = Linear::new(take(&format!("{p}.fc1.weight"))?, Some(take(&format!("{p}.fc1.bias"))?))?;
+            let fc2 = Linear::new(take(&format!("{p}.fc2.weight"))?, Some(take(&format!("{p}.fc2.bias"))?))?;
+            Ok(Mlp { fc1, fc2 })
+        };
+        let mut enc_layers = Vec::new();
+        for (i, (a, (l1, l2))) in enc_attn.into_iter().zip(lns).enumerate() {
+            enc_layers.push(EncoderLayer { attn: a, attn_ln: l1, mlp: mlp(format!("model.encoder.layers.{i}"))?, mlp_ln: l2 });
+        }
+        let mut dec_layers = Vec::new();
+        for (i, ((a, x), (l1, l2, l3))) in dec_attn.into_iter().zip(dlns).enumerate() {
+            dec_layers.push(DecoderLayer { attn: a, attn_ln: l1, cross: x, cross_ln: l2, mlp: mlp(format!("model.decoder.layers.{i}"))?, mlp_ln: l3 });
+        }
+        let conv1 = (conv_weight_from_torch(&take("model.encoder.conv1.weight")?)?, take("model.encoder.conv1.bias")?);
+        let conv2 = (conv_weight_from_torch(&take("model.encoder.conv2.weight")?)?, take("model.encoder.conv2.bias")?);
+        let enc_pos = take("model.encoder.embed_positions.weight")?;
+        let dec_pos = take("model.decoder.embed_positions.weight")?;
+        let embed_tokens = take("model.decoder.embed_tokens.weight")?;
+        let model = Self { config, conv1, conv2, enc_pos, enc_layers, enc_ln, embed_tokens, dec_pos, dec_layers, dec_ln };
+        model.materialize()?;
+        Ok(model)
+    }
+
+    fn materialize(&self) -> Result<()> {
+        let mut a: Vec<&Array> = vec![&self.conv1.0, &self.conv2.0, &self.enc_pos, &self.dec_pos, &self.embed_tokens];
+        fn lin(l: &MultiHeadAttention) -> [&Array; 4] {
+            [&l.query.weight, &l.key.weight, &l.value.weight, &l.out.weight]
+        }
+        for l in &self.enc_layers {
+            a.extend(lin(&l.attn));
+        }
+        for l in &self.dec_layers {
+            a.extend(lin(&l.attn));
+            a.extend(lin(&l.cross));
+        }
+        mlx_rs::transforms::eval(a)?;
+        Ok(())
+    }
+
+    /// `config.json` + `model.safetensors` from a folder.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let config = WhisperConfig::from_file(&dir.join("config.json"))?;
+        let path = dir.join("model.safetensors");
+        let tensors = weights::read_safetensors(&path)?;
+        Self::from_tensors(config, tensors, &path.display().to_string())
+    }
+
+    /// A model of `config`'s size with random weights (benchmarks).
+    pub fn random(config: WhisperConfig, seed: u64) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (i, (name, shape)) in Self::expected_weights(&config).into_iter().enumerate() {
+            let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
+            let t = if name.contains("layer_norm") && name.ends_with("weight") {
+                ops::ones::<f32>(&shape)?
+            } else {
+                mlx_rs::random::normal::<f32>(&shape, None, None, &key)?.multiply(mlx_rs::array!(0.02f32))?
+            };
+            tensors.insert(name, t);
+        }
+        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
+    }
+
+    /// Encoder output `[B, 1500, d]` for log-mel `[B, n_mels, 3000]` (or `[n_mels, 3000]`).
+    pub fn encode(&self, mel: &Array) -> Result<Array> {
+        let mel = if mel.ndim() == 2 { mel.reshape(&[1, mel.shape()[0], mel.shape()[1]])? } else { mel.clone() };
+        let s = mel.shape();
+        if s.len() != 3 || s[1] != self.config.num_mel_bins || s[2] != self.config.n_frames() {
+            return Err(Error::InvalidArgument(format!(
+                "mel of shape {s:?}: expected [batch, {}, {}]",
+                self.config.num_mel_bins,
+                self.config.n_frames()
+            )));
+        }
+        let x = mel.transpose_axes(&[0, 2, 1])?;
+        let x = gelu(&ops::conv1d(&x, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?)?;
+        let x = gelu(&ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?)?;
+        let mut h = x.add(&self.enc_pos)?;
+        for l in &self.enc_layers {
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, None, Mask::None)?)?;
+            h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
+        }
+        self.enc_ln.forward(&h)
+    }
+
+    /// Fresh decoder state for one decode with `opts`.
+    pub fn new_state(&self, opts: &DecodeOptions) -> DecodeState {
+        DecodeState {
+            self_caches: (0..self.dec_layers.len()).map(|_| new_cache(opts.kv_cache, self.config.max_target_positions)).collect(),
+            cross_caches: (0..self.dec_layers.len()).map(|_| CrossKvCache::new()).collect(),
+            cache_cross: opts.cache_cross,
+            offset: 0,
+        }
+    }
+
+    /// Logits `[B, T, vocab]` for `tokens` `[B, T]` following what `state` has seen.
+    pub fn decode_step(&self, tokens: &Array, audio: &Array, state: &mut DecodeState) -> Result<Array> {
+        let t = tokens.shape()[1];
+        if state.offset + t > self.config.max_target_positions {
+            return Err(Error::InvalidArgument(format!(
+                "decoding past the text context: {} + {t} tokens > {}",
+                state.offset, self.config.max_target_positions
+            )));
+        }
+        let pos = self.dec_pos.index(state.offset..state.offset + t);
+        let mut h = self.embed_tokens.take_axis(tokens, 0)?.add(&pos)?;
+        for (i, l) in self.dec_layers.iter().enumerate() {
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
+            let cache = if state.cache_cross { Some(&mut state.cross_caches[i]) } else { None };
+            h = h.add(l.cross.cross_attention(&l.cross_ln.forward(&h)?, audio, cache)?)?;
+            h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
+        }
+        state.offset += t;
+        let h = self.dec_ln.forward(&h)?;
+        Ok(h.matmul(self.embed_tokens.t())?)
+    }
+
+    /// Greedy decoding from `prompt` (e.g. the start-of-transcript sequence) for at most
+    /// `max_new` tokens, stopping after `eot` unless `None` (benchmarks force a fixed length).
+    /// Returns the new tokens of each batch row (through the first `eot`).
+    pub fn greedy(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions) -> Result<Vec<Vec<i32>>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the decoder prompt is empty".into()));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t < 0 || t >= self.config.vocab_size) {
+            return Err(Error::InvalidArgument(format!("prompt token {bad} is outside the vocabulary of {}", self.config.vocab_size)));
+        }
+        let b = audio.shape()[0];
+        let room = (self.config.max_target_positions as usize).saturating_sub(prompt.len());
+        let max_new = max_new.min(room);
+        let mut state = self.new_state(opts);
+        let p = Array::from_slice(prompt, &[1, prompt.len() as i32]);
+        let mut input = ops::broadcast_to(&p, &[b, prompt.len() as i32])?;
+        let mut pending: Vec<Array> = Vec::new();
+        let mut out: Vec<Vec<i32>> = vec![Vec::new(); b as usize];
+        let mut done = vec![false; b as usize];
+        let every = opts.eval_every.max(1) as usize;
+        for step in 0..max_new {
+            let logits = self.decode_step(&input, audio, &mut state)?;
+            let next = argmax_axis(logits.index((.., -1, ..)), -1, false)?.as_dtype(Dtype::Int32)?;
+            input = next.reshape(&[b, 1])?;
+            pending.push(next);
+            if (step + 1) % every == 0 || step + 1 == max_new {
+                let stacked = ops::stack(&pending, 1)?;
+                // Evaluating the tokens evaluates everything they depend on, caches included.
+                stacked.eval()?;
+                let n = pending.len();
+                let vals = stacked.as_slice::<i32>().to_vec();
+                pending.clear();
+                for (r, row) in out.iter_mut().enumerate() {
+                    for &tok in &vals[r * n..(r + 1) * n] {
+                        if !done[r] {
+                            row.push(tok);
+                            done[r] = eot == Some(tok);
+                        }
+                    }
+                }
+                if eot.is_some() && done.iter().all(|&d| d) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
