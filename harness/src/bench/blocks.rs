@@ -152,6 +152,7 @@ pub fn specs(scale: Scale) -> Vec<Spec> {
                 note: None,
             },
             work: Work { tokens: Some(steps as f64), ..Work::default() },
+            heavy: false,
             build: Box::new(move |_scale: Scale| {
                 Ok(Box::new(DecodeStep {
                     attn: attention(100)?,
@@ -175,6 +176,7 @@ pub fn specs(scale: Scale) -> Vec<Spec> {
             note: None,
         },
         work: Work { tokens: Some(16.0), ..Work::default() },
+        heavy: false,
         build: Box::new(|_scale| {
             Ok(Box::new(CrossAttn { attn: attention(200)?, xa: randn(&[1, AUDIO_CTX, D], 3)?, x: randn(&[1, 1, D], 4)?, steps: 16, cache: CrossKvCache::new() }) as Box<dyn Workload>)
         }),
@@ -189,6 +191,7 @@ pub fn specs(scale: Scale) -> Vec<Spec> {
             note: None,
         },
         work: Work { tokens: Some(eval_steps as f64), ..Work::default() },
+        heavy: false,
         build: Box::new(move |_scale| {
             Ok(Box::new(EvalInterval { attn: attention(300)?, x0: randn(&[1, 1, D], 5)?, steps: eval_steps, cache: PreallocCache::new(CONTEXT) }) as Box<dyn Workload>)
         }),

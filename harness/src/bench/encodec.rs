@@ -110,6 +110,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 note: None,
             },
             work: Work { audio_seconds: Some(SECONDS), ..Work::default() },
+            heavy: false,
             build: Box::new(move |_| {
                 let model = Encodec::random(c1.clone(), 7)?;
                 Ok(Box::new(Decode { codes: codes(&c1, nq, t, 8)?, model }) as Box<dyn Workload>)
@@ -126,6 +127,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 note: None,
             },
             work: Work { audio_seconds: Some(SECONDS), ..Work::default() },
+            heavy: false,
             build: Box::new(move |_| {
                 let model = Encodec::random(c2.clone(), 7)?;
                 let audio = random::normal::<f32>(&[1, 1, n], None, None, &random::key(9)?)?.multiply(mlx_rs::array!(0.1f32))?;
@@ -148,6 +150,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             note: Some("latency per chunk; the stream's output equals the full decode".into()),
         },
         work: Work { audio_seconds: Some(ms / 1e3), ..Work::default() },
+        heavy: false,
         build: Box::new(move |_| {
             let model = Arc::new(Encodec::random(cfg.clone(), 7)?);
             Ok(Box::new(StreamChunk { model, codes: codes(&cfg, 4, warm + chunk, 8)?, warm, chunk, decoder: None }) as Box<dyn Workload>)

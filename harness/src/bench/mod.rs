@@ -2,6 +2,7 @@
 //! timing, statistics, targets, baseline comparison and reports.
 pub mod blocks;
 pub mod encodec;
+pub mod whisper;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,10 @@ pub struct Args {
     /// never fewer than 3; slow warm-ups stop after one round [default: 30, quick: 10].
     #[arg(long, value_name = "SECS", value_parser = parse_positive)]
     max_time: Option<f64>,
+    /// Also run the heavy workloads on the CPU (full-size Whisper transcription and long
+    /// decodes: minutes per round there). They always run on a GPU, and when named with -m.
+    #[arg(long)]
+    heavy: bool,
     /// Check the seed's performance targets (harness/data/targets.json) for this device class:
     /// prints measured median, target, verdict and margin; exits 4 on a miss.
     #[arg(short = 't', long)]
@@ -120,6 +125,7 @@ impl VariantArg {
 pub fn registry(scale: Scale) -> Vec<Spec> {
     let mut specs = blocks::specs(scale);
     specs.extend(encodec::specs(scale));
+    specs.extend(whisper::specs(scale));
     specs
 }
 
@@ -146,7 +152,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             println!("{model}\tmodel, {n} workload(s){}", if n == 0 { " (not implemented yet)" } else { "" });
         }
         for s in &specs {
-            println!("{}\t{}: {}", s.id, s.info.input, s.info.timed);
+            println!("{}\t{}{}: {}", s.id, if s.heavy { "(heavy) " } else { "" }, s.info.input, s.info.timed);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -188,10 +194,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
     let max_time = args.max_time.unwrap_or(if args.quick { 10.0 } else { 30.0 });
     let variants = args.variant.variants();
-    let selected: Vec<&Spec> = specs
-        .iter()
-        .filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id))
-        .collect();
+    let wanted: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id)).collect();
+    let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) =
+        wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id));
+    if !skipped.is_empty() && !args.quiet {
+        eprintln!(
+            "Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}",
+            skipped.len(),
+            skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     let meta = meta::collect(kind);
     let settings = Settings {
         quick: args.quick,

@@ -29,5 +29,8 @@ pub struct Spec {
     pub model: &'static str,
     pub info: WorkloadInfo,
     pub work: Work,
+    /// Too slow for a CPU run by default (minutes per round there): skipped on the CPU unless
+    /// `--heavy` is passed or the workload is named with `-m`. Always run on a GPU.
+    pub heavy: bool,
     pub build: Box<dyn Fn(Scale) -> Result<Box<dyn Workload>>>,
 }

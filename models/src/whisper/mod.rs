@@ -280,6 +280,17 @@ impl Whisper {
         Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
     }
 
+    /// Switch every attention layer between the fused kernel and explicit softmax(QK^T)V.
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        for l in &mut self.enc_layers {
+            l.attn.kernel = kernel;
+        }
+        for l in &mut self.dec_layers {
+            l.attn.kernel = kernel;
+            l.cross.kernel = kernel;
+        }
+    }
+
     /// Encoder output `[B, 1500, d]` for log-mel `[B, n_mels, 3000]` (or `[n_mels, 3000]`).
     pub fn encode(&self, mel: &Array) -> Result<Array> {
         let mel = if mel.ndim() == 2 { mel.reshape(&[1, mel.shape()[0], mel.shape()[1]])? } else { mel.clone() };

@@ -1,0 +1,178 @@
+//! Whisper workloads at large-v3-turbo size, random weights: the seed's decode optimizations
+//! (all together and one at a time), and 30 s transcription with its phases.
+//!
+//! Decodes run a fixed number of tokens past any end-of-transcript (random weights would stop
+//! anywhere), from the four-token start sequence, batch 1.
+use anyhow::Result;
+use mlx_rs::{random, Array};
+use models::nn::attention::AttentionKernel;
+use models::nn::kv_cache::KvCacheKind;
+use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
+
+use super::workload::{Scale, Spec, Variant, Workload};
+use crate::report::{Work, WorkloadInfo};
+
+/// `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>` in the large-v3 vocabulary.
+const SOT: [i32; 4] = [50258, 50259, 50360, 50364];
+
+fn turbo(encoder_layers: Option<i32>) -> Result<WhisperConfig> {
+    let mut c = WhisperConfig::preset("large-v3-turbo")?;
+    if let Some(n) = encoder_layers {
+        c.encoder_layers = n;
+    }
+    Ok(c)
+}
+
+fn noise(shape: &[i32], seed: u64, scale: f32) -> Result<Array> {
+    let a = random::normal::<f32>(shape, None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(scale))?;
+    a.eval()?;
+    Ok(a)
+}
+
+/// Which switches the "optimized" side of a decode workload turns on.
+#[derive(Clone, Copy)]
+enum Switch {
+    All,
+    KvCache,
+    CrossCache,
+    EvalInterval,
+}
+
+impl Switch {
+    fn options(self, v: Variant) -> DecodeOptions {
+        let naive = DecodeOptions::naive();
+        match (v, self) {
+            (Variant::Naive, _) => naive,
+            (Variant::Optimized, Switch::All) => DecodeOptions::optimized(),
+            (Variant::Optimized, Switch::KvCache) => DecodeOptions { kv_cache: KvCacheKind::Preallocated, ..naive },
+            (Variant::Optimized, Switch::CrossCache) => DecodeOptions { cache_cross: true, ..naive },
+            (Variant::Optimized, Switch::EvalInterval) => DecodeOptions { eval_every: DecodeOptions::optimized().eval_every, ..naive },
+        }
+    }
+}
+
+struct Decode {
+    model: Whisper,
+    audio_features: Array,
+    tokens: usize,
+    switch: Switch,
+}
+
+impl Workload for Decode {
+    fn prepare(&mut self, _: Variant) -> Result<()> {
+        Ok(())
+    }
+    fn run(&mut self, v: Variant) -> Result<()> {
+        let out = self.model.greedy(&self.audio_features, &SOT, self.tokens, None, &self.switch.options(v))?;
+        anyhow::ensure!(out[0].len() == self.tokens, "decoded {} tokens, wanted {}", out[0].len(), self.tokens);
+        Ok(())
+    }
+}
+
+/// Mel, encoder, or everything (mel + encoder + 224-token decode).
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Mel,
+    Encode,
+    Transcribe,
+}
+
+struct Transcribe {
+    model: Option<Whisper>,
+    mel: LogMel,
+    audio: Array,
+    phase: Phase,
+}
+
+impl Workload for Transcribe {
+    fn prepare(&mut self, v: Variant) -> Result<()> {
+        if let Some(m) = self.model.as_mut() {
+            m.set_attention_kernel(match v {
+                Variant::Naive => AttentionKernel::Explicit,
+                Variant::Optimized => AttentionKernel::Fused,
+            });
+        }
+        Ok(())
+    }
+    fn run(&mut self, v: Variant) -> Result<()> {
+        let mel = self.mel.compute(&self.audio)?;
+        let Some(model) = &self.model else {
+            mel.eval()?;
+            return Ok(());
+        };
+        let enc = model.encode(&mel)?;
+        enc.eval()?;
+        if self.phase == Phase::Transcribe {
+            model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?;
+        }
+        Ok(())
+    }
+}
+
+const SWITCHES: &str = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step; optimized = preallocated cache with O(1) slice updates, cross-attention K/V cached, eval every 8 steps";
+
+pub fn specs(_scale: Scale) -> Vec<Spec> {
+    let mut out = Vec::new();
+    let size = "large-v3-turbo decoder at real size (d_model 1280, 20 heads, 4 layers, vocabulary 51866), random weights; the encoder output is random (decode only)";
+    for tokens in [64usize, 224, 440] {
+        out.push(Spec {
+            id: format!("whisper/decode-{tokens}"),
+            model: "whisper",
+            info: WorkloadInfo {
+                size: size.into(),
+                input: format!("1500 random audio frames, the 4-token start sequence, then {tokens} tokens (fixed length, past any end of transcript), batch 1"),
+                timed: format!("greedy decoding of {tokens} tokens; {SWITCHES}"),
+                note: None,
+            },
+            work: Work { tokens: Some(tokens as f64), ..Work::default() },
+            heavy: tokens > 64,
+            build: Box::new(move |_| {
+                Ok(Box::new(Decode { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens, switch: Switch::All }) as Box<dyn Workload>)
+            }),
+        });
+    }
+    for (name, switch, what) in [
+        ("kv-cache", Switch::KvCache, "the preallocated KV cache alone"),
+        ("cross-cache", Switch::CrossCache, "cached cross-attention K/V alone"),
+        ("eval-interval", Switch::EvalInterval, "eval every 8 steps alone"),
+    ] {
+        out.push(Spec {
+            id: format!("whisper/decode-224-{name}"),
+            model: "whisper",
+            info: WorkloadInfo {
+                size: size.into(),
+                input: "1500 random audio frames, the 4-token start sequence, then 224 tokens, batch 1".into(),
+                timed: format!("greedy decoding of 224 tokens; naive = all three optimizations off; optimized = {what}"),
+                note: Some("one optimization at a time, so the report attributes the combined gain".into()),
+            },
+            work: Work { tokens: Some(224.0), ..Work::default() },
+            heavy: true,
+            build: Box::new(move |_| {
+                Ok(Box::new(Decode { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 224, switch }) as Box<dyn Workload>)
+            }),
+        });
+    }
+    for (id, phase, timed, heavy) in [
+        ("whisper/mel-30s", Phase::Mel, "the log-mel front end (128 bins), evaluated; the same for both variants", false),
+        ("whisper/encode-30s", Phase::Encode, "log-mel plus the 32-layer encoder, evaluated; naive = explicit softmax(QK^T)V attention, optimized = fused scaled_dot_product_attention", true),
+        ("whisper/transcribe-30s", Phase::Transcribe, "log-mel, encoder and 224 decoded tokens (fixed length), end to end; naive = explicit attention and all decode optimizations off; optimized = fused attention and all on", true),
+    ] {
+        out.push(Spec {
+            id: id.into(),
+            model: "whisper",
+            info: WorkloadInfo {
+                size: if phase == Phase::Mel { "openai-whisper front end, 128 mel bins".into() } else { "large-v3-turbo at real size (32 encoder layers, 4 decoder layers, d_model 1280), random weights".into() },
+                input: "30 s of noise at 16 kHz".into(),
+                timed: timed.into(),
+                note: (phase == Phase::Transcribe).then(|| "the decode runs 224 tokens past any end of transcript (random weights)".into()),
+            },
+            work: Work { audio_seconds: Some(30.0), ..Work::default() },
+            heavy,
+            build: Box::new(move |_| {
+                let model = if phase == Phase::Mel { None } else { Some(Whisper::random(turbo(None)?, 21)?) };
+                Ok(Box::new(Transcribe { model, mel: LogMel::new(128)?, audio: noise(&[480_000], 22, 0.1)?, phase }) as Box<dyn Workload>)
+            }),
+        });
+    }
+    out
+}

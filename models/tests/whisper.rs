@@ -1,0 +1,100 @@
+//! Whisper beyond the reference fixtures' outputs: every combination of the decode switches
+//! gives the same tokens, end-of-transcript stops decoding whatever the eval interval, and bad
+//! input is refused by name.
+use std::path::{Path, PathBuf};
+
+use mlx_rs::{ops, Array};
+use models::nn::kv_cache::KvCacheKind;
+use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
+use models::weights;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+}
+
+fn setup() -> (Whisper, Array) {
+    let dir = fixture("whisper-s1");
+    let model = Whisper::load_dir(&dir).unwrap();
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let mel = LogMel::new(80).unwrap().compute(&inputs["audio"]).unwrap();
+    let enc = model.encode(&mel).unwrap();
+    (model, enc)
+}
+
+#[test]
+fn every_switch_combination_decodes_the_same_tokens() {
+    let (model, enc) = setup();
+    let start = [model.config.decoder_start_token_id];
+    let reference = model.greedy(&enc, &start, 20, None, &DecodeOptions::naive()).unwrap();
+    assert_eq!(reference[0].len(), 20);
+    for kv_cache in [KvCacheKind::Concat, KvCacheKind::Preallocated] {
+        for cache_cross in [false, true] {
+            for eval_every in [1, 3, 8, 64] {
+                let opts = DecodeOptions { kv_cache, cache_cross, eval_every };
+                assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn end_of_transcript_stops_decoding_at_any_eval_interval() {
+    let (model, enc) = setup();
+    let start = [model.config.decoder_start_token_id];
+    let free = model.greedy(&enc, &start, 20, None, &DecodeOptions::naive()).unwrap().remove(0);
+    // Treat the fifth token as end-of-transcript: decoding must stop right after it.
+    let eot = free[4];
+    let first = free.iter().position(|&t| t == eot).unwrap();
+    for every in [1, 3, 8] {
+        let opts = DecodeOptions { eval_every: every, ..DecodeOptions::optimized() };
+        let got = model.greedy(&enc, &start, 20, Some(eot), &opts).unwrap().remove(0);
+        assert_eq!(got, free[..=first].to_vec(), "eval every {every}");
+    }
+}
+
+#[test]
+fn decoding_never_runs_past_the_text_context() {
+    let (model, enc) = setup();
+    let start = [model.config.decoder_start_token_id];
+    let out = model.greedy(&enc, &start, 10_000, None, &DecodeOptions::optimized()).unwrap();
+    assert_eq!(out[0].len(), model.config.max_target_positions as usize - 1);
+    let mut state = model.new_state(&DecodeOptions::optimized());
+    let too_long = ops::zeros::<i32>(&[1, model.config.max_target_positions + 1]).unwrap();
+    let e = model.decode_step(&too_long, &enc, &mut state).err().unwrap().to_string();
+    assert!(e.contains("past the text context"), "{e}");
+}
+
+#[test]
+fn bad_input_is_refused_by_name() {
+    let (model, enc) = setup();
+    let e = model.encode(&ops::zeros::<f32>(&[1, 80, 100]).unwrap()).err().unwrap().to_string();
+    assert!(e.contains("expected [batch, 80, 3000]"), "{e}");
+    let e = model.greedy(&enc, &[100_000], 4, None, &DecodeOptions::naive()).err().unwrap().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    assert!(model.greedy(&enc, &[], 4, None, &DecodeOptions::naive()).err().unwrap().to_string().contains("empty"));
+    let mel = LogMel::new(80).unwrap();
+    assert!(mel.compute(&Array::from_slice(&[0.0f32; 0], &[0])).err().unwrap().to_string().contains("empty"));
+    assert!(mel.compute(&Array::from_slice(&[0.0f32, f32::NAN], &[2])).err().unwrap().to_string().contains("NaN"));
+    assert!(LogMel::new(64).err().unwrap().to_string().contains("80 or 128"));
+    for (json, want) in [
+        (r#"{"d_model": 64, "encoder_attention_heads": 5}"#, "not divisible"),
+        (r#"{"activation_function": "relu"}"#, "activation_function 'relu'"),
+        (r#"{"vocab_size": 100}"#, "outside the vocabulary"),
+        (r#"{"d_model": -1}"#, "d_model must be at least 1"),
+    ] {
+        let e = WhisperConfig::from_json(json, "config.json").unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("config.json"), "{json}: {e}");
+    }
+    assert!(WhisperConfig::preset("huge").unwrap_err().to_string().contains("unknown Whisper size"));
+}
+
+#[test]
+fn presets_have_the_published_shapes() {
+    let turbo = WhisperConfig::preset("large-v3-turbo").unwrap();
+    assert_eq!((turbo.d_model, turbo.encoder_layers, turbo.decoder_layers, turbo.num_mel_bins, turbo.vocab_size), (1280, 32, 4, 128, 51866));
+    let tiny = WhisperConfig::preset("tiny.en").unwrap();
+    assert_eq!((tiny.d_model, tiny.encoder_ffn_dim, tiny.vocab_size, tiny.eos_token_id), (384, 1536, 51864, 50256));
+    for name in ["tiny", "base", "small", "medium", "large-v3"] {
+        assert!(WhisperConfig::preset(name).unwrap().validate().is_ok());
+    }
+}
