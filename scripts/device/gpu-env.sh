@@ -4,6 +4,14 @@
 #   eval "$(bash scripts/device/gpu-env.sh)"; harness doctor
 set -euo pipefail
 eval "$(bash .device/p2/unpack-mlx-cuda.sh)"
+# MLX's CUDA JIT (NVRTC) looks for CCCL headers in <libmlx>/../include/cccl, which the staged
+# library leaves out; the image's CUDA toolkit has them.
+for cccl in /usr/local/cuda/targets/x86_64-linux/include/cccl /usr/local/cuda/include/cccl /usr/local/cuda-*/targets/x86_64-linux/include/cccl; do
+  if [ -d "$cccl" ]; then
+    mkdir -p /opt/mlx-cuda/mlx/include && ln -sfn "$cccl" /opt/mlx-cuda/mlx/include/cccl
+    break
+  fi
+done
 dest=/tmp/harness-gpu
 rm -rf "$dest" && mkdir -p "$dest"
 tar -C "$dest" -xJf .device/bin/harness-bin.tar.xz
