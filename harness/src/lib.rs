@@ -9,3 +9,4 @@ pub mod parity;
 pub mod report;
 pub mod stats;
 pub mod targets;
+pub mod whisper_cmd;

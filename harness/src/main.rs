@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, codec, doctor, parity};
+use harness::{bench, codec, doctor, parity, whisper_cmd};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -22,6 +22,11 @@ enum Command {
     Parity(parity::Args),
     /// EnCodec as a tool: encode WAV to codes, decode codes to WAV (optionally streaming).
     Codec(codec::Args),
+    /// Compare two saved reports (the baseline first) as `bench -c` does, without running
+    /// anything; exits 3 on a regression.
+    Compare(harness::bench::CompareArgs),
+    /// Whisper with real weights: convert a CTranslate2 checkpoint, transcribe a WAV.
+    Whisper(whisper_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +36,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Parity(args) => parity::run(&args),
         Command::Codec(args) => codec::run(&args),
+        Command::Whisper(args) => whisper_cmd::run(&args),
+        Command::Compare(args) => bench::compare_reports(&args),
     };
     match result {
         Ok(code) => code,

@@ -83,8 +83,19 @@ fn run_compare_and_regression_gate() {
     }
     let hb = dir.path().join("halved.json");
     std::fs::write(&hb, serde_json::to_string(&halved).unwrap()).unwrap();
-    let r2 = dir.path().join("r2.json");
-    let o = bench(&[&common[..], &["-o", r2.to_str().unwrap(), "-c", hb.to_str().unwrap()]].concat());
+    // Judged against the halved copy, the same measurements are a regression (no second timed
+    // run: a test must not depend on how loaded the machine is).
+    let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["compare", hb.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(3), "regression exit code; stdout: {}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
+    // Against itself, nothing changed.
+    let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["compare", r.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unchanged"));
+
+    // `bench -c` runs and prints the comparison (its verdict depends on the machine's load).
+    let r2 = dir.path().join("r2.json");
+    let o = bench(&[&common[..], &["-o", r2.to_str().unwrap(), "-c", r.to_str().unwrap()]].concat());
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Against baseline"));
 }

@@ -121,6 +121,35 @@ impl VariantArg {
     }
 }
 
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// The baseline report (JSON from `bench -o`).
+    baseline: PathBuf,
+    /// The report to judge against it.
+    current: PathBuf,
+    /// Regression threshold, percent slower.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    threshold: f64,
+    /// Compare even when the reports come from different device classes.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `harness compare BASELINE CURRENT`.
+pub fn compare_reports(args: &CompareArgs) -> Result<ExitCode> {
+    let baseline = json::read(&args.baseline).with_context(|| format!("baseline {}", args.baseline.display()))?;
+    let current = json::read(&args.current).with_context(|| format!("report {}", args.current.display()))?;
+    compare::check_compatible(&baseline, &current, args.force)?;
+    let c = compare::compare(&baseline, &args.baseline.display().to_string(), &current, args.threshold);
+    print!("{}", report::text::render_comparison(&c));
+    let n = c.regressions().count();
+    if n > 0 {
+        eprintln!("{n} regression(s) against {} (threshold {}%)", c.baseline, c.threshold_pct);
+        return Ok(ExitCode::from(compare::REGRESSION_EXIT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// All registered workloads.
 pub fn registry(scale: Scale) -> Vec<Spec> {
     let mut specs = blocks::specs(scale);

@@ -1,7 +1,7 @@
 //! The terminal table.
 use std::fmt::Write;
 
-use super::compare::Status;
+use super::compare::{Comparison, Status};
 use super::{format_bytes, format_duration, Report, Verdict};
 
 fn pct(ratio: f64) -> String {
@@ -59,7 +59,17 @@ pub fn render(r: &Report) -> String {
         }
     }
     if let Some(c) = &r.comparison {
-        let _ = writeln!(s, "\nAgainst baseline {} ({}), threshold {}%:", c.baseline, c.baseline_time, c.threshold_pct);
+        s.push('\n');
+        s.push_str(&render_comparison(c));
+    }
+    s
+}
+
+/// The comparison section alone (also what `harness compare` prints).
+pub fn render_comparison(c: &Comparison) -> String {
+    let mut s = String::new();
+    {
+        let _ = writeln!(s, "Against baseline {} ({}), threshold {}%:", c.baseline, c.baseline_time, c.threshold_pct);
         for d in &c.deltas {
             let tag = match d.status {
                 Status::Regression => "REGRESSION",

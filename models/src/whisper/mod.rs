@@ -3,6 +3,8 @@
 //! optimizations from the seed are independent switches ([`DecodeOptions`]).
 pub mod audio;
 pub mod config;
+pub mod ct2;
+pub mod tokenizer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -102,6 +104,28 @@ pub struct Whisper {
     dec_pos: Array,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
+}
+
+/// Tokens greedy decoding may not pick (openai-whisper's `SuppressTokens` and
+/// `SuppressBlank` logit filters): `always` at every step, `at_begin` at the first one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suppress {
+    pub always: Vec<i32>,
+    pub at_begin: Vec<i32>,
+}
+
+impl Suppress {
+    fn mask(tokens: &[i32], vocab: i32) -> Result<Option<Array>> {
+        if tokens.is_empty() {
+            return Ok(None);
+        }
+        let mut m = vec![0f32; vocab as usize];
+        for &t in tokens {
+            let slot = m.get_mut(t as usize).filter(|_| t >= 0).ok_or_else(|| Error::InvalidArgument(format!("suppressed token {t} is outside the vocabulary of {vocab}")))?;
+            *slot = f32::NEG_INFINITY;
+        }
+        Ok(Some(Array::from_slice(&m, &[vocab])))
+    }
 }
 
 /// Per-layer decoder state for one decode.
@@ -349,6 +373,13 @@ impl Whisper {
     /// `max_new` tokens, stopping after `eot` unless `None` (benchmarks force a fixed length).
     /// Returns the new tokens of each batch row (through the first `eot`).
     pub fn greedy(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions) -> Result<Vec<Vec<i32>>> {
+        self.greedy_with(audio, prompt, max_new, eot, opts, &Suppress::default())
+    }
+
+    /// [`Self::greedy`] with tokens suppressed as openai-whisper's logit filters do.
+    pub fn greedy_with(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions, suppress: &Suppress) -> Result<Vec<Vec<i32>>> {
+        let always = Suppress::mask(&suppress.always, self.config.vocab_size)?;
+        let at_begin = Suppress::mask(&suppress.at_begin, self.config.vocab_size)?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the decoder prompt is empty".into()));
         }
@@ -367,7 +398,14 @@ impl Whisper {
         let every = opts.eval_every.max(1) as usize;
         for step in 0..max_new {
             let logits = self.decode_step(&input, audio, &mut state)?;
-            let next = argmax_axis(logits.index((.., -1, ..)), -1, false)?.as_dtype(Dtype::Int32)?;
+            let mut last = logits.index((.., -1, ..));
+            if let Some(m) = &always {
+                last = last.add(m)?;
+            }
+            if let (0, Some(m)) = (step, &at_begin) {
+                last = last.add(m)?;
+            }
+            let next = argmax_axis(&last, -1, false)?.as_dtype(Dtype::Int32)?;
             input = next.reshape(&[b, 1])?;
             pending.push(next);
             if (step + 1) % every == 0 || step + 1 == max_new {
