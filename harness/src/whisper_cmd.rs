@@ -37,6 +37,9 @@ enum Command {
         /// Which implementation runs.
         #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
         variant: String,
+        /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+        beam: Option<u32>,
         /// Print the tokens and timings as JSON.
         #[arg(long)]
         json: bool,
@@ -115,7 +118,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 cfg.vocab_size
             );
         }
-        Command::Transcribe { model_dir, audio: wav, variant, json } => {
+        Command::Transcribe { model_dir, audio: wav, variant, beam, json } => {
             let model = Whisper::load_dir(model_dir)?;
             let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json"))?;
             let suppress = suppress_from_config(model_dir)?;
@@ -132,10 +135,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let enc = model.encode(&mel)?;
             let sot = sot_sequence(&model.config, &tok)?;
             let eot = model.config.eos_token_id;
-            let mut tokens = model.greedy_with(&enc, &sot, 224, Some(eot), &DecodeOptions::for_variant(v), &suppress)?.remove(0);
-            if tokens.last() == Some(&eot) {
-                tokens.pop();
-            }
+            let opts = DecodeOptions::for_variant(v);
+            let tokens = match beam {
+                Some(n) => model.beam_search(&enc, &sot, *n as usize, 224, eot, &opts, &suppress)?.tokens,
+                None => {
+                    let mut t = model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &suppress)?.remove(0);
+                    if t.last() == Some(&eot) {
+                        t.pop();
+                    }
+                    t
+                }
+            };
             let secs = t0.elapsed().as_secs_f64();
             let text = tok.decode(&tokens);
             if *json {

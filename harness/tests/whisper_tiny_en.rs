@@ -40,6 +40,15 @@ fn tiny_en_transcript_equals_openai_whisper() {
         assert_eq!(got.pop(), Some(eot), "{v:?}: decoding ends at end-of-transcript");
         assert_eq!(got, want, "{v:?}: tokens differ from openai-whisper's");
     }
+    // Beam search (beam 5) finds a different, likelier transcript than greedy here.
+    let beam = ints("beam5_tokens");
+    assert_ne!(beam, want);
+    for v in [Variant::Naive, Variant::Optimized] {
+        let got = model.beam_search(&enc, &ints("sot_sequence"), 5, 224, eot, &DecodeOptions::for_variant(v), &suppress).unwrap();
+        assert_eq!(got.tokens, beam, "{v:?}: beam-search tokens differ from openai-whisper's");
+        let avg = got.sum_logprob / (got.tokens.len() + 1) as f64;
+        assert!((avg - reference["beam5_avg_logprob"].as_f64().unwrap()).abs() < 1e-3, "{v:?}: average log-probability {avg}");
+    }
     let tok = models::whisper::tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     assert_eq!(tok.decode(&want).trim(), reference["text"].as_str().unwrap());
 }

@@ -17,6 +17,9 @@ pub trait KvCache {
     fn offset(&self) -> i32;
     /// Append `k`, `v` (`[B, H, t, D]`) and return all cached keys and values so far.
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)>;
+    /// Reorder the batch rows: row `i` becomes old row `rows[i]` (beam search keeps the
+    /// surviving beams' histories).
+    fn reorder(&mut self, rows: &Array) -> Result<()>;
 }
 
 /// Which cache a decoder builds: the naive/optimized switch for this optimization.
@@ -51,6 +54,13 @@ impl KvCache for ConcatCache {
         };
         self.kv = Some(kv.clone());
         Ok(kv)
+    }
+
+    fn reorder(&mut self, rows: &Array) -> Result<()> {
+        if let Some((k, v)) = self.kv.take() {
+            self.kv = Some((k.take_axis(rows, 0)?, v.take_axis(rows, 0)?));
+        }
+        Ok(())
     }
 }
 
@@ -125,6 +135,13 @@ impl KvCache for PreallocCache {
         let out = (bk.index((.., .., ..self.offset, ..)), bv.index((.., .., ..self.offset, ..)));
         self.buffers = Some((bk, bv));
         Ok(out)
+    }
+
+    fn reorder(&mut self, rows: &Array) -> Result<()> {
+        if let Some((k, v)) = self.buffers.take() {
+            self.buffers = Some((k.take_axis(rows, 0)?, v.take_axis(rows, 0)?));
+        }
+        Ok(())
     }
 }
 

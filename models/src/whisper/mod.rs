@@ -128,6 +128,14 @@ impl Suppress {
     }
 }
 
+/// The result of a beam search: the chosen tokens (prompt and end-of-transcript excluded)
+/// and its summed log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamResult {
+    pub tokens: Vec<i32>,
+    pub sum_logprob: f64,
+}
+
 /// Per-layer decoder state for one decode.
 pub struct DecodeState {
     self_caches: Vec<Box<dyn KvCache>>,
@@ -367,6 +375,132 @@ impl Whisper {
         state.offset += t;
         let h = self.dec_ln.forward(&h)?;
         Ok(h.matmul(self.embed_tokens.t())?)
+    }
+
+    /// Beam search as openai-whisper's `BeamSearchDecoder` (patience 1) and
+    /// `MaximumLikelihoodRanker` (no length penalty) do it: the beams run as one batch through
+    /// the caches (reordered as beams survive), each beam proposes its `beam + 1` best tokens,
+    /// identical sequences merge, the best `beam` unfinished ones continue, and decoding ends
+    /// once `beam` sequences have finished; the winner has the highest log-probability per
+    /// token. `audio` is one clip, `[1, frames, d]`.
+    pub fn beam_search(&self, audio: &Array, prompt: &[i32], beam: usize, max_new: usize, eot: i32, opts: &DecodeOptions, suppress: &Suppress) -> Result<BeamResult> {
+        if beam < 1 {
+            return Err(Error::InvalidArgument("beam size must be at least 1".into()));
+        }
+        if audio.shape()[0] != 1 {
+            return Err(Error::InvalidArgument(format!("beam search takes one clip, got a batch of {}", audio.shape()[0])));
+        }
+        if prompt.is_empty() || prompt.iter().any(|&t| t < 0 || t >= self.config.vocab_size) {
+            return Err(Error::InvalidArgument("the prompt is empty or holds tokens outside the vocabulary".into()));
+        }
+        let always = Suppress::mask(&suppress.always, self.config.vocab_size)?;
+        let at_begin = Suppress::mask(&suppress.at_begin, self.config.vocab_size)?;
+        let b = beam as i32;
+        let audio = ops::broadcast_to(audio, &[b, audio.shape()[1], audio.shape()[2]])?;
+        let mut state = self.new_state(opts);
+        let mut seqs: Vec<Vec<i32>> = vec![prompt.to_vec(); beam];
+        let mut sum_lp: Vec<f32> = vec![0.0; beam];
+        let mut finished: Vec<(Vec<i32>, f64)> = Vec::new();
+        let p = Array::from_slice(prompt, &[1, prompt.len() as i32]);
+        let mut input = ops::broadcast_to(&p, &[b, prompt.len() as i32])?;
+        let room = (self.config.max_target_positions as usize).saturating_sub(prompt.len());
+        for step in 0..max_new.min(room) {
+            let mut last = self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..));
+            if let Some(m) = &always {
+                last = last.add(m)?;
+            }
+            if let (0, Some(m)) = (step, &at_begin) {
+                last = last.add(m)?;
+            }
+            let logprobs = last.subtract(&mlx_rs::ops::logsumexp_axis(&last, -1, true)?)?;
+            // The best beam + 1 tokens of each beam, best first.
+            let k = (beam + 1) as i32;
+            let order = mlx_rs::ops::argsort_axis(&logprobs.negative()?, -1)?.index((.., ..k));
+            let vals = logprobs.take_along_axis(&order, -1)?;
+            mlx_rs::transforms::eval([&order, &vals])?;
+            let (ids, lps) = (order.as_dtype(Dtype::Int32)?, vals);
+            ids.eval()?;
+            let (ids, lps) = (ids.as_slice::<i32>().to_vec(), lps.as_slice::<f32>().to_vec());
+            // Candidates in insertion order; a repeated sequence keeps its first place and
+            // takes the later score (a Python dict assignment).
+            let mut cands: Vec<(Vec<i32>, f32, usize)> = Vec::new();
+            for j in 0..beam {
+                for c in 0..beam + 1 {
+                    let (tok, lp) = (ids[j * (beam + 1) + c], lps[j * (beam + 1) + c]);
+                    let mut s = seqs[j].clone();
+                    s.push(tok);
+                    let score = sum_lp[j] + lp;
+                    match cands.iter_mut().find(|(q, _, _)| *q == s) {
+                        Some(e) => {
+                            e.1 = score;
+                            e.2 = j;
+                        }
+                        None => cands.push((s, score, j)),
+                    }
+                }
+            }
+            let mut idx: Vec<usize> = (0..cands.len()).collect();
+            idx.sort_by(|&x, &y| cands[y].1.total_cmp(&cands[x].1));
+            let (mut next, mut next_lp, mut sources, mut newly) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for i in idx {
+                let (s, score, src) = &cands[i];
+                if s.last() == Some(&eot) {
+                    newly.push((s.clone(), f64::from(*score)));
+                } else {
+                    next.push(s.clone());
+                    next_lp.push(*score);
+                    sources.push(*src as i32);
+                    if next.len() == beam {
+                        break;
+                    }
+                }
+            }
+            for (s, score) in newly {
+                if finished.len() >= beam {
+                    break;
+                }
+                match finished.iter_mut().find(|(q, _)| *q == s) {
+                    Some(e) => e.1 = score,
+                    None => finished.push((s, score)),
+                }
+            }
+            if finished.len() >= beam || next.len() < beam {
+                break;
+            }
+            let rows = Array::from_slice(&sources, &[b]);
+            for c in &mut state.self_caches {
+                c.reorder(&rows)?;
+            }
+            input = Array::from_slice(&next.iter().map(|s| s[s.len() - 1]).collect::<Vec<_>>(), &[b, 1]);
+            seqs = next;
+            sum_lp = next_lp;
+        }
+        if finished.len() < beam {
+            // Not enough finished: the live beams, best first, end here.
+            let mut order: Vec<usize> = (0..seqs.len()).collect();
+            order.sort_by(|&x, &y| sum_lp[y].total_cmp(&sum_lp[x]));
+            for j in order {
+                if finished.len() >= beam {
+                    break;
+                }
+                let mut s = seqs[j].clone();
+                s.push(eot);
+                if !finished.iter().any(|(q, _)| *q == s) {
+                    finished.push((s, f64::from(sum_lp[j])));
+                }
+            }
+        }
+        let n = prompt.len();
+        let body = |s: &Vec<i32>| -> Vec<i32> { s[n..].iter().take_while(|&&t| t != eot).copied().collect() };
+        let mut best: Option<(f64, usize)> = None;
+        for (i, (s, lp)) in finished.iter().enumerate() {
+            let score = lp / body(s).len().max(1) as f64;
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        let (_, i) = best.ok_or_else(|| Error::InvalidArgument("beam search produced no sequence".into()))?;
+        Ok(BeamResult { tokens: body(&finished[i].0), sum_logprob: finished[i].1 })
     }
 
     /// Greedy decoding from `prompt` (e.g. the start-of-transcript sequence) for at most
