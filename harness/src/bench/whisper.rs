@@ -69,6 +69,24 @@ impl Workload for Decode {
     }
 }
 
+/// Beam search (beam 5) over a fixed budget of tokens, beams batched through the caches.
+struct Beam {
+    model: Whisper,
+    audio_features: Array,
+    tokens: usize,
+}
+
+impl Workload for Beam {
+    fn prepare(&mut self, _: Variant) -> Result<()> {
+        Ok(())
+    }
+    fn run(&mut self, v: Variant) -> Result<()> {
+        let eot = self.model.config.eos_token_id;
+        self.model.beam_search(&self.audio_features, &SOT, 5, self.tokens, eot, &DecodeOptions::for_variant(v), &Default::default())?;
+        Ok(())
+    }
+}
+
 /// Mel, encoder, or everything (mel + encoder + 224-token decode).
 #[derive(Clone, Copy, PartialEq)]
 enum Phase {
@@ -152,6 +170,19 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             }),
         });
     }
+    out.push(Spec {
+        id: "whisper/beam5-64".into(),
+        model: "whisper",
+        info: WorkloadInfo {
+            size: size.into(),
+            input: "1500 random audio frames, the 4-token start sequence, up to 64 tokens, batch 1".into(),
+            timed: "beam search with 5 beams batched through the caches (openai-whisper's algorithm), up to 64 steps; naive = concatenating KV cache and cross-attention K/V recomputed every step; optimized = preallocated cache and cached cross-attention K/V (beam selection reads every step's scores, so both evaluate every step)".into(),
+            note: Some("against whisper/decode-64 (greedy, same steps): the cost of beam search".into()),
+        },
+        work: Work { tokens: Some(64.0), ..Work::default() },
+        heavy: true,
+        build: Box::new(|_| Ok(Box::new(Beam { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 64 }) as Box<dyn Workload>)),
+    });
     for (id, phase, timed, heavy) in [
         ("whisper/mel-30s", Phase::Mel, "the log-mel front end (128 bins), evaluated; the same for both variants", false),
         ("whisper/encode-30s", Phase::Encode, "log-mel plus the 32-layer encoder, evaluated; naive = explicit softmax(QK^T)V attention, optimized = fused scaled_dot_product_attention", true),

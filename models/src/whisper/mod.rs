@@ -382,7 +382,8 @@ impl Whisper {
     /// the caches (reordered as beams survive), each beam proposes its `beam + 1` best tokens,
     /// identical sequences merge, the best `beam` unfinished ones continue, and decoding ends
     /// once `beam` sequences have finished; the winner has the highest log-probability per
-    /// token. `audio` is one clip, `[1, frames, d]`.
+    /// token. `audio` is one clip, `[1, frames, d]`. The selection reads every step's scores,
+    /// so `opts.eval_every` does not apply.
     pub fn beam_search(&self, audio: &Array, prompt: &[i32], beam: usize, max_new: usize, eot: i32, opts: &DecodeOptions, suppress: &Suppress) -> Result<BeamResult> {
         if beam < 1 {
             return Err(Error::InvalidArgument("beam size must be at least 1".into()));
