@@ -25,7 +25,10 @@ enum Command {
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
-    /// Whisper with real weights: convert a CTranslate2 checkpoint, transcribe a WAV.
+    /// Transcribe a WAV with Whisper (greedy or beam search; language detection on
+    /// multilingual models; 30 s windows for long audio).
+    Transcribe(whisper_cmd::TranscribeArgs),
+    /// Whisper weights: convert a CTranslate2 checkpoint into a folder `transcribe` loads.
     Whisper(whisper_cmd::Args),
 }
 
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(&args),
         Command::Codec(args) => codec::run(&args),
         Command::Whisper(args) => whisper_cmd::run(&args),
+        Command::Transcribe(args) => whisper_cmd::transcribe(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };
     match result {

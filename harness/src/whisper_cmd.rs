@@ -16,6 +16,47 @@ pub struct Args {
     command: Command,
 }
 
+/// `harness transcribe`.
+#[derive(clap::Args)]
+pub struct TranscribeArgs {
+    /// A folder with config.json, model.safetensors and tokenizer.json (e.g. from
+    /// `harness whisper convert-ct2` or `fixtures/fetch_tiny_en.sh`).
+    #[arg(long, value_name = "DIR", conflicts_with = "model", required_unless_present = "model")]
+    model_dir: Option<PathBuf>,
+    /// A Hugging Face hub id with safetensors weights (e.g. openai/whisper-tiny.en), read from
+    /// the local hub cache first.
+    #[arg(long, value_name = "HUB_ID")]
+    model: Option<String>,
+    /// Hub revision (a commit hash pins the weights).
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Hub cache folder (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Never download (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// The audio: a WAV file, any rate and channel count (mixed down to mono and resampled to
+    /// 16 kHz, as openai-whisper's loader does). Longer audio is transcribed in 30 s windows.
+    audio: PathBuf,
+    /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    beam: Option<u32>,
+    /// Spoken language: a code such as en or de, or auto to detect it (one extra forward pass).
+    /// English-only models take only en. Default: auto for multilingual models.
+    #[arg(long, value_name = "auto|CODE")]
+    language: Option<String>,
+    /// Which implementation runs.
+    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
+    variant: String,
+    /// Print text, tokens, language and timings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(clap::Subcommand)]
 enum Command {
     /// Convert a CTranslate2 Whisper model folder (model.bin, config.json, tokenizer.json) into
@@ -26,23 +67,6 @@ enum Command {
         src: PathBuf,
         /// The folder to write (created if missing).
         out: PathBuf,
-    },
-    /// Transcribe a 16 kHz mono WAV (first 30 s) with greedy decoding, English, no timestamps.
-    Transcribe {
-        /// A folder with config.json, model.safetensors and tokenizer.json.
-        #[arg(long, value_name = "DIR")]
-        model_dir: PathBuf,
-        /// The audio.
-        audio: PathBuf,
-        /// Which implementation runs.
-        #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
-        variant: String,
-        /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
-        beam: Option<u32>,
-        /// Print the tokens and timings as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -118,56 +142,115 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 cfg.vocab_size
             );
         }
-        Command::Transcribe { model_dir, audio: wav, variant, beam, json } => {
-            let model = Whisper::load_dir(model_dir)?;
-            let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json"))?;
-            let suppress = suppress_from_config(model_dir)?;
-            let a = crate::audio::read_wav(wav)?;
-            if a.sample_rate != audio::SAMPLE_RATE {
-                bail!("{} is at {} Hz; Whisper takes {} Hz", wav.display(), a.sample_rate, audio::SAMPLE_RATE);
-            }
-            if a.channels.len() != 1 {
-                bail!("{} has {} channels; Whisper takes mono", wav.display(), a.channels.len());
-            }
-            let v = if variant == "naive" { Variant::Naive } else { Variant::Optimized };
-            let t0 = std::time::Instant::now();
-            let mel = audio::LogMel::new(model.config.num_mel_bins)?.compute(&Array::from_slice(&a.channels[0], &[a.channels[0].len() as i32]))?;
-            let enc = model.encode(&mel)?;
-            let sot = sot_sequence(&model.config, &tok)?;
-            let eot = model.config.eos_token_id;
-            let opts = DecodeOptions::for_variant(v);
-            let tokens = match beam {
-                Some(n) => model.beam_search(&enc, &sot, *n as usize, 224, eot, &opts, &suppress)?.tokens,
-                None => {
-                    let mut t = model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &suppress)?.remove(0);
-                    if t.last() == Some(&eot) {
-                        t.pop();
-                    }
-                    t
-                }
-            };
-            let secs = t0.elapsed().as_secs_f64();
-            let text = tok.decode(&tokens);
-            if *json {
-                println!("{}", serde_json::json!({"text": text, "tokens": tokens, "seconds": secs}));
-            } else {
-                println!("{}", text.trim());
-                eprintln!("{} tokens in {secs:.2} s", tokens.len());
-            }
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The start of a transcript without timestamps: `<|startoftranscript|>`, then for
-/// multilingual vocabularies `<|en|><|transcribe|>`, then `<|notimestamps|>`.
-pub fn sot_sequence(cfg: &WhisperConfig, tok: &Tokenizer) -> Result<Vec<i32>> {
+/// multilingual vocabularies the language and `<|transcribe|>`, then `<|notimestamps|>`.
+pub fn sot_sequence(cfg: &WhisperConfig, tok: &Tokenizer, language: Option<i32>) -> Result<Vec<i32>> {
     let id = |s: &str| tok.special_id(s).with_context(|| format!("tokenizer.json lacks {s}"));
     let mut seq = vec![cfg.decoder_start_token_id];
-    if cfg.vocab_size >= 51865 {
-        seq.push(id("<|en|>")?);
+    if let Some(lang) = language {
+        seq.push(lang);
         seq.push(id("<|transcribe|>")?);
     }
     seq.push(id("<|notimestamps|>")?);
     Ok(seq)
+}
+
+/// Language tokens of a multilingual vocabulary, `(code, id)`: the special tokens between
+/// `<|startoftranscript|>` and `<|translate|>`.
+pub fn language_tokens(tok: &Tokenizer) -> Vec<(String, i32)> {
+    let (Some(sot), Some(translate)) = (tok.special_id("<|startoftranscript|>"), tok.special_id("<|translate|>")) else {
+        return Vec::new();
+    };
+    (sot + 1..translate).filter_map(|id| tok.special_content(id).map(|c| (c.trim_start_matches("<|").trim_end_matches("|>").to_string(), id))).collect()
+}
+
+fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
+    if let Some(dir) = &args.model_dir {
+        return Ok((Whisper::load_dir(dir)?, dir.clone()));
+    }
+    let repo = args.model.as_deref().context("give --model-dir or --model")?;
+    let opts = models::hub::HubOptions { cache_dir: args.cache_dir.clone(), offline: args.offline };
+    let cfg = models::hub::fetch(repo, &args.revision, "config.json", &opts)?;
+    models::hub::fetch(repo, &args.revision, "model.safetensors", &opts)?;
+    models::hub::fetch(repo, &args.revision, "tokenizer.json", &opts)?;
+    let dir = cfg.parent().context("hub path has no folder")?.to_path_buf();
+    Ok((Whisper::load_dir(&dir)?, dir))
+}
+
+/// `harness transcribe`.
+pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
+    let (model, dir) = load_model(args)?;
+    let tok = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let suppress = suppress_from_config(&dir)?;
+    let wav = crate::audio::read_wav(&args.audio)?;
+    let n = wav.len();
+    let mono: Vec<f32> = (0..n).map(|i| wav.channels.iter().map(|c| c[i]).sum::<f32>() / wav.channels.len() as f32).collect();
+    let samples = crate::audio::resample(&mono, wav.sample_rate, audio::SAMPLE_RATE);
+    let langs = language_tokens(&tok);
+    let multilingual = model.config.vocab_size >= 51865 && !langs.is_empty();
+    let want = args.language.clone().unwrap_or_else(|| if multilingual { "auto".into() } else { "en".into() });
+    if !multilingual && want != "en" {
+        bail!("--language {want}: this model is English-only");
+    }
+    let fixed_lang = if multilingual && want != "auto" {
+        Some(langs.iter().find(|(c, _)| *c == want).map(|(_, id)| *id).with_context(|| format!("--language {want}: not one of this model's {} languages", langs.len()))?)
+    } else {
+        None
+    };
+    let v = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    let opts = DecodeOptions::for_variant(v);
+    let eot = model.config.eos_token_id;
+    let mel = audio::LogMel::new(model.config.num_mel_bins)?;
+    let window = audio::N_SAMPLES as usize;
+    let windows = samples.len().div_ceil(window).max(1);
+    let bar = if args.quiet || windows == 1 { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(windows as u64) };
+    let t0 = std::time::Instant::now();
+    let mut segments = Vec::new();
+    let mut language = None;
+    for w in 0..windows {
+        let chunk = &samples[w * window..((w + 1) * window).min(samples.len())];
+        let m = mel.compute(&Array::from_slice(chunk, &[chunk.len() as i32]))?;
+        let enc = model.encode(&m)?;
+        let lang = match (multilingual, fixed_lang) {
+            (false, _) => None,
+            (true, Some(id)) => Some(id),
+            (true, None) => {
+                let ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
+                Some(model.detect_language(&enc, &ids)?.0)
+            }
+        };
+        if language.is_none() {
+            language = lang;
+        }
+        let sot = sot_sequence(&model.config, &tok, lang)?;
+        let tokens = match args.beam {
+            Some(b) => model.beam_search(&enc, &sot, b as usize, 224, eot, &opts, &suppress)?.tokens,
+            None => {
+                let mut t = model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &suppress)?.remove(0);
+                if t.last() == Some(&eot) {
+                    t.pop();
+                }
+                t
+            }
+        };
+        segments.push((w as f64 * 30.0, tokens));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let lang_code = language.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
+    let text: String = segments.iter().map(|(_, t)| tok.decode(t)).collect::<Vec<_>>().join("");
+    if args.json {
+        let segs: Vec<_> = segments.iter().map(|(start, t)| serde_json::json!({"start_s": start, "text": tok.decode(t).trim(), "tokens": t})).collect();
+        println!("{}", serde_json::json!({"text": text.trim(), "language": lang_code, "segments": segs, "seconds": secs}));
+    } else {
+        println!("{}", text.trim());
+        let ntok: usize = segments.iter().map(|(_, t)| t.len()).sum();
+        eprintln!("{ntok} tokens, {} window(s) of 30 s, language {lang_code}, {secs:.2} s", segments.len());
+    }
+    Ok(ExitCode::SUCCESS)
 }

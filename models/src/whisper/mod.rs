@@ -377,6 +377,23 @@ impl Whisper {
         Ok(h.matmul(self.embed_tokens.t())?)
     }
 
+    /// Language detection as openai-whisper's `detect_language`: one decoder pass over
+    /// `<|startoftranscript|>`, the most likely of the `language_ids`; returns it and its
+    /// probability among them.
+    pub fn detect_language(&self, audio: &Array, language_ids: &[i32]) -> Result<(i32, f32)> {
+        if language_ids.is_empty() {
+            return Err(Error::InvalidArgument("no language tokens to choose from".into()));
+        }
+        let mut state = self.new_state(&DecodeOptions::optimized());
+        let sot = Array::from_slice(&[self.config.decoder_start_token_id], &[1, 1]);
+        let logits = self.decode_step(&sot, &audio.index((0..1, .., ..)), &mut state)?.index((0, -1, ..));
+        let ids = Array::from_slice(language_ids, &[language_ids.len() as i32]);
+        let l = logits.take_axis(&ids, 0)?;
+        let p = mlx_rs::ops::softmax_axis(&l, -1, true)?;
+        let best = argmax_axis(&p, -1, false)?.item_cast::<i32>();
+        Ok((language_ids[best as usize], p.index(best).item_cast::<f32>()))
+    }
+
     /// Beam search as openai-whisper's `BeamSearchDecoder` (patience 1) and
     /// `MaximumLikelihoodRanker` (no length penalty) do it: the beams run as one batch through
     /// the caches (reordered as beams survive), each beam proposes its `beam + 1` best tokens,

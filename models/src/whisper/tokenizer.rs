@@ -52,6 +52,11 @@ impl Tokenizer {
         self.special.iter().find(|(_, c)| c.as_str() == content).map(|(&id, _)| id)
     }
 
+    /// The content of a special token.
+    pub fn special_content(&self, id: i32) -> Option<&str> {
+        self.special.get(&id).map(String::as_str)
+    }
+
     /// Text of `ids`, special tokens (and unknown ids) skipped.
     pub fn decode(&self, ids: &[i32]) -> String {
         let mut bytes = Vec::new();
