@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use mlx_rs::{Array, Dtype};
 use models::whisper::tokenizer::Tokenizer;
-use models::whisper::{audio, ct2, DecodeOptions, Suppress, Whisper, WhisperConfig};
+use models::whisper::{audio, ct2, BeamSearch, DecodeOptions, Suppress, Whisper, WhisperConfig};
 use models::Variant;
 
 use crate::report::json::write_atomic;
@@ -228,7 +228,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
         }
         let sot = sot_sequence(&model.config, &tok, lang)?;
         let tokens = match args.beam {
-            Some(b) => model.beam_search(&enc, &sot, b as usize, 224, eot, &opts, &suppress)?.tokens,
+            Some(b) => model.beam_search(&enc, &sot, &BeamSearch { beam: b as usize, max_new: 224, eot }, &opts, &suppress)?.tokens,
             None => {
                 let mut t = model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &suppress)?.remove(0);
                 if t.last() == Some(&eot) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
 use models::whisper::audio::LogMel;
-use models::whisper::{DecodeOptions, Suppress, Whisper};
+use models::whisper::{BeamSearch, DecodeOptions, Suppress, Whisper};
 use models::Variant;
 
 fn root() -> PathBuf {
@@ -44,7 +44,7 @@ fn tiny_en_transcript_equals_openai_whisper() {
     let beam = ints("beam5_tokens");
     assert_ne!(beam, want);
     for v in [Variant::Naive, Variant::Optimized] {
-        let got = model.beam_search(&enc, &ints("sot_sequence"), 5, 224, eot, &DecodeOptions::for_variant(v), &suppress).unwrap();
+        let got = model.beam_search(&enc, &ints("sot_sequence"), &BeamSearch { beam: 5, max_new: 224, eot }, &DecodeOptions::for_variant(v), &suppress).unwrap();
         assert_eq!(got.tokens, beam, "{v:?}: beam-search tokens differ from openai-whisper's");
         let avg = got.sum_logprob / (got.tokens.len() + 1) as f64;
         assert!((avg - reference["beam5_avg_logprob"].as_f64().unwrap()).abs() < 1e-3, "{v:?}: average log-probability {avg}");

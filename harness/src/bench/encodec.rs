@@ -1,6 +1,6 @@
 //! EnCodec workloads at the real 32 kHz (MusicGen's codec; the seed's "5 s decode" target) and
 //! 24 kHz sizes, random weights: decode from codes, encode, and streaming decode per chunk.
-use std::sync::Arc;
+use std::rc::Rc;
 
 use anyhow::Result;
 use mlx_rs::{random, Array};
@@ -55,17 +55,17 @@ impl Workload for Encode {
 
 /// One chunk pushed into a stream that is already running (state warmed up, untimed).
 struct StreamChunk {
-    model: Arc<Encodec>,
+    model: Rc<Encodec>,
     codes: Array,
     warm: i32,
     chunk: i32,
-    decoder: Option<StreamingDecoder<Arc<Encodec>>>,
+    decoder: Option<StreamingDecoder<Rc<Encodec>>>,
 }
 
 impl Workload for StreamChunk {
     fn prepare(&mut self, v: Variant) -> Result<()> {
         use mlx_rs::ops::indexing::IndexOp;
-        let mut d = StreamingDecoder::new(Arc::clone(&self.model), v);
+        let mut d = StreamingDecoder::new(Rc::clone(&self.model), v);
         d.push(&self.codes.index((.., .., ..self.warm)))?;
         self.decoder = Some(d);
         Ok(())
@@ -123,7 +123,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             info: WorkloadInfo {
                 size: size(name, &cfg),
                 input: format!("5 s of noise at {} Hz ({n} samples), batch 1, {bw} kbps ({nq} codebooks)", cfg.sampling_rate),
-                timed: format!("SEANet encoder plus RVQ encode, evaluated; naive = transposes inside every convolution and an eval after each codebook; optimized = channels-last from the boundary"),
+                timed: "SEANet encoder plus RVQ encode, evaluated; naive = transposes inside every convolution and an eval after each codebook; optimized = channels-last from the boundary".into(),
                 note: None,
             },
             work: Work { audio_seconds: Some(SECONDS), ..Work::default() },
@@ -152,7 +152,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
         work: Work { audio_seconds: Some(ms / 1e3), ..Work::default() },
         heavy: false,
         build: Box::new(move |_| {
-            let model = Arc::new(Encodec::random(cfg.clone(), 7)?);
+            let model = Rc::new(Encodec::random(cfg.clone(), 7)?);
             Ok(Box::new(StreamChunk { model, codes: codes(&cfg, 4, warm + chunk, 8)?, warm, chunk, decoder: None }) as Box<dyn Workload>)
         }),
     });

@@ -7,7 +7,7 @@ use anyhow::Result;
 use mlx_rs::{random, Array};
 use models::nn::attention::AttentionKernel;
 use models::nn::kv_cache::KvCacheKind;
-use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
+use models::whisper::{audio::LogMel, BeamSearch, DecodeOptions, Whisper, WhisperConfig};
 
 use super::workload::{Scale, Spec, Variant, Workload};
 use crate::report::{Work, WorkloadInfo};
@@ -82,7 +82,7 @@ impl Workload for Beam {
     }
     fn run(&mut self, v: Variant) -> Result<()> {
         let eot = self.model.config.eos_token_id;
-        self.model.beam_search(&self.audio_features, &SOT, 5, self.tokens, eot, &DecodeOptions::for_variant(v), &Default::default())?;
+        self.model.beam_search(&self.audio_features, &SOT, &BeamSearch { beam: 5, max_new: self.tokens, eot }, &DecodeOptions::for_variant(v), &Default::default())?;
         Ok(())
     }
 }

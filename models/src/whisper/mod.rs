@@ -128,6 +128,14 @@ impl Suppress {
     }
 }
 
+/// Beam-search settings: beams, the most tokens to decode, and end-of-transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BeamSearch {
+    pub beam: usize,
+    pub max_new: usize,
+    pub eot: i32,
+}
+
 /// The result of a beam search: the chosen tokens (prompt and end-of-transcript excluded)
 /// and its summed log-probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -401,7 +409,8 @@ impl Whisper {
     /// once `beam` sequences have finished; the winner has the highest log-probability per
     /// token. `audio` is one clip, `[1, frames, d]`. The selection reads every step's scores,
     /// so `opts.eval_every` does not apply.
-    pub fn beam_search(&self, audio: &Array, prompt: &[i32], beam: usize, max_new: usize, eot: i32, opts: &DecodeOptions, suppress: &Suppress) -> Result<BeamResult> {
+    pub fn beam_search(&self, audio: &Array, prompt: &[i32], search: &BeamSearch, opts: &DecodeOptions, suppress: &Suppress) -> Result<BeamResult> {
+        let BeamSearch { beam, max_new, eot } = *search;
         if beam < 1 {
             return Err(Error::InvalidArgument("beam size must be at least 1".into()));
         }
