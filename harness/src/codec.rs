@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
 use models::encodec::Encodec;
-use models::hub::HubOptions;
 use models::{weights, Variant};
 
 use crate::audio::{self, Audio};
+use crate::hub_args::HubArgs;
 use crate::report::json::write_atomic;
 
 #[derive(clap::Args)]
@@ -28,16 +28,8 @@ pub struct ModelArgs {
     /// in the codes file.
     #[arg(long, value_name = "DIR|REPO")]
     model: Option<String>,
-    /// Hub revision: a commit hash pins the exact weights; a branch name is resolved through
-    /// the local cache first.
-    #[arg(long, default_value = "main")]
-    revision: String,
-    /// Hub cache folder (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Never download; use only the local hub cache (also HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    hub: HubArgs,
     /// Which implementation runs.
     #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
     variant: String,
@@ -92,7 +84,7 @@ pub struct Loaded {
 
 /// Load from a folder or the hub; the revision recorded is the snapshot's commit when the
 /// file came from a hub cache.
-pub fn load(spec: &str, revision: &str, cache_dir: Option<PathBuf>, offline: bool) -> Result<Loaded> {
+pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     let dir = Path::new(spec);
     if dir.is_dir() {
         let model = Encodec::load_dir(dir).with_context(|| format!("loading the codec from {}", dir.display()))?;
@@ -101,7 +93,7 @@ pub fn load(spec: &str, revision: &str, cache_dir: Option<PathBuf>, offline: boo
     if spec.split('/').count() != 2 {
         bail!("--model {spec}: neither a folder nor a hub id of the form org/name");
     }
-    let opts = HubOptions { cache_dir, offline };
+    let opts = hub.options();
     let cfg = models::hub::fetch(spec, revision, "config.json", &opts)?;
     let resolved = cfg
         .parent()
@@ -150,7 +142,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.command {
         Command::Encode { input, output, bandwidth, resample, model } => {
             let spec = model.model.as_deref().unwrap_or(DEFAULT_MODEL);
-            let loaded = load(spec, &model.revision, model.cache_dir.clone(), model.offline)?;
+            let loaded = load(spec, &model.hub.revision, &model.hub)?;
             let cfg = &loaded.model.config;
             let mut wav = audio::read_wav(input)?;
             if wav.channels.len() as i32 != cfg.audio_channels {
@@ -197,8 +189,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 bail!("{}: codes of shape {:?}; expected [1, codebooks, frames]", input.display(), codes.shape());
             }
             let spec = model.model.clone().or_else(|| meta.get("model").cloned()).unwrap_or_else(|| DEFAULT_MODEL.into());
-            let revision = if model.model.is_none() { meta.get("revision").filter(|r| r.len() == 40).cloned().unwrap_or(model.revision.clone()) } else { model.revision.clone() };
-            let loaded = load(&spec, &revision, model.cache_dir.clone(), model.offline)?;
+            let revision = if model.model.is_none() { meta.get("revision").filter(|r| r.len() == 40).cloned().unwrap_or(model.hub.revision.clone()) } else { model.hub.revision.clone() };
+            let loaded = load(&spec, &revision, &model.hub)?;
             let cfg = &loaded.model.config;
             if let Some(rate) = meta.get("sampling_rate") {
                 if rate != &cfg.sampling_rate.to_string() {

@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use mlx_rs::{Array, Dtype};
 use models::whisper::tokenizer::Tokenizer;
 use models::whisper::{audio, ct2, BeamSearch, DecodeOptions, Suppress, Whisper, WhisperConfig};
+use models::config::ModelConfig;
 use models::Variant;
 
+use crate::hub_args::HubArgs;
 use crate::report::json::write_atomic;
 
 #[derive(clap::Args)]
@@ -27,15 +29,8 @@ pub struct TranscribeArgs {
     /// the local hub cache first.
     #[arg(long, value_name = "HUB_ID")]
     model: Option<String>,
-    /// Hub revision (a commit hash pins the weights).
-    #[arg(long, default_value = "main")]
-    revision: String,
-    /// Hub cache folder (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Never download (also HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    hub: HubArgs,
     /// The audio: a WAV file, any rate and channel count (mixed down to mono and resampled to
     /// 16 kHz, as openai-whisper's loader does). Longer audio is transcribed in 30 s windows.
     audio: PathBuf,
@@ -173,10 +168,10 @@ fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
         return Ok((Whisper::load_dir(dir)?, dir.clone()));
     }
     let repo = args.model.as_deref().context("give --model-dir or --model")?;
-    let opts = models::hub::HubOptions { cache_dir: args.cache_dir.clone(), offline: args.offline };
-    let cfg = models::hub::fetch(repo, &args.revision, "config.json", &opts)?;
-    models::hub::fetch(repo, &args.revision, "model.safetensors", &opts)?;
-    models::hub::fetch(repo, &args.revision, "tokenizer.json", &opts)?;
+    let opts = args.hub.options();
+    let cfg = models::hub::fetch(repo, &args.hub.revision, "config.json", &opts)?;
+    models::hub::fetch(repo, &args.hub.revision, "model.safetensors", &opts)?;
+    models::hub::fetch(repo, &args.hub.revision, "tokenizer.json", &opts)?;
     let dir = cfg.parent().context("hub path has no folder")?.to_path_buf();
     Ok((Whisper::load_dir(&dir)?, dir))
 }

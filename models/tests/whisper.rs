@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use mlx_rs::{ops, Array};
 use models::nn::kv_cache::KvCacheKind;
 use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
+use models::config::ModelConfig;
 use models::weights;
 
 fn fixture(name: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 //! `facebook/encodec_32khz`, with HF's defaults and checks, plus the geometry derived from it.
 use serde::Deserialize;
 
+pub use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
 fn d_bandwidths() -> Vec<f64> {
@@ -120,17 +121,6 @@ impl EncodecConfig {
         }
     }
 
-    /// Parse `config.json`; `path` names it in errors.
-    pub fn from_json(text: &str, path: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| Error::Config { path: path.into(), reason: e.to_string() })?;
-        cfg.validate().map_err(|reason| Error::Config { path: path.into(), reason })?;
-        Ok(cfg)
-    }
-
-    pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config { path: path.display().to_string(), reason: format!("cannot read: {e}") })?;
-        Self::from_json(&text, &path.display().to_string())
-    }
 
     /// Everything this implementation relies on, with a message that names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -225,6 +215,12 @@ impl EncodecConfig {
         }
         let per_q = f64::from(self.codebook_bits()) * f64::from(self.frame_rate());
         Ok(((bw * 1000.0 / per_q).floor() as i32).max(1).min(self.num_quantizers()))
+    }
+}
+
+impl ModelConfig for EncodecConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        EncodecConfig::validate(self)
     }
 }
 

@@ -20,6 +20,7 @@ use mlx_rs::{Array, Dtype};
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
 use self::seanet::{Exec, Half, Kernels, Layer, Layout};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::hub::{self, HubOptions};
 use crate::weights;

@@ -2,6 +2,7 @@
 //! and the published sizes from tiny to large-v3-turbo.
 use serde::Deserialize;
 
+pub use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
 fn d_vocab() -> i32 {
@@ -105,16 +106,6 @@ impl WhisperConfig {
         })
     }
 
-    pub fn from_json(text: &str, path: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| Error::Config { path: path.into(), reason: e.to_string() })?;
-        cfg.validate().map_err(|reason| Error::Config { path: path.into(), reason })?;
-        Ok(cfg)
-    }
-
-    pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config { path: path.display().to_string(), reason: format!("cannot read: {e}") })?;
-        Self::from_json(&text, &path.display().to_string())
-    }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (name, v) in [
@@ -154,5 +145,11 @@ impl WhisperConfig {
     /// Mel frames the encoder takes (two convolutions, the second with stride 2).
     pub fn n_frames(&self) -> i32 {
         2 * self.max_source_positions
+    }
+}
+
+impl ModelConfig for WhisperConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        WhisperConfig::validate(self)
     }
 }

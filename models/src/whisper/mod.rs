@@ -13,6 +13,7 @@ use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::WhisperConfig;
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
