@@ -28,9 +28,6 @@ struct Decode {
 }
 
 impl Workload for Decode {
-    fn prepare(&mut self, _: Variant) -> Result<()> {
-        Ok(())
-    }
     fn run(&mut self, v: Variant) -> Result<()> {
         self.model.decode(&self.codes, v)?.eval()?;
         Ok(())
@@ -44,9 +41,6 @@ struct Encode {
 }
 
 impl Workload for Encode {
-    fn prepare(&mut self, _: Variant) -> Result<()> {
-        Ok(())
-    }
     fn run(&mut self, v: Variant) -> Result<()> {
         self.model.encode(&self.audio, Some(self.bandwidth), v)?.eval()?;
         Ok(())

@@ -59,9 +59,6 @@ struct Decode {
 }
 
 impl Workload for Decode {
-    fn prepare(&mut self, _: Variant) -> Result<()> {
-        Ok(())
-    }
     fn run(&mut self, v: Variant) -> Result<()> {
         let out = self.model.greedy(&self.audio_features, &SOT, self.tokens, None, &self.switch.options(v))?;
         anyhow::ensure!(out[0].len() == self.tokens, "decoded {} tokens, wanted {}", out[0].len(), self.tokens);
@@ -77,9 +74,6 @@ struct Beam {
 }
 
 impl Workload for Beam {
-    fn prepare(&mut self, _: Variant) -> Result<()> {
-        Ok(())
-    }
     fn run(&mut self, v: Variant) -> Result<()> {
         let eot = self.model.config.eos_token_id;
         self.model.beam_search(&self.audio_features, &SOT, &BeamSearch { beam: 5, max_new: self.tokens, eot }, &DecodeOptions::for_variant(v), &Default::default())?;

@@ -15,8 +15,10 @@ pub struct Scale {
 }
 
 pub trait Workload {
-    /// Untimed, before each timed run of `variant` (fresh caches, inputs).
-    fn prepare(&mut self, variant: Variant) -> Result<()>;
+    /// Untimed, before each timed run of `variant` (fresh caches, inputs). Nothing by default.
+    fn prepare(&mut self, _variant: Variant) -> Result<()> {
+        Ok(())
+    }
     /// The timed region. Evaluates its results before returning.
     fn run(&mut self, variant: Variant) -> Result<()>;
 }
