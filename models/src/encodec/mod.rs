@@ -124,7 +124,7 @@ impl Encodec {
                 Layer::Conv(c) => arrays.extend([&c.weight, &c.bias]),
                 Layer::ConvTranspose(c) => arrays.extend([&c.weight, &c.bias]),
                 Layer::Res(r) => r.convs.iter().chain(&r.shortcut).for_each(|c| arrays.extend([&c.weight, &c.bias])),
-                Layer::Lstm(s) => s.layers.iter().for_each(|l| arrays.extend([&l.w_ih, &l.w_hh, &l.bias])),
+                Layer::Lstm(s) => s.layers.iter().for_each(|l| arrays.extend(l.arrays())),
                 Layer::Elu => {}
             }
         }

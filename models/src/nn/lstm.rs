@@ -5,18 +5,16 @@ use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
 
-/// One layer's weights, under the names `torch.nn.LSTM` saves (`weight_ih_l{k}`, ...).
+/// One layer, built from the weights `torch.nn.LSTM` saves (`weight_ih_l{k}`, ...). Only the
+/// transposed weights are kept, contiguous: the recurrence multiplies by `w_hh^T` every step,
+/// and a transposed view would be copied each time.
 pub struct LstmLayer {
-    /// `[4H, I]`
-    pub w_ih: Array,
-    /// `[4H, H]`
-    pub w_hh: Array,
-    /// `b_ih + b_hh`, `[4H]`
-    pub bias: Array,
-    /// `w_ih^T` `[I, 4H]` and `w_hh^T` `[H, 4H]`, contiguous: the recurrence multiplies by
-    /// `w_hh^T` every step, and a transposed view would be copied each time.
+    /// `w_ih^T`, `[I, 4H]`
     w_ih_t: Array,
+    /// `w_hh^T`, `[H, 4H]`
     w_hh_t: Array,
+    /// `b_ih + b_hh`, `[4H]`
+    bias: Array,
 }
 
 impl LstmLayer {
@@ -34,11 +32,20 @@ impl LstmLayer {
         let w_ih_t = w_ih.t().contiguous()?;
         let w_hh_t = w_hh.t().contiguous()?;
         mlx_rs::transforms::eval([&w_ih_t, &w_hh_t])?;
-        Ok(Self { w_ih, w_hh, bias: b_ih.add(b_hh)?, w_ih_t, w_hh_t })
+        Ok(Self { w_ih_t, w_hh_t, bias: b_ih.add(b_hh)? })
     }
 
     pub fn hidden_size(&self) -> i32 {
-        self.w_hh.shape()[1]
+        self.w_hh_t.shape()[0]
+    }
+
+    pub fn input_size(&self) -> i32 {
+        self.w_ih_t.shape()[0]
+    }
+
+    /// The arrays the layer computes with (to evaluate them once after loading).
+    pub fn arrays(&self) -> [&Array; 3] {
+        [&self.w_ih_t, &self.w_hh_t, &self.bias]
     }
 
     /// One step of the gate math from precomputed input gates `xg = x W_ih^T + b` (`[B, 4H]`).
@@ -63,11 +70,8 @@ impl LstmLayer {
     /// (`[T, B, H]`, h_T, c_T). Streaming carries the state from one chunk to the next.
     pub fn forward_from(&self, x: &Array, state: Option<(&Array, &Array)>) -> Result<(Array, Array, Array)> {
         let s = x.shape();
-        if s.len() != 3 || s[2] != self.w_ih.shape()[1] {
-            return Err(Error::InvalidArgument(format!(
-                "LSTM input {s:?}: expected [T, B, {}]",
-                self.w_ih.shape()[1]
-            )));
+        if s.len() != 3 || s[2] != self.input_size() {
+            return Err(Error::InvalidArgument(format!("LSTM input {s:?}: expected [T, B, {}]", self.input_size())));
         }
         let (t, b, hsz) = (s[0], s[1], self.hidden_size());
         let xg = x.matmul(&self.w_ih_t)?.add(&self.bias)?;
