@@ -9,6 +9,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
+use crate::nn::ops::{pad_axis, PadMode};
 
 /// Chunking geometry, in samples along the last axis.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,12 +88,7 @@ impl ChunkedProcessor {
                 wsum[start as usize + j] += wj;
             }
             let weighted = y.multiply(Array::from_slice(&w, &[end - start]))?;
-            let mut before = lead.clone();
-            before.push(start);
-            let mut after = lead.clone();
-            after.push(len - end);
-            let placed = ops::concatenate(&[ops::zeros::<f32>(&before)?, weighted, ops::zeros::<f32>(&after)?], (nd - 1) as i32)?;
-            acc = acc.add(&placed)?;
+            acc = acc.add(&pad_axis(&weighted, (nd - 1) as i32, start, len - end, PadMode::Constant)?)?;
             acc.eval()?;
             progress(i + 1, offsets.len());
         }

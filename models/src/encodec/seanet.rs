@@ -175,16 +175,7 @@ impl ConvTranspose {
                 let z = x.matmul(&self.wmat)?.reshape(&[b, t, m, s * cout])?;
                 let mut acc: Option<Array> = None;
                 for j in 0..m {
-                    let zj = z.index((.., .., j, ..));
-                    let mut parts = Vec::with_capacity(3);
-                    if j > 0 {
-                        parts.push(ops::zeros::<f32>(&[b, j, s * cout])?);
-                    }
-                    parts.push(zj);
-                    if m - 1 - j > 0 {
-                        parts.push(ops::zeros::<f32>(&[b, m - 1 - j, s * cout])?);
-                    }
-                    let placed = if parts.len() == 1 { parts.pop().unwrap_or_else(|| unreachable!()) } else { ops::concatenate(&parts, 1)? };
+                    let placed = pad_axis(&z.index((.., .., j, ..)), 1, j, m - 1 - j, PadMode::Constant)?;
                     acc = Some(match acc {
                         Some(a) => a.add(&placed)?,
                         None => placed,
