@@ -186,8 +186,7 @@ impl Encodec {
         if s[2] < 1 {
             return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));
         }
-        let bad = mlx_rs::ops::logical_or(&mlx_rs::ops::is_nan(audio)?, &mlx_rs::ops::is_inf(audio)?)?.any(None)?;
-        if bad.item_cast::<bool>() {
+        if !crate::nn::ops::all_finite(audio)? {
             return Err(Error::InvalidArgument("audio holds NaN or infinite samples".into()));
         }
         Ok(())

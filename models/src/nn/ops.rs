@@ -44,6 +44,12 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i32], stop: &[i32]) ->
     }
 }
 
+/// Whether every element of `x` is finite (no NaN, no infinity); evaluates.
+pub fn all_finite(x: &Array) -> Result<bool> {
+    let bad = ops::logical_or(&ops::is_nan(x)?, &ops::is_inf(x)?)?.any(None)?;
+    Ok(!bad.item_cast::<bool>())
+}
+
 /// Gated linear unit over the last axis: `a * sigmoid(b)` where `[a, b] = split(x, 2, -1)`.
 pub fn glu(x: &Array) -> Result<Array> {
     let parts = x.split_equal(2, -1)?;

@@ -7,7 +7,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
-use crate::nn::ops::{pad_axis, PadMode};
+use crate::nn::ops::{all_finite, pad_axis, PadMode};
 
 pub const SAMPLE_RATE: u32 = 16_000;
 pub const N_FFT: i32 = 400;
@@ -100,8 +100,7 @@ impl LogMel {
         if len == 0 {
             return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));
         }
-        let bad = ops::logical_or(&ops::is_nan(audio)?, &ops::is_inf(audio)?)?.any(None)?;
-        if bad.item_cast::<bool>() {
+        if !all_finite(audio)? {
             return Err(Error::InvalidArgument("audio holds NaN or infinite samples".into()));
         }
         let x = audio.as_dtype(mlx_rs::Dtype::Float32)?;
