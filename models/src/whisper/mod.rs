@@ -116,6 +116,11 @@ pub struct Suppress {
 }
 
 impl Suppress {
+    /// The additive logit masks for a vocabulary of `vocab`.
+    fn masks(&self, vocab: i32) -> Result<SuppressMasks> {
+        Ok(SuppressMasks { always: Self::mask(&self.always, vocab)?, at_begin: Self::mask(&self.at_begin, vocab)? })
+    }
+
     fn mask(tokens: &[i32], vocab: i32) -> Result<Option<Array>> {
         if tokens.is_empty() {
             return Ok(None);
@@ -126,6 +131,25 @@ impl Suppress {
             *slot = f32::NEG_INFINITY;
         }
         Ok(Some(Array::from_slice(&m, &[vocab])))
+    }
+}
+
+/// [`Suppress`] as additive `-inf` masks over the vocabulary.
+struct SuppressMasks {
+    always: Option<Array>,
+    at_begin: Option<Array>,
+}
+
+impl SuppressMasks {
+    /// Apply to the last position's logits at decode step `step` (0 = the first new token).
+    fn apply(&self, mut last: Array, step: usize) -> Result<Array> {
+        if let Some(m) = &self.always {
+            last = last.add(m)?;
+        }
+        if let (0, Some(m)) = (step, &self.at_begin) {
+            last = last.add(m)?;
+        }
+        Ok(last)
     }
 }
 
@@ -418,28 +442,16 @@ impl Whisper {
         if audio.shape()[0] != 1 {
             return Err(Error::InvalidArgument(format!("beam search takes one clip, got a batch of {}", audio.shape()[0])));
         }
-        if prompt.is_empty() || prompt.iter().any(|&t| t < 0 || t >= self.config.vocab_size) {
-            return Err(Error::InvalidArgument("the prompt is empty or holds tokens outside the vocabulary".into()));
-        }
-        let always = Suppress::mask(&suppress.always, self.config.vocab_size)?;
-        let at_begin = Suppress::mask(&suppress.at_begin, self.config.vocab_size)?;
+        let masks = suppress.masks(self.config.vocab_size)?;
         let b = beam as i32;
+        let (mut input, room) = self.start(prompt, b)?;
         let audio = ops::broadcast_to(audio, &[b, audio.shape()[1], audio.shape()[2]])?;
         let mut state = self.new_state(opts);
         let mut seqs: Vec<Vec<i32>> = vec![prompt.to_vec(); beam];
         let mut sum_lp: Vec<f32> = vec![0.0; beam];
         let mut finished: Vec<(Vec<i32>, f64)> = Vec::new();
-        let p = Array::from_slice(prompt, &[1, prompt.len() as i32]);
-        let mut input = ops::broadcast_to(&p, &[b, prompt.len() as i32])?;
-        let room = (self.config.max_target_positions as usize).saturating_sub(prompt.len());
         for step in 0..max_new.min(room) {
-            let mut last = self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..));
-            if let Some(m) = &always {
-                last = last.add(m)?;
-            }
-            if let (0, Some(m)) = (step, &at_begin) {
-                last = last.add(m)?;
-            }
+            let last = masks.apply(self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..)), step)?;
             let logprobs = last.subtract(&mlx_rs::ops::logsumexp_axis(&last, -1, true)?)?;
             // The best beam + 1 tokens of each beam, best first.
             let k = (beam + 1) as i32;
@@ -531,6 +543,20 @@ impl Whisper {
         Ok(BeamResult { tokens: body(&finished[i].0), sum_logprob: finished[i].1 })
     }
 
+    /// Check `prompt` and repeat it for `batch` rows; also the tokens left in the text
+    /// context after it.
+    fn start(&self, prompt: &[i32], batch: i32) -> Result<(Array, usize)> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the decoder prompt is empty".into()));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t < 0 || t >= self.config.vocab_size) {
+            return Err(Error::InvalidArgument(format!("prompt token {bad} is outside the vocabulary of {}", self.config.vocab_size)));
+        }
+        let p = Array::from_slice(prompt, &[1, prompt.len() as i32]);
+        let room = (self.config.max_target_positions as usize).saturating_sub(prompt.len());
+        Ok((ops::broadcast_to(&p, &[batch, prompt.len() as i32])?, room))
+    }
+
     /// Greedy decoding from `prompt` (e.g. the start-of-transcript sequence) for at most
     /// `max_new` tokens, stopping after `eot` unless `None` (benchmarks force a fixed length).
     /// Returns the new tokens of each batch row (through the first `eot`).
@@ -540,33 +566,17 @@ impl Whisper {
 
     /// [`Self::greedy`] with tokens suppressed as openai-whisper's logit filters do.
     pub fn greedy_with(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions, suppress: &Suppress) -> Result<Vec<Vec<i32>>> {
-        let always = Suppress::mask(&suppress.always, self.config.vocab_size)?;
-        let at_begin = Suppress::mask(&suppress.at_begin, self.config.vocab_size)?;
-        if prompt.is_empty() {
-            return Err(Error::InvalidArgument("the decoder prompt is empty".into()));
-        }
-        if let Some(&bad) = prompt.iter().find(|&&t| t < 0 || t >= self.config.vocab_size) {
-            return Err(Error::InvalidArgument(format!("prompt token {bad} is outside the vocabulary of {}", self.config.vocab_size)));
-        }
+        let masks = suppress.masks(self.config.vocab_size)?;
         let b = audio.shape()[0];
-        let room = (self.config.max_target_positions as usize).saturating_sub(prompt.len());
+        let (mut input, room) = self.start(prompt, b)?;
         let max_new = max_new.min(room);
         let mut state = self.new_state(opts);
-        let p = Array::from_slice(prompt, &[1, prompt.len() as i32]);
-        let mut input = ops::broadcast_to(&p, &[b, prompt.len() as i32])?;
         let mut pending: Vec<Array> = Vec::new();
         let mut out: Vec<Vec<i32>> = vec![Vec::new(); b as usize];
         let mut done = vec![false; b as usize];
         let every = opts.eval_every.max(1) as usize;
         for step in 0..max_new {
-            let logits = self.decode_step(&input, audio, &mut state)?;
-            let mut last = logits.index((.., -1, ..));
-            if let Some(m) = &always {
-                last = last.add(m)?;
-            }
-            if let (0, Some(m)) = (step, &at_begin) {
-                last = last.add(m)?;
-            }
+            let last = masks.apply(self.decode_step(&input, audio, &mut state)?.index((.., -1, ..)), step)?;
             let next = argmax_axis(&last, -1, false)?.as_dtype(Dtype::Int32)?;
             input = next.reshape(&[b, 1])?;
             pending.push(next);
