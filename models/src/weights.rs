@@ -140,6 +140,31 @@ pub fn check_strict(source: &str, tensors: &HashMap<String, Array>, expected: &B
     Err(Error::Weights { path: source.to_string(), reason: format!("weights do not match the model:{msg}") })
 }
 
+/// How [`random_tensors`] fills one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Ones,
+    /// Standard normal times this scale.
+    Normal(f32),
+}
+
+/// Random weights for every expected name and shape (benchmarks at real size): each tensor
+/// from its own key, derived from `seed` and the name's position, so any size reproduces.
+pub fn random_tensors(expected: BTreeMap<String, Vec<i32>>, seed: u64, init: impl Fn(&str) -> Init) -> Result<HashMap<String, Array>> {
+    let mut out = HashMap::new();
+    for (i, (name, shape)) in expected.into_iter().enumerate() {
+        let t = match init(&name) {
+            Init::Ones => mlx_rs::ops::ones::<f32>(&shape)?,
+            Init::Normal(scale) => {
+                let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
+                mlx_rs::random::normal::<f32>(&shape, None, None, &key)?.multiply(mlx_rs::array!(scale))?
+            }
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use self::seanet::{Exec, Half, Kernels, Layer, Layout};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::hub::{self, HubOptions};
-use crate::weights;
+use crate::weights::{self, Init};
 use crate::Variant;
 
 /// Codebook buffers HF keeps in the state dict but never reads at inference.
@@ -135,23 +135,19 @@ impl Encodec {
     /// A model of `config`'s real size with random weights from `seed`, for benchmarks: unit
     /// gains on the weight-normed convolutions keep activations in range through the stack.
     pub fn random(config: EncodecConfig, seed: u64) -> Result<Self> {
-        let mut tensors = HashMap::new();
-        for (i, (name, shape)) in Self::expected_weights(&config).into_iter().enumerate() {
-            let k = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
-            let randn = |scale: f32| -> Result<Array> { Ok(mlx_rs::random::normal::<f32>(&shape, None, None, &k)?.multiply(mlx_rs::array!(scale))?) };
-            let t = if name.ends_with("original0") {
-                mlx_rs::ops::ones::<f32>(&shape)?
+        let tensors = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
+            if name.ends_with("original0") {
+                Init::Ones
             } else if name.ends_with("original1") {
-                randn(1.0)?
+                Init::Normal(1.0)
             } else if name.contains(".lstm.") {
-                randn(0.1)?
+                Init::Normal(0.1)
             } else if name.ends_with("codebook.embed") {
-                randn(0.3)?
+                Init::Normal(0.3)
             } else {
-                randn(0.02)?
-            };
-            tensors.insert(name, t);
-        }
+                Init::Normal(0.02)
+            }
+        })?;
         Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
     }
 

@@ -20,7 +20,7 @@ use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
 use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
-use crate::weights;
+use crate::weights::{self, Init};
 use crate::Variant;
 
 /// The seed's decode optimizations, each on its own switch so a report can attribute gains.
@@ -332,16 +332,13 @@ impl Whisper {
 
     /// A model of `config`'s size with random weights (benchmarks).
     pub fn random(config: WhisperConfig, seed: u64) -> Result<Self> {
-        let mut tensors = HashMap::new();
-        for (i, (name, shape)) in Self::expected_weights(&config).into_iter().enumerate() {
-            let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
-            let t = if name.contains("layer_norm") && name.ends_with("weight") {
-                ops::ones::<f32>(&shape)?
+        let tensors = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
+            if name.contains("layer_norm") && name.ends_with("weight") {
+                Init::Ones
             } else {
-                mlx_rs::random::normal::<f32>(&shape, None, None, &key)?.multiply(mlx_rs::array!(0.02f32))?
-            };
-            tensors.insert(name, t);
-        }
+                Init::Normal(0.02)
+            }
+        })?;
         Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
     }
 
