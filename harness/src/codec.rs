@@ -93,15 +93,9 @@ pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     if spec.split('/').count() != 2 {
         bail!("--model {spec}: neither a folder nor a hub id of the form org/name");
     }
-    let opts = hub.options();
-    let cfg = models::hub::fetch(spec, revision, "config.json", &opts)?;
-    let resolved = cfg
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| n.len() == 40)
-        .unwrap_or_else(|| revision.to_string());
-    let model = Encodec::load_hub(spec, &resolved, &opts).with_context(|| format!("loading {spec}@{revision}"))?;
+    let dir = models::hub::fetch_snapshot(spec, revision, &["config.json", "model.safetensors"], &hub.options())?;
+    let resolved = dir.file_name().map(|n| n.to_string_lossy().into_owned()).filter(|n| n.len() == 40).unwrap_or_else(|| revision.to_string());
+    let model = Encodec::load_dir(&dir).with_context(|| format!("loading {spec}@{revision}"))?;
     Ok(Loaded { model, name: spec.to_string(), revision: resolved })
 }
 

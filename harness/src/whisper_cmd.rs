@@ -168,11 +168,7 @@ fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
         return Ok((Whisper::load_dir(dir)?, dir.clone()));
     }
     let repo = args.model.as_deref().context("give --model-dir or --model")?;
-    let opts = args.hub.options();
-    let cfg = models::hub::fetch(repo, &args.hub.revision, "config.json", &opts)?;
-    models::hub::fetch(repo, &args.hub.revision, "model.safetensors", &opts)?;
-    models::hub::fetch(repo, &args.hub.revision, "tokenizer.json", &opts)?;
-    let dir = cfg.parent().context("hub path has no folder")?.to_path_buf();
+    let dir = models::hub::fetch_snapshot(repo, &args.hub.revision, &["config.json", "model.safetensors", "tokenizer.json"], &args.hub.options())?;
     Ok((Whisper::load_dir(&dir)?, dir))
 }
 

@@ -66,6 +66,17 @@ pub fn fetch(repo_id: &str, revision: &str, filename: &str, opts: &HubOptions) -
         .map_err(|e| err(format!("downloading {filename}: {e}")))
 }
 
+/// Fetch every one of `files` of `repo_id` at `revision` (see [`fetch`]); returns the snapshot
+/// folder that holds them, named after the commit when it came through a hub cache.
+pub fn fetch_snapshot(repo_id: &str, revision: &str, files: &[&str], opts: &HubOptions) -> Result<PathBuf> {
+    let mut folder = None;
+    for f in files {
+        let path = fetch(repo_id, revision, f, opts)?;
+        folder.get_or_insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+    }
+    folder.ok_or_else(|| Error::Hub { repo: repo_id.into(), revision: revision.into(), reason: "no files asked for".into() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

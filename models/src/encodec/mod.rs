@@ -22,7 +22,6 @@ use self::rvq::Rvq;
 use self::seanet::{Exec, Half, Kernels, Layer, Layout};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::hub::{self, HubOptions};
 use crate::weights::{self, Init};
 use crate::Variant;
 
@@ -155,16 +154,6 @@ impl Encodec {
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = EncodecConfig::from_file(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
-        let tensors = weights::read_safetensors(&path)?;
-        Self::from_tensors(config, tensors, &path.display().to_string())
-    }
-
-    /// `repo_id` (e.g. `facebook/encodec_32khz`) at `revision` from the Hugging Face hub,
-    /// through its local cache first.
-    pub fn load_hub(repo_id: &str, revision: &str, opts: &HubOptions) -> Result<Self> {
-        let config_path = hub::fetch(repo_id, revision, "config.json", opts)?;
-        let config = EncodecConfig::from_file(&config_path)?;
-        let path = hub::fetch(repo_id, revision, "model.safetensors", opts)?;
         let tensors = weights::read_safetensors(&path)?;
         Self::from_tensors(config, tensors, &path.display().to_string())
     }
