@@ -13,10 +13,7 @@ fn parity(dir: &Path) -> Output {
 #[test]
 fn attention_fixtures_pass_for_both_variants() {
     for name in ["attention-s0", "attention-s1"] {
-        let o = parity(&fixture(name));
-        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let checks = v["checks"].as_array().unwrap();
+        let checks = passing_checks(name);
         assert_eq!(checks.len(), 4, "two outputs x two variants");
         assert!(checks.iter().all(|c| c["pass"] == true && c["max_abs"].as_f64().unwrap() < 1e-5));
     }
@@ -25,10 +22,7 @@ fn attention_fixtures_pass_for_both_variants() {
 #[test]
 fn encodec_fixtures_pass_for_both_variants() {
     for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1"] {
-        let o = parity(&fixture(name));
-        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let checks = v["checks"].as_array().unwrap();
+        let checks = passing_checks(name);
         // Every signal (the test audio and six edge cases) is checked for embeddings, codes
         // and decoded audio, in both variants.
         for signal in ["audio", "silence", "clipped", "impulse", "dc", "short", "tiny"] {
@@ -38,7 +32,7 @@ fn encodec_fixtures_pass_for_both_variants() {
                 assert!(n >= 2, "{name}: {prefix} checked {n} times");
             }
         }
-        for c in checks {
+        for c in &checks {
             assert_eq!(c["pass"], true, "{name}: {c}");
             if c["output"].as_str().unwrap().contains(".codes@") {
                 assert_eq!(c["max_abs"].as_f64().unwrap(), 0.0, "{name}: codes must be exact: {c}");
@@ -50,10 +44,7 @@ fn encodec_fixtures_pass_for_both_variants() {
 #[test]
 fn whisper_fixtures_pass_for_both_variants() {
     for name in ["whisper-s0", "whisper-s1"] {
-        let o = parity(&fixture(name));
-        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let checks = v["checks"].as_array().unwrap();
+        let checks = passing_checks(name);
         for out in ["audio.mel", "audio.mel128_head", "encoder", "logits", "audio.greedy", "mel_filters.80", "mel_filters.128"] {
             assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{name}: {out} in both variants");
         }
@@ -62,7 +53,7 @@ fn whisper_fixtures_pass_for_both_variants() {
                 assert_eq!(checks.iter().filter(|c| c["output"] == format!("{signal}.{kind}")).count(), 2, "{name}: {signal}.{kind}");
             }
         }
-        for c in checks {
+        for c in &checks {
             assert_eq!(c["pass"], true, "{name}: {c}");
             if c["output"].as_str().unwrap().ends_with("greedy") {
                 assert_eq!(c["max_abs"].as_f64().unwrap(), 0.0, "{name}: tokens must be exact: {c}");
@@ -73,23 +64,26 @@ fn whisper_fixtures_pass_for_both_variants() {
 
 #[test]
 fn encodec_fixture_with_a_renamed_weight_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {
-        std::fs::copy(fixture("encodec32k-s0").join(f), dir.path().join(f)).unwrap();
-    }
-    let p = dir.path().join("model.safetensors");
-    std::fs::write(&p, replace_once(std::fs::read(&p).unwrap(), "decoder.layers.1.lstm.weight_hh_l1", "decoder.layers.1.lstm.weight_hh_l7")).unwrap();
+    let dir = broken("encodec32k-s0", |b| replace_once(b, "decoder.layers.1.lstm.weight_hh_l1", "decoder.layers.1.lstm.weight_hh_l7"));
     let o = parity(dir.path());
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("missing: decoder.layers.1.lstm.weight_hh_l1") && err.contains("unused: decoder.layers.1.lstm.weight_hh_l7"), "{err}");
 }
 
-/// A copy of the seed-0 fixture with `model.safetensors` passed through `edit`.
-fn broken(edit: impl Fn(Vec<u8>) -> Vec<u8>) -> tempfile::TempDir {
+/// The checks of a committed fixture's parity run, which must exit 0.
+fn passing_checks(name: &str) -> Vec<serde_json::Value> {
+    let o = parity(&fixture(name));
+    assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["checks"].as_array().unwrap().clone()
+}
+
+/// A copy of the fixture `name` with `model.safetensors` passed through `edit`.
+fn broken(name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {
-        std::fs::copy(fixture("attention-s0").join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(fixture(name).join(f), dir.path().join(f)).unwrap();
     }
     let p = dir.path().join("model.safetensors");
     std::fs::write(&p, edit(std::fs::read(&p).unwrap())).unwrap();
@@ -106,7 +100,7 @@ fn replace_once(bytes: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
 
 #[test]
 fn renamed_weight_is_named() {
-    let d = broken(|b| replace_once(b, "q_proj.weight", "q_proj.wieght"));
+    let d = broken("attention-s0", |b| replace_once(b, "q_proj.weight", "q_proj.wieght"));
     let o = parity(d.path());
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -115,7 +109,7 @@ fn renamed_weight_is_named() {
 
 #[test]
 fn reshaped_weight_is_named() {
-    let d = broken(|b| replace_once(b, "\"shape\":[32,32]", "\"shape\":[16,64]"));
+    let d = broken("attention-s0", |b| replace_once(b, "\"shape\":[32,32]", "\"shape\":[16,64]"));
     let o = parity(d.path());
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -124,7 +118,7 @@ fn reshaped_weight_is_named() {
 
 #[test]
 fn truncated_weights_are_refused() {
-    let d = broken(|mut b| {
+    let d = broken("attention-s0", |mut b| {
         b.truncate(b.len() - 100);
         b
     });
