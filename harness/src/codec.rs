@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
-use mlx_rs::{ops, Array, Dtype};
+use mlx_rs::{Array, Dtype};
 use models::encodec::Encodec;
 use models::{weights, Variant};
 
@@ -198,17 +198,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 Some(n) => {
                     let n = *n as i32;
                     let mut dec = loaded.model.streaming_decoder(v);
-                    let t = codes.shape().get(2).copied().context("codes must be [batch, codebooks, frames]")?;
-                    let mut parts = Vec::new();
                     let mut lat = Vec::new();
-                    let mut start = 0;
-                    while start < t {
-                        let c0 = std::time::Instant::now();
-                        parts.push(dec.push(&codes.index((.., .., start..(start + n).min(t))))?);
-                        lat.push(c0.elapsed().as_secs_f64() * 1e3);
-                        start += n;
-                    }
-                    parts.push(dec.finish()?);
+                    let mut since = std::time::Instant::now();
+                    let y = dec.decode_in_chunks(&codes, n, |_| {
+                        lat.push(since.elapsed().as_secs_f64() * 1e3);
+                        since = std::time::Instant::now();
+                    })?;
                     lat.sort_by(f64::total_cmp);
                     eprintln!(
                         "streaming: {} chunks of {n} frames ({:.1} ms of audio each): median {:.2} ms, max {:.2} ms per chunk",
@@ -217,7 +212,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                         lat[lat.len() / 2],
                         lat[lat.len() - 1]
                     );
-                    ops::concatenate(&parts, 2)?
+                    y
                 }
             };
             let secs = t0.elapsed().as_secs_f64();

@@ -2,8 +2,7 @@
 //! absolute difference for several chunk sizes, and the stream's latency in frames.
 //!
 //!     cargo run --release -p models --example encodec_stream_check
-use mlx_rs::ops::indexing::IndexOp;
-use mlx_rs::{ops, random};
+use mlx_rs::random;
 use models::encodec::{Encodec, EncodecConfig};
 use models::Variant;
 
@@ -16,14 +15,7 @@ fn main() -> anyhow::Result<()> {
         let peak = full.abs()?.max(None)?.item_cast::<f32>();
         for chunk in [1, 5, 10, 50] {
             let mut dec = model.streaming_decoder(Variant::Optimized);
-            let mut parts = Vec::new();
-            let mut t = 0;
-            while t < frames {
-                parts.push(dec.push(&codes.index((.., .., t..(t + chunk).min(frames))))?);
-                t += chunk;
-            }
-            parts.push(dec.finish()?);
-            let s = ops::concatenate(&parts, 2)?;
+            let s = dec.decode_in_chunks(&codes, chunk, |_| {})?;
             let err = s.subtract(&full)?.abs()?.max(None)?.item_cast::<f32>();
             println!(
                 "{name}: 2 s, chunks of {chunk:>2} frames: max |stream - full| = {err:.2e} (signal peak {peak:.2}); look-ahead {} frame(s), first audio after {} frame(s)",

@@ -25,17 +25,10 @@ fn reference_codes(name: &str) -> Array {
 
 /// Stream `codes` through in chunks of `chunk` frames.
 fn stream(model: &Encodec, codes: &Array, chunk: i32, variant: Variant) -> Array {
-    let mut dec = model.streaming_decoder(variant);
-    let t = codes.shape()[2];
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < t {
-        let end = (start + chunk).min(t);
-        parts.push(dec.push(&codes.index((.., .., start..end))).unwrap());
-        start = end;
-    }
-    parts.push(dec.finish().unwrap());
-    ops::concatenate(&parts, 2).unwrap()
+    let mut pushed = 0;
+    let audio = model.streaming_decoder(variant).decode_in_chunks(codes, chunk, |_| pushed += 1).unwrap();
+    assert_eq!(pushed, (codes.shape()[2] + chunk - 1) / chunk, "one callback per chunk");
+    audio
 }
 
 #[test]

@@ -153,6 +153,23 @@ impl<M: Deref<Target = Encodec>> StreamingDecoder<M> {
         self.step(false)
     }
 
+    /// Stream all of `codes` (`[B, Q, T]`) through in chunks of `chunk` frames and finish;
+    /// `each(i)` is called after chunk `i` is pushed (for timing). Returns the whole audio,
+    /// equal to the full decode.
+    pub fn decode_in_chunks(&mut self, codes: &Array, chunk: i32, mut each: impl FnMut(usize)) -> Result<Array> {
+        if chunk < 1 {
+            return Err(Error::InvalidArgument(format!("stream chunk of {chunk} frames: must be at least 1")));
+        }
+        let t = *codes.shape().get(2).ok_or_else(|| Error::InvalidArgument(format!("codes of shape {:?}: expected [batch, codebooks, frames]", codes.shape())))?;
+        let mut parts = Vec::new();
+        for (i, start) in (0..t).step_by(chunk as usize).enumerate() {
+            parts.push(self.push(&codes.index((.., .., start..(start + chunk).min(t))))?);
+            each(i);
+        }
+        parts.push(self.finish()?);
+        Ok(ops::concatenate(&parts, 2)?)
+    }
+
     /// End the stream: the audio still held back.
     pub fn finish(&mut self) -> Result<Array> {
         if self.finished {
