@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod hub_args;
 pub mod meta;
 pub mod parity;
+pub mod progress;
 pub mod report;
 pub mod stats;
 pub mod targets;

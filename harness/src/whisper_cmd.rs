@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use mlx_rs::{Array, Dtype};
 use models::whisper::tokenizer::Tokenizer;
-use models::whisper::{audio, ct2, BeamSearch, DecodeOptions, Suppress, Whisper, WhisperConfig};
+use models::whisper::longform::{self, LongForm, TimedSegment};
+use models::whisper::{audio, ct2, BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper, WhisperConfig};
 use models::config::ModelConfig;
 use models::Variant;
 
@@ -32,7 +33,8 @@ pub struct TranscribeArgs {
     #[command(flatten)]
     hub: HubArgs,
     /// The audio: a WAV file, any rate and channel count (mixed down to mono and resampled to
-    /// 16 kHz, as openai-whisper's loader does). Longer audio is transcribed in 30 s windows.
+    /// 16 kHz, as openai-whisper's loader does). Audio over 30 s is transcribed in 30 s windows
+    /// overlapping by 10% (ChunkedProcessor's whisper preset), joined by their timestamps.
     audio: PathBuf,
     /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
@@ -44,7 +46,11 @@ pub struct TranscribeArgs {
     /// Which implementation runs.
     #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
     variant: String,
-    /// Print text, tokens, language and timings as JSON.
+    /// Print each segment with its start and end time. Audio over 30 s is always decoded with
+    /// timestamps (that is how overlapping windows are joined); this shows them.
+    #[arg(long)]
+    timestamps: bool,
+    /// Print text, segments (times, tokens), language, timings and MLX peak memory as JSON.
     #[arg(long)]
     json: bool,
     /// No progress bar.
@@ -117,10 +123,10 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<WhisperConfig> {
 }
 
 /// openai-whisper's default suppression for this vocabulary, from the config's lists.
-pub fn suppress_from_config(dir: &Path) -> Result<Suppress> {
+pub fn suppress_from_config(dir: &Path) -> Result<LogitFilters> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     let list = |k: &str| -> Vec<i32> { v.get(k).and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|t| t.as_i64()).map(|t| t as i32).collect()).unwrap_or_default() };
-    Ok(Suppress { always: list("suppress_tokens"), at_begin: list("begin_suppress_tokens") })
+    Ok(LogitFilters { always: list("suppress_tokens"), at_begin: list("begin_suppress_tokens"), timestamps: None })
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -141,16 +147,18 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The start of a transcript without timestamps: `<|startoftranscript|>`, then for
-/// multilingual vocabularies the language and `<|transcribe|>`, then `<|notimestamps|>`.
-pub fn sot_sequence(cfg: &WhisperConfig, tok: &Tokenizer, language: Option<i32>) -> Result<Vec<i32>> {
+/// The start of a transcript: `<|startoftranscript|>`, then for multilingual vocabularies the
+/// language and `<|transcribe|>`, then `<|notimestamps|>` unless `timestamps`.
+pub fn sot_sequence(cfg: &WhisperConfig, tok: &Tokenizer, language: Option<i32>, timestamps: bool) -> Result<Vec<i32>> {
     let id = |s: &str| tok.special_id(s).with_context(|| format!("tokenizer.json lacks {s}"));
     let mut seq = vec![cfg.decoder_start_token_id];
     if let Some(lang) = language {
         seq.push(lang);
         seq.push(id("<|transcribe|>")?);
     }
-    seq.push(id("<|notimestamps|>")?);
+    if !timestamps {
+        seq.push(id("<|notimestamps|>")?);
+    }
     Ok(seq)
 }
 
@@ -176,7 +184,7 @@ fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
 pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let (model, dir) = load_model(args)?;
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let suppress = suppress_from_config(&dir)?;
+    let filters = suppress_from_config(&dir)?;
     let wav = crate::audio::read_wav(&args.audio)?;
     let n = wav.len();
     let mono: Vec<f32> = (0..n).map(|i| wav.channels.iter().map(|c| c[i]).sum::<f32>() / wav.channels.len() as f32).collect();
@@ -195,53 +203,76 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let v = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
     let opts = DecodeOptions::for_variant(v);
     let eot = model.config.eos_token_id;
-    let mel = audio::LogMel::new(model.config.num_mel_bins)?;
-    let window = audio::N_SAMPLES as usize;
-    let windows = samples.len().div_ceil(window).max(1);
-    let bar = if args.quiet || windows == 1 { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(windows as u64) };
+    let long = samples.len() > audio::N_SAMPLES as usize;
+    let timestamped = long || args.timestamps;
+    let chunks = models::chunked::ChunkedProcessor::whisper();
+    let windows = chunks.offsets(samples.len().max(1) as i32).len();
+    let bar = crate::progress::bar(windows as u64, "windows", args.quiet || windows == 1);
+    mlx_rs::memory::reset_peak_memory()?;
     let t0 = std::time::Instant::now();
-    let mut segments = Vec::new();
     let mut language = None;
-    for w in 0..windows {
-        let chunk = &samples[w * window..((w + 1) * window).min(samples.len())];
-        let m = mel.compute(&Array::from_slice(chunk, &[chunk.len() as i32]))?;
-        let enc = model.encode(&m)?;
+    let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
+    // The start of each window's transcript; the language is detected per window unless fixed.
+    let mut prompt = |enc: &Array, timestamps: bool| -> models::Result<Vec<i32>> {
         let lang = match (multilingual, fixed_lang) {
             (false, _) => None,
             (true, Some(id)) => Some(id),
-            (true, None) => {
-                let ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
-                Some(model.detect_language(&enc, &ids)?.0)
-            }
+            (true, None) => Some(model.detect_language(enc, &lang_ids)?.0),
         };
-        if language.is_none() {
-            language = lang;
-        }
-        let sot = sot_sequence(&model.config, &tok, lang)?;
+        language = language.or(lang);
+        Ok(sot_sequence(&model.config, &tok, lang, timestamps).map_err(|e| models::Error::InvalidArgument(e.to_string()))?)
+    };
+    let segments: Vec<TimedSegment> = if timestamped {
+        let no_ts = tok.special_id("<|notimestamps|>").context("tokenizer.json lacks <|notimestamps|>")?;
+        let lf = LongForm { decode: opts, beam: args.beam.map(|b| b as usize), filters, timestamps: Timestamps::new(no_ts, eot), max_new: 224, chunks };
+        longform::transcribe(&model, &samples, &lf, |enc| prompt(enc, true), |_, _| bar.inc(1))?
+    } else {
+        let m = audio::LogMel::new(model.config.num_mel_bins)?.compute(&Array::from_slice(&samples, &[samples.len() as i32]))?;
+        let enc = model.encode(&m)?;
+        let sot = prompt(&enc, false)?;
         let tokens = match args.beam {
-            Some(b) => model.beam_search(&enc, &sot, &BeamSearch { beam: b as usize, max_new: 224, eot }, &opts, &suppress)?.tokens,
-            None => {
-                let mut t = model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &suppress)?.remove(0);
-                if t.last() == Some(&eot) {
-                    t.pop();
-                }
-                t
-            }
+            Some(b) => model.beam_search(&enc, &sot, &BeamSearch { beam: b as usize, max_new: 224, eot }, &opts, &filters)?.tokens,
+            None => model.greedy_with(&enc, &sot, 224, Some(eot), &opts, &filters)?.remove(0).into_iter().take_while(|&t| t != eot).collect(),
         };
-        segments.push((w as f64 * 30.0, tokens));
-        bar.inc(1);
-    }
+        vec![TimedSegment { start: 0.0, end: samples.len() as f64 / f64::from(audio::SAMPLE_RATE), tokens, window: 0 }]
+    };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
+    let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
     let lang_code = language.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
-    let text: String = segments.iter().map(|(_, t)| tok.decode(t)).collect::<Vec<_>>().join("");
+    let texts: Vec<String> = segments.iter().map(|s| tok.decode(&s.tokens)).collect();
+    let text = texts.concat();
+    let audio_s = samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
     if args.json {
-        let segs: Vec<_> = segments.iter().map(|(start, t)| serde_json::json!({"start_s": start, "text": tok.decode(t).trim(), "tokens": t})).collect();
-        println!("{}", serde_json::json!({"text": text.trim(), "language": lang_code, "segments": segs, "seconds": secs}));
+        let segs: Vec<_> = segments
+            .iter()
+            .zip(&texts)
+            .map(|(s, t)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": t.trim(), "tokens": s.tokens, "window": s.window}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"text": text.trim(), "language": lang_code, "segments": segs, "audio_seconds": audio_s, "windows": windows, "seconds": secs, "mlx_peak_mib": peak})
+        );
     } else {
-        println!("{}", text.trim());
-        let ntok: usize = segments.iter().map(|(_, t)| t.len()).sum();
-        eprintln!("{ntok} tokens, {} window(s) of 30 s, language {lang_code}, {secs:.2} s", segments.len());
+        if args.timestamps {
+            for (s, t) in segments.iter().zip(&texts) {
+                println!("[{} --> {}] {}", clock(s.start), clock(s.end), t.trim());
+            }
+        } else {
+            println!("{}", text.trim());
+        }
+        let ntok: usize = segments.iter().map(|s| s.tokens.len()).sum();
+        eprintln!("{ntok} tokens in {} segment(s), {windows} window(s), {audio_s:.1} s of audio, language {lang_code}, {secs:.2} s, MLX peak {peak:.1} MiB", segments.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `m:ss.ss` (or `h:mm:ss.ss`).
+fn clock(s: f64) -> String {
+    let (h, m, sec) = ((s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64, s % 60.0);
+    if h > 0 {
+        format!("{h}:{m:02}:{sec:05.2}")
+    } else {
+        format!("{m}:{sec:05.2}")
+    }
 }

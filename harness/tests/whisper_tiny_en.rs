@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
 use models::whisper::audio::LogMel;
-use models::whisper::{BeamSearch, DecodeOptions, Suppress, Whisper};
+use models::whisper::longform::{self, LongForm};
+use models::whisper::{BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper};
 use models::Variant;
 
 fn root() -> PathBuf {
@@ -32,11 +33,11 @@ fn tiny_en_transcript_equals_openai_whisper() {
     let samples = &wav.channels[0];
     let mel = LogMel::new(80).unwrap().compute(&Array::from_slice(samples, &[samples.len() as i32])).unwrap();
     let enc = model.encode(&mel).unwrap();
-    let suppress = Suppress { always: ints("suppress_tokens"), at_begin: ints("suppress_blank") };
+    let filters = LogitFilters { always: ints("suppress_tokens"), at_begin: ints("suppress_blank"), timestamps: None };
     let eot = reference["eot"].as_i64().unwrap() as i32;
     let want = ints("tokens");
     for v in [Variant::Naive, Variant::Optimized] {
-        let mut got = model.greedy_with(&enc, &ints("sot_sequence"), 224, Some(eot), &DecodeOptions::for_variant(v), &suppress).unwrap().remove(0);
+        let mut got = model.greedy_with(&enc, &ints("sot_sequence"), 224, Some(eot), &DecodeOptions::for_variant(v), &filters).unwrap().remove(0);
         assert_eq!(got.pop(), Some(eot), "{v:?}: decoding ends at end-of-transcript");
         assert_eq!(got, want, "{v:?}: tokens differ from openai-whisper's");
     }
@@ -44,11 +45,81 @@ fn tiny_en_transcript_equals_openai_whisper() {
     let beam = ints("beam5_tokens");
     assert_ne!(beam, want);
     for v in [Variant::Naive, Variant::Optimized] {
-        let got = model.beam_search(&enc, &ints("sot_sequence"), &BeamSearch { beam: 5, max_new: 224, eot }, &DecodeOptions::for_variant(v), &suppress).unwrap();
+        let got = model.beam_search(&enc, &ints("sot_sequence"), &BeamSearch { beam: 5, max_new: 224, eot }, &DecodeOptions::for_variant(v), &filters).unwrap();
         assert_eq!(got.tokens, beam, "{v:?}: beam-search tokens differ from openai-whisper's");
         let avg = got.sum_logprob / (got.tokens.len() + 1) as f64;
         assert!((avg - reference["beam5_avg_logprob"].as_f64().unwrap()).abs() < 1e-3, "{v:?}: average log-probability {avg}");
     }
     let tok = models::whisper::tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     assert_eq!(tok.decode(&want).trim(), reference["text"].as_str().unwrap());
+    // The encoder side of the tokenizer: openai-whisper's blank suppression is encode(" ") + eot,
+    // and the reference text encodes back to the greedy tokens.
+    assert_eq!([tok.encode(" ").unwrap(), vec![eot]].concat(), ints("suppress_blank"));
+    assert_eq!(tok.encode(reference["speech"]["text"].as_str().unwrap()).unwrap(), ints("text_tokens"));
+    // Greedy with timestamps (one window) equals openai-whisper's, timestamps included.
+    let filters = LogitFilters { timestamps: Some(Timestamps::new(50362, eot)), ..filters };
+    for v in [Variant::Naive, Variant::Optimized] {
+        let got = model.greedy_with(&enc, &ints("timestamps_sot_sequence"), 224, Some(eot), &DecodeOptions::for_variant(v), &filters).unwrap().remove(0);
+        assert_eq!(got, [ints("timestamps_tokens"), vec![eot]].concat(), "{v:?}: timestamped tokens differ from openai-whisper's");
+    }
+    let (segs, unfinished) = models::whisper::segments(&ints("timestamps_tokens"), 50363, 30.0);
+    assert!(!unfinished);
+    assert_eq!(segs.iter().map(|s| tok.decode(&s.tokens)).collect::<String>().trim(), reference["timestamps_text"].as_str().unwrap());
+}
+
+/// Lower-case words only, for comparing transcripts.
+fn words(s: &str) -> String {
+    s.to_lowercase().chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect::<String>().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+#[ignore = "needs the tiny.en weights: fixtures/fetch_tiny_en.sh target/whisper-tiny-en"]
+fn tiny_en_long_form_transcribes_every_repeat_once() {
+    let dir = std::env::var_os("WHISPER_TINY_EN_DIR").map_or_else(|| root().join("target/whisper-tiny-en"), PathBuf::from);
+    let refdir = root().join("fixtures/whisper-tiny-en");
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(refdir.join("reference.json")).unwrap()).unwrap();
+    let model = Whisper::load_dir(&dir).unwrap();
+    let tok = models::whisper::tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let speech = harness::audio::read_wav(&refdir.join("speech.wav")).unwrap().channels.remove(0);
+    let lf_ref = &reference["longform"];
+    let (every, repeats) = (lf_ref["layout"]["every_s"].as_u64().unwrap() as usize, lf_ref["layout"]["repeats"].as_u64().unwrap() as usize);
+    // The same signal as the reference's: the speech every `every` seconds, silence between.
+    let mut long = vec![0f32; every * repeats * 16_000];
+    for k in 0..repeats {
+        long[k * every * 16_000..k * every * 16_000 + speech.len()].copy_from_slice(&speech);
+    }
+    let ints = |k: &str| -> Vec<i32> { reference[k].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect() };
+    let eot = reference["eot"].as_i64().unwrap() as i32;
+    let lf = LongForm {
+        decode: DecodeOptions::optimized(),
+        beam: None,
+        filters: LogitFilters { always: ints("suppress_tokens"), at_begin: ints("suppress_blank"), timestamps: None },
+        timestamps: Timestamps::new(50362, eot),
+        max_new: 224,
+        chunks: models::chunked::ChunkedProcessor::whisper(),
+    };
+    let mut calls = Vec::new();
+    let segs = longform::transcribe(&model, &long, &lf, |_| Ok(vec![50257]), |d, t| calls.push((d, t))).unwrap();
+    let n = lf.chunks.quiet_offsets(&long, 3200).len();
+    assert!(n >= 3, "{n} windows for {} s", long.len() / 16_000);
+    assert_eq!(calls, (1..=n).map(|d| (d, n)).collect::<Vec<_>>());
+    for s in &segs {
+        eprintln!("[{:7.2} --> {:7.2}] w{} {}", s.start, s.end, s.window, tok.decode(&s.tokens));
+    }
+    assert!(segs.windows(2).all(|p| p[0].start <= p[1].start), "segments out of order");
+    // Every repeat is transcribed exactly once: none lost at a window edge, none doubled by an overlap.
+    let text = words(&segs.iter().map(|s| tok.decode(&s.tokens)).collect::<String>());
+    let sentence = "machine learning models run fast on modern hardware";
+    assert_eq!(text.matches(sentence).count(), repeats, "{text}");
+    // openai-whisper's own long-form transcript (seek-based windows) has each repeat once too.
+    assert_eq!(words(lf_ref["text"].as_str().unwrap()).matches(sentence).count(), repeats);
+    // The timestamps place each repeat's second sentence in time: some segment holding it
+    // starts no earlier than 1 s before that repeat's speech and overlaps the sentence.
+    for k in 0..repeats {
+        let t = (k * every) as f64;
+        assert!(
+            segs.iter().any(|s| words(&tok.decode(&s.tokens)).contains(sentence) && s.start >= t - 1.0 && s.start < t + 7.0 && s.end > t + 3.3),
+            "repeat {k} (speech at {t} s) has no segment at its time"
+        );
+    }
 }

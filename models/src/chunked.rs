@@ -51,6 +51,43 @@ impl ChunkedProcessor {
         out
     }
 
+    /// Chunk starts for a signal whose content should not be cut mid-way (speech): each start
+    /// after the first is the quietest `frame`-sample stretch (least energy, the earliest of
+    /// equals, tried every `frame / 10` samples) of the last two overlaps' worth of the previous
+    /// chunk, so chunks begin in a pause where there is one. Consecutive chunks thus overlap by
+    /// between `frame` and twice the nominal overlap (at least one sample), and cover the signal.
+    pub fn quiet_offsets(&self, x: &[f32], frame: usize) -> Vec<i32> {
+        let len = x.len() as i64;
+        let chunk = i64::from(self.chunk);
+        let overlap = chunk - i64::from(self.stride());
+        let frame = (frame as i64).clamp(1, chunk / 2);
+        let hop = (frame / 10).max(1);
+        // Prefix sums of energy make every candidate O(1).
+        let mut acc = Vec::with_capacity(x.len() + 1);
+        acc.push(0f64);
+        for &v in x {
+            acc.push(acc[acc.len() - 1] + f64::from(v) * f64::from(v));
+        }
+        let energy = |at: i64| acc[(at + frame).min(len) as usize] - acc[at as usize];
+        let mut out = vec![0i64];
+        while out[out.len() - 1] + chunk < len {
+            let prev = out[out.len() - 1];
+            let hi = prev + chunk - frame;
+            let lo = (prev + chunk - 2 * overlap).clamp(prev + 1, hi);
+            let mut best = (f64::INFINITY, lo);
+            let mut at = lo;
+            while at <= hi {
+                let e = energy(at);
+                if e < best.0 {
+                    best = (e, at);
+                }
+                at += hop;
+            }
+            out.push(best.1);
+        }
+        out.into_iter().map(|o| o as i32).collect()
+    }
+
     /// The triangular weight of a chunk of `n` samples (the first `n` of a full chunk's).
     fn weight(&self, n: i32) -> Vec<f32> {
         let full = self.chunk as f64;
@@ -132,6 +169,25 @@ mod tests {
         let offs = p.offsets(16_000 * 95);
         assert_eq!(offs.len(), 4);
         assert!(offs.last().unwrap() + p.chunk >= 16_000 * 95);
+    }
+
+    #[test]
+    fn quiet_offsets_start_chunks_in_pauses() {
+        let p = ChunkedProcessor::new(100, 0.2).unwrap();
+        // Loud everywhere except a pause at 70..80 (in the first chunk's last 40 samples) and
+        // one at 115..125 (too early for the second chunk, whose candidates start at 130).
+        let x: Vec<f32> = (0..260).map(|i| if (70..80).contains(&i) || (115..125).contains(&i) { 0.0 } else { 1.0 }).collect();
+        let offs = p.quiet_offsets(&x, 10);
+        assert_eq!(offs[..2], [0, 70]);
+        // Each start lies in the last two overlaps of the previous chunk; together they cover
+        // the signal.
+        for w in offs.windows(2) {
+            assert!(w[1] >= w[0] + p.chunk - 40 && w[1] <= w[0] + p.chunk - 10, "{offs:?}");
+        }
+        assert!(offs.last().unwrap() + p.chunk >= 260);
+        // A uniform signal: the earliest candidate.
+        assert_eq!(p.quiet_offsets(&[0.5; 260], 10), vec![0, 60, 120, 180]);
+        assert_eq!(p.quiet_offsets(&[0.5; 7], 10), vec![0]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use models::runtime::{self, DeviceKind};
 
 use crate::report::{self, compare, json, Memory, Report, Settings, Throughput, VariantResult, WorkloadResult};
@@ -256,10 +256,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
 
     let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations);
-    let bar = if args.quiet { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()) } else { ProgressBar::new(total) };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(total, "runs", args.quiet);
     let mut results = Vec::new();
     for spec in &selected {
         bar.set_message(format!("{} (building)", spec.id));

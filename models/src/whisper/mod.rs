@@ -4,6 +4,8 @@
 pub mod audio;
 pub mod config;
 pub mod ct2;
+pub mod filters;
+pub mod longform;
 pub mod tokenizer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +15,8 @@ use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::WhisperConfig;
+pub use self::filters::{segments, LogitFilters, Segment, Timestamps};
+use self::filters::TimestampState;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
@@ -105,52 +109,6 @@ pub struct Whisper {
     dec_pos: Array,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
-}
-
-/// Tokens greedy decoding may not pick (openai-whisper's `SuppressTokens` and
-/// `SuppressBlank` logit filters): `always` at every step, `at_begin` at the first one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Suppress {
-    pub always: Vec<i32>,
-    pub at_begin: Vec<i32>,
-}
-
-impl Suppress {
-    /// The additive logit masks for a vocabulary of `vocab`.
-    fn masks(&self, vocab: i32) -> Result<SuppressMasks> {
-        Ok(SuppressMasks { always: Self::mask(&self.always, vocab)?, at_begin: Self::mask(&self.at_begin, vocab)? })
-    }
-
-    fn mask(tokens: &[i32], vocab: i32) -> Result<Option<Array>> {
-        if tokens.is_empty() {
-            return Ok(None);
-        }
-        let mut m = vec![0f32; vocab as usize];
-        for &t in tokens {
-            let slot = m.get_mut(t as usize).filter(|_| t >= 0).ok_or_else(|| Error::InvalidArgument(format!("suppressed token {t} is outside the vocabulary of {vocab}")))?;
-            *slot = f32::NEG_INFINITY;
-        }
-        Ok(Some(Array::from_slice(&m, &[vocab])))
-    }
-}
-
-/// [`Suppress`] as additive `-inf` masks over the vocabulary.
-struct SuppressMasks {
-    always: Option<Array>,
-    at_begin: Option<Array>,
-}
-
-impl SuppressMasks {
-    /// Apply to the last position's logits at decode step `step` (0 = the first new token).
-    fn apply(&self, mut last: Array, step: usize) -> Result<Array> {
-        if let Some(m) = &self.always {
-            last = last.add(m)?;
-        }
-        if let (0, Some(m)) = (step, &self.at_begin) {
-            last = last.add(m)?;
-        }
-        Ok(last)
-    }
 }
 
 /// Beam-search settings: beams, the most tokens to decode, and end-of-transcript.
@@ -431,7 +389,7 @@ impl Whisper {
     /// once `beam` sequences have finished; the winner has the highest log-probability per
     /// token. `audio` is one clip, `[1, frames, d]`. The selection reads every step's scores,
     /// so `opts.eval_every` does not apply.
-    pub fn beam_search(&self, audio: &Array, prompt: &[i32], search: &BeamSearch, opts: &DecodeOptions, suppress: &Suppress) -> Result<BeamResult> {
+    pub fn beam_search(&self, audio: &Array, prompt: &[i32], search: &BeamSearch, opts: &DecodeOptions, filters: &LogitFilters) -> Result<BeamResult> {
         let BeamSearch { beam, max_new, eot } = *search;
         if beam < 1 {
             return Err(Error::InvalidArgument("beam size must be at least 1".into()));
@@ -439,7 +397,7 @@ impl Whisper {
         if audio.shape()[0] != 1 {
             return Err(Error::InvalidArgument(format!("beam search takes one clip, got a batch of {}", audio.shape()[0])));
         }
-        let masks = suppress.masks(self.config.vocab_size)?;
+        let filters = filters.compile(self.config.vocab_size)?;
         let b = beam as i32;
         let (mut input, room) = self.start(prompt, b)?;
         let audio = ops::broadcast_to(audio, &[b, audio.shape()[1], audio.shape()[2]])?;
@@ -448,7 +406,8 @@ impl Whisper {
         let mut sum_lp: Vec<f32> = vec![0.0; beam];
         let mut finished: Vec<(Vec<i32>, f64)> = Vec::new();
         for step in 0..max_new.min(room) {
-            let last = masks.apply(self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..)), step)?;
+            let ts_state = filters.timestamps.map(|ts| TimestampState::of(&ts, &seqs.iter().map(|s| &s[prompt.len()..]).collect::<Vec<_>>()));
+            let last = filters.apply(self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..)), step, ts_state.as_ref())?;
             let logprobs = last.subtract(&mlx_rs::ops::logsumexp_axis(&last, -1, true)?)?;
             // The best beam + 1 tokens of each beam, best first.
             let k = (beam + 1) as i32;
@@ -558,13 +517,14 @@ impl Whisper {
     /// `max_new` tokens, stopping after `eot` unless `None` (benchmarks force a fixed length).
     /// Returns the new tokens of each batch row (through the first `eot`).
     pub fn greedy(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions) -> Result<Vec<Vec<i32>>> {
-        self.greedy_with(audio, prompt, max_new, eot, opts, &Suppress::default())
+        self.greedy_with(audio, prompt, max_new, eot, opts, &LogitFilters::default())
     }
 
-    /// [`Self::greedy`] with tokens suppressed as openai-whisper's logit filters do.
-    pub fn greedy_with(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions, suppress: &Suppress) -> Result<Vec<Vec<i32>>> {
-        let masks = suppress.masks(self.config.vocab_size)?;
+    /// [`Self::greedy`] with openai-whisper's logit filters (suppressed tokens, timestamp rules).
+    pub fn greedy_with(&self, audio: &Array, prompt: &[i32], max_new: usize, eot: Option<i32>, opts: &DecodeOptions, filters: &LogitFilters) -> Result<Vec<Vec<i32>>> {
+        let filters = filters.compile(self.config.vocab_size)?;
         let b = audio.shape()[0];
+        let mut ts_state = filters.timestamp_state(b)?;
         let (mut input, room) = self.start(prompt, b)?;
         let max_new = max_new.min(room);
         let mut state = self.new_state(opts);
@@ -573,8 +533,11 @@ impl Whisper {
         let mut done = vec![false; b as usize];
         let every = opts.eval_every.max(1) as usize;
         for step in 0..max_new {
-            let last = masks.apply(self.decode_step(&input, audio, &mut state)?.index((.., -1, ..)), step)?;
+            let last = filters.apply(self.decode_step(&input, audio, &mut state)?.index((.., -1, ..)), step, ts_state.as_ref())?;
             let next = argmax_axis(&last, -1, false)?.as_dtype(Dtype::Int32)?;
+            if let (Some(st), Some(ts)) = (&mut ts_state, &filters.timestamps) {
+                st.push(ts, &next)?;
+            }
             input = next.reshape(&[b, 1])?;
             pending.push(next);
             if (step + 1) % every == 0 || step + 1 == max_new {

@@ -1,74 +1,49 @@
-//! Token ids to text for Whisper's byte-level BPE vocabulary, read from a HF `tokenizer.json`
-//! (`model.vocab` plus `added_tokens`). Decoding only: the ids are looked up, special tokens
-//! skipped, and GPT-2's byte-to-unicode mapping reversed to UTF-8.
-use std::collections::HashMap;
+//! Whisper's tokenizer: a HF `tokenizer.json` read by the `tokenizers` crate (byte-level BPE),
+//! plus the special-token lookups decoding needs. Ids at or past the tokenizer's vocabulary
+//! (Whisper's timestamp tokens `<|0.00|>`.. are not in older `tokenizer.json` files) are
+//! special for decoding and never text.
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
 pub struct Tokenizer {
-    pieces: HashMap<i32, String>,
-    special: HashMap<i32, String>,
-    byte_of: HashMap<char, u8>,
-}
-
-/// GPT-2's reversible byte-to-printable-character table.
-fn bytes_to_unicode() -> HashMap<char, u8> {
-    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    bs.into_iter().zip(cs).filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8))).collect()
+    inner: tokenizers::Tokenizer,
 }
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let vocab = v.pointer("/model/vocab").and_then(|x| x.as_object()).ok_or_else(|| bad("no model.vocab (not a BPE tokenizer.json)".into()))?;
-        let mut pieces = HashMap::new();
-        for (piece, id) in vocab {
-            let id = id.as_i64().ok_or_else(|| bad(format!("vocab entry '{piece}' has a non-integer id")))?;
-            pieces.insert(id as i32, piece.clone());
-        }
-        let mut special = HashMap::new();
-        for t in v.get("added_tokens").and_then(|a| a.as_array()).into_iter().flatten() {
-            if let (Some(id), Some(content)) = (t.get("id").and_then(|i| i.as_i64()), t.get("content").and_then(|c| c.as_str())) {
-                special.insert(id as i32, content.to_string());
-            }
-        }
-        Ok(Self { pieces, special, byte_of: bytes_to_unicode() })
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| bad(format!("not a tokenizer.json the tokenizers crate reads: {e}")))?;
+        Ok(Self { inner })
     }
 
-    /// The id of a special token such as `<|endoftext|>`.
+    /// The id of a special (added) token such as `<|endoftext|>`.
     pub fn special_id(&self, content: &str) -> Option<i32> {
-        self.special.iter().find(|(_, c)| c.as_str() == content).map(|(&id, _)| id)
+        self.inner.get_added_tokens_decoder().iter().find(|(_, t)| t.content == content).map(|(&id, _)| id as i32)
     }
 
-    /// The content of a special token.
-    pub fn special_content(&self, id: i32) -> Option<&str> {
-        self.special.get(&id).map(String::as_str)
+    /// The content of a special (added) token.
+    pub fn special_content(&self, id: i32) -> Option<String> {
+        u32::try_from(id).ok().and_then(|id| self.inner.get_added_tokens_decoder().get(&id).map(|t| t.content.clone()))
     }
 
-    /// Text of `ids`, special tokens (and unknown ids) skipped.
+    /// Text tokens of `text` (no special tokens added), as openai-whisper's `encode`.
+    pub fn encode(&self, text: &str) -> Result<Vec<i32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::InvalidArgument(format!("cannot tokenize {text:?}: {e}")))?;
+        Ok(enc.get_ids().iter().map(|&i| i as i32).collect())
+    }
+
+    /// Text of `ids`, special tokens (timestamps included) skipped.
     pub fn decode(&self, ids: &[i32]) -> String {
-        let mut bytes = Vec::new();
-        for id in ids {
-            if self.special.contains_key(id) {
-                continue;
-            }
-            if let Some(p) = self.pieces.get(id) {
-                bytes.extend(p.chars().filter_map(|c| self.byte_of.get(&c).copied()));
-            }
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+        let added = self.inner.get_added_tokens_decoder();
+        let text: Vec<u32> = ids
+            .iter()
+            .filter_map(|&i| u32::try_from(i).ok())
+            .filter(|i| !added.contains_key(i) && self.inner.id_to_token(*i).is_some())
+            .collect();
+        // Decoding known ids of a byte-level BPE cannot fail; an unknown id is dropped above.
+        self.inner.decode(&text, true).unwrap_or_default()
     }
 }
 
@@ -76,16 +51,34 @@ impl Tokenizer {
 mod tests {
     use super::*;
 
+    /// A byte-level BPE tokenizer.json in HF's layout, with a few merges.
+    const TOKENIZER: &str = r#"{
+      "version": "1.0", "truncation": null, "padding": null,
+      "added_tokens": [{"id": 23, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+      "normalizer": null,
+      "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+      "post_processor": null,
+      "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+      "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+        "vocab": {"H": 0, "e": 1, "l": 2, "o": 3, "Ġ": 4, "w": 5, "r": 6, "d": 7, "He": 8, "Hel": 9, "ll": 10, "Hell": 11, "Hello": 12, "Ġw": 13, "Ġwo": 14, "Ġwor": 15, "Ġworl": 16, "Ġworld": 17, "Ã": 18, "©": 19, "c": 20, "a": 21, "f": 22},
+        "merges": ["H e", "He l", "Hel l", "Hell o", "Ġ w", "Ġw o", "Ġwo r", "Ġwor l", "Ġworl d"]}
+    }"#;
+
     #[test]
-    fn byte_level_pieces_decode_to_utf8() {
+    fn byte_level_bpe_round_trips_text() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer.json");
-        // "Ġ" is the space byte; "Ã©" is UTF-8 é (0xC3 0xA9) in GPT-2's mapping.
-        std::fs::write(&p, r#"{"model": {"vocab": {"Hello": 0, "Ġworld": 1, "Ġcaf": 2, "Ã©": 3}}, "added_tokens": [{"id": 9, "content": "<|endoftext|>"}]}"#).unwrap();
+        std::fs::write(&p, TOKENIZER).unwrap();
         let t = Tokenizer::from_file(&p).unwrap();
-        assert_eq!(t.decode(&[0, 1, 2, 3, 9]), "Hello world café");
-        assert_eq!(t.special_id("<|endoftext|>"), Some(9));
+        assert_eq!(t.encode("Hello world").unwrap(), vec![12, 17]);
+        // "Ã©" is UTF-8 é (0xC3 0xA9) in GPT-2's byte mapping.
+        assert_eq!(t.encode("café").unwrap(), vec![20, 21, 22, 18, 19]);
+        // Special tokens, and ids past the vocabulary (timestamps), are skipped.
+        assert_eq!(t.decode(&[12, 17, 23, 4, 20, 21, 22, 18, 19, 50_000]), "Hello world café");
+        assert_eq!(t.special_id("<|endoftext|>"), Some(23));
+        assert_eq!(t.special_content(23).as_deref(), Some("<|endoftext|>"));
         std::fs::write(&p, "{}").unwrap();
-        assert!(Tokenizer::from_file(&p).err().unwrap().to_string().contains("model.vocab"));
+        let e = Tokenizer::from_file(&p).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.json"), "{e}");
     }
 }

@@ -1,0 +1,119 @@
+//! `harness transcribe` end to end on the tiny random Whisper of the seed-0 fixture (vocabulary
+//! 600) with a made-up byte-level tokenizer: long audio goes through overlapping windows with
+//! timestamps, any rate and channel count is accepted, and bad requests are refused by name.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use harness::audio::{write_wav, Audio};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+}
+
+/// A model folder: the fixture's config and weights, and a tokenizer.json whose vocabulary
+/// (500 byte-level pieces) and special tokens fit the fixture's ids (start 500, end 501).
+fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("whisper-s0").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut vocab = serde_json::Map::new();
+    let printable: Vec<char> = ('!'..='~').collect();
+    let letters: Vec<char> = ('a'..='z').collect();
+    for (i, c) in printable.iter().enumerate() {
+        vocab.insert(c.to_string(), i.into());
+    }
+    vocab.insert("Ġ".into(), printable.len().into());
+    let mut id = printable.len() + 1;
+    'pairs: for a in &letters {
+        for b in &letters {
+            if id == 500 {
+                break 'pairs;
+            }
+            vocab.insert(format!("Ġ{a}{b}"), id.into());
+            id += 1;
+        }
+    }
+    let added = |id: u32, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [added(500, "<|startoftranscript|>"), added(501, "<|endoftext|>"), added(502, "<|notimestamps|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []},
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    dir
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
+}
+
+/// A stereo chirp-and-pause signal of `secs` seconds at `rate`.
+fn wav(dir: &Path, name: &str, secs: f64, rate: u32, f: impl Fn(f64) -> f32) -> PathBuf {
+    let n = (secs * f64::from(rate)) as usize;
+    let ch: Vec<f32> = (0..n).map(|i| f(i as f64 / f64::from(rate))).collect();
+    let p = dir.join(name);
+    write_wav(&p, &Audio { sample_rate: rate, channels: vec![ch.clone(), ch] }, false).unwrap();
+    p
+}
+
+fn speechlike(t: f64) -> f32 {
+    // Bursts of a wobbling tone, 2 s on and 1 s off, so windows have pauses to start in.
+    if t % 3.0 < 2.0 {
+        (0.3 * (2.0 * std::f64::consts::PI * (220.0 + 80.0 * (3.0 * t).sin()) * t).sin()) as f32
+    } else {
+        0.0
+    }
+}
+
+#[test]
+fn long_audio_is_transcribed_in_overlapping_windows_with_timestamps() {
+    let model = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let audio = wav(tmp.path(), "long.wav", 65.0, 22_050, speechlike);
+    let m = model.path().to_str().unwrap();
+    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--json", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((v["audio_seconds"].as_f64().unwrap() - 65.0).abs() < 0.01, "{v}");
+    assert_eq!(v["windows"], 3, "65 s in 30 s windows overlapping by 3 to 6 s");
+    assert!(v["mlx_peak_mib"].as_f64().unwrap() > 0.0);
+    let segs = v["segments"].as_array().unwrap();
+    let starts: Vec<f64> = segs.iter().map(|s| s["start_s"].as_f64().unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "segments out of order: {starts:?}");
+    for s in segs {
+        let (a, b) = (s["start_s"].as_f64().unwrap(), s["end_s"].as_f64().unwrap());
+        assert!((0.0..=65.0).contains(&a) && a <= b, "segment [{a}, {b}]");
+        // Timestamp tokens never leak into the text tokens.
+        assert!(s["tokens"].as_array().unwrap().iter().all(|t| t.as_i64().unwrap() < 503), "{s}");
+    }
+    // The text is the segments' text, and with --timestamps each segment prints with its times.
+    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--timestamps", "--quiet", "--variant", "naive"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), segs.len(), "{out}");
+    assert!(out.lines().all(|l| l.starts_with("[0:") || l.starts_with("[1:")), "{out}");
+}
+
+#[test]
+fn bad_requests_are_refused_by_name() {
+    let model = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model.path().to_str().unwrap();
+    let short = wav(tmp.path(), "short.wav", 2.0, 16_000, speechlike);
+    let o = harness(&["transcribe", "--model-dir", m, short.to_str().unwrap(), "--language", "de"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("English-only"), "{}", String::from_utf8_lossy(&o.stderr));
+    let silent = wav(tmp.path(), "empty.wav", 0.0, 16_000, speechlike);
+    let o = harness(&["transcribe", "--model-dir", m, silent.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("empty"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(model.path().join("tokenizer.json")).unwrap();
+    let o = harness(&["transcribe", "--model-dir", m, short.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tokenizer.json"), "{}", String::from_utf8_lossy(&o.stderr));
+}
