@@ -220,7 +220,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
             (true, None) => Some(model.detect_language(enc, &lang_ids)?.0),
         };
         language = language.or(lang);
-        Ok(sot_sequence(&model.config, &tok, lang, timestamps).map_err(|e| models::Error::InvalidArgument(e.to_string()))?)
+        sot_sequence(&model.config, &tok, lang, timestamps).map_err(|e| models::Error::InvalidArgument(e.to_string()))
     };
     let segments: Vec<TimedSegment> = if timestamped {
         let no_ts = tok.special_id("<|notimestamps|>").context("tokenizer.json lacks <|notimestamps|>")?;

@@ -74,7 +74,7 @@ pub fn transcribe(
             tokens.pop();
         }
         let t0 = f64::from(start) / sr;
-        let (segs, unfinished) = segments(&tokens, lf.timestamps.begin, f64::from(end - start) / sr);
+        let (segs, _unfinished) = segments(&tokens, lf.timestamps.begin, f64::from(end - start) / sr);
         let owned_to = offsets.get(w + 1).map_or(f64::INFINITY, |&o| f64::from(o) / sr);
         out.extend(segs.into_iter().map(|s| TimedSegment { start: t0 + s.start, end: t0 + s.end, tokens: s.tokens, window: w }).filter(|s| s.start < owned_to));
         progress(w + 1, offsets.len());
