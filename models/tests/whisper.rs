@@ -99,3 +99,33 @@ fn presets_have_the_published_shapes() {
         assert!(WhisperConfig::preset(name).unwrap().validate().is_ok());
     }
 }
+
+/// Language detection is openai-whisper's `detect_language`: a softmax over the language
+/// tokens' logits after `<|startoftranscript|>`. The fixture's reference logits (HF, teacher
+/// forced from the start token) give the expected choice and probability for any token set.
+#[test]
+fn language_detection_picks_the_reference_logits_best_token() {
+    for seed in ["whisper-s0", "whisper-s1"] {
+        let dir = fixture(seed);
+        let model = Whisper::load_dir(&dir).unwrap();
+        let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+        let outputs = weights::read_safetensors(&dir.join("outputs.safetensors")).unwrap();
+        assert_eq!(inputs["decoder_input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap().as_slice::<i32>()[0], model.config.decoder_start_token_id);
+        let enc = model.encode(&outputs["audio.mel"]).unwrap();
+        let first: Vec<f32> = {
+            use mlx_rs::ops::indexing::IndexOp;
+            let l = outputs["logits"].index((0, 0, ..));
+            l.eval().unwrap();
+            l.as_slice::<f32>().to_vec()
+        };
+        for ids in [(0..100).collect::<Vec<i32>>(), (250..350).step_by(3).collect(), vec![7, 499, 123]] {
+            let (best, p) = model.detect_language(&enc, &ids).unwrap();
+            let max = ids.iter().map(|&i| first[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+            let want = *ids.iter().find(|&&i| first[i as usize] == max).unwrap();
+            let z: f64 = ids.iter().map(|&i| f64::from(first[i as usize] - max).exp()).sum();
+            assert_eq!(best, want, "{seed}: {ids:?}");
+            assert!((f64::from(p) - 1.0 / z).abs() < 1e-4, "{seed}: probability {p} against {}", 1.0 / z);
+        }
+        assert!(model.detect_language(&enc, &[]).unwrap_err().to_string().contains("no language tokens"));
+    }
+}
