@@ -6,6 +6,7 @@ pub mod config;
 pub mod encodec;
 pub mod error;
 pub mod hub;
+pub mod musicgen;
 pub mod nn;
 pub mod runtime;
 pub mod weights;

@@ -123,6 +123,11 @@ impl MultiHeadAttention {
     /// Cross-attention of `x` over the encoder output `xa`. With a cache, K/V are computed on
     /// the first call and reused afterwards (optimized); without, recomputed every call (naive).
     pub fn cross_attention(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>) -> Result<Array> {
+        self.cross_attention_masked(x, xa, cache, Mask::None)
+    }
+
+    /// [`Self::cross_attention`] with a mask over the encoder positions (padding).
+    pub fn cross_attention_masked(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>, mask: Mask<'_>) -> Result<Array> {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let (k, v) = match cache {
             Some(c) => match &c.kv {
@@ -138,7 +143,7 @@ impl MultiHeadAttention {
             },
             None => self.project_kv(xa)?,
         };
-        self.attend(&q, &k, &v, Mask::None)
+        self.attend(&q, &k, &v, mask)
     }
 }
 

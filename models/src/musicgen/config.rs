@@ -1,0 +1,114 @@
+//! MusicGen's configuration: HF `MusicgenConfig` (`config.json`), which nests the T5 text
+//! encoder's, the decoder's and EnCodec's configurations.
+use serde::Deserialize;
+
+use crate::config::ModelConfig;
+use crate::encodec::config::EncodecConfig;
+
+fn d_buckets() -> i32 {
+    32
+}
+fn d_distance() -> i32 {
+    128
+}
+fn d_eps() -> f32 {
+    1e-6
+}
+fn d_ff_proj() -> String {
+    "relu".into()
+}
+fn d_act() -> String {
+    "gelu".into()
+}
+fn one() -> i32 {
+    1
+}
+
+/// The fields of HF `T5Config` the encoder uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct T5Config {
+    pub vocab_size: i32,
+    pub d_model: i32,
+    pub d_kv: i32,
+    pub d_ff: i32,
+    pub num_layers: i32,
+    pub num_heads: i32,
+    #[serde(default = "d_buckets")]
+    pub relative_attention_num_buckets: i32,
+    #[serde(default = "d_distance")]
+    pub relative_attention_max_distance: i32,
+    #[serde(default = "d_eps")]
+    pub layer_norm_epsilon: f32,
+    #[serde(default = "d_ff_proj")]
+    pub feed_forward_proj: String,
+}
+
+/// The fields of HF `MusicgenDecoderConfig` the decoder uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct DecoderConfig {
+    pub vocab_size: i32,
+    pub max_position_embeddings: i32,
+    pub num_hidden_layers: i32,
+    pub ffn_dim: i32,
+    pub num_attention_heads: i32,
+    pub hidden_size: i32,
+    pub num_codebooks: i32,
+    #[serde(default = "one")]
+    pub audio_channels: i32,
+    pub pad_token_id: i32,
+    #[serde(default)]
+    pub scale_embedding: bool,
+    #[serde(default = "d_act")]
+    pub activation_function: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct MusicgenConfig {
+    pub text_encoder: T5Config,
+    pub decoder: DecoderConfig,
+    pub audio_encoder: EncodecConfig,
+}
+
+impl ModelConfig for MusicgenConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let (t, d) = (&self.text_encoder, &self.decoder);
+        for (name, v) in [
+            ("text_encoder.d_model", t.d_model),
+            ("text_encoder.d_kv", t.d_kv),
+            ("text_encoder.num_heads", t.num_heads),
+            ("text_encoder.num_layers", t.num_layers),
+            ("text_encoder.relative_attention_num_buckets", t.relative_attention_num_buckets),
+            ("decoder.hidden_size", d.hidden_size),
+            ("decoder.num_attention_heads", d.num_attention_heads),
+            ("decoder.num_hidden_layers", d.num_hidden_layers),
+            ("decoder.num_codebooks", d.num_codebooks),
+            ("decoder.vocab_size", d.vocab_size),
+        ] {
+            if v < 1 {
+                return Err(format!("{name} is {v}; it must be positive"));
+            }
+        }
+        if t.feed_forward_proj != "relu" {
+            return Err(format!("text_encoder.feed_forward_proj \"{}\": only \"relu\" (t5-base, as MusicGen uses) is implemented", t.feed_forward_proj));
+        }
+        if t.relative_attention_num_buckets < 4 || t.relative_attention_max_distance <= t.relative_attention_num_buckets / 4 {
+            return Err("text_encoder relative attention: needs at least 4 buckets and a max distance past a quarter of them".into());
+        }
+        if d.hidden_size % d.num_attention_heads != 0 {
+            return Err(format!("decoder.hidden_size {} is not a multiple of num_attention_heads {}", d.hidden_size, d.num_attention_heads));
+        }
+        if d.hidden_size % 2 != 0 {
+            return Err(format!("decoder.hidden_size {} must be even (sinusoidal positions)", d.hidden_size));
+        }
+        if d.activation_function != "gelu" {
+            return Err(format!("decoder.activation_function \"{}\": only \"gelu\" is implemented", d.activation_function));
+        }
+        if d.audio_channels != 1 {
+            return Err(format!("decoder.audio_channels {}: only mono MusicGen is implemented", d.audio_channels));
+        }
+        if d.vocab_size != self.audio_encoder.codebook_size {
+            return Err(format!("decoder.vocab_size {} differs from audio_encoder.codebook_size {}", d.vocab_size, self.audio_encoder.codebook_size));
+        }
+        self.audio_encoder.validate().map_err(|e| format!("audio_encoder: {e}"))
+    }
+}

@@ -1,0 +1,283 @@
+//! MusicGen (HF `MusicgenForConditionalGeneration`, weights under its names): a T5 text
+//! encoder, a decoder over `K` parallel codebooks with the delay pattern, classifier-free
+//! guidance, and EnCodec to turn codes into audio. Decoding has the seed's switches
+//! ([`DecodeOptions`]): the KV cache kind, cross-attention K/V cached or recomputed, and the
+//! eval interval.
+pub mod config;
+pub mod t5;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
+use mlx_rs::{ops, Array, Dtype};
+
+pub use self::config::MusicgenConfig;
+use self::t5::T5Encoder;
+use crate::config::ModelConfig;
+use crate::encodec::Encodec;
+use crate::error::{Error, Result};
+use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use crate::nn::kv_cache::{new_cache, KvCache};
+use crate::nn::linear::Linear;
+use crate::nn::norm::layer_norm;
+use crate::weights;
+pub use crate::whisper::DecodeOptions;
+
+struct Norm {
+    weight: Array,
+    bias: Array,
+}
+
+impl Norm {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
+    }
+}
+
+struct Layer {
+    attn: MultiHeadAttention,
+    attn_ln: Norm,
+    cross: MultiHeadAttention,
+    cross_ln: Norm,
+    fc1: Linear,
+    fc2: Linear,
+    ff_ln: Norm,
+}
+
+fn gelu(x: &Array) -> Result<Array> {
+    let half = mlx_rs::array!(0.5f32);
+    Ok(x.multiply(&half)?.multiply(ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
+}
+
+pub struct MusicGen {
+    pub config: MusicgenConfig,
+    pub text: T5Encoder,
+    /// T5 width to decoder width, when they differ.
+    enc_to_dec: Option<Linear>,
+    embed: Vec<Array>,
+    /// Sinusoidal positions `[max_positions, d]`.
+    positions: Array,
+    layers: Vec<Layer>,
+    final_ln: Norm,
+    heads: Vec<Array>,
+    pub codec: Encodec,
+}
+
+/// Text conditioning ready for the decoder: projected states `[B, S, d]` and the additive
+/// cross-attention mask `[B, 1, 1, S]`.
+pub struct Conditioning {
+    pub states: Array,
+    pub mask: Array,
+}
+
+/// Per-layer decoder state for one generation.
+pub struct DecodeState {
+    self_caches: Vec<Box<dyn KvCache>>,
+    cross_caches: Vec<CrossKvCache>,
+    cache_cross: bool,
+    offset: i32,
+}
+
+/// HF's `MusicgenSinusoidalPositionalEmbedding`: `[cos | sin]` of position × frequency.
+fn sinusoids(n: i32, d: i32) -> Array {
+    let half = d / 2;
+    let step = (10000f64.ln() / f64::from(half - 1)) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut v = Vec::with_capacity((n * d) as usize);
+    for p in 0..n {
+        let row: Vec<f32> = freqs.iter().map(|f| p as f32 * f).collect();
+        v.extend(row.iter().map(|x| x.cos()));
+        v.extend(row.iter().map(|x| x.sin()));
+    }
+    Array::from_slice(&v, &[n, d])
+}
+
+impl MusicGen {
+    /// Every weight of the text encoder, projection and decoder (EnCodec's are checked by
+    /// its own loader under `audio_encoder.`).
+    pub fn expected_weights(c: &MusicgenConfig) -> BTreeMap<String, Vec<i32>> {
+        let mut e = T5Encoder::expected_weights(&c.text_encoder, "text_encoder.");
+        let d = &c.decoder;
+        let h = d.hidden_size;
+        if c.text_encoder.d_model != h {
+            e.insert("enc_to_dec_proj.weight".into(), vec![h, c.text_encoder.d_model]);
+            e.insert("enc_to_dec_proj.bias".into(), vec![h]);
+        }
+        let p = "decoder.model.decoder";
+        for k in 0..d.num_codebooks {
+            e.insert(format!("{p}.embed_tokens.{k}.weight"), vec![d.vocab_size + 1, h]);
+            e.insert(format!("decoder.lm_heads.{k}.weight"), vec![d.vocab_size, h]);
+        }
+        e.insert(format!("{p}.layer_norm.weight"), vec![h]);
+        e.insert(format!("{p}.layer_norm.bias"), vec![h]);
+        for i in 0..d.num_hidden_layers {
+            let l = format!("{p}.layers.{i}");
+            for a in ["self_attn", "encoder_attn"] {
+                for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    e.insert(format!("{l}.{a}.{n}.weight"), vec![h, h]);
+                }
+            }
+            for n in ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"] {
+                e.insert(format!("{l}.{n}.weight"), vec![h]);
+                e.insert(format!("{l}.{n}.bias"), vec![h]);
+            }
+            e.insert(format!("{l}.fc1.weight"), vec![d.ffn_dim, h]);
+            e.insert(format!("{l}.fc2.weight"), vec![h, d.ffn_dim]);
+        }
+        e
+    }
+
+    pub fn from_tensors(config: MusicgenConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
+        let (audio, rest): (HashMap<_, _>, HashMap<_, _>) = tensors.into_iter().partition(|(k, _)| k.starts_with("audio_encoder."));
+        let audio: HashMap<String, Array> = audio.into_iter().map(|(k, v)| (k["audio_encoder.".len()..].to_string(), v)).collect();
+        let codec = Encodec::from_tensors(config.audio_encoder.clone(), audio, &format!("{source} (audio_encoder.)"))?;
+        weights::check_strict(source, &rest, &Self::expected_weights(&config))?;
+        let mut w: HashMap<String, Array> = rest.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
+        let text = T5Encoder::take(config.text_encoder.clone(), &mut w, "text_encoder.")?;
+        let mut take = |k: String| w.remove(&k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")));
+        let d = config.decoder.clone();
+        let enc_to_dec = if config.text_encoder.d_model != d.hidden_size {
+            Some(Linear::new(take("enc_to_dec_proj.weight".into())?, Some(take("enc_to_dec_proj.bias".into())?))?)
+        } else {
+            None
+        };
+        let p = "decoder.model.decoder";
+        let embed = (0..d.num_codebooks).map(|k| take(format!("{p}.embed_tokens.{k}.weight"))).collect::<Result<Vec<_>>>()?;
+        let heads = (0..d.num_codebooks).map(|k| take(format!("decoder.lm_heads.{k}.weight"))).collect::<Result<Vec<_>>>()?;
+        let mut layers = Vec::new();
+        for i in 0..d.num_hidden_layers {
+            let l = format!("{p}.layers.{i}");
+            let mut lin = |n: String| Linear::new(take(format!("{l}.{n}.weight"))?, None);
+            let mut attn = |a: &str| -> Result<MultiHeadAttention> {
+                Ok(MultiHeadAttention {
+                    query: lin(format!("{a}.q_proj"))?,
+                    key: lin(format!("{a}.k_proj"))?,
+                    value: lin(format!("{a}.v_proj"))?,
+                    out: lin(format!("{a}.out_proj"))?,
+                    n_head: d.num_attention_heads,
+                    kernel: AttentionKernel::Fused,
+                })
+            };
+            let (sa, ca) = (attn("self_attn")?, attn("encoder_attn")?);
+            let (fc1, fc2) = (lin("fc1".into())?, lin("fc2".into())?);
+            let mut norm = |n: &str| -> Result<Norm> { Ok(Norm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
+            layers.push(Layer { attn: sa, attn_ln: norm("self_attn_layer_norm")?, cross: ca, cross_ln: norm("encoder_attn_layer_norm")?, fc1, fc2, ff_ln: norm("final_layer_norm")? });
+        }
+        let final_ln = Norm { weight: take(format!("{p}.layer_norm.weight"))?, bias: take(format!("{p}.layer_norm.bias"))? };
+        let positions = sinusoids(d.max_position_embeddings, d.hidden_size);
+        Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
+    }
+
+    /// `config.json` + `model.safetensors` from a folder.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let config = MusicgenConfig::from_file(&dir.join("config.json"))?;
+        let path = dir.join("model.safetensors");
+        Self::from_tensors(config, weights::read_safetensors(&path)?, &path.display().to_string())
+    }
+
+    /// Text states for the decoder, with the classifier-free-guidance batch appended when
+    /// `guidance` is set: zero states, fully masked (HF's "null" conditioning).
+    pub fn condition(&self, ids: &Array, mask: &Array, guidance: bool) -> Result<Conditioning> {
+        let mut states = self.text.forward(ids, Some(mask))?;
+        if let Some(p) = &self.enc_to_dec {
+            states = p.forward(&states)?;
+        }
+        let mut mask = mask.as_dtype(Dtype::Float32)?;
+        if guidance {
+            states = ops::concatenate(&[states.clone(), ops::zeros_like(&states)?], 0)?;
+            mask = ops::concatenate(&[mask.clone(), ops::zeros_like(&mask)?], 0)?;
+        }
+        let s = mask.shape().to_vec();
+        let additive = ops::subtract(mlx_rs::array!(1.0f32), &mask)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[s[0], 1, 1, s[1]])?;
+        Ok(Conditioning { states, mask: additive })
+    }
+
+    pub fn new_state(&self, opts: &DecodeOptions) -> DecodeState {
+        let max = self.config.decoder.max_position_embeddings;
+        DecodeState {
+            self_caches: (0..self.layers.len()).map(|_| new_cache(opts.kv_cache, max)).collect(),
+            cross_caches: (0..self.layers.len()).map(|_| CrossKvCache::new()).collect(),
+            cache_cross: opts.cache_cross,
+            offset: 0,
+        }
+    }
+
+    /// Logits `[B, K, T, vocab]` for codes `[B, K, T]` following what `state` has seen.
+    pub fn decode_step(&self, codes: &Array, cond: &Conditioning, state: &mut DecodeState) -> Result<Array> {
+        let d = &self.config.decoder;
+        let s = codes.shape();
+        if s.len() != 3 || s[1] != d.num_codebooks {
+            return Err(Error::InvalidArgument(format!("codes of shape {s:?}: expected [batch, {}, steps]", d.num_codebooks)));
+        }
+        let t = s[2];
+        if state.offset + t > d.max_position_embeddings {
+            return Err(Error::InvalidArgument(format!("decoding past {} positions", d.max_position_embeddings)));
+        }
+        let mut h = self.positions.index(state.offset..state.offset + t);
+        for (k, e) in self.embed.iter().enumerate() {
+            h = e.take_axis(codes.index((.., k as i32, ..)), 0)?.add(&h)?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
+            let cache = if state.cache_cross { Some(&mut state.cross_caches[i]) } else { None };
+            h = h.add(l.cross.cross_attention_masked(&l.cross_ln.forward(&h)?, &cond.states, cache, Mask::Additive(&cond.mask))?)?;
+            h = h.add(l.fc2.forward(&gelu(&l.fc1.forward(&l.ff_ln.forward(&h)?)?)?)?)?;
+        }
+        state.offset += t;
+        let h = self.final_ln.forward(&h)?;
+        let logits: Vec<Array> = self.heads.iter().map(|w| h.matmul(w.t())).collect::<std::result::Result<_, _>>()?;
+        Ok(ops::stack(&logits, 1)?)
+    }
+
+    /// Greedy generation of `steps` decoder steps as HF `generate(do_sample=False)`: the delay
+    /// pattern (codebook `k` runs `k` steps behind the first), classifier-free guidance with
+    /// scale `guidance` when above 1. Returns the codes `[B, K, steps + 1 - K]` with the delay
+    /// undone.
+    pub fn generate_greedy(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
+        let d = &self.config.decoder;
+        let kb = d.num_codebooks;
+        let total = steps as i32 + 1;
+        if total < 2 * kb - 1 {
+            return Err(Error::InvalidArgument(format!("{steps} steps: the delay pattern of {kb} codebooks needs at least {}", 2 * kb - 2)));
+        }
+        let cfg = guidance > 1.0;
+        let cond = self.condition(ids, mask, cfg)?;
+        let b = ids.shape()[0];
+        let rows = if cfg { 2 * b } else { b };
+        let pad = d.pad_token_id;
+        // Position t of codebook k is generated when k < t < k + total - kb + 1, else padding.
+        let valid = |k: i32, t: i32| k < t && t < k + total - kb + 1;
+        let mut state = self.new_state(opts);
+        let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
+        let mut columns: Vec<Array> = Vec::new();
+        let every = opts.eval_every.max(1) as usize;
+        for step in 0..steps {
+            let logits = self.decode_step(&input, &cond, &mut state)?.index((.., .., -1, ..)); // [rows, K, V]
+            let logits = if cfg {
+                let (c, u) = (logits.index(0..b), logits.index(b..));
+                u.add(c.subtract(&u)?.multiply(mlx_rs::array!(guidance))?)?
+            } else {
+                logits
+            };
+            let next = argmax_axis(&logits, -1, false)?.as_dtype(Dtype::Int32)?; // [B, K]
+            let t = step as i32 + 1;
+            let keep: Vec<bool> = (0..kb).map(|k| valid(k, t)).collect();
+            let next = ops::select(&Array::from_slice(&keep, &[1, kb]), &next, mlx_rs::array!(pad))?;
+            columns.push(next.clone());
+            let col = next.reshape(&[b, kb, 1])?;
+            input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
+            if (step + 1) % every == 0 {
+                input.eval()?;
+            }
+        }
+        // Undo the delay: codebook k's frame f sits at step f + k (column f + k of the new ones).
+        let all = ops::stack(&columns, 2)?; // [B, K, steps]
+        let frames = total - kb;
+        let per: Vec<Array> = (0..kb).map(|k| all.index((.., k..k + 1, k..k + frames))).collect();
+        let codes = ops::concatenate(&per, 1)?;
+        codes.eval()?;
+        Ok(codes)
+    }
+}
