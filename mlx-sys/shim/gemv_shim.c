@@ -6,7 +6,8 @@
  * about 4x slower than sgemv on a 1024 x 4096 weight. This library is linked ahead of
  * OpenBLAS in every binary, so the dynamic loader binds libmlx's cblas_sgemm here. Products
  * with a vector operand go to cblas_sgemv; everything else to the next cblas_sgemm in load
- * order (OpenBLAS). Results are the same products, summed in a different order.
+ * order (OpenBLAS). Products with up to SMALL_M rows run as one sgemv per row. Results are
+ * the same products, summed in a different order.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -14,6 +15,9 @@
 #include <stddef.h>
 
 enum { RowMajor = 101, ColMajor = 102, NoTrans = 111, Trans = 112 };
+
+/* Products with at most this many rows in a go to sgemv row by row. */
+#define SMALL_M 4
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
 typedef void (*sgemv_fn)(int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
@@ -41,13 +45,20 @@ void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, co
     /* sgemv returns early when the inner size is 0 and would leave C unscaled: only forward
      * products with a real inner dimension. */
     if (next_sgemv && order == RowMajor && k > 0 && m > 0 && n > 0) {
-        if (m == 1) {
-            /* c[1, n] = a[1, k] op(b)[k, n]: sgemv over b with x = the row of a. */
+        if (m <= SMALL_M) {
+            /* c[i, n] = a[i, k] op(b)[k, n], one sgemv over b per row of a. A few rows (a
+             * batch of 2 for classifier-free guidance, a handful of beams) stay far cheaper as
+             * GEMVs than as a GEMM that packs all of b: measured on a 1024 x 4096 weight with
+             * OpenBLAS 0.3.21, 2 rows 0.32 against 1.73 ms, 4 rows 0.60 against 1.89 ms (2
+             * threads); at 8 rows the GEMM wins on one thread. */
             int incx = (ta == NoTrans) ? 1 : lda;
-            if (tb == NoTrans)
-                next_sgemv(RowMajor, Trans, k, n, alpha, b, ldb, a, incx, beta, c, 1);
-            else
-                next_sgemv(RowMajor, NoTrans, n, k, alpha, b, ldb, a, incx, beta, c, 1);
+            for (int i = 0; i < m; i++) {
+                const float *row = (ta == NoTrans) ? a + (size_t)i * lda : a + i;
+                if (tb == NoTrans)
+                    next_sgemv(RowMajor, Trans, k, n, alpha, b, ldb, row, incx, beta, c + (size_t)i * ldc, 1);
+                else
+                    next_sgemv(RowMajor, NoTrans, n, k, alpha, b, ldb, row, incx, beta, c + (size_t)i * ldc, 1);
+            }
             return;
         }
         if (n == 1) {

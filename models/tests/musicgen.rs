@@ -44,7 +44,7 @@ fn musicgen_matches_hf_on_both_seeds() {
         for v in [Variant::Naive, Variant::Optimized] {
             let opts = DecodeOptions::for_variant(v);
             let cond = model.condition(&ids, mask, false).unwrap();
-            let mut state = model.new_state(&opts);
+            let mut state = model.new_state(&opts, t as usize);
             let logits = model.decode_step(&dec.reshape(&[b, k, t]).unwrap(), &cond, &mut state).unwrap();
             let logits = logits.reshape(&[b * k, t, -1]).unwrap();
             assert_close(&format!("{seed} {v:?} logits"), &logits, &outputs["logits"]);

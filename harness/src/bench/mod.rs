@@ -2,6 +2,7 @@
 //! timing, statistics, targets, baseline comparison and reports.
 pub mod blocks;
 pub mod encodec;
+pub mod musicgen;
 pub mod whisper;
 pub mod workload;
 
@@ -155,6 +156,7 @@ pub fn registry(scale: Scale) -> Vec<Spec> {
     let mut specs = blocks::specs(scale);
     specs.extend(encodec::specs(scale));
     specs.extend(whisper::specs(scale));
+    specs.extend(musicgen::specs(scale));
     specs
 }
 

@@ -112,3 +112,43 @@ impl ModelConfig for MusicgenConfig {
         self.audio_encoder.validate().map_err(|e| format!("audio_encoder: {e}"))
     }
 }
+
+impl MusicgenConfig {
+    /// `facebook/musicgen-small` (decoder 1024 wide, 24 layers) or `facebook/musicgen-medium`
+    /// (1536, 48 layers), with t5-base and EnCodec 32 kHz, as their `config.json` files give.
+    pub fn preset(name: &str) -> crate::error::Result<Self> {
+        let (hidden, layers, heads) = match name {
+            "small" => (1024, 24, 16),
+            "medium" => (1536, 48, 24),
+            other => return Err(crate::error::Error::InvalidArgument(format!("unknown MusicGen size '{other}' (small, medium)"))),
+        };
+        Ok(Self {
+            text_encoder: T5Config {
+                vocab_size: 32128,
+                d_model: 768,
+                d_kv: 64,
+                d_ff: 3072,
+                num_layers: 12,
+                num_heads: 12,
+                relative_attention_num_buckets: 32,
+                relative_attention_max_distance: 128,
+                layer_norm_epsilon: 1e-6,
+                feed_forward_proj: "relu".into(),
+            },
+            decoder: DecoderConfig {
+                vocab_size: 2048,
+                max_position_embeddings: 2048,
+                num_hidden_layers: layers,
+                ffn_dim: 4 * hidden,
+                num_attention_heads: heads,
+                hidden_size: hidden,
+                num_codebooks: 4,
+                audio_channels: 1,
+                pad_token_id: 2048,
+                scale_embedding: false,
+                activation_function: "gelu".into(),
+            },
+            audio_encoder: EncodecConfig::encodec_32khz(),
+        })
+    }
+}

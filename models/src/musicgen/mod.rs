@@ -133,6 +133,10 @@ impl MusicGen {
         let (audio, rest): (HashMap<_, _>, HashMap<_, _>) = tensors.into_iter().partition(|(k, _)| k.starts_with("audio_encoder."));
         let audio: HashMap<String, Array> = audio.into_iter().map(|(k, v)| (k["audio_encoder.".len()..].to_string(), v)).collect();
         let codec = Encodec::from_tensors(config.audio_encoder.clone(), audio, &format!("{source} (audio_encoder.)"))?;
+        Self::build(config, rest, codec, source)
+    }
+
+    fn build(config: MusicgenConfig, rest: HashMap<String, Array>, codec: Encodec, source: &str) -> Result<Self> {
         weights::check_strict(source, &rest, &Self::expected_weights(&config))?;
         let mut w: HashMap<String, Array> = rest.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
         let text = T5Encoder::take(config.text_encoder.clone(), &mut w, "text_encoder.")?;
@@ -170,6 +174,20 @@ impl MusicGen {
         Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
     }
 
+    /// A model of `config`'s size with random weights (benchmarks).
+    pub fn random(config: MusicgenConfig, seed: u64) -> Result<Self> {
+        let t = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
+            if name.contains("layer_norm") && name.ends_with("weight") {
+                weights::Init::Ones
+            } else {
+                weights::Init::Normal(0.02)
+            }
+        })?;
+        let codec = Encodec::random(config.audio_encoder.clone(), seed + 1)?;
+        config.validate().map_err(|reason| Error::Config { path: "random weights".into(), reason })?;
+        Self::build(config, t, codec, &format!("random weights (seed {seed})"))
+    }
+
     /// `config.json` + `model.safetensors` from a folder.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = MusicgenConfig::from_file(&dir.join("config.json"))?;
@@ -194,8 +212,9 @@ impl MusicGen {
         Ok(Conditioning { states, mask: additive })
     }
 
-    pub fn new_state(&self, opts: &DecodeOptions) -> DecodeState {
-        let max = self.config.decoder.max_position_embeddings;
+    /// Fresh decoder state for up to `steps` positions (a preallocated cache is sized to it).
+    pub fn new_state(&self, opts: &DecodeOptions, steps: usize) -> DecodeState {
+        let max = (steps as i32).clamp(1, self.config.decoder.max_position_embeddings);
         DecodeState {
             self_caches: (0..self.layers.len()).map(|_| new_cache(opts.kv_cache, max)).collect(),
             cross_caches: (0..self.layers.len()).map(|_| CrossKvCache::new()).collect(),
@@ -236,6 +255,13 @@ impl MusicGen {
     /// scale `guidance` when above 1. Returns the codes `[B, K, steps + 1 - K]` with the delay
     /// undone.
     pub fn generate_greedy(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
+        let cond = self.condition(ids, mask, guidance > 1.0)?;
+        self.generate_from(&cond, steps, guidance, opts)
+    }
+
+    /// [`Self::generate_greedy`] from conditioning already computed (with the guidance batch
+    /// appended when `guidance` is above 1).
+    pub fn generate_from(&self, cond: &Conditioning, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
         let d = &self.config.decoder;
         let kb = d.num_codebooks;
         let total = steps as i32 + 1;
@@ -243,18 +269,17 @@ impl MusicGen {
             return Err(Error::InvalidArgument(format!("{steps} steps: the delay pattern of {kb} codebooks needs at least {}", 2 * kb - 2)));
         }
         let cfg = guidance > 1.0;
-        let cond = self.condition(ids, mask, cfg)?;
-        let b = ids.shape()[0];
-        let rows = if cfg { 2 * b } else { b };
+        let rows = cond.states.shape()[0];
+        let b = if cfg { rows / 2 } else { rows };
         let pad = d.pad_token_id;
         // Position t of codebook k is generated when k < t < k + total - kb + 1, else padding.
         let valid = |k: i32, t: i32| k < t && t < k + total - kb + 1;
-        let mut state = self.new_state(opts);
+        let mut state = self.new_state(opts, steps);
         let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
         let mut columns: Vec<Array> = Vec::new();
         let every = opts.eval_every.max(1) as usize;
         for step in 0..steps {
-            let logits = self.decode_step(&input, &cond, &mut state)?.index((.., .., -1, ..)); // [rows, K, V]
+            let logits = self.decode_step(&input, cond, &mut state)?.index((.., .., -1, ..)); // [rows, K, V]
             let logits = if cfg {
                 let (c, u) = (logits.index(0..b), logits.index(b..));
                 u.add(c.subtract(&u)?.multiply(mlx_rs::array!(guidance))?)?
