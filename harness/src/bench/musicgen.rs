@@ -1,8 +1,9 @@
-//! MusicGen decode workloads at real decoder size, random weights: a fixed number of steps with
-//! classifier-free guidance (batch 2: conditioned and null), from random text states, naive
-//! against optimized and each switch alone.
+//! MusicGen workloads at real size, random weights: decode-only runs of a fixed number of steps
+//! with classifier-free guidance (batch 2: conditioned and null) from random text states, naive
+//! against optimized and each switch alone; and the seed's end-to-end 10 s generation (T5,
+//! 500 steps, EnCodec decode).
 use anyhow::Result;
-use mlx_rs::random;
+use mlx_rs::{random, Array};
 use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig};
 use models::nn::kv_cache::KvCacheKind;
 
@@ -28,6 +29,23 @@ impl Workload for Decode {
     }
 }
 
+/// Text tokens to audio: T5, 500 steps with guidance, EnCodec 32 kHz decode.
+struct Generate {
+    model: MusicGen,
+    ids: Array,
+    mask: Array,
+    steps: usize,
+}
+
+impl Workload for Generate {
+    fn run(&mut self, v: Variant) -> Result<()> {
+        let codes = self.model.generate_greedy(&self.ids, &self.mask, self.steps, 3.0, &DecodeOptions::for_variant(v))?;
+        let audio = self.model.codec.decode(&codes, v)?;
+        audio.eval()?;
+        Ok(())
+    }
+}
+
 /// Conditioning from 12 random text states (T5 output width), projected, with the null half.
 fn conditioning(model: &MusicGen) -> Result<Conditioning> {
     let d = model.config.decoder.hidden_size;
@@ -39,38 +57,57 @@ fn conditioning(model: &MusicGen) -> Result<Conditioning> {
 
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
-    let all = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step; optimized = preallocated cache, cross-attention K/V cached, eval every 8 steps";
-    for (size, steps, heavy) in [("small", 50usize, false), ("small", 500, true), ("medium", 500, true)] {
-        let mut variants: Vec<(String, DecodeOptions, String)> = vec![(format!("musicgen/{size}-{steps}"), DecodeOptions::optimized(), all.to_string())];
-        if steps == 500 && size == "small" {
-            let naive = DecodeOptions::naive();
-            for (name, o, what) in [
-                ("kv-cache", DecodeOptions { kv_cache: KvCacheKind::Preallocated, ..naive }, "the preallocated KV cache alone"),
-                ("cross-cache", DecodeOptions { cache_cross: true, ..naive }, "cached cross-attention K/V alone"),
-                ("eval-interval", DecodeOptions { eval_every: 8, ..naive }, "eval every 8 steps alone"),
-            ] {
-                variants.push((format!("musicgen/{size}-{steps}-{name}"), o, format!("naive = all three off; optimized = {what}")));
-            }
-        }
-        for (id, optimized, timed) in variants {
-            out.push(Spec {
-                id,
-                model: "musicgen",
-                info: WorkloadInfo {
-                    size: format!("musicgen-{size} decoder at real size, 4 codebooks of 2048, random weights"),
-                    input: "12 random text states (projected T5 output), classifier-free guidance scale 3 (batch 2)".into(),
-                    timed: format!("{steps} greedy decode steps ({:.1} s of audio at 50 Hz) with the delay pattern; {timed}", steps as f64 / 50.0),
-                    note: (steps == 500).then(|| "the seed's target row: 10 s of audio with medium in under 15 s".into()),
-                },
-                work: Work { tokens: Some(steps as f64), audio_seconds: Some(steps as f64 / 50.0), ..Work::default() },
-                heavy,
-                build: Box::new(move |_| {
-                    let model = MusicGen::random(MusicgenConfig::preset(size)?, 41)?;
-                    let cond = conditioning(&model)?;
-                    Ok(Box::new(Decode { model, cond, steps, optimized }) as Box<dyn Workload>)
-                }),
-            });
-        }
+    let all = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps";
+    let decode = |size: &'static str, steps: usize, name: Option<&str>, optimized: DecodeOptions, timed: String, heavy: bool| Spec {
+        id: match name {
+            Some(n) => format!("musicgen/decode-{size}-{steps}-{n}"),
+            None => format!("musicgen/decode-{size}-{steps}"),
+        },
+        model: "musicgen",
+        info: WorkloadInfo {
+            size: format!("musicgen-{size} decoder at real size, 4 codebooks of 2048, random weights"),
+            input: "12 random text states (projected T5 output), classifier-free guidance scale 3 (batch 2)".into(),
+            timed: format!("{steps} greedy decode steps ({:.1} s of audio at 50 Hz) with the delay pattern; {timed}", steps as f64 / 50.0),
+            note: name.map(|_| "one optimization at a time, so the report attributes the combined gain".to_string()),
+        },
+        work: Work { tokens: Some(steps as f64), ..Work::default() },
+        heavy,
+        build: Box::new(move |_| {
+            let model = MusicGen::random(MusicgenConfig::preset(size)?, 41)?;
+            let cond = conditioning(&model)?;
+            Ok(Box::new(Decode { model, cond, steps, optimized }) as Box<dyn Workload>)
+        }),
+    };
+    out.push(decode("small", 50, None, DecodeOptions::optimized(), all.into(), false));
+    out.push(decode("small", 500, None, DecodeOptions::optimized(), all.into(), true));
+    out.push(decode("medium", 500, None, DecodeOptions::optimized(), all.into(), true));
+    let naive = DecodeOptions::naive();
+    for (name, o, what) in [
+        ("kv-cache", DecodeOptions { kv_cache: KvCacheKind::Preallocated, ..naive }, "the preallocated KV cache alone"),
+        ("cross-cache", DecodeOptions { cache_cross: true, ..naive }, "cached cross-attention K/V alone"),
+        ("eval-interval", DecodeOptions { eval_every: 8, ..naive }, "eval every 8 steps alone"),
+    ] {
+        out.push(decode("small", 500, Some(name), o, format!("naive = all three off; optimized = {what}"), true));
+    }
+    for size in ["small", "medium"] {
+        out.push(Spec {
+            id: format!("musicgen/generate-10s-{size}"),
+            model: "musicgen",
+            info: WorkloadInfo {
+                size: format!("musicgen-{size} at real size (t5-base, decoder, EnCodec 32 kHz), random weights"),
+                input: "12 random text tokens, classifier-free guidance scale 3".into(),
+                timed: format!("T5 encoding, 500 greedy decode steps with the delay pattern (10 s of audio), EnCodec decode to audio, end to end; {all}; EnCodec naive or optimized with them"),
+                note: (size == "medium").then(|| "the seed's target row: 10 s of audio in under 15 s".into()),
+            },
+            work: Work { tokens: Some(500.0), audio_seconds: Some(10.0), ..Work::default() },
+            heavy: true,
+            build: Box::new(move |_| {
+                let model = MusicGen::random(MusicgenConfig::preset(size)?, 41)?;
+                let ids = random::randint::<_, i32>(1, 32000, &[1, 12], &random::key(32)?)?;
+                let mask = mlx_rs::ops::ones::<i32>(&[1, 12])?;
+                Ok(Box::new(Generate { model, ids, mask, steps: 500 }) as Box<dyn Workload>)
+            }),
+        });
     }
     out
 }
