@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
-use models::musicgen::{DecodeOptions, MusicGen};
+use models::musicgen::{DecodeOptions, MusicGen, Sampler};
 use models::nn::kv_cache::KvCacheKind;
 use models::weights;
 use models::Variant;
@@ -68,4 +68,31 @@ fn musicgen_matches_hf_on_both_seeds() {
             assert_close(&format!("{seed} {v:?} audio"), &audio, &outputs["generate.audio"]);
         }
     }
+}
+
+/// Sampling: top-k 1 is greedy whatever the temperature; a seed fixes the draws; other seeds
+/// give other music; nonsense settings are refused by name.
+#[test]
+fn sampling_is_seeded_and_top_k_one_is_greedy() {
+    let dir = fixture("musicgen-s0");
+    let model = MusicGen::load_dir(&dir).unwrap();
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let ids = inputs["input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap();
+    let mask = &inputs["attention_mask"];
+    let opts = DecodeOptions::optimized();
+    let run = |s: Sampler| model.generate(&ids, mask, 20, 3.0, &s, &opts, |_, _| {}).unwrap().as_slice::<i32>().to_vec();
+    let greedy = model.generate_greedy(&ids, mask, 20, 3.0, &opts).unwrap().as_slice::<i32>().to_vec();
+    assert_eq!(run(Sampler::TopK { top_k: 1, temperature: 0.7, seed: 3 }), greedy);
+    let a = run(Sampler::musicgen(1));
+    assert_eq!(a, run(Sampler::musicgen(1)), "the same seed must give the same codes");
+    assert_ne!(a, run(Sampler::musicgen(2)), "another seed should give other codes");
+    assert_ne!(a, greedy);
+    assert!(a.iter().all(|&c| (0..2048).contains(&c)), "codes outside the codebook");
+    let mut calls = Vec::new();
+    model.generate(&ids, mask, 20, 3.0, &Sampler::Greedy, &DecodeOptions { eval_every: 8, ..opts }, |d, t| calls.push((d, t))).unwrap();
+    assert_eq!(calls, vec![(8, 20), (16, 20), (20, 20)]);
+    let e = model.generate(&ids, mask, 20, 3.0, &Sampler::TopK { top_k: 250, temperature: 0.0, seed: 1 }, &opts, |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("temperature"), "{e}");
+    let e = model.generate_greedy(&ids, mask, 3, 3.0, &opts).unwrap_err().to_string();
+    assert!(e.contains("delay pattern"), "{e}");
 }

@@ -4,7 +4,7 @@
 //! 500 steps, EnCodec decode).
 use anyhow::Result;
 use mlx_rs::{random, Array};
-use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig};
+use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig, Sampler};
 use models::nn::kv_cache::KvCacheKind;
 
 use super::workload::{Scale, Spec, Variant, Workload};
@@ -23,7 +23,7 @@ impl Workload for Decode {
             Variant::Naive => DecodeOptions::naive(),
             Variant::Optimized => self.optimized,
         };
-        let codes = self.model.generate_from(&self.cond, self.steps, 3.0, &opts)?;
+        let codes = self.model.generate_from(&self.cond, self.steps, 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
         anyhow::ensure!(codes.shape()[2] as usize == self.steps + 1 - 4, "generated {:?}", codes.shape());
         Ok(())
     }

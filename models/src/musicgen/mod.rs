@@ -71,6 +71,45 @@ pub struct Conditioning {
     pub mask: Array,
 }
 
+/// How each step's codes are chosen from the (guided) logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    /// The most likely code (HF `do_sample=False`; the tests' mode).
+    Greedy,
+    /// HF's sampling as MusicGen's generation config sets it: logits divided by `temperature`,
+    /// all but the `top_k` largest dropped, then a draw from the softmax. `seed` fixes the
+    /// draws (MLX's generator, so not the same draws as PyTorch's).
+    TopK { top_k: i32, temperature: f32, seed: u64 },
+}
+
+impl Sampler {
+    /// MusicGen's defaults: top-k 250, temperature 1.
+    pub fn musicgen(seed: u64) -> Self {
+        Sampler::TopK { top_k: 250, temperature: 1.0, seed }
+    }
+
+    /// Codes `[B, K]` from logits `[B, K, V]` at decode step `step`.
+    fn pick(&self, logits: &Array, step: usize) -> Result<Array> {
+        match *self {
+            Sampler::Greedy => Ok(argmax_axis(logits, -1, false)?.as_dtype(Dtype::Int32)?),
+            Sampler::TopK { top_k, temperature, seed } => {
+                if !(temperature > 0.0 && temperature.is_finite()) || top_k < 1 {
+                    return Err(Error::InvalidArgument(format!("sampling needs top_k >= 1 and a positive temperature, got top_k {top_k}, temperature {temperature}")));
+                }
+                let v = logits.shape()[logits.ndim() - 1];
+                let mut l = logits.divide(mlx_rs::array!(temperature))?;
+                if top_k < v {
+                    // The k-th largest value per row; everything below it is dropped.
+                    let kth = ops::partition_axis(&l, v - top_k, -1)?.index((.., .., (v - top_k)..(v - top_k + 1)));
+                    l = ops::select(&l.lt(&kth)?, mlx_rs::array!(f32::NEG_INFINITY), &l)?;
+                }
+                let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(step as u64))?;
+                Ok(mlx_rs::random::categorical(&l, -1, None, &key)?.as_dtype(Dtype::Int32)?)
+            }
+        }
+    }
+}
+
 /// Per-layer decoder state for one generation.
 pub struct DecodeState {
     self_caches: Vec<Box<dyn KvCache>>,
@@ -255,13 +294,20 @@ impl MusicGen {
     /// scale `guidance` when above 1. Returns the codes `[B, K, steps + 1 - K]` with the delay
     /// undone.
     pub fn generate_greedy(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
-        let cond = self.condition(ids, mask, guidance > 1.0)?;
-        self.generate_from(&cond, steps, guidance, opts)
+        self.generate(ids, mask, steps, guidance, &Sampler::Greedy, opts, |_, _| {})
     }
 
-    /// [`Self::generate_greedy`] from conditioning already computed (with the guidance batch
+    /// [`Self::generate_greedy`] with any [`Sampler`]; `progress(done, steps)` follows each
+    /// evaluated step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, sampler: &Sampler, opts: &DecodeOptions, progress: impl FnMut(usize, usize)) -> Result<Array> {
+        let cond = self.condition(ids, mask, guidance > 1.0)?;
+        self.generate_from(&cond, steps, guidance, sampler, opts, progress)
+    }
+
+    /// [`Self::generate`] from conditioning already computed (with the guidance batch
     /// appended when `guidance` is above 1).
-    pub fn generate_from(&self, cond: &Conditioning, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
+    pub fn generate_from(&self, cond: &Conditioning, steps: usize, guidance: f32, sampler: &Sampler, opts: &DecodeOptions, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
         let d = &self.config.decoder;
         let kb = d.num_codebooks;
         let total = steps as i32 + 1;
@@ -286,15 +332,16 @@ impl MusicGen {
             } else {
                 logits
             };
-            let next = argmax_axis(&logits, -1, false)?.as_dtype(Dtype::Int32)?; // [B, K]
+            let next = sampler.pick(&logits, step)?; // [B, K]
             let t = step as i32 + 1;
             let keep: Vec<bool> = (0..kb).map(|k| valid(k, t)).collect();
             let next = ops::select(&Array::from_slice(&keep, &[1, kb]), &next, mlx_rs::array!(pad))?;
             columns.push(next.clone());
             let col = next.reshape(&[b, kb, 1])?;
             input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
-            if (step + 1) % every == 0 {
+            if (step + 1) % every == 0 || step + 1 == steps {
                 input.eval()?;
+                progress(step + 1, steps);
             }
         }
         // Undo the delay: codebook k's frame f sits at step f + k (column f + k of the new ones).
