@@ -6,6 +6,7 @@ pub mod codec;
 pub mod doctor;
 pub mod hub_args;
 pub mod meta;
+pub mod musicgen_cmd;
 pub mod parity;
 pub mod progress;
 pub mod report;

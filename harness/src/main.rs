@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, codec, doctor, parity, whisper_cmd};
+use harness::{bench, codec, doctor, musicgen_cmd, parity, whisper_cmd};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -26,8 +26,11 @@ enum Command {
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
     /// Transcribe a WAV with Whisper (greedy or beam search; language detection on
-    /// multilingual models; 30 s windows for long audio).
+    /// multilingual models; overlapping 30 s windows with segment timestamps for long audio).
     Transcribe(whisper_cmd::TranscribeArgs),
+    /// Generate music from a text prompt with MusicGen (T5 conditioning, classifier-free
+    /// guidance, top-k sampling or greedy) and write it as WAV.
+    Generate(musicgen_cmd::Args),
     /// Whisper weights: convert a CTranslate2 checkpoint into a folder `transcribe` loads.
     Whisper(whisper_cmd::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Codec(args) => codec::run(&args),
         Command::Whisper(args) => whisper_cmd::run(&args),
         Command::Transcribe(args) => whisper_cmd::transcribe(&args),
+        Command::Generate(args) => musicgen_cmd::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };
     match result {

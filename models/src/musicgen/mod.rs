@@ -71,6 +71,21 @@ pub struct Conditioning {
     pub mask: Array,
 }
 
+/// Token ids `[1, L]` and attention mask of `prompt` through the T5 `tokenizer.json` at `path`
+/// (special tokens added, as HF's processor does: T5 appends `</s>`).
+pub fn tokenize_prompt(path: &Path, prompt: &str) -> Result<(Array, Array)> {
+    let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let tok: tokenizers::Tokenizer = text.parse().map_err(|e| bad(format!("not a tokenizer.json the tokenizers crate reads: {e}")))?;
+    let enc = tok.encode(prompt, true).map_err(|e| Error::InvalidArgument(format!("cannot tokenize the prompt: {e}")))?;
+    let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+    }
+    let n = ids.len() as i32;
+    Ok((Array::from_slice(&ids, &[1, n]), ops::ones::<i32>(&[1, n])?))
+}
+
 /// How each step's codes are chosen from the (guided) logits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampler {
