@@ -112,6 +112,7 @@ fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap
         "attention" => run_attention(dir, optimized),
         "encodec24k" | "encodec32k" => run_encodec(dir, optimized),
         "whisper" => run_whisper(dir, optimized),
+        "musicgen" => run_musicgen(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -231,6 +232,47 @@ fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
             out.insert(format!("{name}.greedy"), tokens(model.greedy(&enc, &[start], 6, None, &opts)?));
         }
     }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct GenerationSettings {
+    guidance_scale: f32,
+    max_new_tokens: usize,
+    do_sample: bool,
+}
+
+/// MusicGen: T5 states, teacher-forced logits decoded step by step through the variant's
+/// caches, and greedy generation with guidance (`generation.json`), codes and audio.
+fn run_musicgen(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    use models::musicgen::{DecodeOptions, MusicGen};
+    let model = MusicGen::load_dir(dir)?;
+    let v = if optimized { Variant::Optimized } else { Variant::Naive };
+    let opts = DecodeOptions::for_variant(v);
+    let gen: GenerationSettings = read_json(&dir.join("generation.json"))?;
+    if gen.do_sample {
+        bail!("generation.json: sampled generation cannot be checked exactly; the fixture must use do_sample false");
+    }
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let get = |k: &str| inputs.get(k).with_context(|| format!("inputs.safetensors has no '{k}'"));
+    let ids = get("input_ids")?.as_dtype(Dtype::Int32)?;
+    let mask = get("attention_mask")?;
+    let dec = get("decoder_input_ids")?.as_dtype(Dtype::Int32)?;
+    let k = model.config.decoder.num_codebooks;
+    let (rows, t) = (dec.shape()[0], dec.shape()[1]);
+    if rows % k != 0 {
+        bail!("decoder_input_ids has {rows} rows, not a multiple of {k} codebooks");
+    }
+    let codes = dec.reshape(&[rows / k, k, t])?;
+    let mut out = HashMap::new();
+    out.insert("text.states".into(), model.text.forward(&ids, Some(mask))?);
+    let cond = model.condition(&ids, mask, false)?;
+    let mut state = model.new_state(&opts, t as usize);
+    let steps = (0..t).map(|i| model.decode_step(&codes.index((.., .., i..i + 1)), &cond, &mut state)).collect::<Result<Vec<_>, _>>()?;
+    out.insert("logits".into(), ops::concatenate(&steps, 2)?.reshape(&[rows, t, -1])?);
+    let generated = model.generate_greedy(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts)?;
+    out.insert("generate.audio".into(), model.codec.decode(&generated, v)?);
+    out.insert("generate.codes".into(), generated);
     Ok(out)
 }
 

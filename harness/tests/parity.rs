@@ -63,6 +63,30 @@ fn whisper_fixtures_pass_for_both_variants() {
 }
 
 #[test]
+fn musicgen_fixtures_pass_for_both_variants() {
+    for name in ["musicgen-s0", "musicgen-s1"] {
+        let checks = passing_checks(name);
+        for out in ["text.states", "logits", "generate.codes", "generate.audio"] {
+            assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{name}: {out} in both variants");
+        }
+        for c in &checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+        }
+    }
+}
+
+#[test]
+fn musicgen_fixture_with_a_renamed_weight_is_refused_by_name() {
+    let dir = broken("musicgen-s0", |b| replace_once(b, "decoder.lm_heads.3.weight", "decoder.lm_heads.7.weight"));
+    let err = String::from_utf8_lossy(&parity(dir.path()).stderr).into_owned();
+    assert!(err.contains("missing: decoder.lm_heads.3.weight") && err.contains("unused: decoder.lm_heads.7.weight"), "{err}");
+    // A codec weight is named with the codec's own prefix.
+    let dir = broken("musicgen-s0", |b| replace_once(b, "audio_encoder.quantizer.layers.0.codebook.embed", "audio_encoder.quantizer.layers.0.codebook.embex"));
+    let err = String::from_utf8_lossy(&parity(dir.path()).stderr).into_owned();
+    assert!(err.contains("audio_encoder.") && err.contains("quantizer.layers.0.codebook.embed"), "{err}");
+}
+
+#[test]
 fn encodec_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = broken("encodec32k-s0", |b| replace_once(b, "decoder.layers.1.lstm.weight_hh_l1", "decoder.layers.1.lstm.weight_hh_l7"));
     let o = parity(dir.path());
@@ -82,8 +106,9 @@ fn passing_checks(name: &str) -> Vec<serde_json::Value> {
 /// A copy of the fixture `name` with `model.safetensors` passed through `edit`.
 fn broken(name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["manifest.json", "config.json", "inputs.safetensors", "outputs.safetensors", "model.safetensors"] {
-        std::fs::copy(fixture(name).join(f), dir.path().join(f)).unwrap();
+    for f in std::fs::read_dir(fixture(name)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
     }
     let p = dir.path().join("model.safetensors");
     std::fs::write(&p, edit(std::fs::read(&p).unwrap())).unwrap();

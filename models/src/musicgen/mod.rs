@@ -350,7 +350,7 @@ impl MusicGen {
             let next = sampler.pick(&logits, step)?; // [B, K]
             let t = step as i32 + 1;
             let keep: Vec<bool> = (0..kb).map(|k| valid(k, t)).collect();
-            let next = ops::select(&Array::from_slice(&keep, &[1, kb]), &next, mlx_rs::array!(pad))?;
+            let next = ops::select(Array::from_slice(&keep, &[1, kb]), &next, mlx_rs::array!(pad))?;
             columns.push(next.clone());
             let col = next.reshape(&[b, kb, 1])?;
             input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
