@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# On the device machine, in the call that carries .device/p2 and .device/bin (the second of the
-# two back-to-back calls of ../shared/device/README.md). Prints exports to eval:
+# On the device machine, in the call that carries .device/p2 and .device/bin (the last of the
+# back-to-back calls of ../shared/device/README.md: p1, then p15 when part01 was moved there,
+# then this). Prints exports to eval:
 #   eval "$(bash scripts/device/gpu-env.sh)"; harness doctor
 set -euo pipefail
+# With the fixtures, the working tree plus .device/p2 passes the 64 MiB a call may carry; the
+# library's second part can then travel alone in a call before this one (.device/p15, copied
+# to /tmp/stage like the first part).
+if [ ! -f .device/p2/part01 ] && [ -f /tmp/stage/part01 ]; then
+  ln -s /tmp/stage/part01 .device/p2/part01
+fi
 eval "$(bash .device/p2/unpack-mlx-cuda.sh)"
 # MLX's CUDA JIT (NVRTC) looks for CCCL headers in <libmlx>/../include/cccl, which the staged
 # library leaves out; the image's CUDA toolkit has them.
