@@ -95,3 +95,35 @@ fn bad_requests_are_refused_by_name() {
     assert!(e.contains("tokenizer.json"), "{e}");
     assert!(!Path::new(o).exists(), "no half-written output");
 }
+
+/// `--model HUB_ID` reads a hub-layout cache offline (blobs, a snapshot of symlinks, refs/main).
+#[test]
+fn loads_from_a_hub_cache_offline() {
+    let model = model_dir();
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.path().join("models--facebook--musicgen-small");
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    for (i, f) in ["config.json", "model.safetensors", "tokenizer.json"].iter().enumerate() {
+        std::fs::copy(model.path().join(f), repo.join("blobs").join(format!("b{i}"))).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/b{i}"), snap.join(f)).unwrap();
+    }
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hub.wav");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["generate", "--model", "facebook/musicgen-small", "--offline", "--cache-dir", cache.path().to_str().unwrap(), "--prompt", "jazz", "--seconds", "0.2", "--greedy", "--quiet", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(harness::audio::read_wav(&out).unwrap().len(), 6_400);
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["generate", "--model", "facebook/musicgen-large", "--offline", "--cache-dir", cache.path().to_str().unwrap(), "--prompt", "jazz", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = err(&o);
+    assert!(e.contains("musicgen-large"), "{e}");
+}
