@@ -19,7 +19,7 @@ fn randn(shape: &[i32], seed: u64) -> Array {
 fn attention() -> MultiHeadAttention {
     let lin = |s: u64| Linear::new(randn(&[D, D], s).multiply(mlx_rs::array!(0.02f32)).unwrap(), Some(randn(&[D], s + 9))).unwrap();
     let a = MultiHeadAttention { query: lin(1), key: lin(2), value: lin(3), out: lin(4), n_head: HEADS, kernel: AttentionKernel::Fused };
-    eval([&a.query.weight, &a.key.weight, &a.value.weight, &a.out.weight]).unwrap();
+    eval([&a.query, &a.key, &a.value, &a.out].iter().flat_map(|l| l.weight.arrays())).unwrap();
     a
 }
 

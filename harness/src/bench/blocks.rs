@@ -29,7 +29,7 @@ fn attention(seed: u64) -> Result<MultiHeadAttention> {
         Ok(Linear::new(w, b)?)
     };
     let a = MultiHeadAttention { query: lin(1, true)?, key: lin(2, false)?, value: lin(3, true)?, out: lin(4, true)?, n_head: HEADS, kernel: AttentionKernel::Fused };
-    eval([&a.query.weight, &a.key.weight, &a.value.weight, &a.out.weight])?;
+    eval([&a.query, &a.key, &a.value, &a.out].iter().flat_map(|l| l.weight.arrays()))?;
     Ok(a)
 }
 

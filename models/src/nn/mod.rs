@@ -6,3 +6,4 @@ pub mod linear;
 pub mod lstm;
 pub mod norm;
 pub mod ops;
+pub mod quant;

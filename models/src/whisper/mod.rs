@@ -266,8 +266,8 @@ impl Whisper {
 
     fn materialize(&self) -> Result<()> {
         let mut a: Vec<&Array> = vec![&self.conv1.0, &self.conv2.0, &self.enc_pos, &self.dec_pos, &self.embed_tokens];
-        fn lin(l: &MultiHeadAttention) -> [&Array; 4] {
-            [&l.query.weight, &l.key.weight, &l.value.weight, &l.out.weight]
+        fn lin(l: &MultiHeadAttention) -> Vec<&Array> {
+            [&l.query, &l.key, &l.value, &l.out].iter().flat_map(|x| x.weight.arrays()).collect()
         }
         for l in &self.enc_layers {
             a.extend(lin(&l.attn));
