@@ -115,11 +115,17 @@ pub fn read_safetensors_with_metadata(path: &Path) -> Result<(HashMap<String, Ar
 
 /// Check loaded tensors against the expected names and shapes; every problem is listed.
 pub fn check_strict(source: &str, tensors: &HashMap<String, Array>, expected: &BTreeMap<String, Vec<i32>>) -> Result<()> {
+    let shapes: HashMap<String, Vec<i32>> = tensors.iter().map(|(k, v)| (k.clone(), v.shape().to_vec())).collect();
+    check_shapes(source, &shapes, expected)
+}
+
+/// [`check_strict`] over (logical) shapes, e.g. of quantized matrices.
+pub fn check_shapes(source: &str, tensors: &HashMap<String, Vec<i32>>, expected: &BTreeMap<String, Vec<i32>>) -> Result<()> {
     let mut missing: Vec<&String> = expected.keys().filter(|k| !tensors.contains_key(*k)).collect();
     let mut unused: Vec<&String> = tensors.keys().filter(|k| !expected.contains_key(*k)).collect();
     let mut misshaped: Vec<(&String, &[i32], &Vec<i32>)> = expected
         .iter()
-        .filter_map(|(k, want)| tensors.get(k).filter(|t| t.shape() != want.as_slice()).map(|t| (k, t.shape(), want)))
+        .filter_map(|(k, want)| tensors.get(k).filter(|t| t.as_slice() != want.as_slice()).map(|t| (k, t.as_slice(), want)))
         .collect();
     if missing.is_empty() && unused.is_empty() && misshaped.is_empty() {
         return Ok(());
@@ -132,7 +138,7 @@ pub fn check_strict(source: &str, tensors: &HashMap<String, Array>, expected: &B
         let _ = write!(msg, "\n  missing: {k} (expected shape {:?})", expected[k]);
     }
     for k in unused {
-        let _ = write!(msg, "\n  unused: {k} (shape {:?})", tensors[k].shape());
+        let _ = write!(msg, "\n  unused: {k} (shape {:?})", tensors[k]);
     }
     for (k, found, want) in misshaped {
         let _ = write!(msg, "\n  misshaped: {k} is {found:?}, expected {want:?}");
@@ -236,4 +242,15 @@ mod tests {
         assert!(err.contains("truncated") && err.contains("w.safetensors"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// Write `tensors` with string `metadata` to `path` as safetensors, atomically (a temporary
+/// file in the same folder, then a rename), so a failed write never leaves half a checkpoint.
+pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&str, &str)]) -> Result<()> {
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "weights".into());
+    let tmp = dir.join(format!(".{name}.tmp.safetensors"));
+    Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp).map_err(|e| bad(path, format!("cannot write: {e:?}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}")))
 }

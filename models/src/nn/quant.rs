@@ -110,15 +110,100 @@ impl QuantWeight {
         Ok(ops::quantized_matmul(x, &self.packed, &self.scales, &self.biases, true, self.group_size, self.bits)?)
     }
 
-    /// Rows `ids`, dequantized.
+    /// Rows `ids` (any shape), dequantized: `[...ids, in]`.
     pub fn rows(&self, ids: &Array) -> Result<Array> {
-        let take = |a: &Array| a.take_axis(ids, 0);
-        Ok(ops::dequantize(take(&self.packed)?, take(&self.scales)?, &take(&self.biases)?, self.group_size, self.bits)?)
+        let flat = ids.reshape(&[-1])?;
+        let take = |a: &Array| a.take_axis(&flat, 0);
+        let r = ops::dequantize(take(&self.packed)?, take(&self.scales)?, &take(&self.biases)?, self.group_size, self.bits)?;
+        let mut shape = ids.shape().to_vec();
+        shape.push(self.shape[1]);
+        Ok(r.reshape(&shape)?)
     }
 
     /// The float matrix it stands for.
     pub fn dequantize(&self) -> Result<Array> {
         Ok(ops::dequantize(&self.packed, &self.scales, &self.biases, self.group_size, self.bits)?)
+    }
+}
+
+/// A checkpoint's tensors with its quantized matrices gathered: `X.weight` (packed codes),
+/// `X.scales` and `X.biases` become one [`QuantWeight`] under `X.weight`.
+pub struct Checkpoint {
+    pub dense: std::collections::HashMap<String, Array>,
+    pub quantized: std::collections::HashMap<String, QuantWeight>,
+    /// The precision recorded in the file's metadata (float32 when none is).
+    pub precision: Precision,
+}
+
+/// Metadata key of the precision of a saved checkpoint.
+pub const PRECISION_KEY: &str = "mlx_audio_bench.precision";
+
+impl Checkpoint {
+    /// Gather `tensors` (read from `source`) by the precision its `metadata` records.
+    pub fn new(mut tensors: std::collections::HashMap<String, Array>, metadata: &std::collections::HashMap<String, String>, source: &str) -> Result<Self> {
+        let precision = match metadata.get(PRECISION_KEY) {
+            Some(p) => p.parse::<Precision>().map_err(|e| Error::Weights { path: source.into(), reason: format!("metadata {PRECISION_KEY}: {e}") })?,
+            None => Precision::F32,
+        };
+        let mut quantized = std::collections::HashMap::new();
+        if let Precision::Int { bits, group_size } = precision {
+            let bases: Vec<String> = tensors.keys().filter_map(|k| k.strip_suffix(".scales").map(str::to_string)).collect();
+            for base in bases {
+                let mut part = |p: &str| tensors.remove(&format!("{base}.{p}")).ok_or_else(|| Error::Weights { path: source.into(), reason: format!("{base}.scales without {base}.{p}") });
+                let (packed, scales, biases) = (part("weight")?, part("scales")?, part("biases")?);
+                if packed.ndim() != 2 || packed.dtype() != mlx_rs::Dtype::Uint32 {
+                    return Err(Error::Weights { path: source.into(), reason: format!("{base}.weight: a {bits}-bit matrix must be 2-d uint32, found {:?} {:?}", packed.dtype(), packed.shape()) });
+                }
+                let shape = [packed.shape()[0], packed.shape()[1] * 32 / bits];
+                let q = QuantWeight::from_parts(packed, scales, biases, bits, group_size, shape, &base)?;
+                quantized.insert(format!("{base}.weight"), q);
+            }
+        }
+        Ok(Self { dense: tensors, quantized, precision })
+    }
+
+    /// A float checkpoint.
+    pub fn dense(tensors: std::collections::HashMap<String, Array>) -> Self {
+        Self { dense: tensors, quantized: Default::default(), precision: Precision::F32 }
+    }
+
+    /// Every name with its logical shape, for the strict check.
+    pub fn shapes(&self) -> std::collections::HashMap<String, Vec<i32>> {
+        let mut s: std::collections::HashMap<String, Vec<i32>> = self.dense.iter().map(|(k, v)| (k.clone(), v.shape().to_vec())).collect();
+        s.extend(self.quantized.iter().map(|(k, q)| (k.clone(), q.shape.to_vec())));
+        s
+    }
+
+    /// A float tensor, as float32.
+    pub fn take(&mut self, k: &str) -> Result<Array> {
+        let a = self.dense.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' is missing or quantized where a float tensor is needed")))?;
+        Ok(a.as_dtype(mlx_rs::Dtype::Float32)?)
+    }
+
+    /// A matrix at whatever precision it was stored.
+    pub fn take_weight(&mut self, k: &str) -> Result<crate::nn::linear::Weight> {
+        if let Some(q) = self.quantized.remove(k) {
+            return Ok(crate::nn::linear::Weight::Quantized(q));
+        }
+        let a = self.dense.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")))?;
+        // A float16 file is computed in float32 unless it was saved as an fp16 model.
+        Ok(if self.precision == Precision::F16 && a.dtype() == mlx_rs::Dtype::Float16 {
+            crate::nn::linear::Weight::Half(a)
+        } else {
+            crate::nn::linear::Weight::Dense(a.as_dtype(mlx_rs::Dtype::Float32)?)
+        })
+    }
+}
+
+/// The tensors to save for `weight` under `name` (`name` ends in `.weight`).
+pub fn save_parts(name: &str, weight: &crate::nn::linear::Weight) -> Vec<(String, Array)> {
+    use crate::nn::linear::Weight;
+    match weight {
+        Weight::Dense(a) | Weight::Half(a) => vec![(name.to_string(), a.clone())],
+        Weight::Quantized(q) => {
+            let base = name.strip_suffix(".weight").unwrap_or(name);
+            vec![(name.to_string(), q.packed.clone()), (format!("{base}.scales"), q.scales.clone()), (format!("{base}.biases"), q.biases.clone())]
+        }
     }
 }
 

@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
-use crate::nn::linear::Linear;
+use crate::nn::linear::{Linear, Weight};
+use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
 use crate::nn::norm::layer_norm;
 use crate::weights::{self, Init};
 use crate::Variant;
@@ -105,7 +106,7 @@ pub struct Whisper {
     enc_pos: Array,
     enc_layers: Vec<EncoderLayer>,
     enc_ln: LayerNorm,
-    embed_tokens: Array,
+    embed_tokens: Weight,
     dec_pos: Array,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
@@ -191,101 +192,177 @@ impl Whisper {
     /// Build from checkpoint tensors (`source` names them in errors). `proj_out.weight`, tied
     /// to the token embedding, is accepted when present and must equal its shape.
     pub fn from_tensors(config: WhisperConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
+        Self::from_checkpoint(config, Checkpoint::dense(tensors), source)
+    }
+
+    /// Build from a checkpoint whose matrices may be stored at any [`Precision`].
+    pub fn from_checkpoint(config: WhisperConfig, mut ck: Checkpoint, source: &str) -> Result<Self> {
         config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
         let mut expected = Self::expected_weights(&config);
-        if tensors.contains_key("proj_out.weight") {
+        let shapes = ck.shapes();
+        if shapes.contains_key("proj_out.weight") {
             expected.insert("proj_out.weight".into(), vec![config.vocab_size, config.d_model]);
         }
-        weights::check_strict(source, &tensors, &expected)?;
-        let mut w: HashMap<String, Array> = tensors.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
-        let mut take = |k: &str| w.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")));
-        let mut lin = |p: &str, bias: bool| -> Result<Linear> {
-            let weight = take(&format!("{p}.weight"))?;
-            let b = if bias { Some(take(&format!("{p}.bias"))?) } else { None };
-            Linear::new(weight, b)
-        };
-        let mut attn = |p: &str, heads: i32| -> Result<MultiHeadAttention> {
+        weights::check_shapes(source, &shapes, &expected)?;
+        let ck = &mut ck;
+        fn lin(ck: &mut Checkpoint, p: &str, bias: bool) -> Result<Linear> {
+            let weight = ck.take_weight(&format!("{p}.weight"))?;
+            let b = if bias { Some(ck.take(&format!("{p}.bias"))?) } else { None };
+            Linear::from_weight(weight, b)
+        }
+        let attn = |ck: &mut Checkpoint, p: &str, heads: i32| -> Result<MultiHeadAttention> {
             Ok(MultiHeadAttention {
-                query: lin(&format!("{p}.q_proj"), true)?,
-                key: lin(&format!("{p}.k_proj"), false)?,
-                value: lin(&format!("{p}.v_proj"), true)?,
-                out: lin(&format!("{p}.out_proj"), true)?,
+                query: lin(ck, &format!("{p}.q_proj"), true)?,
+                key: lin(ck, &format!("{p}.k_proj"), false)?,
+                value: lin(ck, &format!("{p}.v_proj"), true)?,
+                out: lin(ck, &format!("{p}.out_proj"), true)?,
                 n_head: heads,
                 kernel: AttentionKernel::Fused,
             })
         };
+        let ln = |ck: &mut Checkpoint, p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: ck.take(&format!("{p}.weight"))?, bias: ck.take(&format!("{p}.bias"))? }) };
+        let mlp = |ck: &mut Checkpoint, p: &str| -> Result<Mlp> { Ok(Mlp { fc1: lin(ck, &format!("{p}.fc1"), true)?, fc2: lin(ck, &format!("{p}.fc2"), true)? }) };
         let c = &config;
-        let mut enc_attn = Vec::new();
-        let mut dec_attn = Vec::new();
-        for i in 0..c.encoder_layers {
-            enc_attn.push(attn(&format!("model.encoder.layers.{i}.self_attn"), c.encoder_attention_heads)?);
-        }
-        for i in 0..c.decoder_layers {
-            dec_attn.push((
-                attn(&format!("model.decoder.layers.{i}.self_attn"), c.decoder_attention_heads)?,
-                attn(&format!("model.decoder.layers.{i}.encoder_attn"), c.decoder_attention_heads)?,
-            ));
-        }
-        let mut ln = |p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: take(&format!("{p}.weight"))?, bias: take(&format!("{p}.bias"))? }) };
-        let mut lns = Vec::new();
-        for i in 0..c.encoder_layers {
-            lns.push((ln(&format!("model.encoder.layers.{i}.self_attn_layer_norm"))?, ln(&format!("model.encoder.layers.{i}.final_layer_norm"))?));
-        }
-        let mut dlns = Vec::new();
-        for i in 0..c.decoder_layers {
-            dlns.push((
-                ln(&format!("model.decoder.layers.{i}.self_attn_layer_norm"))?,
-                ln(&format!("model.decoder.layers.{i}.encoder_attn_layer_norm"))?,
-                ln(&format!("model.decoder.layers.{i}.final_layer_norm"))?,
-            ));
-        }
-        let enc_ln = ln("model.encoder.layer_norm")?;
-        let dec_ln = ln("model.decoder.layer_norm")?;
-        let mut mlp = |p: String| -> Result<Mlp> {
-            let fc1 = Linear::new(take(&format!("{p}.fc1.weight"))?, Some(take(&format!("{p}.fc1.bias"))?))?;
-            let fc2 = Linear::new(take(&format!("{p}.fc2.weight"))?, Some(take(&format!("{p}.fc2.bias"))?))?;
-            Ok(Mlp { fc1, fc2 })
-        };
         let mut enc_layers = Vec::new();
-        for (i, (a, (l1, l2))) in enc_attn.into_iter().zip(lns).enumerate() {
-            enc_layers.push(EncoderLayer { attn: a, attn_ln: l1, mlp: mlp(format!("model.encoder.layers.{i}"))?, mlp_ln: l2 });
+        for i in 0..c.encoder_layers {
+            let p = format!("model.encoder.layers.{i}");
+            enc_layers.push(EncoderLayer {
+                attn: attn(ck, &format!("{p}.self_attn"), c.encoder_attention_heads)?,
+                attn_ln: ln(ck, &format!("{p}.self_attn_layer_norm"))?,
+                mlp: mlp(ck, &p)?,
+                mlp_ln: ln(ck, &format!("{p}.final_layer_norm"))?,
+            });
         }
         let mut dec_layers = Vec::new();
-        for (i, ((a, x), (l1, l2, l3))) in dec_attn.into_iter().zip(dlns).enumerate() {
-            dec_layers.push(DecoderLayer { attn: a, attn_ln: l1, cross: x, cross_ln: l2, mlp: mlp(format!("model.decoder.layers.{i}"))?, mlp_ln: l3 });
+        for i in 0..c.decoder_layers {
+            let p = format!("model.decoder.layers.{i}");
+            dec_layers.push(DecoderLayer {
+                attn: attn(ck, &format!("{p}.self_attn"), c.decoder_attention_heads)?,
+                attn_ln: ln(ck, &format!("{p}.self_attn_layer_norm"))?,
+                cross: attn(ck, &format!("{p}.encoder_attn"), c.decoder_attention_heads)?,
+                cross_ln: ln(ck, &format!("{p}.encoder_attn_layer_norm"))?,
+                mlp: mlp(ck, &p)?,
+                mlp_ln: ln(ck, &format!("{p}.final_layer_norm"))?,
+            });
         }
-        let conv1 = (conv_weight_from_torch(&take("model.encoder.conv1.weight")?)?, take("model.encoder.conv1.bias")?);
-        let conv2 = (conv_weight_from_torch(&take("model.encoder.conv2.weight")?)?, take("model.encoder.conv2.bias")?);
-        let enc_pos = take("model.encoder.embed_positions.weight")?;
-        let dec_pos = take("model.decoder.embed_positions.weight")?;
-        let embed_tokens = take("model.decoder.embed_tokens.weight")?;
+        let enc_ln = ln(ck, "model.encoder.layer_norm")?;
+        let dec_ln = ln(ck, "model.decoder.layer_norm")?;
+        let conv1 = (conv_weight_from_torch(&ck.take("model.encoder.conv1.weight")?)?, ck.take("model.encoder.conv1.bias")?);
+        let conv2 = (conv_weight_from_torch(&ck.take("model.encoder.conv2.weight")?)?, ck.take("model.encoder.conv2.bias")?);
+        let enc_pos = ck.take("model.encoder.embed_positions.weight")?;
+        let dec_pos = ck.take("model.decoder.embed_positions.weight")?;
+        let embed_tokens = ck.take_weight("model.decoder.embed_tokens.weight")?;
         let model = Self { config, conv1, conv2, enc_pos, enc_layers, enc_ln, embed_tokens, dec_pos, dec_layers, dec_ln };
         model.materialize()?;
         Ok(model)
     }
 
+    /// Every linear layer, encoder then decoder, with its checkpoint name.
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.enc_layers.iter_mut().enumerate() {
+            let p = format!("model.encoder.layers.{i}");
+            let EncoderLayer { attn, mlp, .. } = l;
+            out.push((format!("{p}.self_attn.q_proj"), &mut attn.query));
+            out.push((format!("{p}.self_attn.k_proj"), &mut attn.key));
+            out.push((format!("{p}.self_attn.v_proj"), &mut attn.value));
+            out.push((format!("{p}.self_attn.out_proj"), &mut attn.out));
+            out.push((format!("{p}.fc1"), &mut mlp.fc1));
+            out.push((format!("{p}.fc2"), &mut mlp.fc2));
+        }
+        for (i, l) in self.dec_layers.iter_mut().enumerate() {
+            let p = format!("model.decoder.layers.{i}");
+            let DecoderLayer { attn, cross, mlp, .. } = l;
+            for (name, a) in [("self_attn", attn), ("encoder_attn", cross)] {
+                out.push((format!("{p}.{name}.q_proj"), &mut a.query));
+                out.push((format!("{p}.{name}.k_proj"), &mut a.key));
+                out.push((format!("{p}.{name}.v_proj"), &mut a.value));
+                out.push((format!("{p}.{name}.out_proj"), &mut a.out));
+            }
+            out.push((format!("{p}.fc1"), &mut mlp.fc1));
+            out.push((format!("{p}.fc2"), &mut mlp.fc2));
+        }
+        out
+    }
+
+    /// Store every linear and embedding matrix of the encoder and decoder at `precision`
+    /// (quantization at load time). Convolutions, norms and positions stay float32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        for (_, l) in self.linears_mut() {
+            l.weight.convert(precision)?;
+        }
+        self.embed_tokens.convert(precision)?;
+        self.materialize()
+    }
+
+    /// The precision of the linear layers.
+    pub fn precision(&self) -> Precision {
+        self.embed_tokens.precision()
+    }
+
+    /// Write the model as a checkpoint `load_dir` reads back (HF names; quantized matrices as
+    /// `X.weight` codes plus `X.scales` and `X.biases`; the precision in the metadata).
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        let precision = self.precision();
+        let mut t: Vec<(String, Array)> = Vec::new();
+        for (name, l) in self.linears_mut() {
+            t.extend(save_parts(&format!("{name}.weight"), &l.weight));
+            if let Some(b) = &l.bias {
+                t.push((format!("{name}.bias"), b.clone()));
+            }
+        }
+        t.extend(save_parts("model.decoder.embed_tokens.weight", &self.embed_tokens));
+        let torch_conv = |w: &Array| -> Result<Array> { Ok(w.transpose_axes(&[0, 2, 1])?) };
+        t.push(("model.encoder.conv1.weight".into(), torch_conv(&self.conv1.0)?));
+        t.push(("model.encoder.conv1.bias".into(), self.conv1.1.clone()));
+        t.push(("model.encoder.conv2.weight".into(), torch_conv(&self.conv2.0)?));
+        t.push(("model.encoder.conv2.bias".into(), self.conv2.1.clone()));
+        t.push(("model.encoder.embed_positions.weight".into(), self.enc_pos.clone()));
+        t.push(("model.decoder.embed_positions.weight".into(), self.dec_pos.clone()));
+        let mut norm = |p: String, n: &LayerNorm| {
+            t.push((format!("{p}.weight"), n.weight.clone()));
+            t.push((format!("{p}.bias"), n.bias.clone()));
+        };
+        for (i, l) in self.enc_layers.iter().enumerate() {
+            norm(format!("model.encoder.layers.{i}.self_attn_layer_norm"), &l.attn_ln);
+            norm(format!("model.encoder.layers.{i}.final_layer_norm"), &l.mlp_ln);
+        }
+        for (i, l) in self.dec_layers.iter().enumerate() {
+            norm(format!("model.decoder.layers.{i}.self_attn_layer_norm"), &l.attn_ln);
+            norm(format!("model.decoder.layers.{i}.encoder_attn_layer_norm"), &l.cross_ln);
+            norm(format!("model.decoder.layers.{i}.final_layer_norm"), &l.mlp_ln);
+        }
+        norm("model.encoder.layer_norm".into(), &self.enc_ln);
+        norm("model.decoder.layer_norm".into(), &self.dec_ln);
+        weights::save_safetensors(path, &t, &[(PRECISION_KEY, &precision.to_string())])
+    }
+
     fn materialize(&self) -> Result<()> {
-        let mut a: Vec<&Array> = vec![&self.conv1.0, &self.conv2.0, &self.enc_pos, &self.dec_pos, &self.embed_tokens];
+        let mut a: Vec<&Array> = vec![&self.conv1.0, &self.conv2.0, &self.enc_pos, &self.dec_pos];
+        a.extend(self.embed_tokens.arrays());
         fn lin(l: &MultiHeadAttention) -> Vec<&Array> {
             [&l.query, &l.key, &l.value, &l.out].iter().flat_map(|x| x.weight.arrays()).collect()
         }
         for l in &self.enc_layers {
             a.extend(lin(&l.attn));
+            a.extend(l.mlp.fc1.weight.arrays().into_iter().chain(l.mlp.fc2.weight.arrays()));
         }
         for l in &self.dec_layers {
             a.extend(lin(&l.attn));
             a.extend(lin(&l.cross));
+            a.extend(l.mlp.fc1.weight.arrays().into_iter().chain(l.mlp.fc2.weight.arrays()));
         }
         mlx_rs::transforms::eval(a)?;
         Ok(())
     }
 
-    /// `config.json` + `model.safetensors` from a folder.
+    /// `config.json` + `model.safetensors` from a folder, at the precision it was saved.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = WhisperConfig::from_file(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
-        let tensors = weights::read_safetensors(&path)?;
-        Self::from_tensors(config, tensors, &path.display().to_string())
+        let source = path.display().to_string();
+        let (tensors, meta) = weights::read_safetensors_with_metadata(&path)?;
+        Self::from_checkpoint(config, Checkpoint::new(tensors, &meta, &source)?, &source)
     }
 
     /// A model of `config`'s size with random weights (benchmarks).
@@ -353,7 +430,7 @@ impl Whisper {
             )));
         }
         let pos = self.dec_pos.index(state.offset..state.offset + t);
-        let mut h = self.embed_tokens.take_axis(tokens, 0)?.add(&pos)?;
+        let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;
         for (i, l) in self.dec_layers.iter().enumerate() {
             h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
             let cache = if state.cache_cross { Some(&mut state.cross_caches[i]) } else { None };
@@ -362,7 +439,7 @@ impl Whisper {
         }
         state.offset += t;
         let h = self.dec_ln.forward(&h)?;
-        Ok(h.matmul(self.embed_tokens.t())?)
+        self.embed_tokens.matmul_t(&h)
     }
 
     /// Language detection as openai-whisper's `detect_language`: one decoder pass over
