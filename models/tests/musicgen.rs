@@ -96,3 +96,51 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
     let e = model.generate_greedy(&ids, mask, 3, 3.0, &opts).unwrap_err().to_string();
     assert!(e.contains("delay pattern"), "{e}");
 }
+
+/// Precision: the decoder at fp16/int8/int4 tracks fp32 (more loss at fewer bits), and a saved
+/// quantized model loads back bit-identical and smaller.
+#[test]
+fn quantized_decoder_saves_loads_and_tracks_fp32() {
+    use models::nn::quant::Precision;
+    let dir = fixture("musicgen-s1");
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let ids = inputs["input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap();
+    let mask = &inputs["attention_mask"];
+    let dec = inputs["decoder_input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap();
+    let (k, t) = (4, dec.shape()[1]);
+    let codes = dec.reshape(&[dec.shape()[0] / k, k, t]).unwrap();
+    let logits = |m: &MusicGen| {
+        let cond = m.condition(&ids, mask, false).unwrap();
+        let mut st = m.new_state(&DecodeOptions::optimized(), t as usize);
+        let l = m.decode_step(&codes, &cond, &mut st).unwrap();
+        l.eval().unwrap();
+        l
+    };
+    let reference = logits(&MusicGen::load_dir(&dir).unwrap());
+    let range = reference.abs().unwrap().max(None).unwrap().item_cast::<f32>();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut errs = Vec::new();
+    // The fixture's decoder is 32 wide: groups of 32.
+    for p in ["fp16", "int8/g32", "int4/g32"] {
+        let p: Precision = p.parse().unwrap();
+        let mut m = MusicGen::load_dir(&dir).unwrap();
+        m.set_precision(p).unwrap();
+        assert_eq!(m.precision(), p);
+        let got = logits(&m);
+        errs.push(got.subtract(&reference).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>() / range);
+        let out = tmp.path().join(p.to_string().replace('/', "-"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::copy(dir.join("config.json"), out.join("config.json")).unwrap();
+        m.save(&dir.join("model.safetensors"), &out.join("model.safetensors")).unwrap();
+        let back = MusicGen::load_dir(&out).unwrap();
+        assert_eq!(back.precision(), p);
+        assert_eq!(logits(&back).subtract(&got).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>(), 0.0, "{p}: reloaded model differs");
+    }
+    assert!(errs[0] < errs[1] && errs[1] < errs[2], "{errs:?}");
+    assert!(errs[0] < 5e-3 && errs[1] < 0.05, "{errs:?}");
+    let size = |p: &str| std::fs::metadata(tmp.path().join(p).join("model.safetensors")).unwrap().len();
+    assert!(size("int4-g32") < size("int8-g32") && size("int8-g32") < size("fp16"));
+    // Groups must divide the rows: the default 64 does not fit a 32-wide decoder.
+    let e = MusicGen::load_dir(&dir).unwrap().set_precision("int8".parse().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("groups of 64"), "{e}");
+}

@@ -19,7 +19,8 @@ use crate::encodec::Encodec;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use crate::nn::kv_cache::{new_cache, KvCache};
-use crate::nn::linear::Linear;
+use crate::nn::linear::{Linear, Weight};
+use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
 use crate::nn::norm::layer_norm;
 use crate::weights;
 pub use crate::whisper::DecodeOptions;
@@ -55,12 +56,12 @@ pub struct MusicGen {
     pub text: T5Encoder,
     /// T5 width to decoder width, when they differ.
     enc_to_dec: Option<Linear>,
-    embed: Vec<Array>,
+    embed: Vec<Weight>,
     /// Sinusoidal positions `[max_positions, d]`.
     positions: Array,
     layers: Vec<Layer>,
     final_ln: Norm,
-    heads: Vec<Array>,
+    heads: Vec<Weight>,
     pub codec: Encodec,
 }
 
@@ -183,18 +184,27 @@ impl MusicGen {
     }
 
     pub fn from_tensors(config: MusicgenConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        let (audio, rest): (HashMap<_, _>, HashMap<_, _>) = tensors.into_iter().partition(|(k, _)| k.starts_with("audio_encoder."));
-        let audio: HashMap<String, Array> = audio.into_iter().map(|(k, v)| (k["audio_encoder.".len()..].to_string(), v)).collect();
-        let codec = Encodec::from_tensors(config.audio_encoder.clone(), audio, &format!("{source} (audio_encoder.)"))?;
-        Self::build(config, rest, codec, source)
+        Self::from_checkpoint(config, Checkpoint::dense(tensors), source)
     }
 
-    fn build(config: MusicgenConfig, rest: HashMap<String, Array>, codec: Encodec, source: &str) -> Result<Self> {
-        weights::check_strict(source, &rest, &Self::expected_weights(&config))?;
-        let mut w: HashMap<String, Array> = rest.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
+    /// From a checkpoint whose decoder matrices may be stored at any [`Precision`].
+    pub fn from_checkpoint(config: MusicgenConfig, mut ck: Checkpoint, source: &str) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
+        let audio_keys: Vec<String> = ck.dense.keys().filter(|k| k.starts_with("audio_encoder.")).cloned().collect();
+        let audio: HashMap<String, Array> = audio_keys.into_iter().filter_map(|k| ck.dense.remove(&k).map(|v| (k["audio_encoder.".len()..].to_string(), v))).collect();
+        let codec = Encodec::from_tensors(config.audio_encoder.clone(), audio, &format!("{source} (audio_encoder.)"))?;
+        Self::build(config, ck, codec, source)
+    }
+
+    fn build(config: MusicgenConfig, mut ck: Checkpoint, codec: Encodec, source: &str) -> Result<Self> {
+        weights::check_shapes(source, &ck.shapes(), &Self::expected_weights(&config))?;
+        // The text encoder stays float32.
+        let text_keys: Vec<String> = ck.dense.keys().filter(|k| k.starts_with("text_encoder.")).cloned().collect();
+        let mut w: HashMap<String, Array> = text_keys.into_iter().filter_map(|k| ck.dense.remove(&k).map(|v| (k, v))).map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
         let text = T5Encoder::take(config.text_encoder.clone(), &mut w, "text_encoder.")?;
-        let mut take = |k: String| w.remove(&k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")));
+        let ck = std::cell::RefCell::new(ck);
+        let take = |k: String| ck.borrow_mut().take(&k);
+        let take_weight = |k: String| ck.borrow_mut().take_weight(&k);
         let d = config.decoder.clone();
         let enc_to_dec = if config.text_encoder.d_model != d.hidden_size {
             Some(Linear::new(take("enc_to_dec_proj.weight".into())?, Some(take("enc_to_dec_proj.bias".into())?))?)
@@ -202,13 +212,13 @@ impl MusicGen {
             None
         };
         let p = "decoder.model.decoder";
-        let embed = (0..d.num_codebooks).map(|k| take(format!("{p}.embed_tokens.{k}.weight"))).collect::<Result<Vec<_>>>()?;
-        let heads = (0..d.num_codebooks).map(|k| take(format!("decoder.lm_heads.{k}.weight"))).collect::<Result<Vec<_>>>()?;
+        let embed = (0..d.num_codebooks).map(|k| take_weight(format!("{p}.embed_tokens.{k}.weight"))).collect::<Result<Vec<_>>>()?;
+        let heads = (0..d.num_codebooks).map(|k| take_weight(format!("decoder.lm_heads.{k}.weight"))).collect::<Result<Vec<_>>>()?;
         let mut layers = Vec::new();
         for i in 0..d.num_hidden_layers {
             let l = format!("{p}.layers.{i}");
-            let mut lin = |n: String| Linear::new(take(format!("{l}.{n}.weight"))?, None);
-            let mut attn = |a: &str| -> Result<MultiHeadAttention> {
+            let lin = |n: String| Linear::from_weight(take_weight(format!("{l}.{n}.weight"))?, None);
+            let attn = |a: &str| -> Result<MultiHeadAttention> {
                 Ok(MultiHeadAttention {
                     query: lin(format!("{a}.q_proj"))?,
                     key: lin(format!("{a}.k_proj"))?,
@@ -220,7 +230,7 @@ impl MusicGen {
             };
             let (sa, ca) = (attn("self_attn")?, attn("encoder_attn")?);
             let (fc1, fc2) = (lin("fc1".into())?, lin("fc2".into())?);
-            let mut norm = |n: &str| -> Result<Norm> { Ok(Norm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
+            let norm = |n: &str| -> Result<Norm> { Ok(Norm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
             layers.push(Layer { attn: sa, attn_ln: norm("self_attn_layer_norm")?, cross: ca, cross_ln: norm("encoder_attn_layer_norm")?, fc1, fc2, ff_ln: norm("final_layer_norm")? });
         }
         let final_ln = Norm { weight: take(format!("{p}.layer_norm.weight"))?, bias: take(format!("{p}.layer_norm.bias"))? };
@@ -239,14 +249,77 @@ impl MusicGen {
         })?;
         let codec = Encodec::random(config.audio_encoder.clone(), seed + 1)?;
         config.validate().map_err(|reason| Error::Config { path: "random weights".into(), reason })?;
-        Self::build(config, t, codec, &format!("random weights (seed {seed})"))
+        Self::build(config, Checkpoint::dense(t), codec, &format!("random weights (seed {seed})"))
     }
 
-    /// `config.json` + `model.safetensors` from a folder.
+    /// `config.json` + `model.safetensors` from a folder, at the precision it was saved.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = MusicgenConfig::from_file(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
-        Self::from_tensors(config, weights::read_safetensors(&path)?, &path.display().to_string())
+        let source = path.display().to_string();
+        let (tensors, meta) = weights::read_safetensors_with_metadata(&path)?;
+        Self::from_checkpoint(config, Checkpoint::new(tensors, &meta, &source)?, &source)
+    }
+
+    /// The decoder's matrices with their checkpoint names: every linear layer, the codebook
+    /// embeddings and the output heads.
+    fn decoder_weights_mut(&mut self) -> Vec<(String, &mut Weight)> {
+        let p = "decoder.model.decoder";
+        let mut out: Vec<(String, &mut Weight)> = Vec::new();
+        for (k, e) in self.embed.iter_mut().enumerate() {
+            out.push((format!("{p}.embed_tokens.{k}.weight"), e));
+        }
+        for (k, h) in self.heads.iter_mut().enumerate() {
+            out.push((format!("decoder.lm_heads.{k}.weight"), h));
+        }
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let Layer { attn, cross, fc1, fc2, .. } = l;
+            for (a, m) in [("self_attn", attn), ("encoder_attn", cross)] {
+                out.push((format!("{p}.layers.{i}.{a}.q_proj.weight"), &mut m.query.weight));
+                out.push((format!("{p}.layers.{i}.{a}.k_proj.weight"), &mut m.key.weight));
+                out.push((format!("{p}.layers.{i}.{a}.v_proj.weight"), &mut m.value.weight));
+                out.push((format!("{p}.layers.{i}.{a}.out_proj.weight"), &mut m.out.weight));
+            }
+            out.push((format!("{p}.layers.{i}.fc1.weight"), &mut fc1.weight));
+            out.push((format!("{p}.layers.{i}.fc2.weight"), &mut fc2.weight));
+        }
+        out
+    }
+
+    /// Store the decoder's linear layers, codebook embeddings and heads at `precision`
+    /// (quantization at load time). T5, the projection and EnCodec stay float32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        for (_, w) in self.decoder_weights_mut() {
+            w.check_convert(precision)?;
+        }
+        let mut arrays = Vec::new();
+        for (_, w) in self.decoder_weights_mut() {
+            w.convert(precision)?;
+            arrays.extend(w.arrays().into_iter().cloned());
+        }
+        mlx_rs::transforms::eval(arrays.iter())?;
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.heads[0].precision()
+    }
+
+    /// Save the model at its precision as a checkpoint `load_dir` reads back: the tensors of
+    /// `source` (the float checkpoint it was loaded from) with the decoder's matrices replaced
+    /// by their stored form, and the precision in the metadata.
+    pub fn save(&mut self, source: &Path, path: &Path) -> Result<()> {
+        let precision = self.precision();
+        let mut tensors = weights::read_safetensors(source)?;
+        let mut out: Vec<(String, Array)> = Vec::new();
+        for (name, w) in self.decoder_weights_mut() {
+            if tensors.remove(&name).is_none() {
+                return Err(Error::Weights { path: source.display().to_string(), reason: format!("{name} is not in the source checkpoint") });
+            }
+            out.extend(save_parts(&name, w));
+        }
+        out.extend(tensors);
+        weights::save_safetensors(path, &out, &[(PRECISION_KEY, &precision.to_string())])
     }
 
     /// Text states for the decoder, with the classifier-free-guidance batch appended when
@@ -290,7 +363,7 @@ impl MusicGen {
         }
         let mut h = self.positions.index(state.offset..state.offset + t);
         for (k, e) in self.embed.iter().enumerate() {
-            h = e.take_axis(codes.index((.., k as i32, ..)), 0)?.add(&h)?;
+            h = e.rows(&codes.index((.., k as i32, ..)))?.add(&h)?;
         }
         for (i, l) in self.layers.iter().enumerate() {
             h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
@@ -300,7 +373,7 @@ impl MusicGen {
         }
         state.offset += t;
         let h = self.final_ln.forward(&h)?;
-        let logits: Vec<Array> = self.heads.iter().map(|w| h.matmul(w.t())).collect::<std::result::Result<_, _>>()?;
+        let logits: Vec<Array> = self.heads.iter().map(|w| w.matmul_t(&h)).collect::<Result<_>>()?;
         Ok(ops::stack(&logits, 1)?)
     }
 

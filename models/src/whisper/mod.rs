@@ -288,6 +288,10 @@ impl Whisper {
     /// Store every linear and embedding matrix of the encoder and decoder at `precision`
     /// (quantization at load time). Convolutions, norms and positions stay float32.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.embed_tokens.check_convert(precision)?;
+        for (_, l) in self.linears_mut() {
+            l.weight.check_convert(precision)?;
+        }
         for (_, l) in self.linears_mut() {
             l.weight.convert(precision)?;
         }
