@@ -9,6 +9,7 @@ pub mod meta;
 pub mod musicgen_cmd;
 pub mod parity;
 pub mod progress;
+pub mod quant_args;
 pub mod report;
 pub mod stats;
 pub mod targets;

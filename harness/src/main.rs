@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, codec, doctor, musicgen_cmd, parity, whisper_cmd};
+use harness::{bench, codec, doctor, musicgen_cmd, parity, quant_args, whisper_cmd};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -31,6 +31,9 @@ enum Command {
     /// Generate music from a text prompt with MusicGen (T5 conditioning, classifier-free
     /// guidance, top-k sampling or greedy) and write it as WAV.
     Generate(musicgen_cmd::Args),
+    /// Save a Whisper or MusicGen checkpoint at float16, 8 or 4 bits, so later loads skip the
+    /// quantization.
+    Quantize(quant_args::Args),
     /// Whisper weights: convert a CTranslate2 checkpoint into a folder `transcribe` loads.
     Whisper(whisper_cmd::Args),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Whisper(args) => whisper_cmd::run(&args),
         Command::Transcribe(args) => whisper_cmd::transcribe(&args),
         Command::Generate(args) => musicgen_cmd::run(&args),
+        Command::Quantize(args) => quant_args::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };
     match result {

@@ -20,6 +20,8 @@ pub struct Args {
     model: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
+    #[command(flatten)]
+    quant: crate::quant_args::QuantArgs,
     /// What to play, in words.
     #[arg(long)]
     prompt: String,
@@ -64,7 +66,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         (None, Some(repo)) => models::hub::fetch_snapshot(repo, &args.hub.revision, &["config.json", "model.safetensors", "tokenizer.json"], &args.hub.options())?,
         (None, None) => bail!("give --model-dir or --model"),
     };
-    let model = MusicGen::load_dir(&dir)?;
+    let mut model = MusicGen::load_dir(&dir)?;
+    if let Some(p) = args.quant.precision()? {
+        model.set_precision(p)?;
+    }
     let (ids, mask) = tokenize_prompt(&dir.join("tokenizer.json"), &args.prompt)?;
     let rate = model.codec.config.frame_rate();
     let kb = model.config.decoder.num_codebooks as usize;

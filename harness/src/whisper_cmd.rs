@@ -32,6 +32,8 @@ pub struct TranscribeArgs {
     model: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
+    #[command(flatten)]
+    quant: crate::quant_args::QuantArgs,
     /// The audio: a WAV file, any rate and channel count (mixed down to mono and resampled to
     /// 16 kHz, as openai-whisper's loader does). Audio over 30 s is transcribed in 30 s windows
     /// overlapping by 10% (ChunkedProcessor's whisper preset), joined by their timestamps.
@@ -182,7 +184,10 @@ fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
 
 /// `harness transcribe`.
 pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
-    let (model, dir) = load_model(args)?;
+    let (mut model, dir) = load_model(args)?;
+    if let Some(p) = args.quant.precision()? {
+        model.set_precision(p)?;
+    }
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let filters = suppress_from_config(&dir)?;
     let wav = crate::audio::read_wav(&args.audio)?;

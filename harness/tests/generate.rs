@@ -127,3 +127,30 @@ fn loads_from_a_hub_cache_offline() {
     let e = err(&o);
     assert!(e.contains("musicgen-large"), "{e}");
 }
+
+/// `harness quantize` saves an 8-bit copy that `generate` loads as saved; `--quantize` at load
+/// gives the same music as the saved copy; bad settings are refused by name.
+#[test]
+fn quantize_saves_a_copy_that_loads_as_saved() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q8");
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap();
+    ok(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", q.to_str().unwrap(), "--quantize", "8", "--group-size", "32"]));
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(q.join(f).exists(), "{f}");
+    }
+    assert!(std::fs::metadata(q.join("model.safetensors")).unwrap().len() < std::fs::metadata(model.path().join("model.safetensors")).unwrap().len());
+    let a = tmp.path().join("a.wav");
+    let b = tmp.path().join("b.wav");
+    let common = ["--prompt", "slow jazz", "--seconds", "0.2", "--greedy", "--quiet"];
+    ok(&harness(&[&["--model-dir", q.to_str().unwrap(), "-o", a.to_str().unwrap()], &common[..]].concat()));
+    ok(&harness(&[&["--model-dir", m, "--quantize", "8", "--group-size", "32", "-o", b.to_str().unwrap()], &common[..]].concat()));
+    let read = |p: &Path| harness::audio::read_wav(p).unwrap().channels.remove(0);
+    assert_eq!(read(&a), read(&b), "saved and load-time quantization must agree");
+    let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", tmp.path().join("x").to_str().unwrap(), "--quantize", "4"]));
+    assert!(e.contains("groups of 64"), "{e}");
+    let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", tmp.path().join("y").to_str().unwrap()]));
+    assert!(e.contains("--quantize"), "{e}");
+}

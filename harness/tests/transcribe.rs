@@ -117,3 +117,24 @@ fn bad_requests_are_refused_by_name() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("tokenizer.json"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// An 8-bit copy saved by `harness quantize` transcribes exactly as quantizing at load does.
+#[test]
+fn quantized_copy_transcribes_as_load_time_quantization() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q8");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["quantize", "--model", "whisper", "--model-dir", m, "-o", q.to_str().unwrap(), "--quantize", "8"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let audio = wav(tmp.path(), "a.wav", 4.0, 16_000, speechlike);
+    let tokens = |args: &[&str]| -> serde_json::Value {
+        let o = harness(&[&["transcribe", audio.to_str().unwrap(), "--json", "--quiet"], args].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["segments"].clone()
+    };
+    assert_eq!(tokens(&["--model-dir", q.to_str().unwrap()]), tokens(&["--model-dir", m, "--quantize", "8"]));
+    let o = harness(&["transcribe", audio.to_str().unwrap(), "--model-dir", m, "--quantize", "4", "--group-size", "48"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("group size 48"), "{}", String::from_utf8_lossy(&o.stderr));
+}

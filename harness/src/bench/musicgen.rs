@@ -6,6 +6,7 @@ use anyhow::Result;
 use mlx_rs::{random, Array};
 use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig, Sampler};
 use models::nn::kv_cache::KvCacheKind;
+use models::nn::quant::Precision;
 
 use super::workload::{Scale, Spec, Variant, Workload};
 use crate::report::{Work, WorkloadInfo};
@@ -88,6 +89,28 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
         ("eval-interval", DecodeOptions { eval_every: 8, ..naive }, "eval every 8 steps alone"),
     ] {
         out.push(decode("small", 500, Some(name), o, format!("naive = all three off; optimized = {what}"), true));
+    }
+    // Weight precision: medium's decoder (linears, codebook embeddings, heads) at fp32, fp16,
+    // int8 or int4 (groups of 64), 50 steps, both variants.
+    for (name, p) in [("fp32", Precision::F32), ("fp16", Precision::F16), ("int8", Precision::Int { bits: 8, group_size: 64 }), ("int4", Precision::Int { bits: 4, group_size: 64 })] {
+        out.push(Spec {
+            id: format!("musicgen/decode-medium-50-{name}"),
+            model: "musicgen",
+            info: WorkloadInfo {
+                size: format!("musicgen-medium decoder at real size, weights at {p}, random"),
+                input: "12 random text states (projected T5 output), classifier-free guidance scale 3 (batch 2)".into(),
+                timed: format!("50 greedy decode steps with the delay pattern; {all}"),
+                note: Some("ms per step and peak memory by weight precision".into()),
+            },
+            work: Work { tokens: Some(50.0), ..Work::default() },
+            heavy: true,
+            build: Box::new(move |_| {
+                let mut model = MusicGen::random(MusicgenConfig::preset("medium")?, 41)?;
+                model.set_precision(p)?;
+                let cond = conditioning(&model)?;
+                Ok(Box::new(Decode { model, cond, steps: 50, optimized: DecodeOptions::optimized() }) as Box<dyn Workload>)
+            }),
+        });
     }
     for size in ["small", "medium"] {
         out.push(Spec {

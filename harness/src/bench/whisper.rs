@@ -7,6 +7,7 @@ use anyhow::Result;
 use mlx_rs::{random, Array};
 use models::nn::attention::AttentionKernel;
 use models::nn::kv_cache::KvCacheKind;
+use models::nn::quant::Precision;
 use models::whisper::{audio::LogMel, BeamSearch, DecodeOptions, Whisper, WhisperConfig};
 
 use super::workload::{Scale, Spec, Variant, Workload};
@@ -161,6 +162,27 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             heavy: true,
             build: Box::new(move |_| {
                 Ok(Box::new(Decode { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 224, switch }) as Box<dyn Workload>)
+            }),
+        });
+    }
+    // Weight precision: the same 64-token decode with the decoder's linear and embedding weights
+    // stored at fp16, int8 or int4 (groups of 64), both variants.
+    for (name, p) in [("fp16", Precision::F16), ("int8", Precision::Int { bits: 8, group_size: 64 }), ("int4", Precision::Int { bits: 4, group_size: 64 })] {
+        out.push(Spec {
+            id: format!("whisper/decode-64-{name}"),
+            model: "whisper",
+            info: WorkloadInfo {
+                size: format!("{size}; linear and embedding weights at {p}"),
+                input: "1500 random audio frames, the 4-token start sequence, then 64 tokens, batch 1".into(),
+                timed: format!("greedy decoding of 64 tokens; {SWITCHES}"),
+                note: Some("against whisper/decode-64 (fp32): the speed and memory of quantized weights".into()),
+            },
+            work: Work { tokens: Some(64.0), ..Work::default() },
+            heavy: true,
+            build: Box::new(move |_| {
+                let mut model = Whisper::random(turbo(Some(1))?, 11)?;
+                model.set_precision(p)?;
+                Ok(Box::new(Decode { model, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 64, switch: Switch::All }) as Box<dyn Workload>)
             }),
         });
     }

@@ -1,0 +1,78 @@
+//! `--quantize` and `--group-size`, shared by the commands that load Whisper or MusicGen, and
+//! `harness quantize`, which saves a quantized copy so quantization is not repeated.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use models::nn::quant::Precision;
+
+use crate::report::json::write_atomic;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct QuantArgs {
+    /// Store the decoder's (and for Whisper the encoder's) linear and embedding weights at 16
+    /// (float16), 8 or 4 bits at load time. A checkpoint saved quantized loads as it was saved.
+    #[arg(long, value_name = "16|8|4", value_parser = ["16", "8", "4"])]
+    pub quantize: Option<String>,
+    /// Weights per quantization group (one scale and bias each) along a row.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(i32).range(32..=128))]
+    pub group_size: i32,
+}
+
+impl QuantArgs {
+    /// The precision asked for, if any.
+    pub fn precision(&self) -> Result<Option<Precision>> {
+        Ok(match self.quantize.as_deref() {
+            None => None,
+            Some("16") => Some(Precision::F16),
+            Some(bits) => Some(Precision::int(bits.parse()?, self.group_size)?),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which network the folder holds.
+    #[arg(long, value_parser = ["whisper", "musicgen"])]
+    model: String,
+    /// The float checkpoint folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    model_dir: PathBuf,
+    /// The folder to write: the quantized model.safetensors (precision in its metadata) next to
+    /// copies of config.json and tokenizer.json.
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    #[command(flatten)]
+    quant: QuantArgs,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let precision = args.quant.precision()?.context("give --quantize 16, 8 or 4")?;
+    if args.output == args.model_dir {
+        bail!("--output must differ from --model-dir (the float checkpoint is read while writing)");
+    }
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let src = args.model_dir.join("model.safetensors");
+    let dst = args.output.join("model.safetensors");
+    match args.model.as_str() {
+        "whisper" => {
+            let mut m = models::whisper::Whisper::load_dir(&args.model_dir)?;
+            m.set_precision(precision)?;
+            m.save(&dst)?;
+        }
+        _ => {
+            let mut m = models::musicgen::MusicGen::load_dir(&args.model_dir)?;
+            m.set_precision(precision)?;
+            m.save(&src, &dst)?;
+        }
+    }
+    for f in ["config.json", "tokenizer.json", "generation_config.json"] {
+        let p = args.model_dir.join(f);
+        if p.exists() {
+            write_atomic(&args.output.join(f), &std::fs::read(&p)?)?;
+        }
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    eprintln!("{} ({:.1} MB) -> {} at {precision} ({:.1} MB)", src.display(), size(&src), dst.display(), size(&dst));
+    Ok(ExitCode::SUCCESS)
+}
