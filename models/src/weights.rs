@@ -171,6 +171,18 @@ pub fn random_tensors(expected: BTreeMap<String, Vec<i32>>, seed: u64, init: imp
     Ok(out)
 }
 
+/// Write `tensors` with string `metadata` to `path` as safetensors, atomically (a temporary
+/// file in the same folder, then a rename), so a failed write never leaves half a checkpoint.
+pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&str, &str)]) -> Result<()> {
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "weights".into());
+    let tmp = dir.join(format!(".{name}.tmp.safetensors"));
+    Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp).map_err(|e| bad(path, format!("cannot write: {e:?}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}")))
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,15 +254,4 @@ mod tests {
         assert!(err.contains("truncated") && err.contains("w.safetensors"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
-}
-
-/// Write `tensors` with string `metadata` to `path` as safetensors, atomically (a temporary
-/// file in the same folder, then a rename), so a failed write never leaves half a checkpoint.
-pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&str, &str)]) -> Result<()> {
-    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "weights".into());
-    let tmp = dir.join(format!(".{name}.tmp.safetensors"));
-    Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp).map_err(|e| bad(path, format!("cannot write: {e:?}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}")))
 }

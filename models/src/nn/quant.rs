@@ -237,7 +237,7 @@ mod tests {
             // Rows agree with the product of the dequantized matrix.
             let rows = q.rows(&Array::from_slice(&[5i32, 0], &[2])).unwrap();
             let deq = q.dequantize().unwrap();
-            let want = deq.take_axis(&Array::from_slice(&[5i32, 0], &[2]), 0).unwrap();
+            let want = deq.take_axis(Array::from_slice(&[5i32, 0], &[2]), 0).unwrap();
             assert_eq!(rows.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>(), 0.0);
             errs.push(err);
         }
