@@ -19,6 +19,10 @@ for cccl in /usr/local/cuda/targets/x86_64-linux/include/cccl /usr/local/cuda/in
     break
   fi
 done
+# CUTLASS/CuTe headers for the quantized-matmul kernels (scripts/device/fetch-cutlass.sh).
+if [ -f .device/p2/cutlass-include.tar.xz ]; then
+  mkdir -p /opt/mlx-cuda/mlx/include && tar -C /opt/mlx-cuda/mlx/include -xJf .device/p2/cutlass-include.tar.xz
+fi
 dest=/tmp/harness-gpu
 rm -rf "$dest" && mkdir -p "$dest"
 tar -C "$dest" -xJf .device/bin/harness-bin.tar.xz
