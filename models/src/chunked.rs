@@ -25,6 +25,17 @@ impl ChunkedProcessor {
         Self { chunk: 480_000, overlap: 0.1 }
     }
 
+    /// The seed's HTDemucs setting: 6 s chunks at 44.1 kHz, 25% overlap.
+    pub fn htdemucs() -> Self {
+        Self { chunk: 264_600, overlap: 0.25 }
+    }
+
+    /// The seed's setting for memory-limited devices: 3 s chunks at 44.1 kHz (the seed gives no
+    /// overlap; 25%, as for HTDemucs).
+    pub fn phone_constrained() -> Self {
+        Self { chunk: 132_300, overlap: 0.25 }
+    }
+
     pub fn new(chunk: i32, overlap: f64) -> Result<Self> {
         if chunk < 2 {
             return Err(Error::InvalidArgument(format!("chunk length {chunk}: must be at least 2 samples")));
@@ -133,6 +144,90 @@ impl ChunkedProcessor {
     }
 }
 
+/// Samples `a..b` of the last axis.
+fn last_axis(x: &Array, a: i32, b: i32) -> Result<Array> {
+    Ok(x.take_axis(ops::arange::<_, i32>(a, b, None)?, -1)?)
+}
+
+/// demucs' own chunking (`demucs.apply.apply_model` with `split=True, shifts=0`), so that a
+/// separation can be checked against it: chunks start every `(1 - overlap) * segment` samples;
+/// each is cut from the signal centred in a window of `valid_length` samples (real neighbouring
+/// samples where there are any, zeros past the ends), run, centre-trimmed back, and blended with
+/// a triangle weight (normalised to peak 1, raised to `transition_power`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemucsChunking {
+    pub segment: i32,
+    pub overlap: f64,
+    pub transition_power: f64,
+    /// The input length the model takes (HTDemucs: its training segment).
+    pub valid_length: i32,
+}
+
+impl DemucsChunking {
+    /// `apply_model`'s defaults for the released htdemucs: 7.8 s segments at 44.1 kHz, 25% overlap.
+    pub fn htdemucs() -> Self {
+        let segment = (7.8f64 * 44_100.0) as i32;
+        Self { segment, overlap: 0.25, transition_power: 1.0, valid_length: segment }
+    }
+
+    fn weight(&self) -> Vec<f32> {
+        let seg = self.segment;
+        let tri: Vec<f64> = (1..=seg / 2).chain((1..=seg - seg / 2).rev()).map(f64::from).collect();
+        let max = tri.iter().copied().fold(0.0, f64::max);
+        tri.iter().map(|w| (w / max).powf(self.transition_power) as f32).collect()
+    }
+
+    /// Run `f` (input `[..., valid_length]`, output `[..., valid_length]` with any leading
+    /// shape) over `x` (`[..., L]`); returns `f`'s leading shape with `L` samples.
+    /// `progress(done, total)` follows each chunk.
+    pub fn process(&self, x: &Array, mut f: impl FnMut(&Array) -> Result<Array>, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
+        if self.segment < 2 || self.valid_length < self.segment || !(0.0..1.0).contains(&self.overlap) || self.transition_power < 1.0 {
+            return Err(Error::InvalidArgument(format!("demucs chunking {self:?}: needs segment >= 2, valid_length >= segment, overlap in [0, 1), transition_power >= 1")));
+        }
+        let nd = x.ndim();
+        let len = if nd == 0 { 0 } else { x.shape()[nd - 1] };
+        if len == 0 {
+            return Err(Error::InvalidArgument("chunked processing of an empty signal".into()));
+        }
+        let axis = nd as i32 - 1;
+        let stride = (((1.0 - self.overlap) * f64::from(self.segment)) as i32).max(1);
+        let offsets: Vec<i32> = (0..len).step_by(stride as usize).collect();
+        let weight = self.weight();
+        let mut out: Option<Array> = None;
+        let mut wsum = vec![0f32; len as usize];
+        for (i, &offset) in offsets.iter().enumerate() {
+            let chunk = self.segment.min(len - offset);
+            let delta = self.valid_length - chunk;
+            let start = offset - delta / 2;
+            let end = start + self.valid_length;
+            let (a, b) = (start.max(0), end.min(len));
+            let piece = pad_axis(&last_axis(x, a, b)?, axis, a - start, end - b, PadMode::Constant)?;
+            let y = f(&piece)?;
+            let yl = y.shape()[y.ndim() - 1];
+            if yl != self.valid_length {
+                return Err(Error::InvalidArgument(format!("chunk {i}: the model returned {yl} samples for {}", self.valid_length)));
+            }
+            let t0 = delta / 2;
+            let y = last_axis(&y, t0, t0 + chunk)?;
+            let w = &weight[..chunk as usize];
+            for (j, wj) in w.iter().enumerate() {
+                wsum[(offset as usize) + j] += wj;
+            }
+            let ax = y.ndim() as i32 - 1;
+            let placed = pad_axis(&y.multiply(Array::from_slice(w, &[chunk]))?, ax, offset, len - offset - chunk, PadMode::Constant)?;
+            let acc = match out.take() {
+                None => placed,
+                Some(o) => o.add(&placed)?,
+            };
+            acc.eval()?;
+            out = Some(acc);
+            progress(i + 1, offsets.len());
+        }
+        let out = out.ok_or_else(|| Error::InvalidArgument("no chunks".into()))?;
+        Ok(out.divide(Array::from_slice(&wsum, &[len]))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +292,34 @@ mod tests {
         let f = |c: &Array| -> Result<Array> { Ok(c.multiply(mlx_rs::array!(2.0f32))?.add(mlx_rs::array!(0.5f32))?) };
         let y = p.process(&x, f, |_, _| {}).unwrap();
         assert!(max_diff(&y, &f(&x).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn demucs_chunking_matches_apply_model() {
+        // fixtures/htdemucs/make_chunking_fixture.py: apply_model around a toy model whose output
+        // depends on each sample's place in the chunk.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/htdemucs/chunking.safetensors");
+        let t = crate::weights::read_safetensors(&path).unwrap();
+        let toy = |x: &Array| -> Result<Array> {
+            let n = x.shape()[x.ndim() - 1];
+            let ramp: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / (n - 1) as f32).collect();
+            let a = x.multiply(Array::from_slice(&ramp, &[n]))?;
+            let b = x.multiply(x)?.add(ops::arange::<_, f32>(0.0, n as f32, None)?.multiply(mlx_rs::array!(0.01f32))?)?;
+            Ok(ops::stack(&[a, b], 0)?)
+        };
+        for n in [300, 78, 50, 79] {
+            for p in [1, 2] {
+                let c = DemucsChunking { segment: 78, overlap: 0.25, transition_power: f64::from(p), valid_length: 78 };
+                let mut calls = 0;
+                let got = c.process(&t[&format!("x{n}")], toy, |_, _| calls += 1).unwrap();
+                assert_eq!(calls, (n as usize).div_ceil(58), "{n}");
+                assert!(max_diff(&got, &t[&format!("out{n}.p{p}")]) < 1e-5, "{n} p{p}: {}", max_diff(&got, &t[&format!("out{n}.p{p}")]));
+            }
+        }
+        let e = DemucsChunking { valid_length: 10, ..DemucsChunking::htdemucs() }.process(&ramp(&[2, 100]), |x| Ok(x.clone()), |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("valid_length"), "{e}");
+        assert_eq!(ChunkedProcessor::htdemucs().stride(), 198_450);
+        assert_eq!(ChunkedProcessor::phone_constrained().chunk, 132_300);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod chunked;
 pub mod config;
 pub mod encodec;
 pub mod error;
+pub mod htdemucs;
 pub mod hub;
 pub mod musicgen;
 pub mod nn;

@@ -1,0 +1,140 @@
+//! HTDemucs' spectrogram and its inverse, as demucs' `HTDemucs._spec` / `_ispec` compute them:
+//! a normalized, centred STFT (periodic Hann window, hop `nfft / 4`) of the signal reflect-padded
+//! by 1.5 hops, with the Nyquist bin and the two edge frames on each side dropped, so that a
+//! signal of `L` samples gives `ceil(L / hop)` frames of `nfft / 2` bins.
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{complex64, ops, Array};
+
+use crate::error::{Error, Result};
+use crate::nn::ops::{pad_axis, PadMode};
+
+pub struct Stft {
+    pub nfft: i32,
+    pub hop: i32,
+    window: Array,
+}
+
+/// demucs' `pad1d`: reflect padding that first zero-extends inputs too short to reflect.
+pub fn pad1d_reflect(x: &Array, left: i32, right: i32) -> Result<Array> {
+    let axis = x.ndim() as i32 - 1;
+    let len = x.shape()[axis as usize];
+    let (mut l, mut r, mut x) = (left, right, x.clone());
+    let max_pad = left.max(right);
+    if len <= max_pad {
+        let extra = max_pad - len + 1;
+        let extra_right = right.min(extra);
+        let extra_left = extra - extra_right;
+        x = pad_axis(&x, axis, extra_left, extra_right, PadMode::Constant)?;
+        l -= extra_left;
+        r -= extra_right;
+    }
+    pad_axis(&x, axis, l, r, PadMode::Reflect)
+}
+
+impl Stft {
+    pub fn new(nfft: i32) -> Result<Self> {
+        if nfft < 8 || nfft % 4 != 0 {
+            return Err(Error::InvalidArgument(format!("nfft {nfft}: must be a multiple of 4, at least 8")));
+        }
+        let n = f64::from(nfft);
+        let w: Vec<f32> = (0..nfft).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * f64::from(i) / n).cos()) as f32).collect();
+        Ok(Self { nfft, hop: nfft / 4, window: Array::from_slice(&w, &[nfft]) })
+    }
+
+    /// `_spec`: real and imaginary parts `[..., nfft / 2, ceil(L / hop)]` of `x` `[..., L]`.
+    pub fn spec(&self, x: &Array) -> Result<(Array, Array)> {
+        let nd = x.ndim();
+        if nd == 0 || x.shape()[nd - 1] == 0 {
+            return Err(Error::InvalidArgument(format!("spectrogram of a signal of shape {:?}: no samples", x.shape())));
+        }
+        let (hl, nfft) = (self.hop, self.nfft);
+        let len = x.shape()[nd - 1];
+        let le = (len + hl - 1) / hl;
+        let pad = hl / 2 * 3;
+        let x = pad1d_reflect(x, pad, pad + le * hl - len)?;
+        // torch.stft(center=True): another nfft / 2 of reflection on each side.
+        let x = pad_axis(&x, nd as i32 - 1, nfft / 2, nfft / 2, PadMode::Reflect)?;
+        let padded = x.shape()[nd - 1];
+        let frames = 1 + (padded - nfft) / hl;
+        let idx: Vec<i32> = (0..frames).flat_map(|f| (0..nfft).map(move |k| f * hl + k)).collect();
+        let framed = x.take_axis(Array::from_slice(&idx, &[frames, nfft]), nd as i32 - 1)?.multiply(&self.window)?; // [..., frames, nfft]
+        let z = mlx_rs::fft::rfft(&framed, nfft, -1)?; // [..., frames, nfft / 2 + 1]
+        let scale = mlx_rs::array!(1.0 / (nfft as f32).sqrt());
+        // [N, frames, bins] -> [N, nfft / 2, le]: the Nyquist bin and two edge frames each side go.
+        let flat = |a: Array| -> Result<Array> {
+            let s = a.shape().to_vec();
+            Ok(a.reshape(&[-1, s[nd - 1], s[nd]])?)
+        };
+        let re = pick_last2(&flat(z.real()?)?, &scale, nfft / 2, le)?;
+        let im = pick_last2(&flat(z.imag()?)?, &scale, nfft / 2, le)?;
+        let mut shape: Vec<i32> = x.shape()[..nd - 1].to_vec();
+        shape.extend([nfft / 2, le]);
+        Ok((re.reshape(&shape)?, im.reshape(&shape)?))
+    }
+
+    /// `_ispec`: the signal `[..., length]` of the spectrogram `re + i im` (`[..., nfft / 2, T]`).
+    pub fn ispec(&self, re: &Array, im: &Array, length: i32) -> Result<Array> {
+        let (hl, nfft) = (self.hop, self.nfft);
+        let s = re.shape().to_vec();
+        let nd = s.len();
+        if nd < 2 || im.shape() != s.as_slice() || s[nd - 2] != nfft / 2 {
+            return Err(Error::InvalidArgument(format!("inverse spectrogram of {:?} and {:?}: expected equal [..., {}, frames]", s, im.shape(), nfft / 2)));
+        }
+        let t = s[nd - 1];
+        let lead: Vec<i32> = s[..nd - 2].to_vec();
+        let flat = |a: &Array| -> Result<Array> { Ok(a.reshape(&[-1, nfft / 2, t])?) };
+        // Back to [N, frames, bins], with the Nyquist bin (zero) and two empty frames each side.
+        let prep = |a: Array| -> Result<Array> {
+            let a = pad_axis(&a, 1, 0, 1, PadMode::Constant)?;
+            let a = pad_axis(&a, 2, 2, 2, PadMode::Constant)?;
+            Ok(a.transpose_axes(&[0, 2, 1])?)
+        };
+        let (zr, zi) = (prep(flat(re)?)?, prep(flat(im)?)?);
+        let z = zr.add(zi.multiply(Array::from_complex(complex64::new(0.0, 1.0)))?)?;
+        let frames = mlx_rs::fft::irfft(&z, nfft, -1)?.multiply(mlx_rs::array!((nfft as f32).sqrt()))?.multiply(&self.window)?; // [N, T', nfft]
+        let tt = frames.shape()[1];
+        let full = nfft + hl * (tt - 1);
+        let y = overlap_add(&frames, hl)?; // [N, full]
+        let wsq = self.window.square()?;
+        let env = overlap_add(&ops::broadcast_to(&wsq.reshape(&[1, 1, nfft])?, &[1, tt, nfft])?, hl)?.reshape(&[full])?;
+        let pad = hl / 2 * 3;
+        let le = hl * ((length + hl - 1) / hl) + 2 * pad;
+        let start = nfft / 2;
+        let end = start + le;
+        if end > full {
+            return Err(Error::InvalidArgument(format!("inverse spectrogram: {t} frames cannot make {length} samples")));
+        }
+        let env = env.index(start..end);
+        let y = y.index((.., start..end)).divide(&ops::maximum(&env, mlx_rs::array!(1e-11f32))?)?;
+        let y = y.index((.., pad..pad + length));
+        let mut shape = lead;
+        shape.push(length);
+        Ok(y.reshape(&shape)?)
+    }
+}
+
+/// Pick `[N, bins, frames]` from `[N, frames', bins']`: scale, transpose, the first `bins`
+/// bins and frames `2..2 + frames`.
+fn pick_last2(a: &Array, scale: &Array, bins: i32, frames: i32) -> Result<Array> {
+    let a = a.multiply(scale)?.transpose_axes(&[0, 2, 1])?;
+    Ok(a.index((.., ..bins, 2..2 + frames)))
+}
+
+/// Overlap-add of frames `[N, T, nfft]` at hop `hop` (`nfft` a multiple of it): `[N, nfft + hop (T - 1)]`.
+fn overlap_add(frames: &Array, hop: i32) -> Result<Array> {
+    let s = frames.shape();
+    let (n, t, nfft) = (s[0], s[1], s[2]);
+    let parts = nfft / hop;
+    let chunks = frames.reshape(&[n, t, parts, hop])?;
+    let total = hop * (t + parts - 1);
+    let mut acc: Option<Array> = None;
+    for j in 0..parts {
+        let c = chunks.index((.., .., j, ..)).reshape(&[n, t * hop])?;
+        let placed = pad_axis(&c, 1, j * hop, total - t * hop - j * hop, PadMode::Constant)?;
+        acc = Some(match acc {
+            None => placed,
+            Some(a) => a.add(&placed)?,
+        });
+    }
+    acc.ok_or_else(|| Error::InvalidArgument("overlap-add of empty frames".into()))
+}
