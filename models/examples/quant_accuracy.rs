@@ -1,4 +1,6 @@
-//! The accuracy cost of weight precision on the MusicGen fixtures: greedy code agreement with
+//! The accuracy cost of weight precision. Whisper fixtures: greedy token agreement (64 tokens
+//! from the start token) with the float32 model, at fp16, int8 and int4 (groups of 64).
+//! MusicGen fixtures: greedy code agreement with
 //! the float32 model (60 guided steps) and the mean KL divergence of the next-code
 //! distributions (teacher-forced on the fp32 codes), for fp16, int8 and int4 (groups of 32,
 //! the fixture's decoder being 32 wide).
@@ -12,6 +14,24 @@ use models::weights;
 
 fn main() -> models::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    for seed in ["whisper-s0", "whisper-s1"] {
+        use models::whisper::{audio::LogMel, Whisper};
+        let dir = root.join(seed);
+        let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+        let mel = LogMel::new(80)?.compute(&inputs["audio"])?;
+        let fp32 = Whisper::load_dir(&dir)?;
+        let start = [fp32.config.decoder_start_token_id];
+        let opts = models::whisper::DecodeOptions::optimized();
+        let want = fp32.greedy(&fp32.encode(&mel)?, &start, 64, None, &opts)?.remove(0);
+        for name in ["fp16", "int8", "int4"] {
+            let mut m = Whisper::load_dir(&dir)?;
+            m.set_precision(name.parse()?)?;
+            let got = m.greedy(&m.encode(&mel)?, &start, 64, None, &opts)?.remove(0);
+            let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
+            let first = want.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(want.len());
+            println!("{seed} {name}: greedy token agreement {agree}/{} (first difference at token {first})", want.len());
+        }
+    }
     for seed in ["musicgen-s0", "musicgen-s1"] {
         let dir = root.join(seed);
         let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
