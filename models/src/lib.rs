@@ -10,6 +10,7 @@ pub mod hub;
 pub mod musicgen;
 pub mod nn;
 pub mod runtime;
+pub mod text;
 pub mod weights;
 pub mod whisper;
 

@@ -17,38 +17,22 @@ use self::t5::T5Encoder;
 use crate::config::ModelConfig;
 use crate::encodec::Encodec;
 use crate::error::{Error, Result};
-use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
-use crate::nn::kv_cache::{new_cache, KvCache};
+use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::linear::{Linear, Weight};
 use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
-use crate::nn::norm::layer_norm;
+use crate::nn::norm::LayerNorm;
+use crate::nn::ops::gelu;
+pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::weights;
-pub use crate::whisper::DecodeOptions;
-
-struct Norm {
-    weight: Array,
-    bias: Array,
-}
-
-impl Norm {
-    fn forward(&self, x: &Array) -> Result<Array> {
-        layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
-    }
-}
 
 struct Layer {
     attn: MultiHeadAttention,
-    attn_ln: Norm,
+    attn_ln: LayerNorm,
     cross: MultiHeadAttention,
-    cross_ln: Norm,
+    cross_ln: LayerNorm,
     fc1: Linear,
     fc2: Linear,
-    ff_ln: Norm,
-}
-
-fn gelu(x: &Array) -> Result<Array> {
-    let half = mlx_rs::array!(0.5f32);
-    Ok(x.multiply(&half)?.multiply(ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
+    ff_ln: LayerNorm,
 }
 
 pub struct MusicGen {
@@ -60,7 +44,7 @@ pub struct MusicGen {
     /// Sinusoidal positions `[max_positions, d]`.
     positions: Array,
     layers: Vec<Layer>,
-    final_ln: Norm,
+    final_ln: LayerNorm,
     heads: Vec<Weight>,
     pub codec: Encodec,
 }
@@ -75,9 +59,7 @@ pub struct Conditioning {
 /// Token ids `[1, L]` and attention mask of `prompt` through the T5 `tokenizer.json` at `path`
 /// (special tokens added, as HF's processor does: T5 appends `</s>`).
 pub fn tokenize_prompt(path: &Path, prompt: &str) -> Result<(Array, Array)> {
-    let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let tok: tokenizers::Tokenizer = text.parse().map_err(|e| bad(format!("not a tokenizer.json the tokenizers crate reads: {e}")))?;
+    let tok = crate::text::read_tokenizer(path)?;
     let enc = tok.encode(prompt, true).map_err(|e| Error::InvalidArgument(format!("cannot tokenize the prompt: {e}")))?;
     let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
     if ids.is_empty() {
@@ -124,14 +106,6 @@ impl Sampler {
             }
         }
     }
-}
-
-/// Per-layer decoder state for one generation.
-pub struct DecodeState {
-    self_caches: Vec<Box<dyn KvCache>>,
-    cross_caches: Vec<CrossKvCache>,
-    cache_cross: bool,
-    offset: i32,
 }
 
 /// HF's `MusicgenSinusoidalPositionalEmbedding`: `[cos | sin]` of position × frequency.
@@ -230,10 +204,10 @@ impl MusicGen {
             };
             let (sa, ca) = (attn("self_attn")?, attn("encoder_attn")?);
             let (fc1, fc2) = (lin("fc1".into())?, lin("fc2".into())?);
-            let norm = |n: &str| -> Result<Norm> { Ok(Norm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
+            let norm = |n: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
             layers.push(Layer { attn: sa, attn_ln: norm("self_attn_layer_norm")?, cross: ca, cross_ln: norm("encoder_attn_layer_norm")?, fc1, fc2, ff_ln: norm("final_layer_norm")? });
         }
-        let final_ln = Norm { weight: take(format!("{p}.layer_norm.weight"))?, bias: take(format!("{p}.layer_norm.bias"))? };
+        let final_ln = LayerNorm { weight: take(format!("{p}.layer_norm.weight"))?, bias: take(format!("{p}.layer_norm.bias"))? };
         let positions = sinusoids(d.max_position_embeddings, d.hidden_size);
         Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
     }
@@ -342,12 +316,7 @@ impl MusicGen {
     /// Fresh decoder state for up to `steps` positions (a preallocated cache is sized to it).
     pub fn new_state(&self, opts: &DecodeOptions, steps: usize) -> DecodeState {
         let max = (steps as i32).clamp(1, self.config.decoder.max_position_embeddings);
-        DecodeState {
-            self_caches: (0..self.layers.len()).map(|_| new_cache(opts.kv_cache, max)).collect(),
-            cross_caches: (0..self.layers.len()).map(|_| CrossKvCache::new()).collect(),
-            cache_cross: opts.cache_cross,
-            offset: 0,
-        }
+        DecodeState::new(self.layers.len(), opts, max)
     }
 
     /// Logits `[B, K, T, vocab]` for codes `[B, K, T]` following what `state` has seen.
@@ -358,20 +327,20 @@ impl MusicGen {
             return Err(Error::InvalidArgument(format!("codes of shape {s:?}: expected [batch, {}, steps]", d.num_codebooks)));
         }
         let t = s[2];
-        if state.offset + t > d.max_position_embeddings {
+        if state.offset() + t > d.max_position_embeddings {
             return Err(Error::InvalidArgument(format!("decoding past {} positions", d.max_position_embeddings)));
         }
-        let mut h = self.positions.index(state.offset..state.offset + t);
+        let mut h = self.positions.index(state.offset()..state.offset() + t);
         for (k, e) in self.embed.iter().enumerate() {
             h = e.rows(&codes.index((.., k as i32, ..)))?.add(&h)?;
         }
         for (i, l) in self.layers.iter().enumerate() {
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
-            let cache = if state.cache_cross { Some(&mut state.cross_caches[i]) } else { None };
+            let (self_cache, cache) = state.layer(i);
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal)?)?;
             h = h.add(l.cross.cross_attention_masked(&l.cross_ln.forward(&h)?, &cond.states, cache, Mask::Additive(&cond.mask))?)?;
             h = h.add(l.fc2.forward(&gelu(&l.fc1.forward(&l.ff_ln.forward(&h)?)?)?)?)?;
         }
-        state.offset += t;
+        state.advance(t);
         let h = self.final_ln.forward(&h)?;
         let logits: Vec<Array> = self.heads.iter().map(|w| w.matmul_t(&h)).collect::<Result<_>>()?;
         Ok(ops::stack(&logits, 1)?)

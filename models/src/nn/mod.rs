@@ -1,6 +1,7 @@
 //! Building blocks shared by the five networks.
 pub mod attention;
 pub mod conv;
+pub mod decoder;
 pub mod kv_cache;
 pub mod linear;
 pub mod lstm;

@@ -30,3 +30,15 @@ pub fn group_norm(x: &Array, groups: i32, weight: Option<&Array>, bias: Option<&
 pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
     Ok(mlx_rs::fast::layer_norm(x, weight, bias, eps)?)
 }
+
+/// A `torch.nn.LayerNorm` with its affine weights (PyTorch's eps, 1e-5).
+pub struct LayerNorm {
+    pub weight: Array,
+    pub bias: Array,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
+    }
+}

@@ -110,3 +110,9 @@ pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> R
         }
     }
 }
+
+/// Exact (erf) GELU, torch's default.
+pub fn gelu(x: &Array) -> Result<Array> {
+    let half = mlx_rs::array!(0.5f32);
+    Ok(x.multiply(&half)?.multiply(mlx_rs::ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
+}

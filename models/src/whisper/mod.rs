@@ -19,57 +19,14 @@ pub use self::filters::{segments, LogitFilters, Segment, Timestamps};
 use self::filters::TimestampState;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
-use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
 use crate::nn::linear::{Linear, Weight};
 use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
-use crate::nn::norm::layer_norm;
+use crate::nn::norm::LayerNorm;
+use crate::nn::ops::gelu;
+pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::weights::{self, Init};
-use crate::Variant;
-
-/// The seed's decode optimizations, each on its own switch so a report can attribute gains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeOptions {
-    /// Self-attention KV cache: concatenation (naive) or preallocated with O(1) updates.
-    pub kv_cache: KvCacheKind,
-    /// Cross-attention K/V computed once and cached (else recomputed every step).
-    pub cache_cross: bool,
-    /// Evaluate the graph every N steps (1 = every step).
-    pub eval_every: u32,
-}
-
-impl DecodeOptions {
-    pub fn naive() -> Self {
-        Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1 }
-    }
-    pub fn optimized() -> Self {
-        Self { kv_cache: KvCacheKind::Preallocated, cache_cross: true, eval_every: 8 }
-    }
-    pub fn for_variant(v: Variant) -> Self {
-        match v {
-            Variant::Naive => Self::naive(),
-            Variant::Optimized => Self::optimized(),
-        }
-    }
-}
-
-struct LayerNorm {
-    weight: Array,
-    bias: Array,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Array) -> Result<Array> {
-        layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
-    }
-}
-
-fn gelu(x: &Array) -> Result<Array> {
-    // Exact (erf) GELU, as torch's default.
-    let half = mlx_rs::array!(0.5f32);
-    Ok(x.multiply(&half)?.multiply(ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
-}
 
 struct Mlp {
     fc1: Linear,
@@ -126,14 +83,6 @@ pub struct BeamSearch {
 pub struct BeamResult {
     pub tokens: Vec<i32>,
     pub sum_logprob: f64,
-}
-
-/// Per-layer decoder state for one decode.
-pub struct DecodeState {
-    self_caches: Vec<Box<dyn KvCache>>,
-    cross_caches: Vec<CrossKvCache>,
-    cache_cross: bool,
-    offset: i32,
 }
 
 impl Whisper {
@@ -416,32 +365,27 @@ impl Whisper {
 
     /// Fresh decoder state for one decode with `opts`.
     pub fn new_state(&self, opts: &DecodeOptions) -> DecodeState {
-        DecodeState {
-            self_caches: (0..self.dec_layers.len()).map(|_| new_cache(opts.kv_cache, self.config.max_target_positions)).collect(),
-            cross_caches: (0..self.dec_layers.len()).map(|_| CrossKvCache::new()).collect(),
-            cache_cross: opts.cache_cross,
-            offset: 0,
-        }
+        DecodeState::new(self.dec_layers.len(), opts, self.config.max_target_positions)
     }
 
     /// Logits `[B, T, vocab]` for `tokens` `[B, T]` following what `state` has seen.
     pub fn decode_step(&self, tokens: &Array, audio: &Array, state: &mut DecodeState) -> Result<Array> {
         let t = tokens.shape()[1];
-        if state.offset + t > self.config.max_target_positions {
+        if state.offset() + t > self.config.max_target_positions {
             return Err(Error::InvalidArgument(format!(
                 "decoding past the text context: {} + {t} tokens > {}",
-                state.offset, self.config.max_target_positions
+                state.offset(), self.config.max_target_positions
             )));
         }
-        let pos = self.dec_pos.index(state.offset..state.offset + t);
+        let pos = self.dec_pos.index(state.offset()..state.offset() + t);
         let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;
         for (i, l) in self.dec_layers.iter().enumerate() {
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(state.self_caches[i].as_mut()), Mask::Causal)?)?;
-            let cache = if state.cache_cross { Some(&mut state.cross_caches[i]) } else { None };
+            let (self_cache, cache) = state.layer(i);
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal)?)?;
             h = h.add(l.cross.cross_attention(&l.cross_ln.forward(&h)?, audio, cache)?)?;
             h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
         }
-        state.offset += t;
+        state.advance(t);
         let h = self.dec_ln.forward(&h)?;
         self.embed_tokens.matmul_t(&h)
     }
@@ -545,9 +489,7 @@ impl Whisper {
                 break;
             }
             let rows = Array::from_slice(&sources, &[b]);
-            for c in &mut state.self_caches {
-                c.reorder(&rows)?;
-            }
+            state.reorder(&rows)?;
             input = Array::from_slice(&next.iter().map(|s| s[s.len() - 1]).collect::<Vec<_>>(), &[b, 1]);
             seqs = next;
             sum_lp = next_lp;

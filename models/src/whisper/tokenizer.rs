@@ -12,10 +12,7 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| bad(format!("not a tokenizer.json the tokenizers crate reads: {e}")))?;
-        Ok(Self { inner })
+        Ok(Self { inner: crate::text::read_tokenizer(path)? })
     }
 
     /// The id of a special (added) token such as `<|endoftext|>`.
