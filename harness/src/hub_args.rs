@@ -18,6 +18,17 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
+    /// The model folder: `model_dir` when given, else the snapshot of hub repo `model` holding
+    /// the files a text-conditioned model needs (config.json, model.safetensors,
+    /// tokenizer.json), read from the local cache first.
+    pub fn model_folder(&self, model_dir: Option<&PathBuf>, model: Option<&str>) -> anyhow::Result<PathBuf> {
+        match (model_dir, model) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, Some(repo)) => Ok(models::hub::fetch_snapshot(repo, &self.revision, &["config.json", "model.safetensors", "tokenizer.json"], &self.options())?),
+            (None, None) => anyhow::bail!("give --model-dir or --model"),
+        }
+    }
+
     pub fn options(&self) -> HubOptions {
         HubOptions { cache_dir: self.cache_dir.clone(), offline: self.offline }
     }

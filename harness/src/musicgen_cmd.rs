@@ -61,11 +61,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if !(args.guidance >= 1.0 && args.guidance.is_finite()) {
         bail!("--guidance {}: must be at least 1", args.guidance);
     }
-    let dir = match (&args.model_dir, &args.model) {
-        (Some(d), _) => d.clone(),
-        (None, Some(repo)) => models::hub::fetch_snapshot(repo, &args.hub.revision, &["config.json", "model.safetensors", "tokenizer.json"], &args.hub.options())?,
-        (None, None) => bail!("give --model-dir or --model"),
-    };
+    let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
     let mut model = MusicGen::load_dir(&dir)?;
     if let Some(p) = args.quant.precision()? {
         model.set_precision(p)?;

@@ -174,11 +174,7 @@ pub fn language_tokens(tok: &Tokenizer) -> Vec<(String, i32)> {
 }
 
 fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
-    if let Some(dir) = &args.model_dir {
-        return Ok((Whisper::load_dir(dir)?, dir.clone()));
-    }
-    let repo = args.model.as_deref().context("give --model-dir or --model")?;
-    let dir = models::hub::fetch_snapshot(repo, &args.hub.revision, &["config.json", "model.safetensors", "tokenizer.json"], &args.hub.options())?;
+    let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
     Ok((Whisper::load_dir(&dir)?, dir))
 }
 
