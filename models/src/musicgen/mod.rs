@@ -249,10 +249,7 @@ impl MusicGen {
         for (i, l) in self.layers.iter_mut().enumerate() {
             let Layer { attn, cross, fc1, fc2, .. } = l;
             for (a, m) in [("self_attn", attn), ("encoder_attn", cross)] {
-                out.push((format!("{p}.layers.{i}.{a}.q_proj.weight"), &mut m.query.weight));
-                out.push((format!("{p}.layers.{i}.{a}.k_proj.weight"), &mut m.key.weight));
-                out.push((format!("{p}.layers.{i}.{a}.v_proj.weight"), &mut m.value.weight));
-                out.push((format!("{p}.layers.{i}.{a}.out_proj.weight"), &mut m.out.weight));
+                out.extend(m.projections_mut().map(|(n, l)| (format!("{p}.layers.{i}.{a}.{n}.weight"), &mut l.weight)));
             }
             out.push((format!("{p}.layers.{i}.fc1.weight"), &mut fc1.weight));
             out.push((format!("{p}.layers.{i}.fc2.weight"), &mut fc2.weight));

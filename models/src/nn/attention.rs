@@ -56,6 +56,11 @@ pub struct MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
+    /// The four projections under HF's names (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [("q_proj", &mut self.query), ("k_proj", &mut self.key), ("v_proj", &mut self.value), ("out_proj", &mut self.out)]
+    }
+
     fn head_dim(&self) -> i32 {
         self.query.out_features() / self.n_head
     }

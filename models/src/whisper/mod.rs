@@ -212,10 +212,7 @@ impl Whisper {
         for (i, l) in self.enc_layers.iter_mut().enumerate() {
             let p = format!("model.encoder.layers.{i}");
             let EncoderLayer { attn, mlp, .. } = l;
-            out.push((format!("{p}.self_attn.q_proj"), &mut attn.query));
-            out.push((format!("{p}.self_attn.k_proj"), &mut attn.key));
-            out.push((format!("{p}.self_attn.v_proj"), &mut attn.value));
-            out.push((format!("{p}.self_attn.out_proj"), &mut attn.out));
+            out.extend(attn.projections_mut().map(|(n, l)| (format!("{p}.self_attn.{n}"), l)));
             out.push((format!("{p}.fc1"), &mut mlp.fc1));
             out.push((format!("{p}.fc2"), &mut mlp.fc2));
         }
@@ -223,10 +220,7 @@ impl Whisper {
             let p = format!("model.decoder.layers.{i}");
             let DecoderLayer { attn, cross, mlp, .. } = l;
             for (name, a) in [("self_attn", attn), ("encoder_attn", cross)] {
-                out.push((format!("{p}.{name}.q_proj"), &mut a.query));
-                out.push((format!("{p}.{name}.k_proj"), &mut a.key));
-                out.push((format!("{p}.{name}.v_proj"), &mut a.value));
-                out.push((format!("{p}.{name}.out_proj"), &mut a.out));
+                out.extend(a.projections_mut().map(|(n, l)| (format!("{p}.{name}.{n}"), l)));
             }
             out.push((format!("{p}.fc1"), &mut mlp.fc1));
             out.push((format!("{p}.fc2"), &mut mlp.fc2));
