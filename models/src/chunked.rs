@@ -105,9 +105,9 @@ impl ChunkedProcessor {
         (0..n).map(|i| (0.5 - ((f64::from(i) + 1.0) / (full + 1.0) - 0.5).abs()) as f32).collect()
     }
 
-    /// Run `f` over chunks of `x` (`[..., L]`) and overlap-add its outputs (`[..., L_chunk]`,
-    /// the same length as their input) into `[..., L]`. `progress(done, total)` is called
-    /// after each chunk.
+    /// Run `f` over chunks of `x` (`[..., L]`) and overlap-add its outputs (`[..., L_chunk]`:
+    /// the same length as their input, any leading shape, the same for every chunk) into
+    /// `[..., L]`. `progress(done, total)` is called after each chunk.
     pub fn process(&self, x: &Array, mut f: impl FnMut(&Array) -> Result<Array>, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
         let nd = x.ndim();
         if nd == 0 {
@@ -119,16 +119,16 @@ impl ChunkedProcessor {
         }
         let offsets = self.offsets(len);
         let lead: Vec<i32> = x.shape()[..nd - 1].to_vec();
-        let mut out_shape = lead.clone();
-        out_shape.push(len);
-        let mut acc = ops::zeros::<f32>(&out_shape)?;
+        let mut acc: Option<Array> = None;
         let mut wsum = vec![0f32; len as usize];
         let flat = x.reshape(&[-1, len])?;
         for (i, &start) in offsets.iter().enumerate() {
             let end = (start + self.chunk).min(len);
             let piece = flat.index((.., start..end)).reshape(&[&lead[..], &[end - start]].concat())?;
             let y = f(&piece)?;
-            if y.shape() != piece.shape() {
+            let yd = y.ndim();
+            let same_lead = acc.as_ref().is_none_or(|a| a.shape()[..a.ndim() - 1] == y.shape()[..yd.saturating_sub(1)]);
+            if yd == 0 || y.shape()[yd - 1] != end - start || !same_lead {
                 return Err(Error::InvalidArgument(format!("chunk {i}: the function returned shape {:?} for input {:?}", y.shape(), piece.shape())));
             }
             let w = self.weight(end - start);
@@ -136,10 +136,16 @@ impl ChunkedProcessor {
                 wsum[start as usize + j] += wj;
             }
             let weighted = y.multiply(Array::from_slice(&w, &[end - start]))?;
-            acc = acc.add(&pad_axis(&weighted, (nd - 1) as i32, start, len - end, PadMode::Constant)?)?;
-            acc.eval()?;
+            let placed = pad_axis(&weighted, (yd - 1) as i32, start, len - end, PadMode::Constant)?;
+            let sum = match acc.take() {
+                Some(a) => a.add(&placed)?,
+                None => placed,
+            };
+            sum.eval()?;
+            acc = Some(sum);
             progress(i + 1, offsets.len());
         }
+        let acc = acc.ok_or_else(|| Error::InvalidArgument("no chunks".into()))?;
         Ok(acc.divide(Array::from_slice(&wsum, &[len]))?)
     }
 }

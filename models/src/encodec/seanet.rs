@@ -16,33 +16,7 @@ use crate::error::{Error, Result};
 use crate::nn::conv::{conv_transpose1d_weight_from_torch, conv_weight_from_torch};
 use crate::nn::lstm::LstmLayer;
 
-/// Where the channel axis lives between layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// `[B, T, C]`, converted once at the model boundary (the optimized path).
-    ChannelsLast,
-    /// `[B, C, T]`, transposed into and out of every convolution (the naive path).
-    ChannelsFirst,
-}
-
-/// How convolutions are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    /// MLX's `conv1d` / `conv_transpose1d`, as a direct port calls them.
-    Mlx,
-    /// Convolutions as BLAS matrix products: im2col for `conv1d`, and for the transposed
-    /// convolution one product with all kernel taps followed by an overlap-add of the
-    /// stride-sized blocks. On the CPU backend MLX's `conv_transpose1d` is a direct loop,
-    /// tens of times slower than this at EnCodec's sizes.
-    Gemm,
-}
-
-/// Layout and kernels together: how one path runs the layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exec {
-    pub layout: Layout,
-    pub kernels: Kernels,
-}
+pub use crate::nn::conv::{Exec, Kernels, Layout};
 
 /// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as
 /// `max(x, 0) + exp(min(x, 0)) - 1`: MLX's CPU `expm1` is scalar libm and made ELU a tenth of

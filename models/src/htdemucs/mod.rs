@@ -1,2 +1,761 @@
-//! HTDemucs (demucs 4.1.0 `demucs.htdemucs.HTDemucs`): so far its STFT front end and inverse.
+//! HTDemucs, demucs 4.1.0's `demucs.htdemucs.HTDemucs`: a frequency branch over the complex
+//! spectrogram (complex as channels) and a time branch over the waveform, each an encoder of
+//! `depth` layers with DConv residual branches, a cross-domain transformer between them at the
+//! bottom, and mirrored decoders; the two outputs are summed.
+//!
+//! Naive and optimized paths share the modules and weights (the seed's point 4). The naive
+//! path keeps PyTorch's `[B, C, F, T]` / `[B, C, L]` between layers, transposes into and out of
+//! every convolution and every transformer layer, and uses MLX's convolution kernels. The
+//! optimized path converts to channels-last once at the model boundary, so the transformer's
+//! tokens are a reshape of the frequency activations, and on the CPU computes convolutions as
+//! BLAS products ([`crate::nn::conv::Kernels::Gemm`]).
+pub mod config;
+pub mod layers;
 pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array, Dtype};
+
+pub use self::config::HtDemucsConfig;
+use self::layers::{conv_in, glu_channels, swap, AxisConv, AxisConvTr, DConv, DConvLayer, GridConv};
+use self::spec::Stft;
+use crate::chunked::{ChunkedProcessor, DemucsChunking};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
+use crate::nn::conv::{Exec, Kernels, Layout};
+use crate::nn::linear::Linear;
+use crate::nn::norm::{group_norm, LayerNorm};
+use crate::nn::ops::{gelu, pad_axis, PadMode};
+use crate::weights::{self, Init};
+use crate::Variant;
+
+/// How a variant runs the layers. The optimized path uses MLX's own convolution kernels on a
+/// GPU, where they are not the CPU backend's direct loops.
+pub fn exec(v: Variant) -> Exec {
+    match v {
+        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx },
+        Variant::Optimized => {
+            let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
+            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm } }
+        }
+    }
+}
+
+/// `HEncLayer` of either branch (without GroupNorm: the released models start it past their
+/// depth).
+struct EncLayer {
+    conv: AxisConv,
+    dconv: Option<DConv>,
+    rewrite: Option<Rewrite>,
+    freq: bool,
+}
+
+/// `HDecLayer` of either branch.
+struct DecLayer {
+    conv_tr: AxisConvTr,
+    dconv: Option<DConv>,
+    rewrite: Option<Rewrite>,
+    freq: bool,
+    last: bool,
+    pad: i32,
+}
+
+enum Rewrite {
+    Freq(GridConv),
+    Time(AxisConv),
+}
+
+impl Rewrite {
+    fn forward(&self, x: &Array, e: Exec) -> Result<Array> {
+        let y = match self {
+            Rewrite::Freq(c) => conv_in(e.layout, x, |a| c.forward(a, e.kernels))?,
+            Rewrite::Time(c) => conv_in(e.layout, x, |a| c.forward(a, 1, e.kernels))?,
+        };
+        glu_channels(&y, e.layout)
+    }
+
+    fn arrays(&self) -> [&Array; 3] {
+        match self {
+            Rewrite::Freq(c) => c.arrays(),
+            Rewrite::Time(c) => c.arrays(),
+        }
+    }
+}
+
+/// The DConv branch of a frequency layer runs along time for every bin: channels-last
+/// `[B, T, F, C]` as it is; channels-first folds the bins into the batch, as demucs does.
+fn dconv_any(d: &DConv, y: &Array, freq: bool, e: Exec) -> Result<Array> {
+    if !freq || e.layout == Layout::ChannelsLast {
+        return d.forward(y, e.layout, e.kernels);
+    }
+    let s = y.shape().to_vec(); // [B, C, F, T]
+    let folded = y.transpose_axes(&[0, 2, 1, 3])?.reshape(&[s[0] * s[2], s[1], s[3]])?;
+    let out = d.forward(&folded, e.layout, e.kernels)?;
+    Ok(out.reshape(&[s[0], s[2], s[1], s[3]])?.transpose_axes(&[0, 2, 1, 3])?)
+}
+
+impl EncLayer {
+    fn forward(&self, x: &Array, e: Exec) -> Result<Array> {
+        let y = if self.freq {
+            // Along the bins: axis 2 of [B, T, F, C].
+            conv_in(e.layout, x, |a| self.conv.forward(a, 2, e.kernels))?
+        } else {
+            // demucs pads the time axis to a whole number of strides first.
+            let axis = if e.layout == Layout::ChannelsLast { 1 } else { 2 };
+            let le = x.shape()[axis as usize];
+            let rem = le % self.conv.stride;
+            let x = if rem != 0 { pad_axis(x, axis, 0, self.conv.stride - rem, PadMode::Constant)? } else { x.clone() };
+            conv_in(e.layout, &x, |a| self.conv.forward(a, 1, e.kernels))?
+        };
+        let mut y = gelu(&y)?;
+        if let Some(d) = &self.dconv {
+            y = dconv_any(d, &y, self.freq, e)?;
+        }
+        match &self.rewrite {
+            Some(r) => r.forward(&y, e),
+            None => Ok(y),
+        }
+    }
+
+    fn arrays(&self) -> Vec<&Array> {
+        let mut v: Vec<&Array> = self.conv.arrays().to_vec();
+        v.extend(self.dconv.iter().flat_map(|d| d.arrays()));
+        v.extend(self.rewrite.iter().flat_map(|r| r.arrays()));
+        v
+    }
+}
+
+impl DecLayer {
+    /// `length`: the time branch's length before the matching encoder layer.
+    fn forward(&self, x: &Array, skip: &Array, length: i32, e: Exec) -> Result<Array> {
+        let x = x.add(skip)?;
+        let mut y = match &self.rewrite {
+            Some(r) => r.forward(&x, e)?,
+            None => x,
+        };
+        if let Some(d) = &self.dconv {
+            y = dconv_any(d, &y, self.freq, e)?;
+        }
+        let cl = e.layout == Layout::ChannelsLast;
+        let z = if self.freq {
+            let z = conv_in(e.layout, &y, |a| self.conv_tr.forward(a, 2, e.kernels))?;
+            let f = z.shape()[2];
+            z.index((.., .., self.pad..f - self.pad))
+        } else {
+            let z = conv_in(e.layout, &y, |a| self.conv_tr.forward(a, 1, e.kernels))?;
+            if cl {
+                z.index((.., self.pad..self.pad + length))
+            } else {
+                z.index((.., .., self.pad..self.pad + length))
+            }
+        };
+        if self.last {
+            Ok(z)
+        } else {
+            gelu(&z)
+        }
+    }
+
+    fn arrays(&self) -> Vec<&Array> {
+        let mut v: Vec<&Array> = self.conv_tr.arrays().to_vec();
+        v.extend(self.dconv.iter().flat_map(|d| d.arrays()));
+        v.extend(self.rewrite.iter().flat_map(|r| r.arrays()));
+        v
+    }
+}
+
+/// One layer of the cross-domain transformer (`MyTransformerEncoderLayer` or
+/// `CrossTransformerEncoderLayer`), pre-norm, with LayerScale and a final GroupNorm.
+struct TLayer {
+    attn: MultiHeadAttention,
+    cross: bool,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    /// The cross layers' norm before the feed-forward.
+    norm3: Option<LayerNorm>,
+    linear1: Linear,
+    linear2: Linear,
+    norm_out: Option<(Array, Array)>,
+    gamma: Option<(Array, Array)>,
+    gelu: bool,
+}
+
+impl TLayer {
+    /// `x` `[B, N, C]`; `other` `[B, M, C]`, the other branch, for cross layers.
+    fn forward(&self, x: &Array, other: Option<&Array>) -> Result<Array> {
+        let scaled = |y: Array, i: usize| -> Result<Array> {
+            Ok(match &self.gamma {
+                Some(g) => y.multiply(if i == 0 { &g.0 } else { &g.1 })?,
+                None => y,
+            })
+        };
+        let (a, ff_norm) = if self.cross {
+            let k = other.ok_or_else(|| Error::InvalidArgument("cross-attention layer without the other branch".into()))?;
+            let a = self.attn.cross_attention(&self.norm1.forward(x)?, &self.norm2.forward(k)?, None)?;
+            (a, self.norm3.as_ref().ok_or_else(|| Error::InvalidArgument("cross layer without norm3".into()))?)
+        } else {
+            (self.attn.self_attention(&self.norm1.forward(x)?, None, Mask::None)?, &self.norm2)
+        };
+        let x = x.add(scaled(a, 0)?)?;
+        let h = self.linear1.forward(&ff_norm.forward(&x)?)?;
+        let h = if self.gelu { gelu(&h)? } else { ops::maximum(&h, mlx_rs::array!(0.0f32))? };
+        let x = x.add(scaled(self.linear2.forward(&h)?, 1)?)?;
+        match &self.norm_out {
+            Some((w, b)) => group_norm(&x, 1, Some(w), Some(b), 1e-5),
+            None => Ok(x),
+        }
+    }
+
+    fn arrays(&self) -> Vec<&Array> {
+        let mut v = vec![&self.norm1.weight, &self.norm1.bias, &self.norm2.weight, &self.norm2.bias];
+        v.extend(self.norm3.iter().flat_map(|n| [&n.weight, &n.bias]));
+        v.extend(self.norm_out.iter().flat_map(|n| [&n.0, &n.1]));
+        v.extend(self.gamma.iter().flat_map(|g| [&g.0, &g.1]));
+        for l in [&self.attn.query, &self.attn.key, &self.attn.value, &self.attn.out, &self.linear1, &self.linear2] {
+            v.extend(l.weight.arrays());
+            v.extend(l.bias.iter());
+        }
+        v
+    }
+}
+
+/// `CrossTransformerEncoder` with the bottleneck convolutions around it.
+struct Transformer {
+    norm_in: LayerNorm,
+    norm_in_t: LayerNorm,
+    layers: Vec<TLayer>,
+    layers_t: Vec<TLayer>,
+    /// `channel_upsampler`, `channel_downsampler` and their `_t` twins (1x1 convolutions).
+    bottom: Option<[AxisConv; 4]>,
+    weight_pos: f32,
+    max_period: f32,
+}
+
+pub struct HtDemucs {
+    pub config: HtDemucsConfig,
+    stft: Stft,
+    encoder: Vec<EncLayer>,
+    tencoder: Vec<EncLayer>,
+    decoder: Vec<DecLayer>,
+    tdecoder: Vec<DecLayer>,
+    /// `freq_emb` table times its `emb_scale`, `[bins after layer 0, channels]`.
+    freq_emb: Option<Array>,
+    transformer: Transformer,
+}
+
+/// Intermediate results for parity, in PyTorch's layout: the cross-domain transformer's
+/// inputs (after the bottleneck's upsampling) and outputs (before its downsampling), where a
+/// forward hook on demucs' `crosstransformer` sees them.
+#[derive(Default)]
+pub struct Taps {
+    pub x_in: Option<Array>,
+    pub xt_in: Option<Array>,
+    pub x_out: Option<Array>,
+    pub xt_out: Option<Array>,
+}
+
+/// `demucs.transformer.create_sin_embedding`, `[length, dim]`: cosines then sines.
+fn sin_embedding(length: i32, dim: i32, max_period: f32) -> Array {
+    let half = dim / 2;
+    let mut v = Vec::with_capacity((length * dim) as usize);
+    for p in 0..length {
+        let phases: Vec<f32> = (0..half).map(|a| p as f32 / max_period.powf(a as f32 / (half - 1).max(1) as f32)).collect();
+        v.extend(phases.iter().map(|x| x.cos()));
+        v.extend(phases.iter().map(|x| x.sin()));
+    }
+    Array::from_slice(&v, &[length, dim])
+}
+
+/// `create_2d_sin_embedding` laid out as the transformer's tokens, `[T * F, C]` (token
+/// `t * F + f`): the first half of the channels encodes the frame, the second the bin.
+fn sin_embedding_2d(c: i32, fr: i32, t1: i32, max_period: f32) -> Array {
+    let d = c / 2;
+    let div: Vec<f32> = (0..d / 2).map(|j| ((2 * j) as f32 * -(max_period.ln() / d as f32)).exp()).collect();
+    let mut v = vec![0f32; (t1 * fr * c) as usize];
+    for t in 0..t1 {
+        for f in 0..fr {
+            let row = &mut v[((t * fr + f) * c) as usize..((t * fr + f + 1) * c) as usize];
+            for (j, dv) in div.iter().enumerate() {
+                let (pw, ph) = (t as f32 * dv, f as f32 * dv);
+                row[2 * j] = pw.sin();
+                row[2 * j + 1] = pw.cos();
+                row[d as usize + 2 * j] = ph.sin();
+                row[d as usize + 2 * j + 1] = ph.cos();
+            }
+        }
+    }
+    Array::from_slice(&v, &[t1 * fr, c])
+}
+
+impl Transformer {
+    /// `x` `[B, T, F, C]` / `[B, C, F, T]` and `xt` `[B, L, C]` / `[B, C, L]` in `e.layout`.
+    fn forward(&self, x: &Array, xt: &Array, e: Exec, mut taps: Option<&mut Taps>) -> Result<(Array, Array)> {
+        let cl = e.layout == Layout::ChannelsLast;
+        let torch_layout = |a: &Array| -> Result<Array> { if cl { swap(a) } else { Ok(a.clone()) } };
+        let (mut x, mut xt) = (x.clone(), xt.clone());
+        if let Some(b) = &self.bottom {
+            x = conv_in(e.layout, &x, |a| b[0].forward(a, 1, e.kernels))?;
+            xt = conv_in(e.layout, &xt, |a| b[2].forward(a, 1, e.kernels))?;
+        }
+        if let Some(tp) = taps.as_deref_mut() {
+            tp.x_in = Some(torch_layout(&x)?);
+            tp.xt_in = Some(torch_layout(&xt)?);
+        }
+        let s = x.shape().to_vec();
+        let (bsz, t1, fr, c) = if cl { (s[0], s[1], s[2], s[3]) } else { (s[0], s[3], s[2], s[1]) };
+        let pos2 = sin_embedding_2d(c, fr, t1, self.max_period).multiply(mlx_rs::array!(self.weight_pos))?;
+        let l2 = xt.shape()[if cl { 1 } else { 2 }];
+        let pos1 = sin_embedding(l2, c, self.max_period).multiply(mlx_rs::array!(self.weight_pos))?;
+        // Tokens (t1 fr): channels-last is a reshape; channels-first keeps [B, C, N] between
+        // layers and every layer transposes in and out.
+        let (mut tok, mut tok_t) = if cl {
+            (x.reshape(&[bsz, t1 * fr, c])?, xt)
+        } else {
+            (swap(&x.transpose_axes(&[0, 1, 3, 2])?.reshape(&[bsz, c, t1 * fr])?)?, swap(&xt)?)
+        };
+        tok = self.norm_in.forward(&tok)?.add(&pos2)?;
+        tok_t = self.norm_in_t.forward(&tok_t)?.add(&pos1)?;
+        if !cl {
+            tok = swap(&tok)?;
+            tok_t = swap(&tok_t)?;
+        }
+        let run = |l: &TLayer, a: &Array, o: Option<&Array>| -> Result<Array> {
+            if cl {
+                l.forward(a, o)
+            } else {
+                let o = o.map(swap).transpose()?;
+                swap(&l.forward(&swap(a)?, o.as_ref())?)
+            }
+        };
+        for (l, lt) in self.layers.iter().zip(&self.layers_t) {
+            if l.cross {
+                let old = tok.clone();
+                tok = run(l, &tok, Some(&tok_t))?;
+                tok_t = run(lt, &tok_t, Some(&old))?;
+            } else {
+                tok = run(l, &tok, None)?;
+                tok_t = run(lt, &tok_t, None)?;
+            }
+        }
+        let (mut x, mut xt) = if cl {
+            (tok.reshape(&[bsz, t1, fr, c])?, tok_t)
+        } else {
+            (tok.reshape(&[bsz, c, t1, fr])?.transpose_axes(&[0, 1, 3, 2])?, tok_t)
+        };
+        if let Some(tp) = taps {
+            tp.x_out = Some(torch_layout(&x)?);
+            tp.xt_out = Some(torch_layout(&xt)?);
+        }
+        if let Some(b) = &self.bottom {
+            x = conv_in(e.layout, &x, |a| b[1].forward(a, 1, e.kernels))?;
+            xt = conv_in(e.layout, &xt, |a| b[3].forward(a, 1, e.kernels))?;
+        }
+        Ok((x, xt))
+    }
+}
+
+/// Mean and unbiased standard deviation over every axis but the batch's (`torch.std`).
+fn stats(x: &Array) -> Result<(Array, Array)> {
+    let axes: Vec<i32> = (1..x.ndim() as i32).collect();
+    let mean = x.mean_axes(&axes, true)?;
+    let std = ops::sqrt(&x.var_axes(&axes, true, Some(1))?)?;
+    Ok((mean, std))
+}
+
+struct Names<'a> {
+    cfg: &'a HtDemucsConfig,
+}
+
+impl Names<'_> {
+    fn dconv(&self, e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
+        let h = self.cfg.dconv_hidden(c);
+        for j in 0..self.cfg.dconv_depth {
+            let q = format!("{p}.dconv.layers.{j}");
+            for (n, s) in [("0.weight", vec![h, c, 3]), ("0.bias", vec![h]), ("1.weight", vec![h]), ("1.bias", vec![h]), ("3.weight", vec![2 * c, h, 1]), ("3.bias", vec![2 * c]), ("4.weight", vec![2 * c]), ("4.bias", vec![2 * c]), ("6.scale", vec![c])] {
+                e.insert(format!("{q}.{n}"), s);
+            }
+        }
+    }
+}
+
+fn ln_shapes(e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
+    e.insert(format!("{p}.weight"), vec![c]);
+    e.insert(format!("{p}.bias"), vec![c]);
+}
+
+impl HtDemucs {
+    /// Every weight name and PyTorch shape of `state_dict()`.
+    pub fn expected_weights(cfg: &HtDemucsConfig) -> BTreeMap<String, Vec<i32>> {
+        let mut e = BTreeMap::new();
+        let names = Names { cfg };
+        let (k, depth) = (cfg.kernel_size, cfg.depth);
+        let s = cfg.sources.len() as i32;
+        let ca = cfg.audio_channels;
+        for i in 0..depth {
+            let cout = cfg.layer_channels(i);
+            let (cin_f, cin_t) = if i == 0 { (2 * ca, ca) } else { (cfg.layer_channels(i - 1), cfg.layer_channels(i - 1)) };
+            let ce = 1 + 2 * cfg.context_enc;
+            for (p, cin, freq) in [(format!("encoder.{i}"), cin_f, true), (format!("tencoder.{i}"), cin_t, false)] {
+                e.insert(format!("{p}.conv.weight"), if freq { vec![cout, cin, k, 1] } else { vec![cout, cin, k] });
+                e.insert(format!("{p}.conv.bias"), vec![cout]);
+                if cfg.rewrite {
+                    e.insert(format!("{p}.rewrite.weight"), if freq { vec![2 * cout, cout, ce, ce] } else { vec![2 * cout, cout, ce] });
+                    e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
+                }
+                if cfg.dconv_mode & 1 != 0 {
+                    names.dconv(&mut e, &p, cout);
+                }
+            }
+            // Decoder layer d mirrors encoder layer depth - 1 - d.
+            let d = depth - 1 - i;
+            let (out_f, out_t) = if i == 0 { (2 * ca * s, ca * s) } else { (cfg.layer_channels(i - 1), cfg.layer_channels(i - 1)) };
+            let cd = 1 + 2 * cfg.context;
+            for (p, cdout, freq) in [(format!("decoder.{d}"), out_f, true), (format!("tdecoder.{d}"), out_t, false)] {
+                e.insert(format!("{p}.conv_tr.weight"), if freq { vec![cout, cdout, k, 1] } else { vec![cout, cdout, k] });
+                e.insert(format!("{p}.conv_tr.bias"), vec![cdout]);
+                if cfg.rewrite {
+                    e.insert(format!("{p}.rewrite.weight"), if freq { vec![2 * cout, cout, cd, cd] } else { vec![2 * cout, cout, cd] });
+                    e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
+                }
+                if cfg.dconv_mode & 2 != 0 {
+                    names.dconv(&mut e, &p, cout);
+                }
+            }
+        }
+        if cfg.freq_emb > 0.0 {
+            e.insert("freq_emb.embedding.weight".into(), vec![cfg.freqs_at(1), cfg.channels]);
+        }
+        let inner = cfg.layer_channels(depth - 1);
+        let c = cfg.transformer_channels();
+        if cfg.bottom_channels > 0 {
+            for (n, o, i) in [("channel_upsampler", c, inner), ("channel_downsampler", inner, c), ("channel_upsampler_t", c, inner), ("channel_downsampler_t", inner, c)] {
+                e.insert(format!("{n}.weight"), vec![o, i, 1]);
+                e.insert(format!("{n}.bias"), vec![o]);
+            }
+        }
+        let hidden = (f64::from(c) * cfg.t_hidden_scale) as i32;
+        ln_shapes(&mut e, "crosstransformer.norm_in", c);
+        ln_shapes(&mut e, "crosstransformer.norm_in_t", c);
+        for l in 0..cfg.t_layers {
+            let cross = is_cross(cfg, l);
+            for side in ["layers", "layers_t"] {
+                let p = format!("crosstransformer.{side}.{l}");
+                let a = if cross { "cross_attn" } else { "self_attn" };
+                e.insert(format!("{p}.{a}.in_proj_weight"), vec![3 * c, c]);
+                e.insert(format!("{p}.{a}.in_proj_bias"), vec![3 * c]);
+                e.insert(format!("{p}.{a}.out_proj.weight"), vec![c, c]);
+                e.insert(format!("{p}.{a}.out_proj.bias"), vec![c]);
+                e.insert(format!("{p}.linear1.weight"), vec![hidden, c]);
+                e.insert(format!("{p}.linear1.bias"), vec![hidden]);
+                e.insert(format!("{p}.linear2.weight"), vec![c, hidden]);
+                e.insert(format!("{p}.linear2.bias"), vec![c]);
+                let norms: &[&str] = if cross { &["norm1", "norm2", "norm3"] } else { &["norm1", "norm2"] };
+                for n in norms {
+                    ln_shapes(&mut e, &format!("{p}.{n}"), c);
+                }
+                if cfg.t_norm_out {
+                    ln_shapes(&mut e, &format!("{p}.norm_out"), c);
+                }
+                if cfg.t_layer_scale {
+                    e.insert(format!("{p}.gamma_1.scale"), vec![c]);
+                    e.insert(format!("{p}.gamma_2.scale"), vec![c]);
+                }
+            }
+        }
+        e
+    }
+
+    /// Build from `state_dict` tensors; `source` names them in errors. Names and shapes are
+    /// checked strictly: nothing missing, nothing left over.
+    pub fn from_tensors(config: HtDemucsConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
+        weights::check_strict(source, &tensors, &Self::expected_weights(&config))?;
+        let mut w: HashMap<String, Array> = tensors.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
+        let mut take = |k: String| w.remove(&k).ok_or_else(|| Error::InvalidArgument(format!("weight {k} vanished")));
+        let cfg = &config;
+        let (k, st, depth) = (cfg.kernel_size, cfg.stride, cfg.depth);
+        let dconv = |p: &str, take: &mut dyn FnMut(String) -> Result<Array>| -> Result<DConv> {
+            let layers = (0..cfg.dconv_depth)
+                .map(|j| {
+                    let q = format!("{p}.dconv.layers.{j}");
+                    let dil = 1 << j;
+                    Ok(DConvLayer {
+                        conv1: AxisConv::new(&take(format!("{q}.0.weight"))?, take(format!("{q}.0.bias"))?, 1, dil, dil)?,
+                        norm1: (take(format!("{q}.1.weight"))?, take(format!("{q}.1.bias"))?),
+                        conv2: AxisConv::new(&take(format!("{q}.3.weight"))?, take(format!("{q}.3.bias"))?, 1, 1, 0)?,
+                        norm2: (take(format!("{q}.4.weight"))?, take(format!("{q}.4.bias"))?),
+                        scale: take(format!("{q}.6.scale"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DConv { layers })
+        };
+        let (mut encoder, mut tencoder, mut decoder, mut tdecoder) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..depth {
+            for freq in [true, false] {
+                let p = format!("{}.{i}", if freq { "encoder" } else { "tencoder" });
+                let conv = AxisConv::new(&take(format!("{p}.conv.weight"))?, take(format!("{p}.conv.bias"))?, st, 1, k / 4)?;
+                let rewrite = if cfg.rewrite {
+                    let (rw, rb) = (take(format!("{p}.rewrite.weight"))?, take(format!("{p}.rewrite.bias"))?);
+                    Some(if freq { Rewrite::Freq(GridConv::new(&rw, rb)?) } else { Rewrite::Time(AxisConv::new(&rw, rb, 1, 1, cfg.context_enc)?) })
+                } else {
+                    None
+                };
+                let dc = if cfg.dconv_mode & 1 != 0 { Some(dconv(&p, &mut take)?) } else { None };
+                let layer = EncLayer { conv, dconv: dc, rewrite, freq };
+                if freq { encoder.push(layer) } else { tencoder.push(layer) }
+            }
+        }
+        for d in 0..depth {
+            for freq in [true, false] {
+                let p = format!("{}.{d}", if freq { "decoder" } else { "tdecoder" });
+                let conv_tr = AxisConvTr::new(&take(format!("{p}.conv_tr.weight"))?, take(format!("{p}.conv_tr.bias"))?, st)?;
+                let rewrite = if cfg.rewrite {
+                    let (rw, rb) = (take(format!("{p}.rewrite.weight"))?, take(format!("{p}.rewrite.bias"))?);
+                    Some(if freq { Rewrite::Freq(GridConv::new(&rw, rb)?) } else { Rewrite::Time(AxisConv::new(&rw, rb, 1, 1, cfg.context)?) })
+                } else {
+                    None
+                };
+                let dc = if cfg.dconv_mode & 2 != 0 { Some(dconv(&p, &mut take)?) } else { None };
+                let layer = DecLayer { conv_tr, dconv: dc, rewrite, freq, last: d == depth - 1, pad: k / 4 };
+                if freq { decoder.push(layer) } else { tdecoder.push(layer) }
+            }
+        }
+        let freq_emb = if cfg.freq_emb > 0.0 {
+            Some(take("freq_emb.embedding.weight".into())?.multiply(mlx_rs::array!((cfg.emb_scale * cfg.freq_emb) as f32))?)
+        } else {
+            None
+        };
+        let bottom = if cfg.bottom_channels > 0 {
+            let mut one = |n: &str| -> Result<AxisConv> { AxisConv::new(&take(format!("{n}.weight"))?, take(format!("{n}.bias"))?, 1, 1, 0) };
+            Some([one("channel_upsampler")?, one("channel_downsampler")?, one("channel_upsampler_t")?, one("channel_downsampler_t")?])
+        } else {
+            None
+        };
+        let c = cfg.transformer_channels();
+        let norm_in = take_ln(&mut take, "crosstransformer.norm_in")?;
+        let norm_in_t = take_ln(&mut take, "crosstransformer.norm_in_t")?;
+        let (mut layers, mut layers_t) = (Vec::new(), Vec::new());
+        for l in 0..cfg.t_layers {
+            let cross = is_cross(cfg, l);
+            for side in ["layers", "layers_t"] {
+                let p = format!("crosstransformer.{side}.{l}");
+                let a = format!("{p}.{}", if cross { "cross_attn" } else { "self_attn" });
+                let inw = take(format!("{a}.in_proj_weight"))?;
+                let inb = take(format!("{a}.in_proj_bias"))?;
+                let ws = inw.split_equal(3, 0)?;
+                let bs = inb.split_equal(3, 0)?;
+                let proj = |i: usize| Linear::new(ws[i].clone(), Some(bs[i].clone()));
+                let attn = MultiHeadAttention {
+                    query: proj(0)?,
+                    key: proj(1)?,
+                    value: proj(2)?,
+                    out: Linear::new(take(format!("{a}.out_proj.weight"))?, Some(take(format!("{a}.out_proj.bias"))?))?,
+                    n_head: cfg.t_heads,
+                    kernel: AttentionKernel::Fused,
+                };
+                let norm1 = take_ln(&mut take, &format!("{p}.norm1"))?;
+                let norm2 = take_ln(&mut take, &format!("{p}.norm2"))?;
+                let norm3 = if cross { Some(take_ln(&mut take, &format!("{p}.norm3"))?) } else { None };
+                let norm_out = if cfg.t_norm_out { Some((take(format!("{p}.norm_out.weight"))?, take(format!("{p}.norm_out.bias"))?)) } else { None };
+                let gamma = if cfg.t_layer_scale { Some((take(format!("{p}.gamma_1.scale"))?, take(format!("{p}.gamma_2.scale"))?)) } else { None };
+                let linear1 = Linear::new(take(format!("{p}.linear1.weight"))?, Some(take(format!("{p}.linear1.bias"))?))?;
+                let linear2 = Linear::new(take(format!("{p}.linear2.weight"))?, Some(take(format!("{p}.linear2.bias"))?))?;
+                let layer = TLayer { attn, cross, norm1, norm2, norm3, linear1, linear2, norm_out, gamma, gelu: cfg.t_gelu };
+                if side == "layers" { layers.push(layer) } else { layers_t.push(layer) }
+            }
+        }
+        debug_assert!(c > 0);
+        let transformer = Transformer { norm_in, norm_in_t, layers, layers_t, bottom, weight_pos: cfg.t_weight_pos_embed as f32, max_period: cfg.t_max_period as f32 };
+        let model = Self { stft: Stft::new(config.nfft)?, config, encoder, tencoder, decoder, tdecoder, freq_emb, transformer };
+        model.materialize()?;
+        Ok(model)
+    }
+
+    fn materialize(&self) -> Result<()> {
+        let mut v: Vec<&Array> = Vec::new();
+        for l in self.encoder.iter().chain(&self.tencoder) {
+            v.extend(l.arrays());
+        }
+        for l in self.decoder.iter().chain(&self.tdecoder) {
+            v.extend(l.arrays());
+        }
+        v.extend(self.freq_emb.iter());
+        let t = &self.transformer;
+        v.extend([&t.norm_in.weight, &t.norm_in.bias, &t.norm_in_t.weight, &t.norm_in_t.bias]);
+        v.extend(t.bottom.iter().flat_map(|b| b.iter().flat_map(|c| c.arrays())));
+        for l in t.layers.iter().chain(&t.layers_t) {
+            v.extend(l.arrays());
+        }
+        mlx_rs::transforms::eval(v)?;
+        Ok(())
+    }
+
+    /// `config.json` (demucs' constructor arguments) and `model.safetensors` (`state_dict`).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let config = HtDemucsConfig::from_file(&dir.join("config.json"))?;
+        let path = dir.join("model.safetensors");
+        let tensors = weights::read_safetensors(&path)?;
+        Self::from_tensors(config, tensors, &path.display().to_string())
+    }
+
+    /// A model of `config`'s size with random weights, for benchmarks.
+    pub fn random(config: HtDemucsConfig, seed: u64) -> Result<Self> {
+        let shapes = Self::expected_weights(&config);
+        let fan: HashMap<String, f32> = shapes.iter().map(|(k, s)| (k.clone(), s[1..].iter().product::<i32>().max(1) as f32)).collect();
+        let tensors = weights::random_tensors(shapes, seed, |name| {
+            if name.ends_with(".scale") {
+                Init::Normal(0.1)
+            } else if name.contains("norm") && name.ends_with("weight") {
+                Init::Ones
+            } else if name.ends_with("bias") {
+                Init::Normal(0.02)
+            } else {
+                Init::Normal(fan[name].powf(-0.5))
+            }
+        })?;
+        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
+    }
+
+    /// `apply_model`'s chunking for this model: its training segment, 25% overlap.
+    pub fn demucs_chunking(&self) -> DemucsChunking {
+        let tl = self.config.training_length();
+        DemucsChunking { segment: tl, overlap: 0.25, transition_power: 1.0, valid_length: tl }
+    }
+
+    /// Separate `mix` (`[B, audio_channels, L]`, any length) into `[B, sources,
+    /// audio_channels, L]`. `progress(done, total)` follows each chunk.
+    pub fn separate(&self, mix: &Array, variant: Variant, chunking: Chunking, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
+        let e = exec(variant);
+        let sh = mix.shape();
+        if sh.len() != 3 || sh[1] != self.config.audio_channels || sh[2] < 1 {
+            return Err(Error::InvalidArgument(format!("separation input {sh:?}: expected [batch, {} channels, samples >= 1]", self.config.audio_channels)));
+        }
+        match chunking {
+            Chunking::Demucs(c) => c.process(mix, |x| self.forward_with(x, e, None), progress),
+            Chunking::Overlap(c) => {
+                let tl = self.config.training_length();
+                if self.config.use_train_segment && c.chunk > tl {
+                    return Err(Error::InvalidArgument(format!("chunks of {} samples are longer than the model's segment ({tl})", c.chunk)));
+                }
+                c.process(mix, |x| self.forward_with(x, e, None), progress)
+            }
+            Chunking::Whole => {
+                let out = self.forward_at(mix, e, None, sh[2])?;
+                progress(1, 1);
+                Ok(out)
+            }
+        }
+    }
+
+    pub fn sources(&self) -> &[String] {
+        &self.config.sources
+    }
+
+    /// `HTDemucs.forward`: `mix` `[B, audio_channels, L]` (L at most the training length,
+    /// which the model pads to) to `[B, sources, audio_channels, L]`.
+    pub fn forward(&self, mix: &Array, variant: Variant) -> Result<Array> {
+        self.forward_with(mix, exec(variant), None)
+    }
+
+    /// [`Self::forward`] with an explicit execution and optional intermediate taps.
+    pub fn forward_with(&self, mix: &Array, e: Exec, taps: Option<&mut Taps>) -> Result<Array> {
+        let n = mix.shape().last().copied().unwrap_or(0);
+        let tl = if self.config.use_train_segment { self.config.training_length() } else { n };
+        self.forward_at(mix, e, taps, tl)
+    }
+
+    /// The forward pass with the input padded to `tl` samples.
+    fn forward_at(&self, mix: &Array, e: Exec, taps: Option<&mut Taps>, tl: i32) -> Result<Array> {
+        let cfg = &self.config;
+        let sh = mix.shape().to_vec();
+        if sh.len() != 3 || sh[1] != cfg.audio_channels || sh[2] < 1 {
+            return Err(Error::InvalidArgument(format!("HTDemucs input {sh:?}: expected [batch, {} channels, samples >= 1]", cfg.audio_channels)));
+        }
+        let (b, length) = (sh[0], sh[2]);
+        if length > tl {
+            return Err(Error::InvalidArgument(format!(
+                "HTDemucs input of {length} samples is longer than the model's segment ({tl} samples, {} s); split it into chunks",
+                cfg.segment
+            )));
+        }
+        let mix = if length < tl { pad_axis(&mix.as_dtype(Dtype::Float32)?, 2, 0, tl - length, PadMode::Constant)? } else { mix.as_dtype(Dtype::Float32)? };
+        let ca = cfg.audio_channels;
+        // Complex as channels: [B, Ca, F, T] real and imaginary -> [B, 2 Ca, F, T].
+        let (re, im) = self.stft.spec(&mix)?;
+        let fs = re.shape().to_vec();
+        let (fq, t) = (fs[2], fs[3]);
+        let mag = ops::stack(&[re, im], 2)?.reshape(&[b, 2 * ca, fq, t])?;
+        let (mean, std) = stats(&mag)?;
+        let mut x = mag.subtract(&mean)?.divide(std.add(mlx_rs::array!(1e-5f32))?)?;
+        let (meant, stdt) = stats(&mix)?;
+        let mut xt = mix.subtract(&meant)?.divide(stdt.add(mlx_rs::array!(1e-5f32))?)?;
+        let cl = e.layout == Layout::ChannelsLast;
+        if cl {
+            x = swap(&x)?;
+            xt = swap(&xt)?;
+        }
+        let (mut saved, mut saved_t, mut lengths_t) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (enc, tenc)) in self.encoder.iter().zip(&self.tencoder).enumerate() {
+            lengths_t.push(xt.shape()[if cl { 1 } else { 2 }]);
+            xt = tenc.forward(&xt, e)?;
+            saved_t.push(xt.clone());
+            x = enc.forward(&x, e)?;
+            if i == 0 {
+                if let Some(emb) = &self.freq_emb {
+                    // [F, C]: broadcast over batch and frames.
+                    let add = if cl { emb.clone() } else { emb.t().reshape(&[1, emb.shape()[1], emb.shape()[0], 1])? };
+                    x = x.add(add)?;
+                }
+            }
+            saved.push(x.clone());
+        }
+        let (xo, xto) = self.transformer.forward(&x, &xt, e, taps)?;
+        x = xo;
+        xt = xto;
+        let torch_layout = |a: &Array| -> Result<Array> { if cl { swap(a) } else { Ok(a.clone()) } };
+        for (dec, tdec) in self.decoder.iter().zip(&self.tdecoder) {
+            let skip = saved.pop().ok_or_else(|| Error::InvalidArgument("decoder without a skip".into()))?;
+            x = dec.forward(&x, &skip, 0, e)?;
+            let skip_t = saved_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a skip".into()))?;
+            let len_t = lengths_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a length".into()))?;
+            xt = tdec.forward(&xt, &skip_t, len_t, e)?;
+        }
+        let x = torch_layout(&x)?; // [B, S * 2 Ca, F, T]
+        let xt = torch_layout(&xt)?; // [B, S * Ca, tl]
+        let s = cfg.sources.len() as i32;
+        let x = x.reshape(&[b, s, 2 * ca, fq, t])?.multiply(std.reshape(&[b, 1, 1, 1, 1])?)?.add(mean.reshape(&[b, 1, 1, 1, 1])?)?;
+        let z = x.reshape(&[b, s, ca, 2, fq, t])?;
+        let wave = self.stft.ispec(&z.index((.., .., .., 0)), &z.index((.., .., .., 1)), tl)?;
+        let xt = xt.reshape(&[b, s, ca, tl])?.multiply(stdt.reshape(&[b, 1, 1, 1])?)?.add(meant.reshape(&[b, 1, 1, 1])?)?;
+        let out = xt.add(&wave)?;
+        Ok(if length < tl { out.index((.., .., .., ..length)) } else { out })
+    }
+}
+
+/// How a track longer than one segment is split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Chunking {
+    /// demucs' `apply_model(split=True, shifts=0)`: segments of the training length, centred in
+    /// their context, blended with its triangle weights. Matches demucs.
+    Demucs(DemucsChunking),
+    /// The seed's ChunkedProcessor: chunks of at most the training length, triangular
+    /// overlap-add.
+    Overlap(ChunkedProcessor),
+    /// The whole track in one forward pass, the model running at the track's length (no
+    /// padding to the training segment): the memory baseline chunking is measured against.
+    Whole,
+}
+
+fn take_ln(take: &mut dyn FnMut(String) -> Result<Array>, p: &str) -> Result<LayerNorm> {
+    Ok(LayerNorm { weight: take(format!("{p}.weight"))?, bias: take(format!("{p}.bias"))? })
+}
+
+fn is_cross(cfg: &HtDemucsConfig, l: i32) -> bool {
+    let classic_parity = i32::from(cfg.t_cross_first);
+    l % 2 != classic_parity
+}

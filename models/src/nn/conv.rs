@@ -26,3 +26,32 @@ pub fn conv_transpose1d_weight_from_torch(w: &Array, groups: i32) -> Result<Arra
     let w = w.transpose_axes(&[0, 2, 3, 1])?;
     Ok(w.reshape(&[groups * cout_g, k, cin / groups])?)
 }
+
+/// Where the channel axis lives between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B, T, C]`, converted once at the model boundary (the optimized path).
+    ChannelsLast,
+    /// `[B, C, T]`, transposed into and out of every convolution (the naive path).
+    ChannelsFirst,
+}
+
+/// How convolutions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// MLX's `conv1d` / `conv_transpose1d`, as a direct port calls them.
+    Mlx,
+    /// Convolutions as BLAS matrix products: im2col for `conv1d`, and for the transposed
+    /// convolution one product with all kernel taps followed by an overlap-add of the
+    /// stride-sized blocks. On the CPU backend MLX's `conv_transpose1d` is a direct loop,
+    /// tens of times slower than this at EnCodec's and HTDemucs' sizes.
+    Gemm,
+}
+
+/// Layout and kernels together: how one path runs the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exec {
+    pub layout: Layout,
+    pub kernels: Kernels,
+}
+
