@@ -11,6 +11,7 @@ pub mod parity;
 pub mod progress;
 pub mod quant_args;
 pub mod report;
+pub mod separate_cmd;
 pub mod stats;
 pub mod targets;
 pub mod whisper_cmd;

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, codec, doctor, musicgen_cmd, parity, quant_args, whisper_cmd};
+use harness::{bench, codec, doctor, musicgen_cmd, parity, quant_args, separate_cmd, whisper_cmd};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -31,6 +31,9 @@ enum Command {
     /// Generate music from a text prompt with MusicGen (T5 conditioning, classifier-free
     /// guidance, top-k sampling or greedy) and write it as WAV.
     Generate(musicgen_cmd::Args),
+    /// Separate a music track into drums, bass, other and vocals with HTDemucs (demucs'
+    /// chunking or the seed's overlap-add) and write one WAV per source.
+    Separate(separate_cmd::Args),
     /// Save a Whisper or MusicGen checkpoint at float16, 8 or 4 bits, so later loads skip the
     /// quantization.
     Quantize(quant_args::Args),
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Whisper(args) => whisper_cmd::run(&args),
         Command::Transcribe(args) => whisper_cmd::transcribe(&args),
         Command::Generate(args) => musicgen_cmd::run(&args),
+        Command::Separate(args) => separate_cmd::run(&args),
         Command::Quantize(args) => quant_args::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };

@@ -113,6 +113,7 @@ fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap
         "encodec24k" | "encodec32k" => run_encodec(dir, optimized),
         "whisper" => run_whisper(dir, optimized),
         "musicgen" => run_musicgen(dir, optimized),
+        "htdemucs" => run_htdemucs(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -170,6 +171,32 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
     let mut out = HashMap::new();
     out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
     out.insert("cross_attention".to_string(), ops::concatenate(&cross_steps, 1)?);
+    Ok(out)
+}
+
+/// demucs `HTDemucs`: the forward pass on every input signal (`NAME.sources`), the
+/// cross-domain transformer's inputs and outputs on `audio`, and `apply_model`'s chunked
+/// separation of `mix` (split, shifts=0, overlap 0.25).
+fn run_htdemucs(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    use models::htdemucs::{exec, Chunking, HtDemucs, Taps};
+    let model = HtDemucs::load_dir(dir)?;
+    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let mut out = HashMap::new();
+    for (name, x) in &inputs {
+        if name == "mix" {
+            let y = model.separate(x, variant, Chunking::Demucs(model.demucs_chunking()), |_, _| {}).context("separating 'mix'")?;
+            out.insert("mix.apply_model".to_string(), y);
+            continue;
+        }
+        let mut taps = Taps::default();
+        out.insert(format!("{name}.sources"), model.forward_with(x, exec(variant), Some(&mut taps)).with_context(|| format!("separating '{name}'"))?);
+        if name == "audio" {
+            for (k, v) in [("x_in", taps.x_in), ("xt_in", taps.xt_in), ("x_out", taps.x_out), ("xt_out", taps.xt_out)] {
+                out.insert(format!("audio.transformer.{k}"), v.context("transformer taps")?);
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -76,6 +76,32 @@ fn musicgen_fixtures_pass_for_both_variants() {
 }
 
 #[test]
+fn htdemucs_fixtures_pass_for_both_variants() {
+    for name in ["htdemucs-s0", "htdemucs-s1"] {
+        let checks = passing_checks(name);
+        let mut outs: Vec<String> = ["audio", "batch", "silence", "clipped", "impulse", "dc", "short", "tiny"].iter().map(|s| format!("{s}.sources")).collect();
+        outs.extend(["x_in", "xt_in", "x_out", "xt_out"].iter().map(|s| format!("audio.transformer.{s}")));
+        outs.push("mix.apply_model".into());
+        for out in &outs {
+            assert_eq!(checks.iter().filter(|c| c["output"] == out.as_str()).count(), 2, "{name}: {out} in both variants");
+        }
+        assert_eq!(checks.len(), 2 * outs.len());
+        for c in &checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+        }
+    }
+}
+
+#[test]
+fn htdemucs_fixture_with_a_renamed_weight_is_refused_by_name() {
+    let dir = broken("htdemucs-s0", |b| replace_once(b, "crosstransformer.layers_t.3.linear1.weight", "crosstransformer.layers_t.3.linear9.weight"));
+    let o = parity(dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing: crosstransformer.layers_t.3.linear1.weight") && err.contains("unused: crosstransformer.layers_t.3.linear9.weight"), "{err}");
+}
+
+#[test]
 fn musicgen_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = broken("musicgen-s0", |b| replace_once(b, "decoder.lm_heads.3.weight", "decoder.lm_heads.7.weight"));
     let err = String::from_utf8_lossy(&parity(dir.path()).stderr).into_owned();

@@ -1,0 +1,134 @@
+//! `harness separate`: split a music track into its sources with HTDemucs.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::Array;
+use models::chunked::ChunkedProcessor;
+use models::htdemucs::{Chunking, HtDemucs};
+use models::Variant;
+
+use crate::audio::{read_wav, resample, write_wav, Audio};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The track: a WAV file, any rate (resampled to the model's) and channel count (mono is
+    /// duplicated, extra channels are dropped, as demucs does).
+    input: PathBuf,
+    /// The folder to write one WAV per source into (drums.wav, bass.wav, other.wav,
+    /// vocals.wav for the released model), created when missing; files are written atomically.
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// An HTDemucs folder: config.json (demucs' constructor arguments) and model.safetensors
+    /// (its state_dict).
+    #[arg(long, value_name = "DIR")]
+    model_dir: PathBuf,
+    /// How the track is split: `demucs` is apply_model's (training-length segments, centred
+    /// context, triangle weights; matches demucs); `overlap` is the seed's ChunkedProcessor
+    /// (--chunk-seconds chunks, triangular overlap-add); `whole` runs the track in one pass
+    /// (memory grows with the length; short tracks only).
+    #[arg(long, value_parser = ["demucs", "overlap", "whole"], default_value = "demucs")]
+    chunking: String,
+    /// Fraction of each segment shared with the next.
+    #[arg(long, default_value_t = 0.25)]
+    overlap: f64,
+    /// Chunk length for --chunking overlap, in seconds (at most the model's segment; the seed's
+    /// HTDemucs preset is 6 s, its phone preset 3 s).
+    #[arg(long, default_value_t = 6.0)]
+    chunk_seconds: f64,
+    /// Write 16-bit PCM (clipped to [-1, 1]) instead of 32-bit float.
+    #[arg(long)]
+    pcm16: bool,
+    /// Which implementation runs.
+    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
+    variant: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// demucs' `convert_audio_channels`: the same count as is; to mono by averaging; mono to many
+/// by repeating; many to fewer by keeping the first.
+fn to_channels(audio: &Audio, want: usize) -> Result<Vec<Vec<f32>>> {
+    let have = audio.channels.len();
+    Ok(if have == want {
+        audio.channels.clone()
+    } else if want == 1 {
+        let n = audio.len();
+        vec![(0..n).map(|i| audio.channels.iter().map(|c| c[i]).sum::<f32>() / have as f32).collect()]
+    } else if have == 1 {
+        vec![audio.channels[0].clone(); want]
+    } else if have > want {
+        audio.channels[..want].to_vec()
+    } else {
+        bail!("the track has {have} channels and the model needs {want}: cannot make more channels from several")
+    })
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let model = HtDemucs::load_dir(&args.model_dir)?;
+    let cfg = &model.config;
+    let wav = read_wav(&args.input)?;
+    let rate = cfg.samplerate as u32;
+    let chans: Vec<Vec<f32>> = to_channels(&wav, cfg.audio_channels as usize)
+        .with_context(|| format!("{}", args.input.display()))?
+        .iter()
+        .map(|c| resample(c, wav.sample_rate, rate))
+        .collect();
+    let len = chans[0].len();
+    if len == 0 {
+        bail!("{}: nothing left after resampling {} samples from {} Hz", args.input.display(), wav.len(), wav.sample_rate);
+    }
+    let chunking = match args.chunking.as_str() {
+        "demucs" => {
+            if !(0.0..1.0).contains(&args.overlap) {
+                bail!("--overlap {}: must lie in [0, 1)", args.overlap);
+            }
+            Chunking::Demucs(models::chunked::DemucsChunking { overlap: args.overlap, ..model.demucs_chunking() })
+        }
+        "overlap" => {
+            let chunk = (args.chunk_seconds * f64::from(rate)).round();
+            if !(chunk >= 2.0 && chunk <= f64::from(cfg.training_length())) {
+                bail!("--chunk-seconds {}: must be positive and at most the model's segment ({} s)", args.chunk_seconds, cfg.segment);
+            }
+            Chunking::Overlap(ChunkedProcessor::new(chunk as i32, args.overlap)?)
+        }
+        _ => Chunking::Whole,
+    };
+    // demucs' `separate`: normalise by the mono mix's statistics, separate, undo.
+    let flat: Vec<f32> = chans.concat();
+    let mix = Array::from_slice(&flat, &[1, chans.len() as i32, len as i32]);
+    let mono: Vec<f64> = (0..len).map(|i| chans.iter().map(|c| f64::from(c[i])).sum::<f64>() / chans.len() as f64).collect();
+    let mean = mono.iter().sum::<f64>() / len as f64;
+    let std = if len > 1 { (mono.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64).sqrt() } else { 0.0 } + 1e-8;
+    let normed = mix.subtract(mlx_rs::array!(mean as f32))?.divide(mlx_rs::array!(std as f32))?;
+    let variant = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    mlx_rs::memory::reset_peak_memory()?;
+    let bar = crate::progress::bar(1, "chunks", args.quiet);
+    let t0 = Instant::now();
+    let out = model.separate(&normed, variant, chunking, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    let out = out.multiply(mlx_rs::array!(std as f32))?.add(mlx_rs::array!(mean as f32))?;
+    out.eval()?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
+    if !models::nn::ops::all_finite(&out)? {
+        bail!("the separation produced NaN or infinite samples (broken weights?)");
+    }
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    for (s, name) in model.sources().iter().enumerate() {
+        let src = out.index((0, s as i32));
+        let channels = (0..src.shape()[0]).map(|c| src.index(c).as_slice::<f32>().to_vec()).collect();
+        let path = args.output.join(format!("{name}.wav"));
+        write_wav(&path, &Audio { sample_rate: rate, channels }, args.pcm16)?;
+        println!("{}", path.display());
+    }
+    let dur = len as f64 / f64::from(rate);
+    eprintln!("separated {dur:.2} s into {} sources in {secs:.2} s ({:.1}x real time), MLX peak memory {peak:.0} MiB", model.sources().len(), dur / secs);
+    Ok(ExitCode::SUCCESS)
+}
