@@ -250,7 +250,7 @@ pub fn channel(v: &Array, x: &Array, layout: Layout) -> Result<Array> {
         Layout::ChannelsLast => v.clone(),
         Layout::ChannelsFirst => {
             let mut shape = vec![v.shape()[0]];
-            shape.extend(std::iter::repeat(1).take(x.ndim() - 2));
+            shape.extend(std::iter::repeat_n(1, x.ndim() - 2));
             v.reshape(&shape)?
         }
     })

@@ -85,6 +85,17 @@ impl MultiHeadAttention {
         let (lq, lk) = (q.shape()[2], k.shape()[2]);
         let causal_needed = matches!(mask, Mask::Causal) && lq > 1;
         let o = match self.kernel {
+            AttentionKernel::Fused if host_softmax_pays(q, k) => {
+                // On the CPU backend MLX's fused attention is the composed ops, and its softmax
+                // is scalar: for large score matrices the host softmax is several times faster.
+                let mut s = q.matmul(k.transpose_axes(&[0, 1, 3, 2])?)?.multiply(mlx_rs::array!(scale))?;
+                match mask {
+                    Mask::Additive(a) => s = s.add(a)?,
+                    Mask::Causal if causal_needed => s = s.add(causal_mask(lq, lk)?)?,
+                    _ => {}
+                }
+                crate::nn::host::softmax_last_axis(&s)?.matmul(v)?
+            }
             AttentionKernel::Fused => {
                 let m = match mask {
                     Mask::Additive(a) => Some(ScaledDotProductAttentionMask::Array(a)),
@@ -150,6 +161,13 @@ impl MultiHeadAttention {
         };
         self.attend(&q, &k, &v, mask)
     }
+}
+
+/// Whether the score matrix of `q` against `k` is large enough for the host softmax.
+fn host_softmax_pays(q: &Array, k: &Array) -> bool {
+    let (qs, ks) = (q.shape(), k.shape());
+    let n = qs[..qs.len() - 1].iter().map(|&d| d as usize).product::<usize>() * ks[ks.len() - 2] as usize;
+    crate::nn::host::pays(n)
 }
 
 /// Additive causal mask `[L_q, L_k]` for queries that are the last `L_q` of `L_k` positions.

@@ -2,6 +2,7 @@
 pub mod attention;
 pub mod conv;
 pub mod decoder;
+pub mod host;
 pub mod kv_cache;
 pub mod linear;
 pub mod lstm;

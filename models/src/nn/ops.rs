@@ -111,8 +111,12 @@ pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> R
     }
 }
 
-/// Exact (erf) GELU, torch's default.
+/// Exact (erf) GELU, torch's default. Large float32 arrays on the CPU backend take the host
+/// kernel ([`crate::nn::host`]), MLX's `erf` there being scalar.
 pub fn gelu(x: &Array) -> Result<Array> {
+    if x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        return crate::nn::host::gelu(x);
+    }
     let half = mlx_rs::array!(0.5f32);
     Ok(x.multiply(&half)?.multiply(mlx_rs::ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
 }
