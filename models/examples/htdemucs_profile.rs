@@ -1,10 +1,11 @@
 //! HTDemucs at the released size with random weights: one 7.8 s segment's forward pass per
-//! variant (and per convolution formulation), wall time and MLX peak memory.
+//! variant (and per convolution formulation), wall time and MLX peak memory; then the
+//! optimized path's per-phase profile (evaluating at each phase boundary).
 //!
 //!     cargo run --release -p models --example htdemucs_profile [-- ROUNDS]
 use std::time::Instant;
 
-use models::htdemucs::{HtDemucs, HtDemucsConfig};
+use models::htdemucs::{HtDemucs, HtDemucsConfig, Taps};
 use models::nn::conv::{Exec, Kernels, Layout};
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +28,11 @@ fn main() -> anyhow::Result<()> {
             let peak = mlx_rs::memory::peak_memory()? as f64 / 1048576.0;
             println!("round {r} {name:40} {:8.1} ms  peak {peak:7.0} MiB", t.elapsed().as_secs_f64() * 1e3);
         }
+    }
+    let mut taps = Taps::profiling();
+    model.forward_with(&x, execs[3].1, Some(&mut taps))?;
+    for (name, ms) in taps.phases.unwrap_or_default() {
+        println!("phase {name:24} {ms:8.1} ms");
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! timing, statistics, targets, baseline comparison and reports.
 pub mod blocks;
 pub mod encodec;
+mod htdemucs;
 pub mod musicgen;
 pub mod whisper;
 pub mod workload;
@@ -157,6 +158,7 @@ pub fn registry(scale: Scale) -> Vec<Spec> {
     specs.extend(encodec::specs(scale));
     specs.extend(whisper::specs(scale));
     specs.extend(musicgen::specs(scale));
+    specs.extend(htdemucs::specs(scale));
     specs
 }
 

@@ -233,6 +233,9 @@ struct Transformer {
     bottom: Option<[AxisConv; 4]>,
     weight_pos: f32,
     max_period: f32,
+    /// Positional embeddings (already weighted) by (channels, bins, frames, time steps),
+    /// computed on the host once per shape: every segment of a track has the same.
+    pos_cache: std::sync::Mutex<HashMap<(i32, i32, i32, i32), (Array, Array)>>,
 }
 
 pub struct HtDemucs {
@@ -256,6 +259,28 @@ pub struct Taps {
     pub xt_in: Option<Array>,
     pub x_out: Option<Array>,
     pub xt_out: Option<Array>,
+    /// When `Some`, the forward pass evaluates at each phase boundary and records the phase's
+    /// wall time in ms (front end, each encoder layer of each branch, the transformer, each
+    /// decoder layer, the back end): a per-phase profile, at the cost of the pipelining that
+    /// one evaluation at the end allows.
+    pub phases: Option<Vec<(String, f64)>>,
+}
+
+impl Taps {
+    /// Taps that record a per-phase profile.
+    pub fn profiling() -> Self {
+        Self { phases: Some(Vec::new()), ..Self::default() }
+    }
+}
+
+/// Evaluates `arrays` and records the time since `clock` under `name` when profiling.
+fn phase(taps: &mut Option<&mut Taps>, clock: &mut std::time::Instant, name: impl FnOnce() -> String, arrays: &[&Array]) -> Result<()> {
+    if let Some(p) = taps.as_deref_mut().and_then(|t| t.phases.as_mut()) {
+        mlx_rs::transforms::eval(arrays.iter().copied())?;
+        p.push((name(), clock.elapsed().as_secs_f64() * 1e3));
+        *clock = std::time::Instant::now();
+    }
+    Ok(())
 }
 
 /// `demucs.transformer.create_sin_embedding`, `[length, dim]`: cosines then sines.
@@ -307,9 +332,20 @@ impl Transformer {
         }
         let s = x.shape().to_vec();
         let (bsz, t1, fr, c) = if cl { (s[0], s[1], s[2], s[3]) } else { (s[0], s[3], s[2], s[1]) };
-        let pos2 = sin_embedding_2d(c, fr, t1, self.max_period).multiply(mlx_rs::array!(self.weight_pos))?;
         let l2 = xt.shape()[if cl { 1 } else { 2 }];
-        let pos1 = sin_embedding(l2, c, self.max_period).multiply(mlx_rs::array!(self.weight_pos))?;
+        let (pos2, pos1) = {
+            let mut cache = self.pos_cache.lock().map_err(|_| Error::InvalidArgument("positional embedding cache poisoned".into()))?;
+            match cache.get(&(c, fr, t1, l2)) {
+                Some(p) => p.clone(),
+                None => {
+                    let w = mlx_rs::array!(self.weight_pos);
+                    let p = (sin_embedding_2d(c, fr, t1, self.max_period).multiply(&w)?, sin_embedding(l2, c, self.max_period).multiply(&w)?);
+                    mlx_rs::transforms::eval([&p.0, &p.1])?;
+                    cache.insert((c, fr, t1, l2), p.clone());
+                    p
+                }
+            }
+        };
         // Tokens (t1 fr): channels-last is a reshape; channels-first keeps [B, C, N] between
         // layers and every layer transposes in and out.
         let (mut tok, mut tok_t) = if cl {
@@ -570,7 +606,7 @@ impl HtDemucs {
             }
         }
         debug_assert!(c > 0);
-        let transformer = Transformer { norm_in, norm_in_t, layers, layers_t, bottom, weight_pos: cfg.t_weight_pos_embed as f32, max_period: cfg.t_max_period as f32 };
+        let transformer = Transformer { norm_in, norm_in_t, layers, layers_t, bottom, weight_pos: cfg.t_weight_pos_embed as f32, max_period: cfg.t_max_period as f32, pos_cache: Default::default() };
         let model = Self { stft: Stft::new(config.nfft)?, config, encoder, tencoder, decoder, tdecoder, freq_emb, transformer };
         model.materialize()?;
         Ok(model)
@@ -670,7 +706,8 @@ impl HtDemucs {
     }
 
     /// The forward pass with the input padded to `tl` samples.
-    fn forward_at(&self, mix: &Array, e: Exec, taps: Option<&mut Taps>, tl: i32) -> Result<Array> {
+    fn forward_at(&self, mix: &Array, e: Exec, mut taps: Option<&mut Taps>, tl: i32) -> Result<Array> {
+        let mut clock = std::time::Instant::now();
         let cfg = &self.config;
         let sh = mix.shape().to_vec();
         if sh.len() != 3 || sh[1] != cfg.audio_channels || sh[2] < 1 {
@@ -699,10 +736,12 @@ impl HtDemucs {
             x = swap(&x)?;
             xt = swap(&xt)?;
         }
+        phase(&mut taps, &mut clock, || "stft + normalisation".into(), &[&x, &xt])?;
         let (mut saved, mut saved_t, mut lengths_t) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (enc, tenc)) in self.encoder.iter().zip(&self.tencoder).enumerate() {
             lengths_t.push(xt.shape()[if cl { 1 } else { 2 }]);
             xt = tenc.forward(&xt, e)?;
+            phase(&mut taps, &mut clock, || format!("time encoder {i}"), &[&xt])?;
             saved_t.push(xt.clone());
             x = enc.forward(&x, e)?;
             if i == 0 {
@@ -712,18 +751,22 @@ impl HtDemucs {
                     x = x.add(add)?;
                 }
             }
+            phase(&mut taps, &mut clock, || format!("freq encoder {i}"), &[&x])?;
             saved.push(x.clone());
         }
-        let (xo, xto) = self.transformer.forward(&x, &xt, e, taps)?;
+        let (xo, xto) = self.transformer.forward(&x, &xt, e, taps.as_deref_mut())?;
         x = xo;
         xt = xto;
+        phase(&mut taps, &mut clock, || "transformer".into(), &[&x, &xt])?;
         let torch_layout = |a: &Array| -> Result<Array> { if cl { swap(a) } else { Ok(a.clone()) } };
-        for (dec, tdec) in self.decoder.iter().zip(&self.tdecoder) {
+        for (i, (dec, tdec)) in self.decoder.iter().zip(&self.tdecoder).enumerate() {
             let skip = saved.pop().ok_or_else(|| Error::InvalidArgument("decoder without a skip".into()))?;
             x = dec.forward(&x, &skip, 0, e)?;
+            phase(&mut taps, &mut clock, || format!("freq decoder {i}"), &[&x])?;
             let skip_t = saved_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a skip".into()))?;
             let len_t = lengths_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a length".into()))?;
             xt = tdec.forward(&xt, &skip_t, len_t, e)?;
+            phase(&mut taps, &mut clock, || format!("time decoder {i}"), &[&xt])?;
         }
         let x = torch_layout(&x)?; // [B, S * 2 Ca, F, T]
         let xt = torch_layout(&xt)?; // [B, S * Ca, tl]
@@ -733,7 +776,9 @@ impl HtDemucs {
         let wave = self.stft.ispec(&z.index((.., .., .., 0)), &z.index((.., .., .., 1)), tl)?;
         let xt = xt.reshape(&[b, s, ca, tl])?.multiply(stdt.reshape(&[b, 1, 1, 1])?)?.add(meant.reshape(&[b, 1, 1, 1])?)?;
         let out = xt.add(&wave)?;
-        Ok(if length < tl { out.index((.., .., .., ..length)) } else { out })
+        let out = if length < tl { out.index((.., .., .., ..length)) } else { out };
+        phase(&mut taps, &mut clock, || "istft + sum".into(), &[&out])?;
+        Ok(out)
     }
 }
 
