@@ -34,6 +34,10 @@ fn forward_matches_demucs_on_every_input() {
                 let got = model.forward_with(&inputs[key], exec(variant), Some(&mut taps)).unwrap();
                 let (over, err) = excess(&got, &outputs[&format!("{key}.sources")]);
                 assert_eq!(over, 0.0, "{seed} {variant:?} {key}: max error {err}");
+                // demucs' float32 output is within 2e-6 of its float64 one here; with MLX's
+                // one-at-a-time float32 reductions in the normalisations ours was 1e-4 off on
+                // the DC and clipped inputs, with cascaded sums 1e-5.
+                assert!(err < 5e-5, "{seed} {variant:?} {key}: max error {err}");
                 if key == "audio" {
                     for (name, t) in [("x_in", &taps.x_in), ("xt_in", &taps.xt_in), ("x_out", &taps.x_out), ("xt_out", &taps.xt_out)] {
                         let (over, err) = excess(t.as_ref().unwrap(), &outputs[&format!("audio.transformer.{name}")]);

@@ -111,6 +111,52 @@ pub fn pad_axis(x: &Array, axis: i32, left: i32, right: i32, mode: PadMode) -> R
     }
 }
 
+/// Sum over `axes` in two levels (blocks of 256, then the block sums), like PyTorch's cascade
+/// summation: MLX's CPU reductions accumulate one float32 at a time, whose error grows with the
+/// count (over a 7.8 s segment's 690 k samples, 1e-5 relative in a mean, which HTDemucs'
+/// normalisations carried to 1e-4 in the output).
+pub fn sum_accurate(x: &Array, axes: &[i32], keep_dims: bool) -> Result<Array> {
+    const BLOCK: i32 = 256;
+    let nd = x.ndim() as i32;
+    let axes: Vec<i32> = axes.iter().map(|&a| if a < 0 { nd + a } else { a }).collect();
+    let kept: Vec<i32> = (0..nd).filter(|a| !axes.contains(a)).collect();
+    let shape = x.shape().to_vec();
+    let n: i32 = axes.iter().map(|&a| shape[a as usize]).product();
+    let lead: Vec<i32> = kept.iter().map(|&a| shape[a as usize]).collect();
+    let perm: Vec<i32> = kept.iter().chain(axes.iter()).copied().collect();
+    let mut flat_shape = lead.clone();
+    flat_shape.push(n);
+    let flat = x.transpose_axes(&perm)?.reshape(&flat_shape)?;
+    let blocks = (n + BLOCK - 1) / BLOCK;
+    let flat = pad_axis(&flat, lead.len() as i32, 0, blocks * BLOCK - n, PadMode::Constant)?;
+    let mut bshape = lead.clone();
+    bshape.extend([blocks, BLOCK]);
+    let s = flat.reshape(&bshape)?.sum_axis(-1, false)?.sum_axis(-1, false)?;
+    if keep_dims {
+        let out: Vec<i32> = (0..nd).map(|a| if axes.contains(&a) { 1 } else { shape[a as usize] }).collect();
+        Ok(s.reshape(&out)?)
+    } else {
+        Ok(s)
+    }
+}
+
+/// Mean over `axes` with [`sum_accurate`].
+pub fn mean_accurate(x: &Array, axes: &[i32], keep_dims: bool) -> Result<Array> {
+    let nd = x.ndim() as i32;
+    let n: i32 = axes.iter().map(|&a| x.shape()[if a < 0 { nd + a } else { a } as usize]).product();
+    Ok(sum_accurate(x, axes, keep_dims)?.divide(mlx_rs::array!(n.max(1) as f32))?)
+}
+
+/// Variance over `axes` as the mean of squared deviations from the mean (two passes, both with
+/// [`sum_accurate`]), with `ddof` degrees of freedom removed. MLX's `var` computes
+/// `E[x^2] - E[x]^2`, which in float32 loses digits when the mean is large against the spread.
+pub fn variance(x: &Array, axes: &[i32], keep_dims: bool, ddof: i32) -> Result<Array> {
+    let nd = x.ndim() as i32;
+    let n: i32 = axes.iter().map(|&a| x.shape()[if a < 0 { nd + a } else { a } as usize]).product();
+    let d = x.subtract(mean_accurate(x, axes, true)?)?;
+    Ok(sum_accurate(&d.square()?, axes, keep_dims)?.divide(mlx_rs::array!((n - ddof).max(1) as f32))?)
+}
+
 /// Exact (erf) GELU, torch's default. Large float32 arrays on the CPU backend take the host
 /// kernel ([`crate::nn::host`]), MLX's `erf` there being scalar.
 pub fn gelu(x: &Array) -> Result<Array> {
