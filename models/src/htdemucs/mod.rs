@@ -223,6 +223,9 @@ impl TLayer {
     }
 }
 
+/// The frequency branch's 2-D and the time branch's 1-D positional embeddings.
+type PosPair = (Array, Array);
+
 /// `CrossTransformerEncoder` with the bottleneck convolutions around it.
 struct Transformer {
     norm_in: LayerNorm,
@@ -235,7 +238,7 @@ struct Transformer {
     max_period: f32,
     /// Positional embeddings (already weighted) by (channels, bins, frames, time steps),
     /// computed on the host once per shape: every segment of a track has the same.
-    pos_cache: std::sync::Mutex<HashMap<(i32, i32, i32, i32), (Array, Array)>>,
+    pos_cache: std::sync::Mutex<HashMap<(i32, i32, i32, i32), PosPair>>,
 }
 
 pub struct HtDemucs {
