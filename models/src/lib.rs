@@ -2,6 +2,7 @@
 //! the same modules and weights.
 
 pub mod chunked;
+pub mod clap;
 pub mod config;
 pub mod encodec;
 pub mod error;

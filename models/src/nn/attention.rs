@@ -46,6 +46,7 @@ impl CrossKvCache {
 }
 
 /// Multi-head attention with PyTorch-style `q/k/v/out` projections.
+#[derive(Clone)]
 pub struct MultiHeadAttention {
     pub query: Linear,
     pub key: Linear,

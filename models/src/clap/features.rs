@@ -1,0 +1,203 @@
+//! HF `ClapFeatureExtractor` in MLX: a centred, reflect-padded STFT (periodic Hann window),
+//! the power spectrum through a mel filter bank (HTK scale without normalisation for `fusion`,
+//! Slaney scale and norm for `rand_trunc`), in dB. Clips shorter than the maximum are padded
+//! (`repeatpad`, `repeat` or `pad`); longer ones are cropped (`rand_trunc`) or reduced to a
+//! shrunk whole plus three chunks (`fusion`). HF computes in float64 with numpy; this is
+//! float32 in MLX.
+use mlx_rs::{ops, Array};
+
+use super::config::FeatureConfig;
+use crate::error::{Error, Result};
+use crate::nn::ops::{pad_axis, PadMode};
+
+fn hz_to_mel(f: f64, htk: bool) -> f64 {
+    if htk {
+        2595.0 * (1.0 + f / 700.0).log10()
+    } else {
+        let (min_log_hz, min_log_mel, logstep) = (1000.0, 15.0, 27.0 / 6.4f64.ln());
+        if f >= min_log_hz {
+            min_log_mel + (f / min_log_hz).ln() * logstep
+        } else {
+            3.0 * f / 200.0
+        }
+    }
+}
+
+fn mel_to_hz(m: f64, htk: bool) -> f64 {
+    if htk {
+        700.0 * (10f64.powf(m / 2595.0) - 1.0)
+    } else {
+        let (min_log_hz, min_log_mel, logstep) = (1000.0, 15.0, 6.4f64.ln() / 27.0);
+        if m >= min_log_mel {
+            min_log_hz * (logstep * (m - min_log_mel)).exp()
+        } else {
+            200.0 * m / 3.0
+        }
+    }
+}
+
+/// `transformers.audio_utils.mel_filter_bank`: `[n_freq, n_mels]` triangular filters between
+/// mel-spaced points; `slaney` uses the Slaney scale and area normalisation, else HTK, none.
+pub fn mel_filter_bank(n_freq: usize, n_mels: usize, fmin: f64, fmax: f64, sampling_rate: f64, slaney: bool) -> Vec<f32> {
+    let htk = !slaney;
+    let (mmin, mmax) = (hz_to_mel(fmin, htk), hz_to_mel(fmax, htk));
+    let pts: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64, htk)).collect();
+    let nyq = (sampling_rate as i64 / 2) as f64;
+    let fft: Vec<f64> = (0..n_freq).map(|i| nyq * i as f64 / (n_freq - 1) as f64).collect();
+    let mut out = vec![0f32; n_freq * n_mels];
+    for (i, f) in fft.iter().enumerate() {
+        for m in 0..n_mels {
+            let down = -(pts[m] - f) / (pts[m + 1] - pts[m]);
+            let up = (pts[m + 2] - f) / (pts[m + 2] - pts[m + 1]);
+            let mut w = down.min(up).max(0.0);
+            if slaney {
+                w *= 2.0 / (pts[m + 2] - pts[m]);
+            }
+            out[i * n_mels + m] = w as f32;
+        }
+    }
+    out
+}
+
+/// How a clip longer than the maximum is reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// One crop of the maximum length (the unfused checkpoints).
+    RandTrunc,
+    /// The whole mel shrunk to the maximum plus three chunks from its front, middle and back
+    /// thirds, as 4 channels (the fused checkpoints).
+    Fusion,
+}
+
+/// Where the random choices of a long clip fall: `None` draws them from `seed` (as HF draws
+/// them from numpy's global generator); `Some` pins them (parity checks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Crops {
+    /// `rand_trunc`: the sample offset of the crop.
+    pub offset: Option<usize>,
+    /// `fusion`: the frame starts of the three chunks.
+    pub starts: Option<[usize; 3]>,
+    pub seed: u64,
+}
+
+pub struct FeatureExtractor {
+    pub config: FeatureConfig,
+    window: Array,
+    mel_htk: Array,
+    mel_slaney: Array,
+}
+
+/// A small deterministic generator (SplitMix64) for the crops when none are given.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl FeatureExtractor {
+    pub fn new(config: FeatureConfig) -> Result<Self> {
+        use crate::config::ModelConfig;
+        config.validate().map_err(|reason| Error::Config { path: "preprocessor_config.json".into(), reason })?;
+        let n = config.fft_window_size as usize;
+        let w: Vec<f32> = (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
+        let (nf, nm) = (n / 2 + 1, config.feature_size as usize);
+        let bank = |slaney| Array::from_slice(&mel_filter_bank(nf, nm, config.frequency_min, config.frequency_max, f64::from(config.sampling_rate), slaney), &[nf as i32, nm as i32]);
+        Ok(Self { window: Array::from_slice(&w, &[n as i32]), mel_htk: bank(false), mel_slaney: bank(true), config })
+    }
+
+    /// Log-mel `[frames, n_mels]` of `wave`, in dB.
+    pub fn log_mel(&self, wave: &[f32], slaney: bool) -> Result<Array> {
+        let (n, hop) = (self.config.fft_window_size, self.config.hop_length);
+        let x = Array::from_slice(wave, &[wave.len() as i32]);
+        let x = pad_axis(&x, 0, n / 2, n / 2, PadMode::Reflect)?;
+        let len = x.shape()[0];
+        let frames = 1 + (len - n) / hop;
+        let idx: Vec<i32> = (0..frames).flat_map(|f| (0..n).map(move |k| f * hop + k)).collect();
+        let framed = x.take_axis(Array::from_slice(&idx, &[frames, n]), 0)?.multiply(&self.window)?;
+        let z = mlx_rs::fft::rfft(&framed, n, -1)?;
+        let power = z.real()?.square()?.add(z.imag()?.square()?)?;
+        let mel = power.matmul(if slaney { &self.mel_slaney } else { &self.mel_htk })?;
+        let mel = ops::maximum(&mel, mlx_rs::array!(1e-10f32))?;
+        Ok(ops::log10(&mel)?.multiply(mlx_rs::array!(10.0f32))?)
+    }
+
+    /// Features `[channels, frames, n_mels]` (1 channel for `rand_trunc`, 4 for `fusion`) and
+    /// whether the clip was longer than the maximum.
+    pub fn extract(&self, wave: &[f32], truncation: Truncation, crops: Crops) -> Result<(Array, bool)> {
+        if wave.is_empty() {
+            return Err(Error::InvalidArgument("CLAP features of an empty clip".into()));
+        }
+        if let Some(i) = wave.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("CLAP features: sample {i} is {} (NaN or infinite)", wave[i])));
+        }
+        let max = self.config.max_samples();
+        let hop = self.config.hop_length as usize;
+        let mut rng = crops.seed;
+        if wave.len() > max {
+            match truncation {
+                Truncation::RandTrunc => {
+                    let overflow = wave.len() - max;
+                    let off = crops.offset.unwrap_or_else(|| (splitmix(&mut rng) % (overflow as u64 + 1)) as usize);
+                    if off > overflow {
+                        return Err(Error::InvalidArgument(format!("crop offset {off} past the last possible ({overflow})")));
+                    }
+                    Ok((self.log_mel(&wave[off..off + max], true)?.expand_dims(0)?, true))
+                }
+                Truncation::Fusion => {
+                    let mel = self.log_mel(wave, false)?;
+                    let chunk = max / hop + 1;
+                    let total = mel.shape()[0] as usize;
+                    if chunk == total {
+                        return Ok((ops::stack(&[&mel, &mel, &mel, &mel], 0)?, false));
+                    }
+                    // np.array_split(range(0, total - chunk + 1), 3), empty thirds -> [0].
+                    let n = total - chunk + 1;
+                    let sizes = [n / 3 + usize::from(n % 3 > 0), n / 3 + usize::from(n % 3 > 1), n / 3];
+                    let firsts = [0, sizes[0], sizes[0] + sizes[1]];
+                    let starts = match crops.starts {
+                        Some(s) => s,
+                        None => std::array::from_fn(|i| if sizes[i] == 0 { 0 } else { firsts[i] + (splitmix(&mut rng) % sizes[i] as u64) as usize }),
+                    };
+                    if starts.iter().any(|&s| s + chunk > total) {
+                        return Err(Error::InvalidArgument(format!("fusion chunk starts {starts:?} run past the {total} frames")));
+                    }
+                    let host: Vec<f32> = mel.as_slice::<f32>().to_vec();
+                    let m = mel.shape()[1] as usize;
+                    // F.interpolate(bilinear, align_corners=False) from total to chunk frames.
+                    let mut shrunk = vec![0f32; chunk * m];
+                    let scale = total as f64 / chunk as f64;
+                    for d in 0..chunk {
+                        let src = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
+                        let i0 = (src.floor() as usize).min(total - 1);
+                        let i1 = (i0 + 1).min(total - 1);
+                        let l = (src - i0 as f64) as f32;
+                        for k in 0..m {
+                            shrunk[d * m + k] = (1.0 - l) * host[i0 * m + k] + l * host[i1 * m + k];
+                        }
+                    }
+                    let mut parts = vec![Array::from_slice(&shrunk, &[chunk as i32, m as i32])];
+                    for s in starts {
+                        parts.push(Array::from_slice(&host[s * m..(s + chunk) * m], &[chunk as i32, m as i32]));
+                    }
+                    Ok((ops::stack(&parts, 0)?, true))
+                }
+            }
+        } else {
+            let mut w: Vec<f32> = match self.config.padding.as_str() {
+                "repeat" => wave.iter().copied().cycle().take(wave.len() * (max / wave.len() + 1)).take(max).collect(),
+                "repeatpad" => wave.iter().copied().cycle().take(wave.len() * (max / wave.len())).collect(),
+                _ => wave.to_vec(),
+            };
+            w.resize(max, 0.0);
+            Ok(match truncation {
+                Truncation::RandTrunc => (self.log_mel(&w, true)?.expand_dims(0)?, false),
+                Truncation::Fusion => {
+                    let mel = self.log_mel(&w, false)?;
+                    (ops::stack(&[&mel, &mel, &mel, &mel], 0)?, false)
+                }
+            })
+        }
+    }
+}

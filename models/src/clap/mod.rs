@@ -1,0 +1,574 @@
+//! CLAP (HF `ClapModel`, unfused): the HTSAT audio encoder (a Swin transformer over the log-mel
+//! "image": windowed attention with relative position bias, shifted windows, patch merging),
+//! the RoBERTa text encoder with its pooler, the two projections and the logit scales; and
+//! [`features::FeatureExtractor`], HF's `ClapFeatureExtractor`.
+//!
+//! Naive and optimized share the modules and weights: the naive path computes attention as
+//! explicit `softmax(Q K^T) V` and embeds clips one at a time; the optimized path uses the fused
+//! attention and runs a batch of clips in one pass.
+pub mod config;
+pub mod features;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
+use mlx_rs::{ops, Array, Dtype};
+
+pub use self::config::{ClapAudioConfig, ClapConfig, ClapTextConfig, FeatureConfig};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
+use crate::nn::linear::Linear;
+use crate::nn::norm::layer_norm;
+use crate::nn::ops::gelu;
+use crate::weights::{self, Init};
+use crate::Variant;
+
+fn kernel(v: Variant) -> AttentionKernel {
+    match v {
+        Variant::Naive => AttentionKernel::Explicit,
+        Variant::Optimized => AttentionKernel::Fused,
+    }
+}
+
+/// A LayerNorm with its own epsilon.
+struct Ln {
+    w: Array,
+    b: Array,
+    eps: f32,
+}
+
+impl Ln {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        layer_norm(x, Some(&self.w), Some(&self.b), self.eps)
+    }
+}
+
+/// Attention with the variant's kernel (the modules are shared; only the kernel differs).
+fn attend(attn: &MultiHeadAttention, x: &Array, mask: Mask<'_>, v: Variant) -> Result<Array> {
+    let mut a = attn.clone();
+    a.kernel = kernel(v);
+    a.self_attention(x, None, mask)
+}
+
+/// `linear2(relu(linear1(x)))`, then L2-normalised.
+struct Projection {
+    l1: Linear,
+    l2: Linear,
+}
+
+impl Projection {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let h = ops::maximum(&self.l1.forward(x)?, mlx_rs::array!(0.0f32))?;
+        let y = self.l2.forward(&h)?;
+        let norm = ops::sqrt(&y.square()?.sum_axis(-1, true)?)?;
+        Ok(y.divide(ops::maximum(&norm, mlx_rs::array!(1e-12f32))?)?)
+    }
+}
+
+struct SwinBlock {
+    ln1: Ln,
+    attn: MultiHeadAttention,
+    /// Relative position bias `[1, heads, N, N]` (N = window^2).
+    bias: Array,
+    ln2: Ln,
+    fc1: Linear,
+    fc2: Linear,
+    shift: i32,
+    window: i32,
+    /// Shifted windows: the bias plus the cross-region mask, `[windows, heads, N, N]`.
+    shifted_mask: Option<Array>,
+}
+
+/// Rotate `x` by `-s` along `axis` (`torch.roll(x, -s, axis)`).
+fn roll_back(x: &Array, s: i32, axis: usize) -> Result<Array> {
+    let (a, b) = if axis == 1 { (x.index((.., s..)), x.index((.., ..s))) } else { (x.index((.., .., s..)), x.index((.., .., ..s))) };
+    Ok(ops::concatenate(&[a, b], axis as i32)?)
+}
+
+/// Rotate `x` by `+s` along `axis`.
+fn roll(x: &Array, s: i32, axis: usize) -> Result<Array> {
+    let n = x.shape()[axis];
+    roll_back(x, n - s, axis)
+}
+
+impl SwinBlock {
+    /// `x` `[B, H*W, C]` on an `h x w` grid.
+    fn forward(&self, x: &Array, h: i32, w: i32, v: Variant) -> Result<Array> {
+        let (b, c) = (x.shape()[0], x.shape()[2]);
+        let ws = self.window;
+        let y = self.ln1.forward(x)?.reshape(&[b, h, w, c])?;
+        let y = if self.shift > 0 { roll_back(&roll_back(&y, self.shift, 1)?, self.shift, 2)? } else { y };
+        let win = y.reshape(&[b, h / ws, ws, w / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
+        let mask = match &self.shifted_mask {
+            Some(m) => if b > 1 { ops::tile(m, &[b, 1, 1, 1])? } else { m.clone() },
+            None => self.bias.clone(),
+        };
+        let a = attend(&self.attn, &win, Mask::Additive(&mask), v)?;
+        let a = a.reshape(&[b, h / ws, w / ws, ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[b, h, w, c])?;
+        let a = if self.shift > 0 { roll(&roll(&a, self.shift, 1)?, self.shift, 2)? } else { a };
+        let x = x.add(a.reshape(&[b, h * w, c])?)?;
+        let m = self.fc2.forward(&gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        Ok(x.add(m)?)
+    }
+}
+
+struct Stage {
+    blocks: Vec<SwinBlock>,
+    /// Patch merging: its norm over 4C and the reduction to 2C.
+    merge: Option<(Ln, Linear)>,
+}
+
+struct Htsat {
+    /// The eval-mode BatchNorm over mel bins, folded: `x * scale + shift`.
+    bn_scale: Array,
+    bn_shift: Array,
+    /// Patch embedding as a matrix `[p*p, D]` and bias.
+    patch_w: Array,
+    patch_b: Array,
+    patch_ln: Option<Ln>,
+    stages: Vec<Stage>,
+    norm: Ln,
+}
+
+/// PyTorch's bicubic interpolation weights (A = -0.75, align_corners=True) from `n_in` to
+/// `n_out` samples, as a `[n_out, n_in]` matrix.
+fn bicubic_matrix(n_in: i32, n_out: i32) -> Array {
+    let a = -0.75f64;
+    let cc1 = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    let cc2 = |x: f64| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    let scale = if n_out > 1 { f64::from(n_in - 1) / f64::from(n_out - 1) } else { 0.0 };
+    let mut m = vec![0f32; (n_out * n_in) as usize];
+    for d in 0..n_out {
+        let real = scale * f64::from(d);
+        let i = real.floor();
+        let t = real - i;
+        let w = [cc2(t + 1.0), cc1(t), cc1(1.0 - t), cc2(2.0 - t)];
+        for (k, wk) in w.iter().enumerate() {
+            let src = (i as i32 - 1 + k as i32).clamp(0, n_in - 1);
+            m[(d * n_in + src) as usize] += *wk as f32;
+        }
+    }
+    Array::from_slice(&m, &[n_out, n_in])
+}
+
+impl Htsat {
+    /// `features` `[B, 1, T, F]` to the pooled audio features `[B, hidden]`.
+    fn forward(&self, cfg: &ClapAudioConfig, features: &Array, v: Variant) -> Result<(Array, Array)> {
+        let s = features.shape().to_vec();
+        let ratio = cfg.spec_size / cfg.num_mel_bins;
+        let (spec_w, spec_h) = (cfg.spec_size * ratio, cfg.spec_size / ratio);
+        if s.len() != 4 || s[1] != 1 || s[3] != spec_h || s[2] > spec_w || s[2] < 2 {
+            return Err(Error::InvalidArgument(format!("CLAP audio features {s:?}: expected [batch, 1, frames <= {spec_w}, {spec_h} mel bins]")));
+        }
+        let b = s[0];
+        let x = features.multiply(&self.bn_scale)?.add(&self.bn_shift)?;
+        // Bicubic stretch of the frames to the image width (the mel axis keeps its size).
+        let x = if s[2] < spec_w { bicubic_matrix(s[2], spec_w).matmul(&x.reshape(&[b, s[2], spec_h])?)? } else { x.reshape(&[b, spec_w, spec_h])? };
+        // reshape_mel2img: 4 time chunks stacked along the mel axis: [B, ratio * F, T / ratio].
+        let img = x.reshape(&[b, ratio, spec_w / ratio, spec_h])?.transpose_axes(&[0, 1, 3, 2])?.reshape(&[b, ratio * spec_h, spec_w / ratio])?;
+        let (p0, p1) = (cfg.patch_size[0], cfg.patch_size[1]);
+        let (gh, gw) = (cfg.spec_size / p0, cfg.spec_size / p1);
+        let patches = img.reshape(&[b, gh, p0, gw, p1])?.transpose_axes(&[0, 1, 3, 2, 4])?.reshape(&[b, gh * gw, p0 * p1])?;
+        let mut x = patches.matmul(&self.patch_w)?.add(&self.patch_b)?;
+        if let Some(ln) = &self.patch_ln {
+            x = ln.forward(&x)?;
+        }
+        let patch_embeds = x.clone();
+        let (mut h, mut w) = (gh, gw);
+        for st in &self.stages {
+            for blk in &st.blocks {
+                x = blk.forward(&x, h, w, v)?;
+            }
+            if let Some((ln, red)) = &st.merge {
+                let c = x.shape()[2];
+                let g = x.reshape(&[b, h, w, c])?;
+                let q = |r: i32, cc: i32| g.index((.., (r..h).stride_by(2), (cc..w).stride_by(2)));
+                let cat = ops::concatenate(&[q(0, 0), q(1, 0), q(0, 1), q(1, 1)], 3)?;
+                h /= 2;
+                w /= 2;
+                x = red.forward(&ln.forward(&cat.reshape(&[b, h * w, 4 * c])?)?)?;
+            }
+        }
+        let x = self.norm.forward(&x)?;
+        Ok((x.mean_axis(1, false)?, patch_embeds))
+    }
+}
+
+struct TextLayer {
+    attn: MultiHeadAttention,
+    ln1: Ln,
+    fc1: Linear,
+    fc2: Linear,
+    ln2: Ln,
+}
+
+struct TextEncoder {
+    word: Array,
+    position: Array,
+    token_type: Array,
+    ln: Ln,
+    layers: Vec<TextLayer>,
+    pooler: Linear,
+    pad: i32,
+}
+
+impl TextEncoder {
+    /// `ids`, `mask` `[B, L]` to the pooled text features `[B, hidden]`.
+    fn forward(&self, ids: &Array, mask: &Array, v: Variant) -> Result<Array> {
+        let sh = ids.shape().to_vec();
+        if sh.len() != 2 || mask.shape() != sh.as_slice() || sh[1] < 1 {
+            return Err(Error::InvalidArgument(format!("text input ids {sh:?} and mask {:?}: expected equal [batch, length >= 1]", mask.shape())));
+        }
+        let maxpos = self.position.shape()[0];
+        if sh[1] + self.pad + 1 > maxpos {
+            return Err(Error::InvalidArgument(format!("text of {} tokens: the model has {} positions", sh[1], maxpos - self.pad - 1)));
+        }
+        let ids = ids.as_dtype(Dtype::Int32)?;
+        let vocab = self.word.shape()[0];
+        let bad = ops::logical_or(&ids.lt(mlx_rs::array!(0))?, &ids.ge(mlx_rs::array!(vocab))?)?.any(None)?;
+        if bad.item_cast::<bool>() {
+            return Err(Error::InvalidArgument(format!("text input ids outside the vocabulary of {vocab}")));
+        }
+        // RoBERTa positions: count non-padding tokens, padding_idx + 1 onwards; pads get padding_idx.
+        let nonpad = ids.ne(mlx_rs::array!(self.pad))?.as_dtype(Dtype::Int32)?;
+        let pos = ops::cumsum(&nonpad, 1, None, None)?.multiply(&nonpad)?.add(mlx_rs::array!(self.pad))?;
+        let x = self.word.take_axis(&ids, 0)?.add(self.position.take_axis(&pos, 0)?)?.add(self.token_type.index(0))?;
+        let mut x = self.ln.forward(&x)?;
+        let keep = mask.as_dtype(Dtype::Float32)?;
+        let add = mlx_rs::array!(1.0f32).subtract(&keep)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[sh[0], 1, 1, sh[1]])?;
+        for l in &self.layers {
+            let a = attend(&l.attn, &x, Mask::Additive(&add), v)?;
+            let h1 = l.ln1.forward(&x.add(a)?)?;
+            let f = l.fc2.forward(&gelu(&l.fc1.forward(&h1)?)?)?;
+            x = l.ln2.forward(&h1.add(f)?)?;
+        }
+        Ok(ops::tanh(&self.pooler.forward(&x.index((.., 0, ..)))?)?)
+    }
+}
+
+pub struct Clap {
+    pub config: ClapConfig,
+    audio: Htsat,
+    text: TextEncoder,
+    audio_projection: Projection,
+    text_projection: Projection,
+    /// `exp(logit_scale_a)`, `exp(logit_scale_t)`.
+    pub logit_scale_audio: f32,
+    pub logit_scale_text: f32,
+}
+
+/// Audio results: the pooled features before the projection, the normalised embeddings and
+/// the patch embeddings.
+pub struct AudioOut {
+    pub pooled: Array,
+    pub embeds: Array,
+    pub patch_embeds: Array,
+}
+
+/// `[N, N]` relative position index of a `ws x ws` window (Swin's).
+fn relative_index(ws: i32) -> Vec<i32> {
+    let n = ws * ws;
+    let mut v = Vec::with_capacity((n * n) as usize);
+    for i in 0..n {
+        for j in 0..n {
+            let (hi, wi, hj, wj) = (i / ws, i % ws, j / ws, j % ws);
+            v.push((hi - hj + ws - 1) * (2 * ws - 1) + (wi - wj + ws - 1));
+        }
+    }
+    v
+}
+
+/// The shifted-window mask `[windows, 1, N, N]`: 0 within a region, -100 across.
+fn shift_mask(h: i32, w: i32, ws: i32, shift: i32) -> Array {
+    let region = |i: i32, n: i32| i32::from(i >= n - ws) + i32::from(i >= n - shift);
+    let (nh, nw, n) = (h / ws, w / ws, ws * ws);
+    let mut m = Vec::with_capacity((nh * nw * n * n) as usize);
+    for a in 0..nh {
+        for bb in 0..nw {
+            let label = |t: i32| region(a * ws + t / ws, h) * 3 + region(bb * ws + t % ws, w);
+            for i in 0..n {
+                for j in 0..n {
+                    m.push(if label(i) == label(j) { 0.0f32 } else { -100.0 });
+                }
+            }
+        }
+    }
+    Array::from_slice(&m, &[nh * nw, 1, n, n])
+}
+
+fn linear(w: &mut HashMap<String, Array>, p: &str, bias: bool) -> Result<Linear> {
+    let weight = take(w, &format!("{p}.weight"))?;
+    let b = if bias { Some(take(w, &format!("{p}.bias"))?) } else { None };
+    Linear::new(weight, b)
+}
+
+fn take(w: &mut HashMap<String, Array>, k: &str) -> Result<Array> {
+    w.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight {k} vanished")))
+}
+
+fn ln(w: &mut HashMap<String, Array>, p: &str, eps: f64) -> Result<Ln> {
+    Ok(Ln { w: take(w, &format!("{p}.weight"))?, b: take(w, &format!("{p}.bias"))?, eps: eps as f32 })
+}
+
+fn mha(w: &mut HashMap<String, Array>, p: &str, out: &str, heads: i32, bias: bool) -> Result<MultiHeadAttention> {
+    Ok(MultiHeadAttention {
+        query: linear(w, &format!("{p}.query"), bias)?,
+        key: linear(w, &format!("{p}.key"), bias)?,
+        value: linear(w, &format!("{p}.value"), bias)?,
+        out: linear(w, out, true)?,
+        n_head: heads,
+        kernel: AttentionKernel::Fused,
+    })
+}
+
+impl Clap {
+    /// Every `save_pretrained` name and shape (buffers included: HF saves them).
+    pub fn expected_weights(cfg: &ClapConfig) -> BTreeMap<String, Vec<i32>> {
+        let mut e = BTreeMap::new();
+        let mut put = |k: String, s: Vec<i32>| {
+            e.insert(k, s);
+        };
+        let a = &cfg.audio_config;
+        let enc = "audio_model.audio_encoder";
+        for n in ["weight", "bias", "running_mean", "running_var"] {
+            put(format!("{enc}.batch_norm.{n}"), vec![a.num_mel_bins]);
+        }
+        put(format!("{enc}.batch_norm.num_batches_tracked"), vec![]);
+        let d0 = a.patch_embeds_hidden_size;
+        put(format!("{enc}.patch_embed.proj.weight"), vec![d0, 1, a.patch_size[0], a.patch_size[1]]);
+        put(format!("{enc}.patch_embed.proj.bias"), vec![d0]);
+        if a.enable_patch_layer_norm {
+            put(format!("{enc}.patch_embed.norm.weight"), vec![d0]);
+            put(format!("{enc}.patch_embed.norm.bias"), vec![d0]);
+        }
+        let ws = a.window_size;
+        let n = ws * ws;
+        for (i, (&depth, &heads)) in a.depths.iter().zip(&a.num_attention_heads).enumerate() {
+            let c = d0 << i;
+            let hidden = (a.mlp_ratio * f64::from(c)) as i32;
+            for j in 0..depth {
+                let p = format!("{enc}.layers.{i}.blocks.{j}");
+                for (k, s) in [
+                    ("layernorm_before.weight", vec![c]),
+                    ("layernorm_before.bias", vec![c]),
+                    ("layernorm_after.weight", vec![c]),
+                    ("layernorm_after.bias", vec![c]),
+                    ("attention.self.relative_position_bias_table", vec![(2 * ws - 1) * (2 * ws - 1), heads]),
+                    ("attention.self.relative_position_index", vec![n, n]),
+                    ("attention.output.dense.weight", vec![c, c]),
+                    ("attention.output.dense.bias", vec![c]),
+                    ("intermediate.dense.weight", vec![hidden, c]),
+                    ("intermediate.dense.bias", vec![hidden]),
+                    ("output.dense.weight", vec![c, hidden]),
+                    ("output.dense.bias", vec![c]),
+                ] {
+                    put(format!("{p}.{k}"), s);
+                }
+                for q in ["query", "key", "value"] {
+                    put(format!("{p}.attention.self.{q}.weight"), vec![c, c]);
+                    if a.qkv_bias {
+                        put(format!("{p}.attention.self.{q}.bias"), vec![c]);
+                    }
+                }
+            }
+            if i + 1 < a.depths.len() {
+                put(format!("{enc}.layers.{i}.downsample.norm.weight"), vec![4 * c]);
+                put(format!("{enc}.layers.{i}.downsample.norm.bias"), vec![4 * c]);
+                put(format!("{enc}.layers.{i}.downsample.reduction.weight"), vec![2 * c, 4 * c]);
+            }
+        }
+        put(format!("{enc}.norm.weight"), vec![a.hidden_size]);
+        put(format!("{enc}.norm.bias"), vec![a.hidden_size]);
+        let t = &cfg.text_config;
+        let (hs, tm) = (t.hidden_size, "text_model");
+        put(format!("{tm}.embeddings.word_embeddings.weight"), vec![t.vocab_size, hs]);
+        put(format!("{tm}.embeddings.position_embeddings.weight"), vec![t.max_position_embeddings, hs]);
+        put(format!("{tm}.embeddings.token_type_embeddings.weight"), vec![t.type_vocab_size, hs]);
+        put(format!("{tm}.embeddings.position_ids"), vec![1, t.max_position_embeddings]);
+        put(format!("{tm}.embeddings.token_type_ids"), vec![1, t.max_position_embeddings]);
+        put(format!("{tm}.embeddings.LayerNorm.weight"), vec![hs]);
+        put(format!("{tm}.embeddings.LayerNorm.bias"), vec![hs]);
+        for l in 0..t.num_hidden_layers {
+            let p = format!("{tm}.encoder.layer.{l}");
+            for q in ["query", "key", "value"] {
+                put(format!("{p}.attention.self.{q}.weight"), vec![hs, hs]);
+                put(format!("{p}.attention.self.{q}.bias"), vec![hs]);
+            }
+            for (k, s) in [
+                ("attention.output.dense.weight", vec![hs, hs]),
+                ("attention.output.dense.bias", vec![hs]),
+                ("attention.output.LayerNorm.weight", vec![hs]),
+                ("attention.output.LayerNorm.bias", vec![hs]),
+                ("intermediate.dense.weight", vec![t.intermediate_size, hs]),
+                ("intermediate.dense.bias", vec![t.intermediate_size]),
+                ("output.dense.weight", vec![hs, t.intermediate_size]),
+                ("output.dense.bias", vec![hs]),
+                ("output.LayerNorm.weight", vec![hs]),
+                ("output.LayerNorm.bias", vec![hs]),
+            ] {
+                put(format!("{p}.{k}"), s);
+            }
+        }
+        put(format!("{tm}.pooler.dense.weight"), vec![hs, hs]);
+        put(format!("{tm}.pooler.dense.bias"), vec![hs]);
+        let pd = cfg.projection_dim;
+        for (p, inp) in [("audio_projection", a.hidden_size), ("text_projection", hs)] {
+            put(format!("{p}.linear1.weight"), vec![pd, inp]);
+            put(format!("{p}.linear1.bias"), vec![pd]);
+            put(format!("{p}.linear2.weight"), vec![pd, pd]);
+            put(format!("{p}.linear2.bias"), vec![pd]);
+        }
+        put("logit_scale_a".into(), vec![]);
+        put("logit_scale_t".into(), vec![]);
+        e
+    }
+
+    pub fn from_tensors(config: ClapConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
+        weights::check_strict(source, &tensors, &Self::expected_weights(&config))?;
+        let mut w: HashMap<String, Array> = tensors
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("relative_position_index") && !k.ends_with("position_ids") && !k.ends_with("token_type_ids") && !k.ends_with("num_batches_tracked"))
+            .map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?)))
+            .collect::<Result<_>>()?;
+        let a = config.audio_config.clone();
+        let enc = "audio_model.audio_encoder";
+        let bn_w = take(&mut w, &format!("{enc}.batch_norm.weight"))?;
+        let bn_b = take(&mut w, &format!("{enc}.batch_norm.bias"))?;
+        let rm = take(&mut w, &format!("{enc}.batch_norm.running_mean"))?;
+        let rv = take(&mut w, &format!("{enc}.batch_norm.running_var"))?;
+        let bn_scale = bn_w.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
+        let bn_shift = bn_b.subtract(rm.multiply(&bn_scale)?)?;
+        let pw = take(&mut w, &format!("{enc}.patch_embed.proj.weight"))?;
+        let d0 = a.patch_embeds_hidden_size;
+        let patch_w = pw.reshape(&[d0, -1])?.t().contiguous()?;
+        let patch_b = take(&mut w, &format!("{enc}.patch_embed.proj.bias"))?;
+        let patch_ln = if a.enable_patch_layer_norm { Some(ln(&mut w, &format!("{enc}.patch_embed.norm"), 1e-5)?) } else { None };
+        let ws = a.window_size;
+        let n = ws * ws;
+        let index = Array::from_slice(&relative_index(ws), &[n * n]);
+        let mut stages = Vec::new();
+        for (i, ((&depth, &heads), (h, wd))) in a.depths.iter().zip(&a.num_attention_heads).zip(config.resolutions()).enumerate() {
+            let mut blocks = Vec::new();
+            for j in 0..depth {
+                let p = format!("{enc}.layers.{i}.blocks.{j}");
+                let table = take(&mut w, &format!("{p}.attention.self.relative_position_bias_table"))?;
+                let bias = table.take_axis(&index, 0)?.reshape(&[n, n, heads])?.transpose_axes(&[2, 0, 1])?.expand_dims(0)?;
+                // HF: no shift once the grid is no larger than a window.
+                let shift = if j % 2 == 1 && h.min(wd) > ws { ws / 2 } else { 0 };
+                let shifted_mask = if shift > 0 { Some(bias.add(shift_mask(h, wd, ws, shift))?) } else { None };
+                blocks.push(SwinBlock {
+                    ln1: ln(&mut w, &format!("{p}.layernorm_before"), a.layer_norm_eps)?,
+                    attn: mha(&mut w, &format!("{p}.attention.self"), &format!("{p}.attention.output.dense"), heads, a.qkv_bias)?,
+                    bias,
+                    ln2: ln(&mut w, &format!("{p}.layernorm_after"), a.layer_norm_eps)?,
+                    fc1: linear(&mut w, &format!("{p}.intermediate.dense"), true)?,
+                    fc2: linear(&mut w, &format!("{p}.output.dense"), true)?,
+                    shift,
+                    window: ws,
+                    shifted_mask,
+                });
+            }
+            let merge = if i + 1 < a.depths.len() {
+                let p = format!("{enc}.layers.{i}.downsample");
+                Some((ln(&mut w, &format!("{p}.norm"), 1e-5)?, linear(&mut w, &format!("{p}.reduction"), false)?))
+            } else {
+                None
+            };
+            stages.push(Stage { blocks, merge });
+        }
+        let norm = ln(&mut w, &format!("{enc}.norm"), 1e-5)?;
+        let audio = Htsat { bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
+        let t = config.text_config.clone();
+        let tm = "text_model";
+        let mut layers = Vec::new();
+        for l in 0..t.num_hidden_layers {
+            let p = format!("{tm}.encoder.layer.{l}");
+            layers.push(TextLayer {
+                attn: mha(&mut w, &format!("{p}.attention.self"), &format!("{p}.attention.output.dense"), t.num_attention_heads, true)?,
+                ln1: ln(&mut w, &format!("{p}.attention.output.LayerNorm"), t.layer_norm_eps)?,
+                fc1: linear(&mut w, &format!("{p}.intermediate.dense"), true)?,
+                fc2: linear(&mut w, &format!("{p}.output.dense"), true)?,
+                ln2: ln(&mut w, &format!("{p}.output.LayerNorm"), t.layer_norm_eps)?,
+            });
+        }
+        let text = TextEncoder {
+            word: take(&mut w, &format!("{tm}.embeddings.word_embeddings.weight"))?,
+            position: take(&mut w, &format!("{tm}.embeddings.position_embeddings.weight"))?,
+            token_type: take(&mut w, &format!("{tm}.embeddings.token_type_embeddings.weight"))?,
+            ln: ln(&mut w, &format!("{tm}.embeddings.LayerNorm"), t.layer_norm_eps)?,
+            layers,
+            pooler: linear(&mut w, &format!("{tm}.pooler.dense"), true)?,
+            pad: t.pad_token_id,
+        };
+        let mut proj = |p: &str| -> Result<Projection> { Ok(Projection { l1: linear(&mut w, &format!("{p}.linear1"), true)?, l2: linear(&mut w, &format!("{p}.linear2"), true)? }) };
+        let audio_projection = proj("audio_projection")?;
+        let text_projection = proj("text_projection")?;
+        let la = take(&mut w, "logit_scale_a")?.item_cast::<f32>().exp();
+        let lt = take(&mut w, "logit_scale_t")?.item_cast::<f32>().exp();
+        Ok(Self { config, audio, text, audio_projection, text_projection, logit_scale_audio: la, logit_scale_text: lt })
+    }
+
+    /// `config.json` and `model.safetensors` (HF `save_pretrained`).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let config = ClapConfig::from_file(&dir.join("config.json"))?;
+        let path = dir.join("model.safetensors");
+        let tensors = weights::read_safetensors(&path)?;
+        Self::from_tensors(config, tensors, &path.display().to_string())
+    }
+
+    /// A model of `config`'s size with random weights, for benchmarks.
+    pub fn random(config: ClapConfig, seed: u64) -> Result<Self> {
+        let shapes = Self::expected_weights(&config);
+        let fan: HashMap<String, f32> = shapes.iter().map(|(k, s)| (k.clone(), s.iter().skip(1).product::<i32>().max(1) as f32)).collect();
+        let mut t = weights::random_tensors(shapes, seed, |name| {
+            if name.contains("norm") && name.ends_with("weight") || name.ends_with("running_var") {
+                Init::Ones
+            } else if name.ends_with("bias") || name.ends_with("running_mean") || name.contains("embeddings") || name.contains("logit_scale") || name.ends_with("bias_table") {
+                Init::Normal(0.02)
+            } else {
+                Init::Normal(fan[name].powf(-0.5))
+            }
+        })?;
+        // Buffers as HF makes them: integer indices.
+        for (k, v) in t.iter_mut() {
+            if k.ends_with("relative_position_index") || k.ends_with("position_ids") || k.ends_with("token_type_ids") || k.ends_with("num_batches_tracked") {
+                *v = ops::zeros::<i32>(v.shape())?;
+            }
+        }
+        Self::from_tensors(config, t, &format!("random weights (seed {seed})"))
+    }
+
+    /// Audio embeddings of `features` `[B, 1, T, F]` in one pass.
+    pub fn embed_audio(&self, features: &Array, v: Variant) -> Result<AudioOut> {
+        let (pooled, patch_embeds) = self.audio.forward(&self.config.audio_config, features, v)?;
+        let embeds = self.audio_projection.forward(&pooled)?;
+        Ok(AudioOut { pooled, embeds, patch_embeds })
+    }
+
+    /// Audio embeddings `[B, projection]` of a batch of clips' features: the optimized path
+    /// runs them as one batch, the naive one clip by clip.
+    pub fn embed_audio_batch(&self, features: &Array, v: Variant) -> Result<Array> {
+        match v {
+            Variant::Optimized => Ok(self.embed_audio(features, v)?.embeds),
+            Variant::Naive => {
+                let parts = (0..features.shape()[0]).map(|i| self.embed_audio(&features.index(i..i + 1), v).map(|o| o.embeds)).collect::<Result<Vec<_>>>()?;
+                Ok(ops::concatenate(&parts, 0)?)
+            }
+        }
+    }
+
+    /// Text pooled features and normalised embeddings of `ids`, `mask` `[B, L]`.
+    pub fn embed_text(&self, ids: &Array, mask: &Array, v: Variant) -> Result<(Array, Array)> {
+        let pooled = self.text.forward(ids, mask, v)?;
+        let embeds = self.text_projection.forward(&pooled)?;
+        Ok((pooled, embeds))
+    }
+
+    /// `logits_per_audio` `[A, T]`: scaled cosine similarities.
+    pub fn logits_per_audio(&self, audio_embeds: &Array, text_embeds: &Array) -> Result<Array> {
+        Ok(audio_embeds.matmul(text_embeds.t())?.multiply(mlx_rs::array!(self.logit_scale_audio))?)
+    }
+}
