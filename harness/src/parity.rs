@@ -114,6 +114,7 @@ fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap
         "whisper" => run_whisper(dir, optimized),
         "musicgen" => run_musicgen(dir, optimized),
         "htdemucs" => run_htdemucs(dir, optimized),
+        "clap" => run_clap(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -171,6 +172,50 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
     let mut out = HashMap::new();
     out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
     out.insert("cross_attention".to_string(), ops::concatenate(&cross_steps, 1)?);
+    Ok(out)
+}
+
+/// HF `ClapModel` and `ClapFeatureExtractor`: every clip's features in `rand_trunc` mode (the
+/// recorded crop) and, where the fixture has them, in `fusion` mode (the recorded chunk
+/// starts); the model on the reference features of all clips as a batch (naive: clip by clip)
+/// and on the texts: pooled features, embeddings, patch embeddings of the first clip, logits.
+fn run_clap(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    use models::clap::features::{Crops, FeatureExtractor, Truncation};
+    use models::clap::{Clap, FeatureConfig};
+    use models::config::ModelConfig;
+    let fe = FeatureExtractor::new(FeatureConfig::from_file(&dir.join("preprocessor_config.json"))?)?;
+    let model = Clap::load_dir(dir)?;
+    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    let order: serde_json::Value = read_json(&dir.join("clips.json"))?;
+    let clips: Vec<String> = order["order"].as_array().context("clips.json has no 'order'")?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut out = HashMap::new();
+    let mut feats = Vec::new();
+    for clip in &clips {
+        let wave = inputs.get(&format!("{clip}.audio")).with_context(|| format!("inputs.safetensors has no '{clip}.audio'"))?.as_slice::<f32>().to_vec();
+        let offset = inputs.get(&format!("{clip}.crop")).map_or(0, |a| a.as_slice::<i32>()[0] as usize);
+        let (f, longer) = fe.extract(&wave, Truncation::RandTrunc, Crops { offset: Some(offset), ..Crops::default() }).with_context(|| format!("features of '{clip}'"))?;
+        out.insert(format!("{clip}.features"), f);
+        out.insert(format!("{clip}.is_longer"), Array::from_slice(&[i32::from(longer)], &[1]));
+        if let Some(s) = inputs.get(&format!("{clip}.fusion_starts")) {
+            let s = s.as_slice::<i32>();
+            let crops = Crops { starts: Some([s[0] as usize, s[1] as usize, s[2] as usize]), ..Crops::default() };
+            out.insert(format!("{clip}.fusion_features"), fe.extract(&wave, Truncation::Fusion, crops)?.0);
+        }
+        feats.push(refs.get(&format!("{clip}.features")).with_context(|| format!("outputs.safetensors has no '{clip}.features'"))?.clone());
+    }
+    let batch = ops::stack(&feats, 0)?;
+    let a = model.embed_audio(&batch, variant)?;
+    let ids = inputs.get("text.input_ids").context("inputs.safetensors has no 'text.input_ids'")?;
+    let mask = inputs.get("text.attention_mask").context("inputs.safetensors has no 'text.attention_mask'")?;
+    let (tp, te) = model.embed_text(ids, mask, variant)?;
+    out.insert("logits_per_audio".into(), model.logits_per_audio(&a.embeds, &te)?);
+    out.insert("audio.embeds".into(), model.embed_audio_batch(&batch, variant)?);
+    out.insert("audio.pooled".into(), a.pooled);
+    out.insert("audio.patch_embeds".into(), a.patch_embeds.index(0..1));
+    out.insert("text.pooled".into(), tp);
+    out.insert("text.embeds".into(), te);
     Ok(out)
 }
 

@@ -93,6 +93,28 @@ fn htdemucs_fixtures_pass_for_both_variants() {
 }
 
 #[test]
+fn clap_fixtures_pass_for_both_variants() {
+    for name in ["clap-s0", "clap-s1"] {
+        let checks = passing_checks(name);
+        let mut outs: Vec<String> = ["audio.embeds", "audio.pooled", "audio.patch_embeds", "text.embeds", "text.pooled", "logits_per_audio"].map(String::from).to_vec();
+        for clip in ["tone", "noise", "long", "silence", "clipped", "impulse", "dc", "short"] {
+            outs.push(format!("{clip}.features"));
+            outs.push(format!("{clip}.is_longer"));
+        }
+        outs.extend(["tone", "long", "short"].map(|c| format!("{c}.fusion_features")));
+        for out in &outs {
+            assert_eq!(checks.iter().filter(|c| c["output"] == out.as_str()).count(), 2, "{name}: {out} in both variants");
+        }
+        for c in &checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+            if c["output"].as_str().unwrap().ends_with("embeds") && !c["output"].as_str().unwrap().contains("patch") {
+                assert!(c["cosine"].as_f64().unwrap() >= 0.99999, "{name}: {c}");
+            }
+        }
+    }
+}
+
+#[test]
 fn htdemucs_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = broken("htdemucs-s0", |b| replace_once(b, "crosstransformer.layers_t.3.linear1.weight", "crosstransformer.layers_t.3.linear9.weight"));
     let o = parity(dir.path());

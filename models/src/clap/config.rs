@@ -230,7 +230,7 @@ impl ModelConfig for FeatureConfig {
         if !["rand_trunc", "fusion"].contains(&self.truncation.as_str()) || !["repeatpad", "repeat", "pad"].contains(&self.padding.as_str()) {
             return Err(format!("truncation {:?} / padding {:?}: expected rand_trunc|fusion and repeatpad|repeat|pad", self.truncation, self.padding));
         }
-        if self.fft_window_size < 16 || self.hop_length < 1 || self.feature_size < 1 || self.sampling_rate < 1 || !(self.max_length_s > 0.0) {
+        if self.fft_window_size < 16 || self.hop_length < 1 || self.feature_size < 1 || self.sampling_rate < 1 || self.max_length_s.is_nan() || self.max_length_s <= 0.0 {
             return Err("fft_window_size, hop_length, feature_size, sampling_rate and max_length_s must be positive".into());
         }
         if !(self.frequency_max > self.frequency_min && self.frequency_max <= f64::from(self.sampling_rate) / 2.0) {

@@ -154,7 +154,7 @@ impl FeatureExtractor {
                     }
                     // np.array_split(range(0, total - chunk + 1), 3), empty thirds -> [0].
                     let n = total - chunk + 1;
-                    let sizes = [n / 3 + usize::from(n % 3 > 0), n / 3 + usize::from(n % 3 > 1), n / 3];
+                    let sizes = [n / 3 + usize::from(!n.is_multiple_of(3)), n / 3 + usize::from(n % 3 == 2), n / 3];
                     let firsts = [0, sizes[0], sizes[0] + sizes[1]];
                     let starts = match crops.starts {
                         Some(s) => s,
