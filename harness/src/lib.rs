@@ -4,6 +4,7 @@ pub mod audio;
 pub mod bench;
 pub mod codec;
 pub mod doctor;
+pub mod embed_cmd;
 pub mod hub_args;
 pub mod meta;
 pub mod musicgen_cmd;

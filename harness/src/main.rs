@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{bench, codec, doctor, musicgen_cmd, parity, quant_args, separate_cmd, whisper_cmd};
+use harness::{bench, codec, doctor, embed_cmd, musicgen_cmd, parity, quant_args, separate_cmd, whisper_cmd};
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]
@@ -34,6 +34,8 @@ enum Command {
     /// Separate a music track into drums, bass, other and vocals with HTDemucs (demucs'
     /// chunking or the seed's overlap-add) and write one WAV per source.
     Separate(separate_cmd::Args),
+    /// CLAP audio and text embeddings and their similarities (zero-shot audio tagging).
+    Embed(embed_cmd::Args),
     /// Save a Whisper or MusicGen checkpoint at float16, 8 or 4 bits, so later loads skip the
     /// quantization.
     Quantize(quant_args::Args),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Transcribe(args) => whisper_cmd::transcribe(&args),
         Command::Generate(args) => musicgen_cmd::run(&args),
         Command::Separate(args) => separate_cmd::run(&args),
+        Command::Embed(args) => embed_cmd::run(&args),
         Command::Quantize(args) => quant_args::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };

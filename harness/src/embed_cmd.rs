@@ -1,0 +1,137 @@
+//! `harness embed`: CLAP audio and text embeddings, and their similarities.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use mlx_rs::{ops, Array};
+use models::clap::features::{Crops, FeatureExtractor, Truncation};
+use models::clap::{Clap, FeatureConfig};
+use models::config::ModelConfig;
+use models::Variant;
+
+use crate::audio::{read_wav, resample};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A CLAP folder in HF's layout: config.json, model.safetensors, preprocessor_config.json
+    /// and (for --text) tokenizer.json.
+    #[arg(long, value_name = "DIR")]
+    model_dir: PathBuf,
+    /// Audio clips to embed: WAV files, any rate (resampled to the extractor's) and channel
+    /// count (averaged to mono). Clips longer than the extractor's maximum are cropped at a
+    /// position drawn from --seed; shorter ones are repeat-padded.
+    #[arg(long, value_name = "WAV", num_args = 1..)]
+    audio: Vec<PathBuf>,
+    /// Texts to embed (each argument one text).
+    #[arg(long, value_name = "TEXT", num_args = 1..)]
+    text: Vec<String>,
+    /// Seed of the crop position of long clips.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON: the embeddings, and the audio-text cosine similarities and logits.
+    #[arg(long)]
+    json: bool,
+    /// Which implementation runs (naive: explicit attention, one clip at a time).
+    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
+    variant: String,
+}
+
+fn rows(a: &Array) -> Vec<Vec<f32>> {
+    let (n, d) = (a.shape()[0] as usize, a.shape()[1] as usize);
+    let v = a.as_slice::<f32>();
+    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    if args.audio.is_empty() && args.text.is_empty() {
+        bail!("nothing to embed: give --audio and/or --text");
+    }
+    let model = Clap::load_dir(&args.model_dir)?;
+    let variant = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    let mut audio_embeds = None;
+    if !args.audio.is_empty() {
+        let fe = FeatureExtractor::new(FeatureConfig::from_file(&args.model_dir.join("preprocessor_config.json"))?)?;
+        let rate = fe.config.sampling_rate as u32;
+        let mut feats = Vec::new();
+        for (i, path) in args.audio.iter().enumerate() {
+            let wav = read_wav(path)?;
+            let n = wav.len();
+            let mono: Vec<f32> = (0..n).map(|t| wav.channels.iter().map(|c| c[t]).sum::<f32>() / wav.channels.len() as f32).collect();
+            let x = resample(&mono, wav.sample_rate, rate);
+            if x.is_empty() {
+                bail!("{}: nothing left after resampling to {rate} Hz", path.display());
+            }
+            let crops = Crops { seed: args.seed.wrapping_add(i as u64), ..Crops::default() };
+            let (f, _) = fe.extract(&x, Truncation::RandTrunc, crops).with_context(|| format!("{}", path.display()))?;
+            feats.push(f);
+        }
+        let e = model.embed_audio_batch(&ops::stack(&feats, 0)?, variant)?;
+        e.eval()?;
+        audio_embeds = Some(e);
+    }
+    let mut text_embeds = None;
+    if !args.text.is_empty() {
+        let tok = models::text::read_tokenizer(&args.model_dir.join("tokenizer.json"))?;
+        let pad = model.config.text_config.pad_token_id;
+        let enc: Vec<Vec<u32>> = args
+            .text
+            .iter()
+            .map(|t| tok.encode(t.as_str(), true).map(|e| e.get_ids().to_vec()).map_err(|e| anyhow::anyhow!("tokenizing {t:?}: {e}")))
+            .collect::<Result<_>>()?;
+        let len = enc.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut ids = vec![pad; enc.len() * len];
+        let mut mask = vec![0i32; enc.len() * len];
+        for (i, e) in enc.iter().enumerate() {
+            for (j, &t) in e.iter().enumerate() {
+                ids[i * len + j] = t as i32;
+                mask[i * len + j] = 1;
+            }
+        }
+        let shape = [enc.len() as i32, len as i32];
+        let (_, e) = model.embed_text(&Array::from_slice(&ids, &shape), &Array::from_slice(&mask, &shape), variant)?;
+        e.eval()?;
+        text_embeds = Some(e);
+    }
+    let sims = match (&audio_embeds, &text_embeds) {
+        (Some(a), Some(t)) => {
+            let cos = a.matmul(t.t())?;
+            let logits = model.logits_per_audio(a, t)?;
+            Some((rows(&cos), rows(&logits)))
+        }
+        _ => None,
+    };
+    if args.json {
+        let mut v = serde_json::json!({});
+        if let Some(a) = &audio_embeds {
+            v["audio"] = serde_json::json!(args.audio.iter().zip(rows(a)).map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "embedding": e})).collect::<Vec<_>>());
+        }
+        if let Some(t) = &text_embeds {
+            v["text"] = serde_json::json!(args.text.iter().zip(rows(t)).map(|(s, e)| serde_json::json!({"text": s, "embedding": e})).collect::<Vec<_>>());
+        }
+        if let Some((cos, logits)) = &sims {
+            v["cosine"] = serde_json::json!(cos);
+            v["logits_per_audio"] = serde_json::json!(logits);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show = |e: &[f32]| e.iter().take(6).map(|x| format!("{x:+.4}")).collect::<Vec<_>>().join(" ");
+    if let Some(a) = &audio_embeds {
+        for (p, e) in args.audio.iter().zip(rows(a)) {
+            println!("audio {}: [{} ...] ({} dims)", p.display(), show(&e), e.len());
+        }
+    }
+    if let Some(t) = &text_embeds {
+        for (s, e) in args.text.iter().zip(rows(t)) {
+            println!("text {s:?}: [{} ...] ({} dims)", show(&e), e.len());
+        }
+    }
+    if let Some((cos, _)) = &sims {
+        println!("\ncosine similarity (rows: audio, columns: text)");
+        for (p, r) in args.audio.iter().zip(cos) {
+            let best = r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |b| b.0);
+            println!("  {:40} {}   best: {:?}", p.display().to_string(), r.iter().map(|x| format!("{x:+.3}")).collect::<Vec<_>>().join(" "), args.text[best]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
