@@ -1,6 +1,7 @@
 //! `harness bench` (what `./run-benchmarks.sh` runs): workloads, interleaved naive/optimized
 //! timing, statistics, targets, baseline comparison and reports.
 pub mod blocks;
+mod clap_model;
 pub mod encodec;
 mod htdemucs;
 pub mod musicgen;
@@ -159,6 +160,7 @@ pub fn registry(scale: Scale) -> Vec<Spec> {
     specs.extend(whisper::specs(scale));
     specs.extend(musicgen::specs(scale));
     specs.extend(htdemucs::specs(scale));
+    specs.extend(clap_model::specs(scale));
     specs
 }
 
