@@ -19,7 +19,8 @@ pub struct Args {
     model_dir: PathBuf,
     /// Audio clips to embed: WAV files, any rate (resampled to the extractor's) and channel
     /// count (averaged to mono). Clips longer than the extractor's maximum are cropped at a
-    /// position drawn from --seed; shorter ones are repeat-padded.
+    /// position drawn from --seed (fused models: shrunk, plus three chunks drawn from --seed);
+    /// shorter ones are padded as the extractor's config says.
     #[arg(long, value_name = "WAV", num_args = 1..)]
     audio: Vec<PathBuf>,
     /// Texts to embed (each argument one text).
@@ -53,6 +54,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let fe = FeatureExtractor::new(FeatureConfig::from_file(&args.model_dir.join("preprocessor_config.json"))?)?;
         let rate = fe.config.sampling_rate as u32;
         let mut feats = Vec::new();
+        let mut longer = Vec::new();
+        // Fused checkpoints take the whole clip shrunk plus three chunks; unfused ones a crop.
+        let truncation = if model.config.audio_config.enable_fusion { Truncation::Fusion } else { Truncation::RandTrunc };
         for (i, path) in args.audio.iter().enumerate() {
             let wav = read_wav(path)?;
             let n = wav.len();
@@ -62,10 +66,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 bail!("{}: nothing left after resampling to {rate} Hz", path.display());
             }
             let crops = Crops { seed: args.seed.wrapping_add(i as u64), ..Crops::default() };
-            let (f, _) = fe.extract(&x, Truncation::RandTrunc, crops).with_context(|| format!("{}", path.display()))?;
+            let (f, l) = fe.extract(&x, truncation, crops).with_context(|| format!("{}", path.display()))?;
             feats.push(f);
+            longer.push(l);
         }
-        let e = model.embed_audio_batch(&ops::stack(&feats, 0)?, variant)?;
+        let e = model.embed_audio_batch(&ops::stack(&feats, 0)?, &longer, variant)?;
         e.eval()?;
         audio_embeds = Some(e);
     }

@@ -115,6 +115,7 @@ fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap
         "musicgen" => run_musicgen(dir, optimized),
         "htdemucs" => run_htdemucs(dir, optimized),
         "clap" => run_clap(dir, optimized),
+        "clap-fused" => run_clap_fused(dir, optimized),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -211,11 +212,31 @@ fn run_clap(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
     let mask = inputs.get("text.attention_mask").context("inputs.safetensors has no 'text.attention_mask'")?;
     let (tp, te) = model.embed_text(ids, mask, variant)?;
     out.insert("logits_per_audio".into(), model.logits_per_audio(&a.embeds, &te)?);
-    out.insert("audio.embeds".into(), model.embed_audio_batch(&batch, variant)?);
+    out.insert("audio.embeds".into(), model.embed_audio_batch(&batch, &vec![false; clips.len()], variant)?);
     out.insert("audio.pooled".into(), a.pooled);
-    out.insert("audio.patch_embeds".into(), a.patch_embeds.index(0..1));
+    let tokens = refs.get("audio.patch_embeds").map_or(a.patch_embeds.shape()[1], |r| r.shape()[1]);
+    out.insert("audio.patch_embeds".into(), a.patch_embeds.index((0..1, ..tokens)));
     out.insert("text.pooled".into(), tp);
     out.insert("text.embeds".into(), te);
+    Ok(out)
+}
+
+/// HF `ClapModel` with the fused HTSAT on the fixture's fusion features and `is_longer` flags:
+/// pooled features, embeddings (one batch; naive: clip by clip), the first patch embeddings.
+fn run_clap_fused(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+    use models::clap::Clap;
+    let model = Clap::load_dir(dir)?;
+    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    let feats = inputs.get("features").context("inputs.safetensors has no 'features'")?;
+    let longer: Vec<bool> = inputs.get("is_longer").context("inputs.safetensors has no 'is_longer'")?.as_slice::<i32>().iter().map(|&v| v != 0).collect();
+    let a = model.embed_audio_with(feats, &longer, variant)?;
+    let tokens = refs.get("audio.patch_embeds").map_or(a.patch_embeds.shape()[1], |r| r.shape()[1]);
+    let mut out = HashMap::new();
+    out.insert("audio.embeds".to_string(), model.embed_audio_batch(feats, &longer, variant)?);
+    out.insert("audio.pooled".to_string(), a.pooled);
+    out.insert("audio.patch_embeds".to_string(), a.patch_embeds.index((0..1, ..tokens)));
     Ok(out)
 }
 

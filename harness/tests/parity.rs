@@ -115,6 +115,15 @@ fn clap_fixtures_pass_for_both_variants() {
 }
 
 #[test]
+fn clap_fused_fixture_passes_for_both_variants() {
+    let checks = passing_checks("clap-fused-s0");
+    for out in ["audio.embeds", "audio.pooled", "audio.patch_embeds"] {
+        assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{out} in both variants");
+    }
+    assert!(checks.iter().all(|c| c["pass"] == true));
+}
+
+#[test]
 fn htdemucs_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = broken("htdemucs-s0", |b| replace_once(b, "crosstransformer.layers_t.3.linear1.weight", "crosstransformer.layers_t.3.linear9.weight"));
     let o = parity(dir.path());

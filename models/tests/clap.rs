@@ -71,13 +71,13 @@ fn embeddings_and_logits_match_hf_for_both_variants() {
         for v in [Variant::Naive, Variant::Optimized] {
             let a = model.embed_audio(&batch, v).unwrap();
             let (tp, te) = model.embed_text(ids, mask, v).unwrap();
-            let batched = model.embed_audio_batch(&batch, v).unwrap();
+            let batched = model.embed_audio_batch(&batch, &[false; 8], v).unwrap();
             let logits = model.logits_per_audio(&a.embeds, &te).unwrap();
             for (name, got) in [("audio.pooled", &a.pooled), ("audio.embeds", &a.embeds), ("text.pooled", &tp), ("text.embeds", &te), ("logits_per_audio", &logits), ("audio.embeds", &batched)] {
                 let (over, err) = excess(got, &outputs[name]);
                 assert_eq!(over, 0.0, "{seed} {v:?} {name}: max error {err}");
             }
-            let (over, err) = excess(&a.patch_embeds.index(0..1), &outputs["audio.patch_embeds"]);
+            let (over, err) = excess(&a.patch_embeds.index((0..1, ..512)), &outputs["audio.patch_embeds"]);
             assert_eq!(over, 0.0, "{seed} {v:?} patch embeddings: max error {err}");
             for (name, got) in [("audio.embeds", &a.embeds), ("text.embeds", &te)] {
                 let c = min_cosine(got, &outputs[name]);
@@ -85,4 +85,34 @@ fn embeddings_and_logits_match_hf_for_both_variants() {
             }
         }
     }
+}
+
+#[test]
+fn fused_htsat_matches_hf_on_a_long_and_a_short_clip() {
+    let dir = fixture("clap-fused-s0");
+    let model = Clap::load_dir(&dir).unwrap();
+    assert!(model.config.audio_config.enable_fusion);
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let outputs = weights::read_safetensors(&dir.join("outputs.safetensors")).unwrap();
+    let longer: Vec<bool> = inputs["is_longer"].as_slice::<i32>().iter().map(|&v| v != 0).collect();
+    assert_eq!(longer, [true, false]);
+    for v in [Variant::Naive, Variant::Optimized] {
+        let a = model.embed_audio_with(&inputs["features"], &longer, v).unwrap();
+        for (name, got) in [("audio.pooled", &a.pooled), ("audio.embeds", &a.embeds)] {
+            let (over, err) = excess(got, &outputs[name]);
+            assert_eq!(over, 0.0, "{v:?} {name}: max error {err}");
+        }
+        let (over, err) = excess(&a.patch_embeds.index((0..1, ..1024)), &outputs["audio.patch_embeds"]);
+        assert_eq!(over, 0.0, "{v:?} patch embeddings (fused): max error {err}");
+        assert!(min_cosine(&a.embeds, &outputs["audio.embeds"]) >= 0.99999);
+        let batched = model.embed_audio_batch(&inputs["features"], &longer, v).unwrap();
+        assert_eq!(excess(&batched, &outputs["audio.embeds"]).0, 0.0);
+        // Without the flag the long clip's chunks are ignored, and the embedding differs.
+        let plain = model.embed_audio(&inputs["features"], v).unwrap().embeds;
+        assert!(excess(&plain.index(0..1), &outputs["audio.embeds"].index(0..1)).1 > 1e-3);
+    }
+    // The unfused model refuses 4-channel features by name.
+    let unfused = Clap::load_dir(&fixture("clap-s0")).unwrap();
+    let e = unfused.embed_audio(&inputs["features"], Variant::Optimized).err().unwrap().to_string();
+    assert!(e.contains("expected [batch, 1, frames"), "{e}");
 }

@@ -41,7 +41,7 @@ struct EmbedBatch {
 
 impl Workload for EmbedBatch {
     fn run(&mut self, v: Variant) -> Result<()> {
-        self.model.embed_audio_batch(&self.features, v)?.eval()?;
+        self.model.embed_audio_batch(&self.features, &vec![false; self.features.shape()[0] as usize], v)?.eval()?;
         Ok(())
     }
 }

@@ -39,6 +39,11 @@ pub struct ClapAudioConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub enable_fusion: bool,
+    /// `aff_2d` (or unset) with `enable_fusion`: attentional feature fusion of the local chunks.
+    #[serde(default)]
+    pub fusion_type: Option<String>,
+    #[serde(default = "four")]
+    pub aff_block_r: i32,
     #[serde(default = "yes")]
     pub enable_patch_layer_norm: bool,
     #[serde(default = "one")]
@@ -80,6 +85,9 @@ fn yes() -> bool {
 fn eps5() -> f64 {
     1e-5
 }
+fn four() -> i32 {
+    4
+}
 fn one() -> i32 {
     1
 }
@@ -109,6 +117,8 @@ impl ClapConfig {
                 qkv_bias: true,
                 layer_norm_eps: 1e-5,
                 enable_fusion: false,
+                fusion_type: None,
+                aff_block_r: 4,
                 enable_patch_layer_norm: true,
                 patch_embed_input_channels: 1,
                 hidden_act: "gelu".into(),
@@ -130,6 +140,15 @@ impl ClapConfig {
         }
     }
 
+    /// `laion/clap-htsat-fused`: the same sizes with attentional feature fusion of three local
+    /// chunks for clips longer than 10 s (its extractor uses `fusion` truncation).
+    pub fn htsat_fused() -> Self {
+        let mut c = Self::htsat_unfused();
+        c.audio_config.enable_fusion = true;
+        c.audio_config.fusion_type = Some("aff_2d".into());
+        c
+    }
+
     /// The Swin stages' token grid sides, `(height, width)` per stage.
     pub fn resolutions(&self) -> Vec<(i32, i32)> {
         let a = &self.audio_config;
@@ -142,8 +161,11 @@ impl ModelConfig for ClapConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let a = &self.audio_config;
         let t = &self.text_config;
-        if a.enable_fusion {
-            return Err("audio_config.enable_fusion = true (the fused HTSAT) is not supported yet; use an unfused checkpoint".into());
+        if a.enable_fusion && !matches!(a.fusion_type.as_deref(), None | Some("aff_2d")) {
+            return Err(format!("audio_config.fusion_type {:?}: only aff_2d fusion is supported", a.fusion_type));
+        }
+        if a.enable_fusion && (a.aff_block_r < 1 || a.patch_embeds_hidden_size % a.aff_block_r != 0) {
+            return Err(format!("audio_config.aff_block_r {} must divide patch_embeds_hidden_size {}", a.aff_block_r, a.patch_embeds_hidden_size));
         }
         if a.patch_embed_input_channels != 1 || a.patch_size != a.patch_stride {
             return Err(format!("audio_config: patch_size {:?} / patch_stride {:?} / {} input channels: only non-overlapping patches of one channel are supported", a.patch_size, a.patch_stride, a.patch_embed_input_channels));

@@ -120,7 +120,54 @@ struct Stage {
     merge: Option<(Ln, Linear)>,
 }
 
+/// A 1x1 convolution then an eval-mode BatchNorm, folded into one affine map over channels.
+struct ConvBn {
+    w: Array,
+    b: Array,
+}
+
+impl ConvBn {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        Ok(x.matmul(&self.w)?.add(&self.b)?)
+    }
+}
+
+/// `ClapAudioAFFBlock` branch: 1x1 conv, BN, ReLU, 1x1 conv, BN.
+struct AffBranch {
+    a: ConvBn,
+    b: ConvBn,
+}
+
+impl AffBranch {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        self.b.forward(&ops::maximum(&self.a.forward(x)?, mlx_rs::array!(0.0f32))?)
+    }
+}
+
+/// The fused HTSAT's extra patch embedding of the three local chunks (`mel_conv2d`, a
+/// `patch x 3*patch` kernel) and the attentional feature fusion that blends it in.
+struct Fusion {
+    /// `[p0 * 3 p1, D]`.
+    mel_w: Array,
+    mel_b: Array,
+    local: AffBranch,
+    global: AffBranch,
+}
+
+impl Fusion {
+    /// `global` `[B, gh, gw, D]`, `local` the same shape: `2 g w + 2 l (1 - w)`.
+    fn fuse(&self, g: &Array, l: &Array) -> Result<Array> {
+        let x = g.add(l)?;
+        let la = self.local.forward(&x)?;
+        let ga = self.global.forward(&x.mean_axes(&[1, 2], true)?)?;
+        let w = ops::sigmoid(&la.add(ga)?)?;
+        let two = mlx_rs::array!(2.0f32);
+        Ok(g.multiply(&w)?.multiply(&two)?.add(l.multiply(mlx_rs::array!(1.0f32).subtract(&w)?)?.multiply(&two)?)?)
+    }
+}
+
 struct Htsat {
+    fusion: Option<Fusion>,
     /// The eval-mode BatchNorm over mel bins, folded: `x * scale + shift`.
     bn_scale: Array,
     bn_shift: Array,
@@ -154,24 +201,46 @@ fn bicubic_matrix(n_in: i32, n_out: i32) -> Array {
 }
 
 impl Htsat {
-    /// `features` `[B, 1, T, F]` to the pooled audio features `[B, hidden]`.
-    fn forward(&self, cfg: &ClapAudioConfig, features: &Array, v: Variant) -> Result<(Array, Array)> {
+    /// `features` `[B, C, T, F]` (C = 1, or 4 for the fused model: the whole clip shrunk and
+    /// three chunks) to the pooled audio features `[B, hidden]`. `is_longer[b]`: clip `b` was
+    /// longer than the maximum (the fused model blends its chunks in).
+    fn forward(&self, cfg: &ClapAudioConfig, features: &Array, is_longer: &[bool], v: Variant) -> Result<(Array, Array)> {
         let s = features.shape().to_vec();
         let ratio = cfg.spec_size / cfg.num_mel_bins;
         let (spec_w, spec_h) = (cfg.spec_size * ratio, cfg.spec_size / ratio);
-        if s.len() != 4 || s[1] != 1 || s[3] != spec_h || s[2] > spec_w || s[2] < 2 {
-            return Err(Error::InvalidArgument(format!("CLAP audio features {s:?}: expected [batch, 1, frames <= {spec_w}, {spec_h} mel bins]")));
+        let chans = if self.fusion.is_some() { 4 } else { 1 };
+        if s.len() != 4 || s[1] != chans || s[3] != spec_h || s[2] > spec_w || s[2] < 2 || is_longer.len() != s[0] as usize {
+            return Err(Error::InvalidArgument(format!(
+                "CLAP audio features {s:?} with {} is_longer flags: expected [batch, {chans}, frames <= {spec_w}, {spec_h} mel bins] and one flag per clip",
+                is_longer.len()
+            )));
         }
         let b = s[0];
         let x = features.multiply(&self.bn_scale)?.add(&self.bn_shift)?;
         // Bicubic stretch of the frames to the image width (the mel axis keeps its size).
-        let x = if s[2] < spec_w { bicubic_matrix(s[2], spec_w).matmul(&x.reshape(&[b, s[2], spec_h])?)? } else { x.reshape(&[b, spec_w, spec_h])? };
-        // reshape_mel2img: 4 time chunks stacked along the mel axis: [B, ratio * F, T / ratio].
-        let img = x.reshape(&[b, ratio, spec_w / ratio, spec_h])?.transpose_axes(&[0, 1, 3, 2])?.reshape(&[b, ratio * spec_h, spec_w / ratio])?;
+        let x = if s[2] < spec_w { bicubic_matrix(s[2], spec_w).matmul(&x.reshape(&[b * chans, s[2], spec_h])?)? } else { x.reshape(&[b * chans, spec_w, spec_h])? };
+        // reshape_mel2img: 4 time chunks stacked along the mel axis: [B C, ratio * F, T / ratio].
+        let img = x.reshape(&[b * chans, ratio, spec_w / ratio, spec_h])?.transpose_axes(&[0, 1, 3, 2])?.reshape(&[b, chans, ratio * spec_h, spec_w / ratio])?;
         let (p0, p1) = (cfg.patch_size[0], cfg.patch_size[1]);
         let (gh, gw) = (cfg.spec_size / p0, cfg.spec_size / p1);
-        let patches = img.reshape(&[b, gh, p0, gw, p1])?.transpose_axes(&[0, 1, 3, 2, 4])?.reshape(&[b, gh * gw, p0 * p1])?;
-        let mut x = patches.matmul(&self.patch_w)?.add(&self.patch_b)?;
+        let side = spec_w / ratio;
+        let global = img.index((.., 0)).reshape(&[b, gh, p0, gw, p1])?.transpose_axes(&[0, 1, 3, 2, 4])?.reshape(&[b, gh * gw, p0 * p1])?;
+        let mut x = global.matmul(&self.patch_w)?.add(&self.patch_b)?;
+        if let Some(f) = &self.fusion {
+            if is_longer.iter().any(|&l| l) {
+                // The three chunks through the wide kernel (stride = kernel), side by side.
+                let (kw, d) = (3 * p1, self.patch_b.shape()[0]);
+                let nw = (side - kw) / kw + 1;
+                let local = img.index((.., 1..)).index((.., .., .., ..nw * kw)).reshape(&[b, 3, gh, p0, nw, kw])?.transpose_axes(&[0, 2, 1, 4, 3, 5])?.reshape(&[b, gh, 3 * nw, p0 * kw])?;
+                let local = local.matmul(&f.mel_w)?.add(&f.mel_b)?;
+                let local = crate::nn::ops::pad_axis(&local, 2, 0, gw - 3 * nw, crate::nn::ops::PadMode::Constant)?;
+                let g = x.reshape(&[b, gh, gw, d])?;
+                let fused = f.fuse(&g, &local)?;
+                let flags: Vec<bool> = is_longer.to_vec();
+                let m = Array::from_slice(&flags, &[b, 1, 1, 1]);
+                x = ops::select(&m, &fused, &g)?.reshape(&[b, gh * gw, d])?;
+            }
+        }
         if let Some(ln) = &self.patch_ln {
             x = ln.forward(&x)?;
         }
@@ -343,6 +412,25 @@ impl Clap {
             put(format!("{enc}.patch_embed.norm.weight"), vec![d0]);
             put(format!("{enc}.patch_embed.norm.bias"), vec![d0]);
         }
+        if a.enable_fusion {
+            let p = format!("{enc}.patch_embed");
+            put(format!("{p}.mel_conv2d.weight"), vec![d0, 1, a.patch_size[0], 3 * a.patch_size[1]]);
+            put(format!("{p}.mel_conv2d.bias"), vec![d0]);
+            let inter = d0 / a.aff_block_r;
+            for (branch, c1, b1, c2, b2) in [("local_att", 0, 1, 3, 4), ("global_att", 1, 2, 4, 5)] {
+                let q = format!("{p}.fusion_model.{branch}");
+                put(format!("{q}.{c1}.weight"), vec![inter, d0, 1, 1]);
+                put(format!("{q}.{c1}.bias"), vec![inter]);
+                put(format!("{q}.{c2}.weight"), vec![d0, inter, 1, 1]);
+                put(format!("{q}.{c2}.bias"), vec![d0]);
+                for (bn, ch) in [(b1, inter), (b2, d0)] {
+                    for k in ["weight", "bias", "running_mean", "running_var"] {
+                        put(format!("{q}.{bn}.{k}"), vec![ch]);
+                    }
+                    put(format!("{q}.{bn}.num_batches_tracked"), vec![]);
+                }
+            }
+        }
         let ws = a.window_size;
         let n = ws * ws;
         for (i, (&depth, &heads)) in a.depths.iter().zip(&a.num_attention_heads).enumerate() {
@@ -446,6 +534,28 @@ impl Clap {
         let patch_w = pw.reshape(&[d0, -1])?.t().contiguous()?;
         let patch_b = take(&mut w, &format!("{enc}.patch_embed.proj.bias"))?;
         let patch_ln = if a.enable_patch_layer_norm { Some(ln(&mut w, &format!("{enc}.patch_embed.norm"), 1e-5)?) } else { None };
+        let fusion = if a.enable_fusion {
+            let p = format!("{enc}.patch_embed");
+            let mel_w = take(&mut w, &format!("{p}.mel_conv2d.weight"))?.reshape(&[d0, -1])?.t().contiguous()?;
+            let mel_b = take(&mut w, &format!("{p}.mel_conv2d.bias"))?;
+            let mut conv_bn = |q: &str, c: i32, bn: i32| -> Result<ConvBn> {
+                let cw = take(&mut w, &format!("{q}.{c}.weight"))?;
+                let cw = cw.reshape(&[cw.shape()[0], -1])?; // [out, in]
+                let cb = take(&mut w, &format!("{q}.{c}.bias"))?;
+                let g = take(&mut w, &format!("{q}.{bn}.weight"))?;
+                let beta = take(&mut w, &format!("{q}.{bn}.bias"))?;
+                let rm = take(&mut w, &format!("{q}.{bn}.running_mean"))?;
+                let rv = take(&mut w, &format!("{q}.{bn}.running_var"))?;
+                let scale = g.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
+                // BN(x W^T + cb) = x (W^T scale) + (cb - rm) scale + beta
+                Ok(ConvBn { w: cw.t().multiply(&scale)?.contiguous()?, b: cb.subtract(&rm)?.multiply(&scale)?.add(&beta)? })
+            };
+            let local = AffBranch { a: conv_bn(&format!("{p}.fusion_model.local_att"), 0, 1)?, b: conv_bn(&format!("{p}.fusion_model.local_att"), 3, 4)? };
+            let global = AffBranch { a: conv_bn(&format!("{p}.fusion_model.global_att"), 1, 2)?, b: conv_bn(&format!("{p}.fusion_model.global_att"), 4, 5)? };
+            Some(Fusion { mel_w, mel_b, local, global })
+        } else {
+            None
+        };
         let ws = a.window_size;
         let n = ws * ws;
         let index = Array::from_slice(&relative_index(ws), &[n * n]);
@@ -480,7 +590,7 @@ impl Clap {
             stages.push(Stage { blocks, merge });
         }
         let norm = ln(&mut w, &format!("{enc}.norm"), 1e-5)?;
-        let audio = Htsat { bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
+        let audio = Htsat { fusion, bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
         let t = config.text_config.clone();
         let tm = "text_model";
         let mut layers = Vec::new();
@@ -541,20 +651,31 @@ impl Clap {
         Self::from_tensors(config, t, &format!("random weights (seed {seed})"))
     }
 
-    /// Audio embeddings of `features` `[B, 1, T, F]` in one pass.
+    /// Audio embeddings of `features` `[B, C, T, F]` in one pass, as for clips no longer than
+    /// the maximum.
     pub fn embed_audio(&self, features: &Array, v: Variant) -> Result<AudioOut> {
-        let (pooled, patch_embeds) = self.audio.forward(&self.config.audio_config, features, v)?;
+        let n = features.shape().first().copied().unwrap_or(0).max(0) as usize;
+        self.embed_audio_with(features, &vec![false; n], v)
+    }
+
+    /// Audio embeddings with the extractor's `is_longer` flags (the fused model blends in the
+    /// chunks of longer clips).
+    pub fn embed_audio_with(&self, features: &Array, is_longer: &[bool], v: Variant) -> Result<AudioOut> {
+        let (pooled, patch_embeds) = self.audio.forward(&self.config.audio_config, features, is_longer, v)?;
         let embeds = self.audio_projection.forward(&pooled)?;
         Ok(AudioOut { pooled, embeds, patch_embeds })
     }
 
     /// Audio embeddings `[B, projection]` of a batch of clips' features: the optimized path
     /// runs them as one batch, the naive one clip by clip.
-    pub fn embed_audio_batch(&self, features: &Array, v: Variant) -> Result<Array> {
+    pub fn embed_audio_batch(&self, features: &Array, is_longer: &[bool], v: Variant) -> Result<Array> {
         match v {
-            Variant::Optimized => Ok(self.embed_audio(features, v)?.embeds),
+            Variant::Optimized => Ok(self.embed_audio_with(features, is_longer, v)?.embeds),
             Variant::Naive => {
-                let parts = (0..features.shape()[0]).map(|i| self.embed_audio(&features.index(i..i + 1), v).map(|o| o.embeds)).collect::<Result<Vec<_>>>()?;
+                if is_longer.len() != features.shape()[0] as usize {
+                    return Err(Error::InvalidArgument(format!("{} is_longer flags for {} clips", is_longer.len(), features.shape()[0])));
+                }
+                let parts = (0..features.shape()[0]).map(|i| self.embed_audio_with(&features.index(i..i + 1), &is_longer[i as usize..i as usize + 1], v).map(|o| o.embeds)).collect::<Result<Vec<_>>>()?;
                 Ok(ops::concatenate(&parts, 0)?)
             }
         }
