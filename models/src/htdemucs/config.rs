@@ -151,6 +151,33 @@ impl HtDemucsConfig {
 impl ModelConfig for HtDemucsConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let unsupported = |what: &str| Err(format!("{what} is not supported (the released HTDemucs models do not use it)"));
+        // Bounds far above any real model, so that a corrupt config is refused rather than
+        // building millions of layers.
+        for (name, v, max) in [
+            ("sources", self.sources.len() as i64, 64),
+            ("audio_channels", i64::from(self.audio_channels), 64),
+            ("channels", i64::from(self.channels), 1 << 14),
+            ("depth", i64::from(self.depth), 12),
+            ("nfft", i64::from(self.nfft), 1 << 16),
+            ("dconv_depth", i64::from(self.dconv_depth), 16),
+            ("bottom_channels", i64::from(self.bottom_channels), 1 << 14),
+            ("t_layers", i64::from(self.t_layers), 64),
+            ("t_heads", i64::from(self.t_heads), 256),
+            ("kernel_size", i64::from(self.kernel_size), 64),
+            ("stride", i64::from(self.stride), 64),
+            ("context", i64::from(self.context), 16),
+            ("context_enc", i64::from(self.context_enc), 16),
+        ] {
+            if v > max {
+                return Err(format!("{name} {v}: larger than any HTDemucs (at most {max})"));
+            }
+        }
+        if !(self.growth >= 1.0 && self.growth <= 8.0) || !(self.t_hidden_scale > 0.0 && self.t_hidden_scale <= 64.0) || !(self.dconv_comp >= 1.0 && self.dconv_comp <= 1024.0) {
+            return Err(format!("growth {} / t_hidden_scale {} / dconv_comp {}: out of range", self.growth, self.t_hidden_scale, self.dconv_comp));
+        }
+        if self.segment > 3600.0 || self.samplerate > 1_000_000 || f64::from(self.layer_channels(self.depth - 1).max(0)) > 65536.0 {
+            return Err(format!("segment {} s / samplerate {} / widest layer {}: out of range", self.segment, self.samplerate, self.layer_channels(self.depth.clamp(1, 12) - 1)));
+        }
         if self.sources.is_empty() {
             return Err("sources: at least one source is needed".into());
         }
