@@ -220,7 +220,7 @@ pub fn render(r: &Report) -> Result<String> {
             })
             .collect();
         if !speedups.is_empty() {
-            let svg = bar_chart(&format!("{model}: naive time / optimized time (above 1: optimized is faster), 95% CI"), "speedup (x)", &speedups)?;
+            let svg = bar_chart(&format!("{model}: speedup, naive / optimized time, 95% CI"), "speedup (x, above 1: optimized faster)", &speedups)?;
             let _ = writeln!(h, "<div class=\"chart\">{svg}</div>");
         }
         let _ = writeln!(h, "<ul>");
