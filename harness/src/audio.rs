@@ -21,6 +21,12 @@ impl Audio {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The channels averaged into one.
+    pub fn mono(&self) -> Vec<f32> {
+        let k = self.channels.len().max(1) as f32;
+        (0..self.len()).map(|i| self.channels.iter().map(|c| c[i]).sum::<f32>() / k).collect()
+    }
 }
 
 /// Read a WAV file (8/16/24/32-bit PCM or 32-bit float). Refuses, naming the file: an

@@ -59,9 +59,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let truncation = if model.config.audio_config.enable_fusion { Truncation::Fusion } else { Truncation::RandTrunc };
         for (i, path) in args.audio.iter().enumerate() {
             let wav = read_wav(path)?;
-            let n = wav.len();
-            let mono: Vec<f32> = (0..n).map(|t| wav.channels.iter().map(|c| c[t]).sum::<f32>() / wav.channels.len() as f32).collect();
-            let x = resample(&mono, wav.sample_rate, rate);
+            let x = resample(&wav.mono(), wav.sample_rate, rate);
             if x.is_empty() {
                 bail!("{}: nothing left after resampling to {rate} Hz", path.display());
             }

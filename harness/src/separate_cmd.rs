@@ -56,8 +56,7 @@ fn to_channels(audio: &Audio, want: usize) -> Result<Vec<Vec<f32>>> {
     Ok(if have == want {
         audio.channels.clone()
     } else if want == 1 {
-        let n = audio.len();
-        vec![(0..n).map(|i| audio.channels.iter().map(|c| c[i]).sum::<f32>() / have as f32).collect()]
+        vec![audio.mono()]
     } else if have == 1 {
         vec![audio.channels[0].clone(); want]
     } else if have > want {

@@ -187,9 +187,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let filters = suppress_from_config(&dir)?;
     let wav = crate::audio::read_wav(&args.audio)?;
-    let n = wav.len();
-    let mono: Vec<f32> = (0..n).map(|i| wav.channels.iter().map(|c| c[i]).sum::<f32>() / wav.channels.len() as f32).collect();
-    let samples = crate::audio::resample(&mono, wav.sample_rate, audio::SAMPLE_RATE);
+    let samples = crate::audio::resample(&wav.mono(), wav.sample_rate, audio::SAMPLE_RATE);
     let langs = language_tokens(&tok);
     let multilingual = model.config.vocab_size >= 51865 && !langs.is_empty();
     let want = args.language.clone().unwrap_or_else(|| if multilingual { "auto".into() } else { "en".into() });
