@@ -238,9 +238,7 @@ fn group_norm1(x: &Array, w: &Array, b: &Array, layout: Layout) -> Result<Array>
         (Layout::ChannelsLast, 4) => vec![1, 3],
         _ => (1..nd).collect(),
     };
-    let mean = crate::nn::ops::mean_accurate(x, &axes, true)?;
-    let var = crate::nn::ops::variance(x, &axes, true, 0)?;
-    let y = x.subtract(&mean)?.multiply(ops::rsqrt(&var.add(mlx_rs::array!(1e-5f32))?)?)?;
+    let y = crate::nn::ops::standardize(x, &axes, 1e-5)?;
     Ok(y.multiply(channel(w, x, layout)?)?.add(channel(b, x, layout)?)?)
 }
 

@@ -400,9 +400,8 @@ impl Transformer {
 /// Mean and unbiased standard deviation over every axis but the batch's (`torch.std`).
 fn stats(x: &Array) -> Result<(Array, Array)> {
     let axes: Vec<i32> = (1..x.ndim() as i32).collect();
-    let mean = crate::nn::ops::mean_accurate(x, &axes, true)?;
-    let std = ops::sqrt(&crate::nn::ops::variance(x, &axes, true, 1)?)?;
-    Ok((mean, std))
+    let (mean, var) = crate::nn::ops::mean_var(x, &axes, 1)?;
+    Ok((mean, ops::sqrt(&var)?))
 }
 
 struct Names<'a> {

@@ -13,10 +13,7 @@ pub fn group_norm(x: &Array, groups: i32, weight: Option<&Array>, bias: Option<&
     }
     let n = shape[0];
     let xg = x.reshape(&[n, -1, groups, c / groups])?;
-    let mean = crate::nn::ops::mean_accurate(&xg, &[1, 3], true)?;
-    let var = crate::nn::ops::variance(&xg, &[1, 3], true, 0)?;
-    let y = xg.subtract(&mean)?.multiply(mlx_rs::ops::rsqrt(&var.add(mlx_rs::array!(eps))?)?)?;
-    let mut y = y.reshape(&shape)?;
+    let mut y = crate::nn::ops::standardize(&xg, &[1, 3], eps)?.reshape(&shape)?;
     if let Some(w) = weight {
         y = y.multiply(w)?;
     }

@@ -140,21 +140,32 @@ pub fn sum_accurate(x: &Array, axes: &[i32], keep_dims: bool) -> Result<Array> {
     }
 }
 
-/// Mean over `axes` with [`sum_accurate`].
-pub fn mean_accurate(x: &Array, axes: &[i32], keep_dims: bool) -> Result<Array> {
+/// Elements per reduction over `axes`.
+fn count(x: &Array, axes: &[i32]) -> i32 {
     let nd = x.ndim() as i32;
-    let n: i32 = axes.iter().map(|&a| x.shape()[if a < 0 { nd + a } else { a } as usize]).product();
-    Ok(sum_accurate(x, axes, keep_dims)?.divide(mlx_rs::array!(n.max(1) as f32))?)
+    axes.iter().map(|&a| x.shape()[if a < 0 { nd + a } else { a } as usize]).product()
 }
 
-/// Variance over `axes` as the mean of squared deviations from the mean (two passes, both with
-/// [`sum_accurate`]), with `ddof` degrees of freedom removed. MLX's `var` computes
-/// `E[x^2] - E[x]^2`, which in float32 loses digits when the mean is large against the spread.
-pub fn variance(x: &Array, axes: &[i32], keep_dims: bool, ddof: i32) -> Result<Array> {
-    let nd = x.ndim() as i32;
-    let n: i32 = axes.iter().map(|&a| x.shape()[if a < 0 { nd + a } else { a } as usize]).product();
-    let d = x.subtract(mean_accurate(x, axes, true)?)?;
-    Ok(sum_accurate(&d.square()?, axes, keep_dims)?.divide(mlx_rs::array!((n - ddof).max(1) as f32))?)
+/// Mean over `axes` with [`sum_accurate`].
+pub fn mean_accurate(x: &Array, axes: &[i32], keep_dims: bool) -> Result<Array> {
+    Ok(sum_accurate(x, axes, keep_dims)?.divide(mlx_rs::array!(count(x, axes).max(1) as f32))?)
+}
+
+/// Mean and variance over `axes` (kept as size-1 axes): the variance is the mean of squared
+/// deviations from that mean (two passes, both with [`sum_accurate`]), with `ddof` degrees of
+/// freedom removed. MLX's `var` computes `E[x^2] - E[x]^2`, which in float32 loses digits when
+/// the mean is large against the spread.
+pub fn mean_var(x: &Array, axes: &[i32], ddof: i32) -> Result<(Array, Array)> {
+    let mean = mean_accurate(x, axes, true)?;
+    let d = x.subtract(&mean)?;
+    let var = sum_accurate(&d.square()?, axes, true)?.divide(mlx_rs::array!((count(x, axes) - ddof).max(1) as f32))?;
+    Ok((mean, var))
+}
+
+/// `(x - mean) / sqrt(var + eps)` with the statistics of [`mean_var`] over `axes`.
+pub fn standardize(x: &Array, axes: &[i32], eps: f32) -> Result<Array> {
+    let (mean, var) = mean_var(x, axes, 0)?;
+    Ok(x.subtract(&mean)?.multiply(ops::rsqrt(&var.add(mlx_rs::array!(eps))?)?)?)
 }
 
 /// Exact (erf) GELU, torch's default. Large float32 arrays on the CPU backend take the host
