@@ -172,7 +172,8 @@ impl ModelConfig for HtDemucsConfig {
                 return Err(format!("{name} {v}: larger than any HTDemucs (at most {max})"));
             }
         }
-        if !(self.growth >= 1.0 && self.growth <= 8.0) || !(self.t_hidden_scale > 0.0 && self.t_hidden_scale <= 64.0) || !(self.dconv_comp >= 1.0 && self.dconv_comp <= 1024.0) {
+        let in_range = (1.0..=8.0).contains(&self.growth) && self.t_hidden_scale > 0.0 && self.t_hidden_scale <= 64.0 && (1.0..=1024.0).contains(&self.dconv_comp);
+        if !in_range {
             return Err(format!("growth {} / t_hidden_scale {} / dconv_comp {}: out of range", self.growth, self.t_hidden_scale, self.dconv_comp));
         }
         if self.segment > 3600.0 || self.samplerate > 1_000_000 || f64::from(self.layer_channels(self.depth - 1).max(0)) > 65536.0 {
