@@ -121,7 +121,7 @@ impl Encodec {
         for l in self.encoder.iter().chain(&self.decoder) {
             match l {
                 Layer::Conv(c) => arrays.extend([&c.weight, &c.bias]),
-                Layer::ConvTranspose(c) => arrays.extend([&c.weight, &c.bias]),
+                Layer::ConvTranspose(c) => arrays.extend(c.conv.arrays()),
                 Layer::Res(r) => r.convs.iter().chain(&r.shortcut).for_each(|c| arrays.extend([&c.weight, &c.bias])),
                 Layer::Lstm(s) => s.layers.iter().for_each(|l| arrays.extend(l.arrays())),
                 Layer::Elu => {}

@@ -13,10 +13,10 @@ use mlx_rs::{ops, Array};
 use super::config::{EncodecConfig, PadMode};
 pub use crate::nn::ops::pad_axis;
 use crate::error::{Error, Result};
-use crate::nn::conv::{conv_transpose1d_weight_from_torch, conv_weight_from_torch};
+use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::lstm::LstmLayer;
 
-pub use crate::nn::conv::{Exec, Kernels, Layout};
+pub use crate::nn::conv::{AxisConvTr, Exec, Kernels, Layout};
 
 /// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as
 /// `max(x, 0) + exp(min(x, 0)) - 1`: MLX's CPU `expm1` is scalar libm and made ELU a tenth of
@@ -113,16 +113,11 @@ impl Conv {
     }
 }
 
-/// `EncodecConvTranspose1d`: a weight-normed `nn.ConvTranspose1d`, then the fixed padding
-/// trimmed off (all on the right when causal with `trim_right_ratio` 1).
+/// `EncodecConvTranspose1d`: a weight-normed `nn.ConvTranspose1d` (the shared
+/// [`AxisConvTr`]), then the fixed padding trimmed off (all on the right when causal with
+/// `trim_right_ratio` 1).
 pub struct ConvTranspose {
-    /// MLX layout `[out, k, in]`, weight norm folded.
-    pub weight: Array,
-    /// All taps as one `[in, m * stride * out]` matrix, the kernel zero-padded to `m` strides.
-    pub wmat: Array,
-    pub bias: Array,
-    pub kernel: i32,
-    pub stride: i32,
+    pub conv: AxisConvTr,
     /// Samples trimmed on each side.
     pub trim: (i32, i32),
 }
@@ -130,37 +125,11 @@ pub struct ConvTranspose {
 impl ConvTranspose {
     /// From the PyTorch weight `[in, out, k]` (weight norm folded).
     pub fn new(torch_weight: &Array, bias: Array, stride: i32, trim: (i32, i32)) -> Result<Self> {
-        let (cin, cout, kernel) = (torch_weight.shape()[0], torch_weight.shape()[1], torch_weight.shape()[2]);
-        let m = (kernel + stride - 1) / stride;
-        let padded = if m * stride > kernel { ops::concatenate(&[torch_weight.clone(), ops::zeros::<f32>(&[cin, cout, m * stride - kernel])?], 2)? } else { torch_weight.clone() };
-        let wmat = padded.transpose_axes(&[0, 2, 1])?.reshape(&[cin, m * stride * cout])?.contiguous()?;
-        Ok(Self { weight: conv_transpose1d_weight_from_torch(torch_weight, 1)?, wmat, bias, kernel, stride, trim })
+        Ok(Self { conv: AxisConvTr::new(torch_weight, bias, stride)?, trim })
     }
 
     pub fn forward(&self, x: &Array, kernels: Kernels) -> Result<Array> {
-        let y = match kernels {
-            Kernels::Mlx => ops::conv_transpose1d(x, &self.weight, self.stride, 0, 1, 0, 1)?,
-            Kernels::Gemm => {
-                // y[t*s + j] += x[t] W[j]: every tap of every frame in one product, then the
-                // m blocks of s samples each frame produced are added at frames t..t+m.
-                let (b, t, s) = (x.shape()[0], x.shape()[1], self.stride);
-                let cout = self.bias.shape()[0];
-                let m = self.wmat.shape()[1] / (s * cout);
-                let z = x.matmul(&self.wmat)?.reshape(&[b, t, m, s * cout])?;
-                let mut acc: Option<Array> = None;
-                for j in 0..m {
-                    let placed = pad_axis(&z.index((.., .., j, ..)), 1, j, m - 1 - j, PadMode::Constant)?;
-                    acc = Some(match acc {
-                        Some(a) => a.add(&placed)?,
-                        None => placed,
-                    });
-                }
-                let full = acc.ok_or_else(|| Error::InvalidArgument("transposed convolution with no taps".into()))?;
-                let full = full.reshape(&[b, (t + m - 1) * s, cout])?;
-                full.index((.., ..(t - 1) * s + self.kernel, ..))
-            }
-        };
-        let y = y.add(&self.bias)?;
+        let y = self.conv.forward(x, 1, kernels)?;
         let n = y.shape()[1];
         Ok(y.index((.., self.trim.0..n - self.trim.1, ..)))
     }
@@ -443,7 +412,7 @@ pub fn needed_input(layers: &[Layer], mut lo: i64, mut hi: i64) -> (i64, i64) {
                 (a.min(lo), b.max(hi))
             }
             Layer::ConvTranspose(c) => {
-                let (k, s, left) = (i64::from(c.kernel), i64::from(c.stride), i64::from(c.trim.0));
+                let (k, s, left) = (i64::from(c.conv.kernel), i64::from(c.conv.stride), i64::from(c.trim.0));
                 ((lo + left - k + 1).div_euclid(s) + i64::from((lo + left - k + 1).rem_euclid(s) != 0), (hi + left).div_euclid(s))
             }
         };
