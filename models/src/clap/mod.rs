@@ -367,6 +367,12 @@ fn shift_mask(h: i32, w: i32, ws: i32, shift: i32) -> Array {
     Array::from_slice(&m, &[nh * nw, 1, n, n])
 }
 
+/// The integer buffers HF saves with the weights (indices and counters the model recomputes
+/// or never reads): checked for shape, then dropped.
+fn is_index_buffer(name: &str) -> bool {
+    ["relative_position_index", "position_ids", "token_type_ids", "num_batches_tracked"].iter().any(|b| name.ends_with(b))
+}
+
 fn linear(w: &mut HashMap<String, Array>, p: &str, bias: bool) -> Result<Linear> {
     let weight = take(w, &format!("{p}.weight"))?;
     let b = if bias { Some(take(w, &format!("{p}.bias"))?) } else { None };
@@ -518,7 +524,7 @@ impl Clap {
         weights::check_strict(source, &tensors, &Self::expected_weights(&config))?;
         let mut w: HashMap<String, Array> = tensors
             .into_iter()
-            .filter(|(k, _)| !k.ends_with("relative_position_index") && !k.ends_with("position_ids") && !k.ends_with("token_type_ids") && !k.ends_with("num_batches_tracked"))
+            .filter(|(k, _)| !is_index_buffer(k))
             .map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?)))
             .collect::<Result<_>>()?;
         let a = config.audio_config.clone();
@@ -644,7 +650,7 @@ impl Clap {
         })?;
         // Buffers as HF makes them: integer indices.
         for (k, v) in t.iter_mut() {
-            if k.ends_with("relative_position_index") || k.ends_with("position_ids") || k.ends_with("token_type_ids") || k.ends_with("num_batches_tracked") {
+            if is_index_buffer(k) {
                 *v = ops::zeros::<i32>(v.shape())?;
             }
         }

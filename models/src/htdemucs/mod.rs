@@ -323,15 +323,14 @@ impl Transformer {
     /// `x` `[B, T, F, C]` / `[B, C, F, T]` and `xt` `[B, L, C]` / `[B, C, L]` in `e.layout`.
     fn forward(&self, x: &Array, xt: &Array, e: Exec, mut taps: Option<&mut Taps>) -> Result<(Array, Array)> {
         let cl = e.layout == Layout::ChannelsLast;
-        let torch_layout = |a: &Array| -> Result<Array> { if cl { swap(a) } else { Ok(a.clone()) } };
         let (mut x, mut xt) = (x.clone(), xt.clone());
         if let Some(b) = &self.bottom {
             x = conv_in(e.layout, &x, |a| b[0].forward(a, 1, e.kernels))?;
             xt = conv_in(e.layout, &xt, |a| b[2].forward(a, 1, e.kernels))?;
         }
         if let Some(tp) = taps.as_deref_mut() {
-            tp.x_in = Some(torch_layout(&x)?);
-            tp.xt_in = Some(torch_layout(&xt)?);
+            tp.x_in = Some(torch_layout(&x, cl)?);
+            tp.xt_in = Some(torch_layout(&xt, cl)?);
         }
         let s = x.shape().to_vec();
         let (bsz, t1, fr, c) = if cl { (s[0], s[1], s[2], s[3]) } else { (s[0], s[3], s[2], s[1]) };
@@ -386,8 +385,8 @@ impl Transformer {
             (tok.reshape(&[bsz, c, t1, fr])?.transpose_axes(&[0, 1, 3, 2])?, tok_t)
         };
         if let Some(tp) = taps {
-            tp.x_out = Some(torch_layout(&x)?);
-            tp.xt_out = Some(torch_layout(&xt)?);
+            tp.x_out = Some(torch_layout(&x, cl)?);
+            tp.xt_out = Some(torch_layout(&xt, cl)?);
         }
         if let Some(b) = &self.bottom {
             x = conv_in(e.layout, &x, |a| b[1].forward(a, 1, e.kernels))?;
@@ -404,19 +403,23 @@ fn stats(x: &Array) -> Result<(Array, Array)> {
     Ok((mean, ops::sqrt(&var)?))
 }
 
-struct Names<'a> {
-    cfg: &'a HtDemucsConfig,
+/// The DConv branch's weights under prefix `p`, on `c` channels.
+fn dconv_shapes(cfg: &HtDemucsConfig, e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
+    let h = cfg.dconv_hidden(c);
+    for j in 0..cfg.dconv_depth {
+        let q = format!("{p}.dconv.layers.{j}");
+        for (n, s) in [("0.weight", vec![h, c, 3]), ("0.bias", vec![h]), ("1.weight", vec![h]), ("1.bias", vec![h]), ("3.weight", vec![2 * c, h, 1]), ("3.bias", vec![2 * c]), ("4.weight", vec![2 * c]), ("4.bias", vec![2 * c]), ("6.scale", vec![c])] {
+            e.insert(format!("{q}.{n}"), s);
+        }
+    }
 }
 
-impl Names<'_> {
-    fn dconv(&self, e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
-        let h = self.cfg.dconv_hidden(c);
-        for j in 0..self.cfg.dconv_depth {
-            let q = format!("{p}.dconv.layers.{j}");
-            for (n, s) in [("0.weight", vec![h, c, 3]), ("0.bias", vec![h]), ("1.weight", vec![h]), ("1.bias", vec![h]), ("3.weight", vec![2 * c, h, 1]), ("3.bias", vec![2 * c]), ("4.weight", vec![2 * c]), ("4.bias", vec![2 * c]), ("6.scale", vec![c])] {
-                e.insert(format!("{q}.{n}"), s);
-            }
-        }
+/// `a` in PyTorch's layout (`[B, C, F, T]` / `[B, C, L]`) whichever layout the path keeps.
+fn torch_layout(a: &Array, cl: bool) -> Result<Array> {
+    if cl {
+        swap(a)
+    } else {
+        Ok(a.clone())
     }
 }
 
@@ -429,7 +432,6 @@ impl HtDemucs {
     /// Every weight name and PyTorch shape of `state_dict()`.
     pub fn expected_weights(cfg: &HtDemucsConfig) -> BTreeMap<String, Vec<i32>> {
         let mut e = BTreeMap::new();
-        let names = Names { cfg };
         let (k, depth) = (cfg.kernel_size, cfg.depth);
         let s = cfg.sources.len() as i32;
         let ca = cfg.audio_channels;
@@ -445,7 +447,7 @@ impl HtDemucs {
                     e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
                 }
                 if cfg.dconv_mode & 1 != 0 {
-                    names.dconv(&mut e, &p, cout);
+                    dconv_shapes(cfg, &mut e, &p, cout);
                 }
             }
             // Decoder layer d mirrors encoder layer depth - 1 - d.
@@ -460,7 +462,7 @@ impl HtDemucs {
                     e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
                 }
                 if cfg.dconv_mode & 2 != 0 {
-                    names.dconv(&mut e, &p, cout);
+                    dconv_shapes(cfg, &mut e, &p, cout);
                 }
             }
         }
@@ -760,7 +762,6 @@ impl HtDemucs {
         x = xo;
         xt = xto;
         phase(&mut taps, &mut clock, || "transformer".into(), &[&x, &xt])?;
-        let torch_layout = |a: &Array| -> Result<Array> { if cl { swap(a) } else { Ok(a.clone()) } };
         for (i, (dec, tdec)) in self.decoder.iter().zip(&self.tdecoder).enumerate() {
             let skip = saved.pop().ok_or_else(|| Error::InvalidArgument("decoder without a skip".into()))?;
             x = dec.forward(&x, &skip, 0, e)?;
@@ -770,8 +771,8 @@ impl HtDemucs {
             xt = tdec.forward(&xt, &skip_t, len_t, e)?;
             phase(&mut taps, &mut clock, || format!("time decoder {i}"), &[&xt])?;
         }
-        let x = torch_layout(&x)?; // [B, S * 2 Ca, F, T]
-        let xt = torch_layout(&xt)?; // [B, S * Ca, tl]
+        let x = torch_layout(&x, cl)?; // [B, S * 2 Ca, F, T]
+        let xt = torch_layout(&xt, cl)?; // [B, S * Ca, tl]
         let s = cfg.sources.len() as i32;
         let x = x.reshape(&[b, s, 2 * ca, fq, t])?.multiply(std.reshape(&[b, 1, 1, 1, 1])?)?.add(mean.reshape(&[b, 1, 1, 1, 1])?)?;
         let z = x.reshape(&[b, s, ca, 2, fq, t])?;
