@@ -1,27 +1,15 @@
 //! CLAP against HF transformers on the committed fixtures (both seeds, both variants): the
 //! feature extractor in both truncation modes, audio and text embeddings, their pooled
 //! features, the patch embeddings and the logits.
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{excess, fixture};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::{Clap, FeatureConfig};
 use models::config::ModelConfig;
 use models::{weights, Variant};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
-
-/// Max error beyond `atol + rtol |want|` (0 when within) and the max absolute error.
-fn excess(got: &Array, want: &Array) -> (f32, f32) {
-    assert_eq!(got.shape(), want.shape());
-    let err = got.subtract(want).unwrap().abs().unwrap();
-    let bound = want.abs().unwrap().multiply(mlx_rs::array!(1e-3f32)).unwrap().add(mlx_rs::array!(1e-4f32)).unwrap();
-    let over = ops::maximum(err.subtract(&bound).unwrap(), mlx_rs::array!(0.0f32)).unwrap();
-    (over.max(None).unwrap().item_cast::<f32>(), err.max(None).unwrap().item_cast::<f32>())
-}
 
 fn min_cosine(a: &Array, b: &Array) -> f32 {
     let dot = a.multiply(b).unwrap().sum_axis(-1, false).unwrap();

@@ -1,25 +1,11 @@
 //! HTDemucs against demucs 4.1.0 on the committed fixtures (both seeds, both variants): the
 //! forward pass on a segment, a batch and edge-case inputs, the transformer's inputs and
 //! outputs, and `apply_model`'s chunked separation; plus clear refusals of bad input.
-use std::path::{Path, PathBuf};
+mod common;
 
-use mlx_rs::Array;
+use common::{excess, fixture};
 use models::htdemucs::{exec, Chunking, HtDemucs, Taps};
 use models::{weights, Variant};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
-
-/// Max absolute error beyond `atol + rtol * |reference|` (0 when within tolerance), and the
-/// max absolute error.
-fn excess(got: &Array, want: &Array) -> (f32, f32) {
-    assert_eq!(got.shape(), want.shape());
-    let err = got.subtract(want).unwrap().abs().unwrap();
-    let bound = want.abs().unwrap().multiply(mlx_rs::array!(1e-3f32)).unwrap().add(mlx_rs::array!(1e-4f32)).unwrap();
-    let over = mlx_rs::ops::maximum(err.subtract(&bound).unwrap(), mlx_rs::array!(0.0f32)).unwrap();
-    (over.max(None).unwrap().item_cast::<f32>(), err.max(None).unwrap().item_cast::<f32>())
-}
 
 #[test]
 fn forward_matches_demucs_on_every_input() {
