@@ -8,6 +8,7 @@ use mlx_rs::{ops, Array};
 
 use super::config::FeatureConfig;
 use crate::error::{Error, Result};
+use crate::nn::cache::ArrayCache;
 use crate::nn::ops::{pad_axis, PadMode};
 
 fn hz_to_mel(f: f64, htk: bool) -> f64 {
@@ -85,6 +86,8 @@ pub struct FeatureExtractor {
     window: Array,
     mel_htk: Array,
     mel_slaney: Array,
+    /// Frame gather indices `[frames, n]` by padded length.
+    frames: ArrayCache<i32>,
 }
 
 /// A small deterministic generator (SplitMix64) for the crops when none are given.
@@ -104,7 +107,7 @@ impl FeatureExtractor {
         let w: Vec<f32> = (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
         let (nf, nm) = (n / 2 + 1, config.feature_size as usize);
         let bank = |slaney| Array::from_slice(&mel_filter_bank(nf, nm, config.frequency_min, config.frequency_max, f64::from(config.sampling_rate), slaney), &[nf as i32, nm as i32]);
-        Ok(Self { window: Array::from_slice(&w, &[n as i32]), mel_htk: bank(false), mel_slaney: bank(true), config })
+        Ok(Self { window: Array::from_slice(&w, &[n as i32]), mel_htk: bank(false), mel_slaney: bank(true), frames: ArrayCache::default(), config })
     }
 
     /// Log-mel `[frames, n_mels]` of `wave`, in dB.
@@ -114,8 +117,11 @@ impl FeatureExtractor {
         let x = pad_axis(&x, 0, n / 2, n / 2, PadMode::Reflect)?;
         let len = x.shape()[0];
         let frames = 1 + (len - n) / hop;
-        let idx: Vec<i32> = (0..frames).flat_map(|f| (0..n).map(move |k| f * hop + k)).collect();
-        let framed = x.take_axis(Array::from_slice(&idx, &[frames, n]), 0)?.multiply(&self.window)?;
+        let idx = self.frames.get_or_make(len, || {
+            let v: Vec<i32> = (0..frames).flat_map(|f| (0..n).map(move |k| f * hop + k)).collect();
+            Ok(Array::from_slice(&v, &[frames, n]))
+        })?;
+        let framed = x.take_axis(&idx, 0)?.multiply(&self.window)?;
         let z = mlx_rs::fft::rfft(&framed, n, -1)?;
         let power = z.real()?.square()?.add(z.imag()?.square()?)?;
         let mel = power.matmul(if slaney { &self.mel_slaney } else { &self.mel_htk })?;

@@ -19,6 +19,7 @@ pub use self::config::{ClapAudioConfig, ClapConfig, ClapTextConfig, FeatureConfi
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
+use crate::nn::cache::ArrayCache;
 use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
 use crate::nn::ops::gelu;
@@ -167,6 +168,8 @@ impl Fusion {
 }
 
 struct Htsat {
+    /// Bicubic stretch matrices by (frames in, frames out).
+    stretch: ArrayCache<(i32, i32)>,
     fusion: Option<Fusion>,
     /// The eval-mode BatchNorm over mel bins, folded: `x * scale + shift`.
     bn_scale: Array,
@@ -218,7 +221,7 @@ impl Htsat {
         let b = s[0];
         let x = features.multiply(&self.bn_scale)?.add(&self.bn_shift)?;
         // Bicubic stretch of the frames to the image width (the mel axis keeps its size).
-        let x = if s[2] < spec_w { bicubic_matrix(s[2], spec_w).matmul(&x.reshape(&[b * chans, s[2], spec_h])?)? } else { x.reshape(&[b * chans, spec_w, spec_h])? };
+        let x = if s[2] < spec_w { self.stretch.get_or_make((s[2], spec_w), || Ok(bicubic_matrix(s[2], spec_w)))?.matmul(&x.reshape(&[b * chans, s[2], spec_h])?)? } else { x.reshape(&[b * chans, spec_w, spec_h])? };
         // reshape_mel2img: 4 time chunks stacked along the mel axis: [B C, ratio * F, T / ratio].
         let img = x.reshape(&[b * chans, ratio, spec_w / ratio, spec_h])?.transpose_axes(&[0, 1, 3, 2])?.reshape(&[b, chans, ratio * spec_h, spec_w / ratio])?;
         let (p0, p1) = (cfg.patch_size[0], cfg.patch_size[1]);
@@ -596,7 +599,7 @@ impl Clap {
             stages.push(Stage { blocks, merge });
         }
         let norm = ln(&mut w, &format!("{enc}.norm"), 1e-5)?;
-        let audio = Htsat { fusion, bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
+        let audio = Htsat { stretch: ArrayCache::default(), fusion, bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
         let t = config.text_config.clone();
         let tm = "text_model";
         let mut layers = Vec::new();

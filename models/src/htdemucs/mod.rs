@@ -26,6 +26,7 @@ use crate::chunked::{ChunkedProcessor, DemucsChunking};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
+use crate::nn::cache::ArrayCache;
 use crate::nn::conv::{Exec, Kernels, Layout};
 use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
@@ -223,9 +224,6 @@ impl TLayer {
     }
 }
 
-/// The frequency branch's 2-D and the time branch's 1-D positional embeddings.
-type PosPair = (Array, Array);
-
 /// `CrossTransformerEncoder` with the bottleneck convolutions around it.
 struct Transformer {
     norm_in: LayerNorm,
@@ -236,9 +234,10 @@ struct Transformer {
     bottom: Option<[AxisConv; 4]>,
     weight_pos: f32,
     max_period: f32,
-    /// Positional embeddings (already weighted) by (channels, bins, frames, time steps),
-    /// computed on the host once per shape: every segment of a track has the same.
-    pos_cache: std::sync::Mutex<HashMap<(i32, i32, i32, i32), PosPair>>,
+    /// Positional embeddings (already weighted), computed on the host once per shape: every
+    /// segment of a track has the same. Keyed (channels, bins, frames) for the 2-D one and
+    /// (channels, 0, steps) for the 1-D one (bins are never 0).
+    pos_cache: ArrayCache<(i32, i32, i32)>,
 }
 
 pub struct HtDemucs {
@@ -335,19 +334,10 @@ impl Transformer {
         let s = x.shape().to_vec();
         let (bsz, t1, fr, c) = if cl { (s[0], s[1], s[2], s[3]) } else { (s[0], s[3], s[2], s[1]) };
         let l2 = xt.shape()[if cl { 1 } else { 2 }];
-        let (pos2, pos1) = {
-            let mut cache = self.pos_cache.lock().map_err(|_| Error::InvalidArgument("positional embedding cache poisoned".into()))?;
-            match cache.get(&(c, fr, t1, l2)) {
-                Some(p) => p.clone(),
-                None => {
-                    let w = mlx_rs::array!(self.weight_pos);
-                    let p = (sin_embedding_2d(c, fr, t1, self.max_period).multiply(&w)?, sin_embedding(l2, c, self.max_period).multiply(&w)?);
-                    mlx_rs::transforms::eval([&p.0, &p.1])?;
-                    cache.insert((c, fr, t1, l2), p.clone());
-                    p
-                }
-            }
-        };
+        // Keys: (channels, bins, frames) for the 2-D embedding, (channels, 0, steps) for the 1-D.
+        let w = mlx_rs::array!(self.weight_pos);
+        let pos2 = self.pos_cache.get_or_make((c, fr, t1), || Ok(sin_embedding_2d(c, fr, t1, self.max_period).multiply(&w)?))?;
+        let pos1 = self.pos_cache.get_or_make((c, 0, l2), || Ok(sin_embedding(l2, c, self.max_period).multiply(&w)?))?;
         // Tokens (t1 fr): channels-last is a reshape; channels-first keeps [B, C, N] between
         // layers and every layer transposes in and out.
         let (mut tok, mut tok_t) = if cl {

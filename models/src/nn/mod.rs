@@ -1,5 +1,6 @@
 //! Building blocks shared by the five networks.
 pub mod attention;
+pub mod cache;
 pub mod conv;
 pub mod decoder;
 pub mod host;
