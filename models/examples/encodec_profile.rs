@@ -7,6 +7,7 @@ use std::time::Instant;
 use mlx_rs::{random, Array};
 use models::encodec::seanet::{Exec, Kernels, Layer, Layout};
 use models::encodec::{Encodec, EncodecConfig};
+use models::nn::lstm::Recurrence;
 
 fn describe(l: &Layer) -> String {
     match l {
@@ -20,7 +21,7 @@ fn describe(l: &Layer) -> String {
 
 /// Median of 3 timed runs of one layer (after one warm-up).
 fn time(l: &Layer, x: &Array, kernels: Kernels) -> anyhow::Result<(f64, Array)> {
-    let exec = Exec { layout: Layout::ChannelsLast, kernels };
+    let exec = Exec { layout: Layout::ChannelsLast, kernels, recurrence: Recurrence::Compiled };
     let mut ts = Vec::new();
     let mut y = l.forward(x, exec)?;
     y.eval()?;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use models::htdemucs::{HtDemucs, HtDemucsConfig, Taps};
 use models::nn::conv::{Exec, Kernels, Layout};
+use models::nn::lstm::Recurrence;
 
 fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2);
@@ -15,10 +16,10 @@ fn main() -> anyhow::Result<()> {
     let x = mlx_rs::random::normal::<f32>(&[1, 2, cfg.training_length()], None, None, &mlx_rs::random::key(2)?)?.multiply(mlx_rs::array!(0.2f32))?;
     x.eval()?;
     let execs = [
-        ("naive (NCHW, MLX conv)", Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx }),
-        ("channels-last, MLX conv", Exec { layout: Layout::ChannelsLast, kernels: Kernels::Mlx }),
-        ("NCHW, GEMM conv", Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Gemm }),
-        ("optimized (channels-last, GEMM conv)", Exec { layout: Layout::ChannelsLast, kernels: Kernels::Gemm }),
+        ("naive (NCHW, MLX conv)", Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops }),
+        ("channels-last, MLX conv", Exec { layout: Layout::ChannelsLast, kernels: Kernels::Mlx, recurrence: Recurrence::Ops }),
+        ("NCHW, GEMM conv", Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Gemm, recurrence: Recurrence::Ops }),
+        ("optimized (channels-last, GEMM conv)", Exec { layout: Layout::ChannelsLast, kernels: Kernels::Gemm, recurrence: Recurrence::Ops }),
     ];
     for r in 0..rounds {
         for (name, e) in execs {

@@ -22,6 +22,7 @@ use self::rvq::Rvq;
 use self::seanet::{Exec, Half, Kernels, Layer, Layout};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::nn::lstm::Recurrence;
 use crate::weights::{self, Init};
 use crate::Variant;
 
@@ -41,10 +42,10 @@ pub struct Encodec {
 /// there (H200, 5 s decode at 32 kHz: 68 ms with the product formulation, 41 ms with them).
 pub fn exec(v: Variant) -> Exec {
     match v {
-        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx },
+        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
         Variant::Optimized => {
             let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
-            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm } }
+            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm }, recurrence: Recurrence::Compiled }
         }
     }
 }

@@ -14,7 +14,7 @@ use super::config::{EncodecConfig, PadMode};
 pub use crate::nn::ops::pad_axis;
 use crate::error::{Error, Result};
 use crate::nn::conv::conv_weight_from_torch;
-use crate::nn::lstm::LstmLayer;
+use crate::nn::lstm::{LstmLayer, Recurrence};
 
 pub use crate::nn::conv::{AxisConvTr, Exec, Kernels, Layout};
 
@@ -149,12 +149,12 @@ pub struct Lstm {
 impl Lstm {
     /// `x` time-major `[T, B, C]`, from `state` (one `(h, c)` per layer, zeros when `None`);
     /// returns the output and the final state.
-    pub fn forward_tbc(&self, x: &Array, state: Option<&[(Array, Array)]>) -> Result<(Array, Vec<(Array, Array)>)> {
+    pub fn forward_tbc(&self, x: &Array, state: Option<&[(Array, Array)]>, rec: Recurrence) -> Result<(Array, Vec<(Array, Array)>)> {
         let mut h = x.clone();
         let mut out_state = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let s = state.map(|s| (&s[i].0, &s[i].1));
-            let (y, hn, cn) = layer.forward_from(&h, s)?;
+            let (y, hn, cn) = layer.forward_from(&h, s, rec)?;
             h = y;
             out_state.push((hn, cn));
         }
@@ -211,7 +211,7 @@ impl Layer {
                     Layout::ChannelsLast => &[1, 0, 2],
                     Layout::ChannelsFirst => &[1, 2, 0],
                 };
-                let (y, _) = l.forward_tbc(&x.transpose_axes(perm_in)?, None)?;
+                let (y, _) = l.forward_tbc(&x.transpose_axes(perm_in)?, None, exec.recurrence)?;
                 Ok(y.transpose_axes(perm_out)?)
             }
         }

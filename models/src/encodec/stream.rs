@@ -194,7 +194,7 @@ impl<M: Deref<Target = Encodec>> StreamingDecoder<M> {
             let Layer::Lstm(lstm) = &self.model.decoder[1] else {
                 return Err(Error::InvalidArgument("decoder layer 1 is not the LSTM".into()));
             };
-            let (z, state) = lstm.forward_tbc(&fresh.transpose_axes(&[1, 0, 2])?, self.state.as_deref())?;
+            let (z, state) = lstm.forward_tbc(&fresh.transpose_axes(&[1, 0, 2])?, self.state.as_deref(), self.exec.recurrence)?;
             self.state = Some(state);
             self.post.push(z.transpose_axes(&[1, 0, 2])?)?;
             self.emb.drop_before(limit - self.pre_ctx.0)?;

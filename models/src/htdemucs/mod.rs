@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
 use crate::nn::conv::{Exec, Kernels, Layout};
+use crate::nn::lstm::Recurrence;
 use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
@@ -38,10 +39,10 @@ use crate::Variant;
 /// GPU, where they are not the CPU backend's direct loops.
 pub fn exec(v: Variant) -> Exec {
     match v {
-        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx },
+        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
         Variant::Optimized => {
             let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
-            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm } }
+            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm }, recurrence: Recurrence::Ops }
         }
     }
 }

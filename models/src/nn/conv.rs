@@ -6,6 +6,7 @@ use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
+use crate::nn::lstm::Recurrence;
 use crate::nn::ops::{pad_axis, PadMode};
 
 /// `nn.Conv1d` / `nn.Conv2d` weight `[out, in/groups, k...]` to MLX's `[out, k..., in/groups]`.
@@ -52,11 +53,13 @@ pub enum Kernels {
     Gemm,
 }
 
-/// Layout and kernels together: how one path runs the layers.
+/// Layout, kernels and recurrence together: how one path runs the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exec {
     pub layout: Layout,
     pub kernels: Kernels,
+    /// How recurrent layers (EnCodec's LSTM) step; models without one ignore it.
+    pub recurrence: Recurrence,
 }
 
 
