@@ -22,6 +22,9 @@ enum Command {
     Parity(parity::Args),
     /// EnCodec as a tool: encode WAV to codes, decode codes to WAV (optionally streaming).
     Codec(codec::Args),
+    /// Merge reports of one machine (e.g. one per model from a GPU lease) into one, attach the
+    /// peers' times (scripts/peers/) and judge the targets over all of them.
+    Merge(harness::merge::Args),
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Separate(args) => separate_cmd::run(&args),
         Command::Embed(args) => embed_cmd::run(&args),
         Command::Quantize(args) => quant_args::run(&args),
+        Command::Merge(args) => harness::merge::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
     };
     match result {

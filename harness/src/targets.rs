@@ -56,11 +56,8 @@ impl Table {
         self.rows
             .iter()
             .map(|row| {
-                let measured_s = results
-                    .iter()
-                    .find(|w| w.id == row.workload)
-                    .and_then(|w| w.variants.get(&row.variant))
-                    .map(|v| v.stats.median);
+                let workload = results.iter().find(|w| w.id == row.workload);
+                let measured_s = workload.and_then(|w| w.variants.get(&row.variant)).map(|v| v.stats.median);
                 let target_s = row.targets.get(class).copied();
                 let (verdict, margin) = match (target_s, measured_s) {
                     (None, _) => (Verdict::NoTarget, None),
@@ -78,6 +75,7 @@ impl Table {
                     measured_s,
                     verdict,
                     margin,
+                    peer_s: workload.and_then(|w| w.peer.as_ref()).map(|p| p.median_s),
                     note: row.note.clone(),
                 }
             })

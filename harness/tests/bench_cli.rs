@@ -45,6 +45,12 @@ fn bad_input_is_refused_before_any_timing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 
+    let peers = dir.path().join("peers.jsonl");
+    std::fs::write(&peers, "{\"workload\": \"blocks/cross-attention\", \"peer\": \"PyTorch\", \"samples_s\": []}\n").unwrap();
+    let o = bench(&["--peer", peers.to_str().unwrap(), "-o", out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("peers.jsonl:1: samples_s of blocks/cross-attention"), "{}", stderr(&o));
+
     let o = bench(&["-i", "1"]);
     assert_eq!(o.status.code(), Some(2), "clap refuses fewer than 2 iterations");
     assert!(!Path::new(out).exists(), "nothing written for refused runs");
@@ -91,6 +97,30 @@ fn run_compare_and_regression_gate() {
     let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["compare", r.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("unchanged"));
+
+    // `merge` joins reports of one machine and attaches the peers' times by workload id.
+    let mut other = report.clone();
+    other["workloads"][0]["id"] = "blocks/decode-step-cache-256".into();
+    let other_path = dir.path().join("other.json");
+    std::fs::write(&other_path, serde_json::to_string(&other).unwrap()).unwrap();
+    let peers = dir.path().join("peers.jsonl");
+    std::fs::write(&peers, "# one peer line per workload\n{\"workload\": \"blocks/decode-step-cache-256\", \"peer\": \"PyTorch eager\", \"samples_s\": [0.5, 0.7, 0.6]}\n").unwrap();
+    let merged = dir.path().join("merged.json");
+    let harness = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap();
+    let o = harness(&["merge", r.to_str().unwrap(), other_path.to_str().unwrap(), "--peer", peers.to_str().unwrap(), "-o", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Against the peers"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    let ids: Vec<&str> = m["workloads"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["blocks/decode-step-cache-64", "blocks/decode-step-cache-256"]);
+    assert_eq!(m["workloads"][1]["peer"]["median_s"], 0.6);
+    assert!(m["workloads"][0].get("peer").is_none());
+    assert_eq!(m["settings"]["merged_from"].as_array().unwrap().len(), 2);
+    assert!(std::fs::read_to_string(dir.path().join("merged.html")).unwrap().contains("PyTorch eager"));
+    let o = harness(&["merge", r.to_str().unwrap(), r.to_str().unwrap(), "-o", dir.path().join("twice.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("blocks/decode-step-cache-64 is already in an earlier report"), "{}", stderr(&o));
+    assert!(!dir.path().join("twice.json").exists(), "nothing written for a refused merge");
 
     // `bench -c` runs and prints the comparison (its verdict depends on the machine's load).
     let r2 = dir.path().join("r2.json");

@@ -98,6 +98,10 @@ pub struct Args {
     /// Use another targets table (same format as harness/data/targets.json).
     #[arg(long, value_name = "PATH")]
     targets_file: Option<PathBuf>,
+    /// Peer timings of the same workloads on this machine, as JSON lines from
+    /// scripts/peers/*.py (repeatable): the report shows them beside ours, per task.
+    #[arg(long = "peer", value_name = "FILE")]
+    peers: Vec<PathBuf>,
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {
@@ -210,6 +214,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         None => targets::Table::builtin()?,
     };
     let baseline = args.compare.as_deref().map(json::read).transpose()?;
+    let peer_times = if args.peers.is_empty() { None } else { Some(crate::peers::read_all(&args.peers)?) };
     let output = args.output.clone().unwrap_or_else(default_output);
     let html_path = args.html.clone().unwrap_or_else(|| output.with_extension("html"));
     if args.output.is_none() {
@@ -249,6 +254,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         device: kind.as_str().into(),
         threshold_pct: args.threshold,
         max_time_s: Some(max_time),
+        merged_from: vec![],
     };
     if !args.quiet {
         eprintln!(
@@ -272,8 +278,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
 
-    let target_results = table.evaluate(&meta.device_class, &results);
-    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: target_results, comparison: None };
+    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: vec![], comparison: None };
+    if let Some(p) = peer_times {
+        let unmatched = crate::peers::attach(&mut rep, p);
+        if !unmatched.is_empty() && !args.quiet {
+            eprintln!("peer times for workloads that did not run (left out): {}", unmatched.join(", "));
+        }
+    }
+    rep.targets = table.evaluate(&rep.meta.device_class, &rep.workloads);
     if let (Some(b), Some(path)) = (&baseline, &args.compare) {
         compare::check_compatible(b, &rep, args.force)?;
         rep.comparison = Some(compare::compare(b, &path.display().to_string(), &rep, args.threshold));
@@ -398,7 +410,7 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &Pr
         (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),
         _ => None,
     };
-    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup })
+    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup, peer: None })
 }
 
 #[cfg(test)]

@@ -153,6 +153,10 @@ pub fn render(r: &Report) -> Result<String> {
         if r.settings.quick { " (quick)" } else { "" }
     );
 
+    if !r.settings.merged_from.is_empty() {
+        let _ = writeln!(h, "<p>Merged from {} runs on this machine:</p><ul>{}</ul>", r.settings.merged_from.len(), r.settings.merged_from.iter().map(|s| format!("<li>{}</li>", esc(s))).collect::<String>());
+    }
+
     // Summary table.
     let _ = writeln!(h, "<h2>Summary</h2><table><tr><th>workload</th><th>variant</th><th>median</th><th>95% CI of median</th><th>min</th><th>max</th><th>std dev</th><th>throughput</th><th>speedup (95% CI)</th></tr>");
     for w in &r.workloads {
@@ -230,8 +234,48 @@ pub fn render(r: &Report) -> Result<String> {
         let _ = writeln!(h, "</ul>");
     }
 
+    // Peers.
+    let with_peer: Vec<_> = r.workloads.iter().filter(|w| w.peer.is_some()).collect();
+    if !with_peer.is_empty() {
+        let _ = writeln!(h, "<h2>Against the peers</h2><p>The incumbent's time for the same task on the same machine (<code>scripts/peers/</code>): same sizes, inputs, decode lengths and dtype. ours/peer is our optimized median over the peer's: below 1, ours is faster.</p>");
+        let _ = writeln!(h, "<table><tr><th>workload</th><th>peer</th><th>peer median</th><th>peer runs</th><th>ours naive</th><th>ours optimized</th><th>ours/peer</th><th>peer note</th></tr>");
+        for w in &with_peer {
+            let Some(p) = &w.peer else { continue };
+            let ours = |v: &str| w.variants.get(v).map_or("-".into(), |x| format_duration(x.stats.median));
+            let ratio = w.ours_over_peer().unwrap_or(f64::NAN);
+            let cls = if ratio <= 1.0 { "pass" } else { "miss" };
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{ratio:.2}</td><td style=\"text-align:left\">{}</td></tr>",
+                esc(&w.id),
+                esc(&p.name),
+                format_duration(p.median_s),
+                p.samples_s.len(),
+                ours("naive"),
+                ours("optimized"),
+                esc(p.note.as_deref().unwrap_or(""))
+            );
+        }
+        let _ = writeln!(h, "</table>");
+        let groups: Vec<(String, Vec<Bar>)> = with_peer
+            .iter()
+            .filter_map(|w| {
+                let x = w.ours_over_peer()?;
+                Some((w.id.clone(), vec![Bar { series: "ours / peer".into(), value: x, whisker: None, color: if x <= 1.0 { OPTIMIZED } else { NAIVE } }]))
+            })
+            .collect();
+        let svg = bar_chart("Our time over the peer's (below 1: ours is faster)", "ours / peer", &groups)?;
+        let _ = writeln!(h, "<div class=\"chart\">{svg}</div>");
+    }
+
     // Targets.
-    let _ = writeln!(h, "<h2>Targets (device class {})</h2><table><tr><th>task</th><th>model</th><th>input</th><th>measured</th><th>target</th><th>verdict</th><th>margin</th></tr>", esc(&m.device_class));
+    let peer_cols = r.targets.iter().any(|t| t.peer_s.is_some());
+    let _ = writeln!(
+        h,
+        "<h2>Targets (device class {})</h2><table><tr><th>task</th><th>model</th><th>input</th><th>measured</th><th>target</th><th>verdict</th><th>margin</th>{}</tr>",
+        esc(&m.device_class),
+        if peer_cols { "<th>peer</th><th>ours/peer</th>" } else { "" }
+    );
     for t in &r.targets {
         let (cls, txt) = match t.verdict {
             Verdict::Pass => ("pass", "PASS"),
@@ -241,13 +285,19 @@ pub fn render(r: &Report) -> Result<String> {
         };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{txt}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{txt}</td><td>{}</td>{}</tr>",
             esc(&t.task),
             esc(&t.model),
             esc(&t.input),
             t.measured_s.map_or("-".into(), format_duration),
             t.target_s.map_or("-".into(), format_duration),
-            t.margin.map_or("-".into(), |x| format!("{x:.2}x"))
+            t.margin.map_or("-".into(), |x| format!("{x:.2}x")),
+            if peer_cols {
+                let ratio = t.measured_s.zip(t.peer_s).map_or("-".into(), |(a, b)| format!("{:.2}", a / b));
+                format!("<td>{}</td><td>{ratio}</td>", t.peer_s.map_or("-".into(), format_duration))
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(h, "</table>");

@@ -26,16 +26,27 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    if r.workloads.iter().any(|w| w.peer.is_some()) {
+        let _ = writeln!(s, "\n### Against the peers (same machine)\n\n| workload | peer | peer median | ours (optimized) | ours/peer |\n|---|---|---:|---:|---:|");
+        for w in r.workloads.iter().filter(|w| w.peer.is_some()) {
+            let Some(p) = &w.peer else { continue };
+            let ours = w.variants.get("optimized").or_else(|| w.variants.values().next()).map_or("-".into(), |v| format_duration(v.stats.median));
+            let ratio = w.ours_over_peer().map_or("-".into(), |x| format!("{x:.2}"));
+            let _ = writeln!(s, "| `{}` | {} | {} | {ours} | {ratio} |", w.id, p.name, format_duration(p.median_s));
+        }
+    }
     if r.targets.iter().any(|t| t.verdict != Verdict::NoTarget) {
-        let _ = writeln!(s, "\n### Targets\n\n| task | measured | target | verdict |\n|---|---:|---:|---|");
+        let _ = writeln!(s, "\n### Targets\n\n| task | measured | target | verdict | margin | peer |\n|---|---:|---:|---|---:|---:|");
         for t in &r.targets {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:?} |",
+                "| {} | {} | {} | {:?} | {} | {} |",
                 t.task,
                 t.measured_s.map_or("-".into(), format_duration),
                 t.target_s.map_or("-".into(), format_duration),
-                t.verdict
+                t.verdict,
+                t.margin.map_or("-".into(), |m| format!("{m:.2}x")),
+                t.peer_s.map_or("-".into(), format_duration)
             );
         }
     }

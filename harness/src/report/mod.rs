@@ -62,6 +62,9 @@ pub struct Settings {
     /// (at least [`MIN_ROUNDS`]). Each result's `stats.n` says how many ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_time_s: Option<f64>,
+    /// For a report made by `harness merge`: each source report, its models and settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 /// The fewest timed rounds a workload gets, whatever its time budget.
@@ -146,6 +149,34 @@ pub struct WorkloadResult {
     /// optimized over naive, from interleaved pairs; present when both ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedup: Option<Speedup>,
+    /// The incumbent's time for the same task on the same machine (`--peer`), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
+}
+
+impl WorkloadResult {
+    /// Our time over the peer's, medians: below 1 we are faster. Uses the optimized variant,
+    /// or the only one that ran.
+    pub fn ours_over_peer(&self) -> Option<f64> {
+        let peer = self.peer.as_ref()?;
+        let ours = self.variants.get("optimized").or_else(|| self.variants.values().next())?;
+        Some(ours.stats.median / peer.median_s)
+    }
+}
+
+/// An incumbent implementation's time for a workload, measured outside the harness by a
+/// script in `scripts/peers/` on the same machine (same sizes, inputs, decode lengths, dtype).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Who ran, e.g. "PyTorch 2.11.0+cu130 eager, transformers 5.17 ClapModel".
+    pub name: String,
+    /// Median of `samples_s`.
+    pub median_s: f64,
+    /// Per-run seconds, in the order measured.
+    pub samples_s: Vec<f64>,
+    /// What the peer's timed region covers, where it differs from ours, and its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +203,9 @@ pub struct TargetResult {
     pub verdict: Verdict,
     /// target / measured: above 1 passes with that many times headroom.
     pub margin: Option<f64>,
+    /// The peer's median for the row's workload (`--peer`), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -237,7 +271,7 @@ pub fn sample_report(scale: f64) -> Report {
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
         },
-        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None },
+        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, merged_from: vec![] },
         workloads: vec![WorkloadResult {
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),
@@ -245,6 +279,7 @@ pub fn sample_report(scale: f64) -> Report {
             work: Work { tokens: Some(8.0), ..Work::default() },
             variants,
             speedup,
+            peer: None,
         }],
         targets: vec![],
         comparison: None,
@@ -279,6 +314,21 @@ mod tests {
         settings.add_filter(r"[+-]?\d+\.\d+%", "[pct]");
         settings.add_filter(r"\d+\.\d+x", "[ratio]");
         settings.bind(|| insta::assert_snapshot!(markdown::render(&r)));
+    }
+
+    #[test]
+    fn peers_show_beside_ours_in_every_format() {
+        let mut r = sample_report(1.0);
+        r.workloads[0].peer = Some(Peer { name: "PyTorch 9.9 eager".into(), median_s: 0.040, samples_s: vec![0.04, 0.041, 0.039], note: Some("same task".into()) });
+        // ours 10.1 ms (median of 10.0, 10.1, 10.2) over the peer's 40 ms.
+        let ratio = format!("{:.2}", r.workloads[0].ours_over_peer().unwrap());
+        assert_eq!(ratio, "0.25");
+        let text = text::render(&r);
+        assert!(text.contains("Against the peers") && text.contains("PyTorch 9.9 eager") && text.contains(&ratio), "{text}");
+        assert!(markdown::render(&r).contains(&format!("| 40.000 ms | 10.100 ms | {ratio} |")));
+        let h = html::render(&r).unwrap();
+        assert!(h.contains("<h2>Against the peers</h2>") && h.contains("PyTorch 9.9 eager") && h.contains(&format!(">{ratio}</td>")));
+        assert_eq!(json::parse(&json::to_string(&r).unwrap()).unwrap(), r, "peers survive the JSON round trip");
     }
 
     #[test]

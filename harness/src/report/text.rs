@@ -36,9 +36,21 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "    note: {n}");
         }
     }
+    if r.workloads.iter().any(|w| w.peer.is_some()) {
+        let _ = writeln!(s, "\nAgainst the peers, same machine (ours/peer: optimized median over the peer's; below 1, ours is faster):");
+        let _ = writeln!(s, "  {:<34} {:>11} {:>11} {:>11} {:>10}  {}", "workload", "peer", "naive", "optimized", "ours/peer", "peer is");
+        for w in &r.workloads {
+            let Some(p) = &w.peer else { continue };
+            let ours = |v: &str| w.variants.get(v).map_or("-".into(), |x| format_duration(x.stats.median));
+            let ratio = w.ours_over_peer().map_or("-".into(), |x| format!("{x:.2}"));
+            let _ = writeln!(s, "  {:<34} {:>11} {:>11} {:>11} {:>10}  {}", w.id, format_duration(p.median_s), ours("naive"), ours("optimized"), ratio, p.name);
+        }
+    }
     if !r.targets.is_empty() {
         let _ = writeln!(s, "\nTargets (device class {}):", m.device_class);
-        let _ = writeln!(s, "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}", "task", "model", "measured", "target", "verdict", "margin");
+        let peers = r.targets.iter().any(|t| t.peer_s.is_some());
+        let peer_head = if peers { format!(" {:>11} {:>9}", "peer", "ours/peer") } else { String::new() };
+        let _ = writeln!(s, "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}{peer_head}", "task", "model", "measured", "target", "verdict", "margin");
         for t in &r.targets {
             let verdict = match t.verdict {
                 Verdict::Pass => "PASS",
@@ -48,13 +60,14 @@ pub fn render(r: &Report) -> String {
             };
             let _ = writeln!(
                 s,
-                "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}",
+                "  {:<28} {:<24} {:>11} {:>11} {:>13} {:>9}{}",
                 t.task,
                 t.model,
                 t.measured_s.map_or("-".into(), format_duration),
                 t.target_s.map_or("-".into(), format_duration),
                 verdict,
-                t.margin.map_or("-".into(), |m| format!("{m:.2}x"))
+                t.margin.map_or("-".into(), |m| format!("{m:.2}x")),
+                if peers { peer_cells(t.measured_s, t.peer_s) } else { String::new() }
             );
         }
     }
@@ -63,6 +76,15 @@ pub fn render(r: &Report) -> String {
         s.push_str(&render_comparison(c));
     }
     s
+}
+
+/// The peer's median and our time over it, for a targets row.
+fn peer_cells(measured_s: Option<f64>, peer_s: Option<f64>) -> String {
+    let ratio = match (measured_s, peer_s) {
+        (Some(m), Some(p)) => format!("{:.2}", m / p),
+        _ => "-".into(),
+    };
+    format!(" {:>11} {:>9}", peer_s.map_or("-".into(), format_duration), ratio)
 }
 
 /// The comparison section alone (also what `harness compare` prints).
