@@ -66,6 +66,15 @@ fn writes_one_wav_per_source_for_every_chunking() {
         assert_ne!(run[0], run[3]);
         assert_ne!(run[1], run[2]);
     }
+    // Three segments per model call: the same separation as one at a time.
+    let out = dir.path().join("batched");
+    let o = separate(&["--chunking", "demucs", "--batch", "3"], &input, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (i, name) in ["drums", "bass", "other", "vocals"].iter().enumerate() {
+        let (_, s) = read(&out.join(format!("{name}.wav")));
+        let err = s.iter().zip(&outs[0][i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-5, "{name}: batched differs by {err}");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{excess, fixture};
+use models::chunked::DemucsChunking;
 use models::htdemucs::{exec, Chunking, HtDemucs, Taps};
 use models::{weights, Variant};
 
@@ -69,6 +70,13 @@ fn chunked_separation_matches_apply_model() {
             // 20000 samples in 11025-sample segments every 8268: three chunks, each reported.
             assert_eq!(calls, vec![(1, 3), (2, 3), (3, 3)]);
         }
+        // Chunks two at a time through the model: the same separation.
+        let mut calls = Vec::new();
+        let batched = Chunking::Demucs(DemucsChunking { batch: 2, ..model.demucs_chunking() });
+        let got = model.separate(&inputs["mix"], Variant::Optimized, batched, |d, n| calls.push((d, n))).unwrap();
+        let (over, err) = excess(&got, want);
+        assert_eq!(over, 0.0, "{seed} batched: apply_model max error {err}");
+        assert_eq!(calls, vec![(2, 3), (3, 3)]);
     }
 }
 

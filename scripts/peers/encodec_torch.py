@@ -2,18 +2,17 @@
 """PyTorch (HF transformers EncodecModel) timings for the workloads `harness bench -m encodec`
 runs: 5 s decode from codes and 5 s encode, at the real 32 kHz and 24 kHz sizes, random weights.
 
-    OPENBLAS_NUM_THREADS=1 target/release/harness bench -m encodec ...   # ours, one BLAS thread
-    python scripts/peers/encodec_torch.py --threads 1                     # theirs, one thread
+    OPENBLAS_NUM_THREADS=1 target/release/harness bench -m encodec ...       # ours, one BLAS thread
+    python scripts/peers/encodec_torch.py --threads 1 > encodec.jsonl         # theirs, one thread
 
 Run it from the fixtures environment (fixtures/requirements.txt pins torch and transformers).
-Prints one JSON object per workload: median, min and max seconds over --iterations runs.
+Prints peer lines (scripts/peers/peerlib.py).
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
+
+from peerlib import add_common, emit, peer_name, setup, timed
 
 
 def configs():
@@ -29,12 +28,12 @@ def configs():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
+    add_common(ap)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    setup(a)
+    import transformers
     from transformers import EncodecModel
+    peer = peer_name(a, f"transformers {transformers.__version__} EncodecModel")
     models = {}
     last_cfg = None
     for wid, (cfg, bw, what) in configs().items():
@@ -43,31 +42,16 @@ def main():
         key = id(cfg)
         if key not in models:
             torch.manual_seed(0)
-            models[key] = EncodecModel(cfg).eval()
+            models[key] = EncodecModel(cfg).eval().to(a.device)
             with torch.no_grad():
                 for layer in models[key].quantizer.layers:
                     layer.codebook.embed.normal_(0, 0.3)
         m = models[key]
-        n = 5 * cfg.sampling_rate
-        audio = 0.1 * torch.randn(1, 1, n)
+        audio = 0.1 * torch.randn(1, 1, 5 * cfg.sampling_rate, device=a.device)
         with torch.no_grad():
-            enc = m.encode(audio, bandwidth=bw)
-            codes = enc.audio_codes
-        def run():
-            with torch.no_grad():
-                if what == "decode":
-                    m.decode(codes, [None])
-                else:
-                    m.encode(audio, bandwidth=bw)
-        for _ in range(a.warmup):
-            run()
-        ts = []
-        for _ in range(a.iterations):
-            t0 = time.perf_counter()
-            run()
-            ts.append(time.perf_counter() - t0)
-        print(json.dumps({"workload": wid, "threads": a.threads, "torch": torch.__version__, "median_s": statistics.median(ts),
-                          "min_s": min(ts), "max_s": max(ts), "codes": list(codes.shape)}), flush=True)
+            codes = m.encode(audio, bandwidth=bw).audio_codes
+            run = (lambda: m.decode(codes, [None])) if what == "decode" else (lambda: m.encode(audio, bandwidth=bw))
+            emit(wid, timed(a, run), peer, f"{what}, {bw} kbps, codes {list(codes.shape)}")
 
 
 if __name__ == "__main__":

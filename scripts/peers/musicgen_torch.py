@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""PyTorch (HF transformers MusicgenForConditionalGeneration) timing of `musicgen/<size>-<steps>`:
-the decoder at real size with random weights, classifier-free guidance 3 (batch 2), greedy,
-a fixed number of steps with HF's KV cache (`generate` with min_new_tokens = max_new_tokens),
-from 12 text tokens. The T5 encoder runs once outside the timed loop; EnCodec decoding is not
-timed (ours times the decode steps only). Reports milliseconds per step.
+"""PyTorch (HF transformers MusicgenForConditionalGeneration) timings at real size with random
+weights: classifier-free guidance 3 (batch 2), greedy, a fixed number of steps with HF's KV
+cache (`generate` with min_new_tokens = max_new_tokens), from 12 text tokens.
 
-    OPENBLAS_NUM_THREADS=1 target/release/harness bench -m musicgen/small-50
-    python scripts/peers/musicgen_torch.py --size small --steps 50 --threads 1
+- `musicgen/generate-10s-<size>` (500 steps): end to end, T5 encoding, the decode steps and
+  EnCodec decoding to audio, as ours.
+- `musicgen/decode-<size>-<steps>` (--decode-only): the decode steps alone; the T5 encoder runs
+  once outside the timed loop and EnCodec decoding is skipped.
+
+    python scripts/peers/musicgen_torch.py --size medium --device cuda > musicgen.jsonl
+
+Prints peer lines (scripts/peers/peerlib.py).
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
+
+from peerlib import add_common, emit, peer_name, setup, timed
 
 SIZES = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
 
@@ -21,11 +24,12 @@ SIZES = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--decode-only", action="store_true", help="time the decode steps alone (musicgen/decode-<size>-<steps>)")
+    add_common(ap, repeats=3)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    setup(a)
+    import transformers
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
 
     hidden, layers, heads = SIZES[a.size]
@@ -36,28 +40,27 @@ def main():
                         use_causal_conv=False, use_conv_shortcut=False, num_filters=64, hidden_size=128, num_lstm_layers=2)
     cfg = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=enc.to_dict(), decoder=dec.to_dict())
     torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(cfg).eval()
+    model = MusicgenForConditionalGeneration(cfg).eval().to(a.device)
     gc = model.generation_config
     gc.decoder_start_token_id, gc.pad_token_id, gc.bos_token_id = 2048, 2048, 2048
-    ids = torch.randint(1, 32000, (1, 12))
+    ids = torch.randint(1, 32000, (1, 12)).to(a.device)
+    mask = torch.ones(1, 12, dtype=torch.long, device=a.device)
+    kw = dict(do_sample=False, guidance_scale=3.0, max_new_tokens=a.steps, min_new_tokens=a.steps)
+    peer = peer_name(a, f"transformers {transformers.__version__} MusicgenForConditionalGeneration.generate")
     with torch.no_grad():
-        states = model.text_encoder(input_ids=ids).last_hidden_state
-
-    def run():
-        from transformers.modeling_outputs import BaseModelOutput
-        with torch.no_grad():
+        if a.decode_only:
+            from transformers.modeling_outputs import BaseModelOutput
+            states = model.text_encoder(input_ids=ids).last_hidden_state
+            full_decode = model.audio_encoder.decode
             # Skip EnCodec: time the decode steps only, as ours.
             model.audio_encoder.decode = lambda codes, *x, **k: type("O", (), {"audio_values": codes})()
-            t0 = time.perf_counter()
-            model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=torch.ones(1, 12, dtype=torch.long),
-                           do_sample=False, guidance_scale=3.0, max_new_tokens=a.steps, min_new_tokens=a.steps)
-            return time.perf_counter() - t0
-
-    run()  # warm-up
-    runs = [run() for _ in range(a.iterations)]
-    med = statistics.median(runs)
-    print(json.dumps({"workload": f"musicgen/{a.size}-{a.steps}", "threads": a.threads, "torch": torch.__version__, "iterations": a.iterations,
-                      "median_s": med, "ms_per_step": 1e3 * med / a.steps, "runs": runs}))
+            run = lambda: model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, **kw)
+            emit(f"musicgen/decode-{a.size}-{a.steps}", timed(a, run), peer, f"{a.steps} decode steps, T5 and EnCodec outside")
+            model.audio_encoder.decode = full_decode
+        else:
+            wid = f"musicgen/generate-10s-{a.size}" if a.steps == 500 else f"musicgen/generate-{a.size}-{a.steps}"
+            emit(wid, timed(a, lambda: model.generate(input_ids=ids, attention_mask=mask, **kw)), peer,
+                 f"T5, {a.steps} decode steps, EnCodec decode to audio, end to end")
 
 
 if __name__ == "__main__":

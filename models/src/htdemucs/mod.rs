@@ -47,6 +47,20 @@ pub fn exec(v: Variant) -> Exec {
     }
 }
 
+/// Segments per model call in a chunked separation: demucs' one at a time for the naive path;
+/// on a GPU the optimized path stacks [`GPU_SEGMENT_BATCH`] (one 7.8 s segment leaves the card
+/// partly idle). On the CPU batching buys nothing and multiplies the memory.
+pub fn segment_batch(v: Variant) -> usize {
+    let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
+    match v {
+        Variant::Optimized if gpu => GPU_SEGMENT_BATCH,
+        _ => 1,
+    }
+}
+
+/// See [`segment_batch`].
+pub const GPU_SEGMENT_BATCH: usize = 4;
+
 /// `HEncLayer` of either branch (without GroupNorm: the released models start it past their
 /// depth).
 struct EncLayer {
@@ -655,7 +669,7 @@ impl HtDemucs {
     /// `apply_model`'s chunking for this model: its training segment, 25% overlap.
     pub fn demucs_chunking(&self) -> DemucsChunking {
         let tl = self.config.training_length();
-        DemucsChunking { segment: tl, overlap: 0.25, transition_power: 1.0, valid_length: tl }
+        DemucsChunking { segment: tl, overlap: 0.25, transition_power: 1.0, valid_length: tl, batch: 1 }
     }
 
     /// Separate `mix` (`[B, audio_channels, L]`, any length) into `[B, sources,
