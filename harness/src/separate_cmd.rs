@@ -38,8 +38,9 @@ pub struct Args {
     /// HTDemucs preset is 6 s, its phone preset 3 s).
     #[arg(long, default_value_t = 6.0)]
     chunk_seconds: f64,
-    /// Segments per model call with --chunking demucs [default: 4 on a GPU with the optimized
-    /// variant, else 1 as demucs]. The result is the same; memory grows with it.
+    /// Segments per model call with --chunking demucs [default: on a GPU with the optimized
+    /// variant as many as fit a quarter of MLX's memory limit, up to 8; else 1 as demucs]. The
+    /// result is the same; memory grows with it (about 2.3 GiB per segment at the released size).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     batch: Option<u32>,
     /// Write 16-bit PCM (clipped to [-1, 1]) instead of 32-bit float.

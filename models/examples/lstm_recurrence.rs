@@ -1,12 +1,12 @@
 //! EnCodec's LSTM at the 32 kHz model's size (2 layers of 1024, 250 steps = 5 s of frames):
-//! the recurrence as separate MLX ops against one compiled step function, median of ROUNDS
+//! the recurrence as separate MLX ops, layer after layer, against the compiled wavefront, median of ROUNDS
 //! runs each, interleaved, with the largest difference between the two outputs.
 //!
 //!     cargo run --release -p models --example lstm_recurrence [-- ROUNDS STEPS DIM]
 use std::time::Instant;
 
 use mlx_rs::{random, Array};
-use models::nn::lstm::{LstmLayer, Recurrence};
+use models::nn::lstm::{forward_stack, LstmLayer, Recurrence};
 
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: i32| -> anyhow::Result<i32> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
@@ -22,10 +22,7 @@ fn main() -> anyhow::Result<()> {
     x.eval()?;
     let run = |rec: Recurrence| -> anyhow::Result<(f64, Array)> {
         let t = Instant::now();
-        let mut h = x.clone();
-        for l in &layers {
-            h = l.forward_from(&h, None, rec)?.0;
-        }
+        let h = forward_stack(&layers, &x, None, rec)?.0;
         h.eval()?;
         Ok((t.elapsed().as_secs_f64() * 1e3, h))
     };

@@ -14,7 +14,7 @@ use super::config::{EncodecConfig, PadMode};
 pub use crate::nn::ops::pad_axis;
 use crate::error::{Error, Result};
 use crate::nn::conv::conv_weight_from_torch;
-use crate::nn::lstm::{LstmLayer, Recurrence};
+use crate::nn::lstm::{self, LstmLayer, Recurrence};
 
 pub use crate::nn::conv::{AxisConvTr, Exec, Kernels, Layout};
 
@@ -150,14 +150,7 @@ impl Lstm {
     /// `x` time-major `[T, B, C]`, from `state` (one `(h, c)` per layer, zeros when `None`);
     /// returns the output and the final state.
     pub fn forward_tbc(&self, x: &Array, state: Option<&[(Array, Array)]>, rec: Recurrence) -> Result<(Array, Vec<(Array, Array)>)> {
-        let mut h = x.clone();
-        let mut out_state = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let s = state.map(|s| (&s[i].0, &s[i].1));
-            let (y, hn, cn) = layer.forward_from(&h, s, rec)?;
-            h = y;
-            out_state.push((hn, cn));
-        }
+        let (h, out_state) = lstm::forward_stack(&self.layers, x, state, rec)?;
         Ok((h.add(x)?, out_state))
     }
 }

@@ -2,6 +2,7 @@
 //! EnCodec's SEANet. The input projection of all time steps is one matmul; the recurrence runs
 //! step by step, either as separate MLX ops or as one compiled step function.
 use mlx_rs::error::Exception;
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
@@ -49,59 +50,117 @@ impl LstmLayer {
         [&self.w_ih_t, &self.w_hh_t, &self.bias]
     }
 
-    /// One step of the gate math from precomputed input gates `xg = x W_ih^T + b` (`[B, 4H]`).
-    pub fn cell(&self, xg: &Array, h: &Array, c: &Array) -> Result<(Array, Array)> {
-        Ok(step(xg, h, c, &self.w_hh_t)?)
-    }
-
     /// Run over `x` of shape `[T, B, I]` from zero state; returns (`[T, B, H]`, h_T, c_T).
     pub fn forward(&self, x: &Array) -> Result<(Array, Array, Array)> {
-        self.forward_from(x, None, Recurrence::Ops)
+        let (y, mut state) = forward_stack(std::slice::from_ref(self), x, None, Recurrence::Ops)?;
+        let (h, c) = state.remove(0);
+        Ok((y, h, c))
     }
+}
 
-    /// Run over `x` of shape `[T, B, I]` from state `(h, c)` (zeros when `None`); returns
-    /// (`[T, B, H]`, h_T, c_T). Streaming carries the state from one chunk to the next.
-    pub fn forward_from(&self, x: &Array, state: Option<(&Array, &Array)>, rec: Recurrence) -> Result<(Array, Array, Array)> {
-        let s = x.shape();
-        if s.len() != 3 || s[2] != self.input_size() {
-            return Err(Error::InvalidArgument(format!("LSTM input {s:?}: expected [T, B, {}]", self.input_size())));
-        }
-        let (t, b, hsz) = (s[0], s[1], self.hidden_size());
-        let xg = x.matmul(&self.w_ih_t)?.add(&self.bias)?;
-        let (mut h, mut c) = match state {
-            Some((h, c)) => (h.clone(), c.clone()),
-            None => (ops::zeros::<f32>(&[b, hsz])?, ops::zeros::<f32>(&[b, hsz])?),
-        };
-        let mut outs = Vec::with_capacity(t as usize);
-        match rec {
-            Recurrence::Ops => {
-                for i in 0..t {
-                    (h, c) = step(&xg.index(i), &h, &c, &self.w_hh_t)?;
-                    outs.push(h.clone());
-                }
-            }
-            Recurrence::Compiled => {
-                // Traced once per input shape; each call then replays one matmul and one fused
-                // elementwise kernel instead of the dozen primitives `step` records.
-                let mut f = mlx_rs::transforms::compile::compile(
-                    |a: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
-                        let (h, c) = step(&a[0], &a[1], &a[2], &a[3])?;
-                        Ok(vec![h, c])
-                    },
-                    false,
-                );
-                for i in 0..t {
-                    let out = f(&[xg.index(i), h, c, self.w_hh_t.clone()])?;
-                    let [hn, cn]: [Array; 2] = out.try_into().map_err(|v: Vec<Array>| {
-                        Error::InvalidArgument(format!("compiled LSTM step returned {} arrays, expected 2", v.len()))
-                    })?;
-                    (h, c) = (hn, cn);
-                    outs.push(h.clone());
-                }
-            }
-        }
-        Ok((ops::stack(&outs, 0)?, h, c))
+/// Stacked layers over `x` (`[T, B, I]`) from `state` (one `(h, c)` per layer, zeros when
+/// `None`); returns the last layer's outputs `[T, B, H]` and each layer's final state.
+/// Streaming carries the state from one chunk to the next.
+///
+/// With [`Recurrence::Ops`] the layers run one after the other, a step at a time. With
+/// [`Recurrence::Compiled`] they run as a wavefront: call `w` steps layer `l` at time `w - l`
+/// (its input, layer `l - 1` at that time, came out of call `w - 1`), so `T + L - 1` calls of
+/// one compiled function replace `L * T` steps; each layer's arithmetic is the same.
+pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Array)]>, rec: Recurrence) -> Result<(Array, Vec<(Array, Array)>)> {
+    let s = x.shape();
+    let first = layers.first().ok_or_else(|| Error::InvalidArgument("an LSTM with no layers".into()))?;
+    if s.len() != 3 || s[2] != first.input_size() || s[0] < 1 {
+        return Err(Error::InvalidArgument(format!("LSTM input {s:?}: expected [T >= 1, B, {}]", first.input_size())));
     }
+    for (l, pair) in layers.windows(2).enumerate() {
+        if pair[1].input_size() != pair[0].hidden_size() {
+            return Err(Error::InvalidArgument(format!("LSTM layer {} takes {} inputs, layer {l} gives {}", l + 1, pair[1].input_size(), pair[0].hidden_size())));
+        }
+    }
+    if let Some(st) = state {
+        if st.len() != layers.len() {
+            return Err(Error::InvalidArgument(format!("LSTM state for {} layers, the LSTM has {}", st.len(), layers.len())));
+        }
+    }
+    let (t, b, n) = (s[0], s[1], layers.len());
+    let (mut hs, mut cs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (l, layer) in layers.iter().enumerate() {
+        let (h, c) = match state {
+            Some(st) => st[l].clone(),
+            None => (ops::zeros::<f32>(&[b, layer.hidden_size()])?, ops::zeros::<f32>(&[b, layer.hidden_size()])?),
+        };
+        hs.push(h);
+        cs.push(c);
+    }
+    let mut outs = Vec::with_capacity(t as usize);
+    match rec {
+        Recurrence::Ops => {
+            let mut y = x.clone();
+            for (l, layer) in layers.iter().enumerate() {
+                let xg = y.matmul(&layer.w_ih_t)?.add(&layer.bias)?;
+                let mut seq = Vec::with_capacity(t as usize);
+                for i in 0..t {
+                    (hs[l], cs[l]) = step(&xg.index(i), &hs[l], &cs[l], &layer.w_hh_t)?;
+                    seq.push(hs[l].clone());
+                }
+                y = ops::stack(&seq, 0)?;
+            }
+            return Ok((y, hs.into_iter().zip(cs).collect()));
+        }
+        Recurrence::Compiled => {
+            let xg0 = x.matmul(&first.w_ih_t)?.add(&first.bias)?;
+            // One compiled function per set of active layers (lo..=hi): the first and last
+            // L - 1 calls have fewer; traced once each, then replayed.
+            let mut fns: std::collections::HashMap<(usize, usize), Box<dyn for<'a> FnMut(&'a [Array]) -> std::result::Result<Vec<Array>, Exception>>> =
+                std::collections::HashMap::new();
+            for w in 0..(t as usize + n - 1) {
+                let (lo, hi) = (w.saturating_sub(t as usize - 1), w.min(n - 1));
+                let mut args = Vec::with_capacity(6 * (hi - lo + 1));
+                for l in lo..=hi {
+                    let layer = &layers[l];
+                    if l == 0 {
+                        args.extend([xg0.index(w as i32), hs[0].clone(), cs[0].clone(), layer.w_hh_t.clone()]);
+                    } else {
+                        args.extend([hs[l - 1].clone(), hs[l].clone(), cs[l].clone(), layer.w_ih_t.clone(), layer.bias.clone(), layer.w_hh_t.clone()]);
+                    }
+                }
+                let f = fns.entry((lo, hi)).or_insert_with(|| Box::new(mlx_rs::transforms::compile::compile(move |a: &[Array]| wave(lo, hi, a), false)));
+                let new = f(&args)?;
+                if new.len() != 2 * (hi - lo + 1) {
+                    return Err(Error::InvalidArgument(format!("compiled LSTM call returned {} arrays for layers {lo}..={hi}", new.len())));
+                }
+                for (k, l) in (lo..=hi).enumerate() {
+                    hs[l] = new[2 * k].clone();
+                    cs[l] = new[2 * k + 1].clone();
+                }
+                if hi == n - 1 {
+                    outs.push(hs[n - 1].clone());
+                }
+            }
+        }
+    }
+    Ok((ops::stack(&outs, 0)?, hs.into_iter().zip(cs).collect()))
+}
+
+/// One wavefront call over layers `lo..=hi`: its arguments are, per layer, `(xg, h, c, w_hh^T)`
+/// for layer 0 (input gates precomputed) and `(x, h, c, w_ih^T, bias, w_hh^T)` for the others;
+/// it returns `(h, c)` per layer.
+fn wave(lo: usize, hi: usize, a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
+    let mut out = Vec::with_capacity(2 * (hi - lo + 1));
+    let mut i = 0;
+    for l in lo..=hi {
+        let (h, c) = if l == 0 {
+            i += 4;
+            step(&a[i - 4], &a[i - 3], &a[i - 2], &a[i - 1])?
+        } else {
+            i += 6;
+            let xg = a[i - 6].matmul(&a[i - 3])?.add(&a[i - 2])?;
+            step(&xg, &a[i - 5], &a[i - 4], &a[i - 1])?
+        };
+        out.push(h);
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// How an LSTM runs its time steps.
@@ -110,8 +169,9 @@ pub enum Recurrence {
     /// Each step records its dozen MLX primitives (matmul, add, four slices, five
     /// activations, products); on a GPU every one is a kernel launch.
     Ops,
-    /// Each step calls one `mx.compile`d function: the elementwise gate math fuses into one
-    /// kernel, and the graph is traced once instead of being rebuilt every step.
+    /// All layers advance together as a wavefront, one `mx.compile`d call per time step: the
+    /// elementwise gate math fuses into one kernel per layer, the graph is traced once instead
+    /// of rebuilt every step, and a 2-layer LSTM takes T + 1 calls instead of 2T steps.
     Compiled,
 }
 
@@ -128,4 +188,42 @@ fn step(xg: &Array, h: &Array, c: &Array, w_hh_t: &Array) -> std::result::Result
     Ok((h, c))
 }
 
-use mlx_rs::ops::indexing::IndexOp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(seed: u64, input: i32, hidden: i32) -> LstmLayer {
+        let w = |k: u64, shape: &[i32]| mlx_rs::random::normal::<f32>(shape, None, None, &mlx_rs::random::key(seed * 10 + k).unwrap()).unwrap().multiply(mlx_rs::array!(0.4f32)).unwrap();
+        LstmLayer::new(w(0, &[4 * hidden, input]), w(1, &[4 * hidden, hidden]), &w(2, &[4 * hidden]), &w(3, &[4 * hidden])).unwrap()
+    }
+
+    fn max_diff(a: &Array, b: &Array) -> f32 {
+        a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>()
+    }
+
+    #[test]
+    fn the_compiled_wavefront_equals_layer_after_layer() {
+        for n in [1, 2, 3] {
+            let layers: Vec<LstmLayer> = (0..n).map(|l| layer(l as u64 + 1, if l == 0 { 5 } else { 6 }, 6)).collect();
+            for t in [1, 2, 7] {
+                let x = mlx_rs::random::normal::<f32>(&[t, 2, 5], None, None, &mlx_rs::random::key(99).unwrap()).unwrap();
+                let state: Vec<(Array, Array)> = (0..n).map(|l| (mlx_rs::ops::full::<f32>(&[2, 6], mlx_rs::array!(0.1 * l as f32)).unwrap(), mlx_rs::ops::ones::<f32>(&[2, 6]).unwrap())).collect();
+                for st in [None, Some(&state[..])] {
+                    let (ya, sa) = forward_stack(&layers, &x, st, Recurrence::Ops).unwrap();
+                    let (yb, sb) = forward_stack(&layers, &x, st, Recurrence::Compiled).unwrap();
+                    assert_eq!(ya.shape(), [t, 2, 6]);
+                    assert!(max_diff(&ya, &yb) < 1e-6, "{n} layers, T {t}");
+                    for ((ha, ca), (hb, cb)) in sa.iter().zip(&sb) {
+                        assert!(max_diff(ha, hb) < 1e-6 && max_diff(ca, cb) < 1e-6, "{n} layers, T {t}: final state");
+                    }
+                }
+            }
+        }
+        let two = [layer(1, 5, 6), layer(2, 6, 6)];
+        let bad = forward_stack(&two, &mlx_rs::ops::zeros::<f32>(&[3, 1, 4]).unwrap(), None, Recurrence::Compiled).unwrap_err().to_string();
+        assert!(bad.contains("expected [T >= 1, B, 5]"), "{bad}");
+        let bad = forward_stack(&[layer(1, 5, 6), layer(2, 5, 6)], &mlx_rs::ops::zeros::<f32>(&[3, 1, 5]).unwrap(), None, Recurrence::Ops).unwrap_err().to_string();
+        assert!(bad.contains("layer 1 takes 5 inputs, layer 0 gives 6"), "{bad}");
+    }
+}
