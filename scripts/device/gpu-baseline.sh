@@ -44,7 +44,9 @@ case "$step" in
   profile)
     for ex in .device/ex/*; do chmod +x "$ex"; done
     .device/ex/lstm_recurrence 10
-    .device/ex/htdemucs_batch 60 3
+    .device/ex/op_overhead 2000
+    python3 scripts/peers/op_overhead_torch.py --device cuda -n 2000
+    [ "${PROFILE_HTDEMUCS:-0}" = 1 ] && .device/ex/htdemucs_batch 60 3
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
