@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use mlx_rs::{random, Array};
-use models::nn::lstm::{forward_stack, set_async_eval_every, LstmLayer, Recurrence, DEFAULT_ASYNC_EVAL_EVERY};
+use models::nn::lstm::{forward_stack, LstmLayer, Recurrence};
 
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: i32| -> anyhow::Result<i32> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
@@ -26,34 +26,22 @@ fn main() -> anyhow::Result<()> {
         h.eval()?;
         Ok((t.elapsed().as_secs_f64() * 1e3, h))
     };
-    // Compiled with async evaluation every N waves (0: none), interleaved with the ops.
-    let settings = [0, 8, DEFAULT_ASYNC_EVAL_EVERY, 128];
-    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); settings.len() + 1];
+    let (mut ops_ms, mut comp_ms) = (Vec::new(), Vec::new());
     let mut diff = 0f32;
     for r in 0..=rounds {
         let (a, ya) = run(Recurrence::Ops)?;
+        let (b, yb) = run(Recurrence::Compiled)?;
+        diff = diff.max(ya.subtract(&yb)?.abs()?.max(None)?.item_cast::<f32>());
         if r > 0 {
-            ms[0].push(a);
-        }
-        for (k, &every) in settings.iter().enumerate() {
-            set_async_eval_every(every);
-            let (b, yb) = run(Recurrence::Compiled)?;
-            diff = diff.max(ya.subtract(&yb)?.abs()?.max(None)?.item_cast::<f32>());
-            if r > 0 {
-                ms[k + 1].push(b);
-            }
+            ops_ms.push(a);
+            comp_ms.push(b);
         }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let ops = med(&mut ms[0]);
-    println!("lstm 2x{dim}, {steps} steps, median of {rounds}: ops, layer after layer {ops:.2} ms");
-    for (k, every) in settings.iter().enumerate() {
-        let t = med(&mut ms[k + 1]);
-        println!("  compiled wavefront, async eval every {every:>3} waves (0: none): {t:.2} ms, {:.2}x", ops / t);
-    }
-    println!("  max |ops - compiled| {diff:.2e}");
+    let (a, b) = (med(&mut ops_ms), med(&mut comp_ms));
+    println!("lstm 2x{dim}, {steps} steps, median of {rounds}: ops, layer after layer {a:.2} ms; compiled wavefront {b:.2} ms; {:.2}x; max |diff| {diff:.2e}", a / b);
     Ok(())
 }

@@ -136,11 +136,6 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
                 if hi == n - 1 {
                     outs.push(hs[n - 1].clone());
                 }
-                // Let the device run the waves built so far while the host builds the next.
-                let every = ASYNC_EVAL_EVERY.load(std::sync::atomic::Ordering::Relaxed);
-                if every > 0 && (w + 1) % every == 0 {
-                    mlx_rs::transforms::async_eval(hs.iter().chain(&cs))?;
-                }
             }
         }
     }
@@ -166,20 +161,6 @@ fn wave(lo: usize, hi: usize, a: &[Array]) -> std::result::Result<Vec<Array>, Ex
         out.push(c);
     }
     Ok(out)
-}
-
-/// Waves between asynchronous evaluations in the compiled wavefront (0: none, evaluate when
-/// the caller does); see [`set_async_eval_every`].
-static ASYNC_EVAL_EVERY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_ASYNC_EVAL_EVERY);
-
-/// The default of [`set_async_eval_every`].
-pub const DEFAULT_ASYNC_EVAL_EVERY: usize = 32;
-
-/// How often the compiled wavefront hands the waves built so far to the device
-/// (`mx.async_eval`), so that the device computes while the host records the next ones; 0
-/// turns it off. Results do not change.
-pub fn set_async_eval_every(waves: usize) {
-    ASYNC_EVAL_EVERY.store(waves, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How an LSTM runs its time steps.
