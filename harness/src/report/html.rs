@@ -261,7 +261,8 @@ pub fn render(r: &Report) -> Result<String> {
             .iter()
             .filter_map(|w| {
                 let x = w.ours_over_peer()?;
-                Some((w.id.clone(), vec![Bar { series: "ours / peer".into(), value: x, whisker: None, color: if x <= 1.0 { OPTIMIZED } else { NAIVE } }]))
+                let label = w.id.split_once('/').map_or(w.id.as_str(), |x| x.1).to_string();
+                Some((label, vec![Bar { series: "ours / peer".into(), value: x, whisker: None, color: if x <= 1.0 { OPTIMIZED } else { NAIVE } }]))
             })
             .collect();
         let svg = bar_chart("Our time over the peer's (below 1: ours is faster)", "ours / peer", &groups)?;
