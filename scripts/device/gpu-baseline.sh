@@ -43,6 +43,8 @@ case "$step" in
     bench $ids -w 1 -i 3 --max-time 20 -o "$out/musicgen-b.json" ;;
   profile)
     for ex in .device/ex/*; do chmod +x "$ex"; done
+    [ -n "${PROFILE_ONLY:-}" ] && { .device/ex/"$PROFILE_ONLY" ${PROFILE_ARGS:-}; exit; }
+    .device/ex/clap_profile 8
     .device/ex/lstm_recurrence 10
     .device/ex/op_overhead 2000
     python3 scripts/peers/op_overhead_torch.py --device cuda -n 2000

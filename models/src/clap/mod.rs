@@ -23,6 +23,7 @@ use crate::nn::cache::ArrayCache;
 use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
 use crate::nn::ops::gelu;
+use crate::nn::profile::{mark, Phases};
 use crate::weights::{self, Init};
 use crate::Variant;
 
@@ -207,7 +208,7 @@ impl Htsat {
     /// `features` `[B, C, T, F]` (C = 1, or 4 for the fused model: the whole clip shrunk and
     /// three chunks) to the pooled audio features `[B, hidden]`. `is_longer[b]`: clip `b` was
     /// longer than the maximum (the fused model blends its chunks in).
-    fn forward(&self, cfg: &ClapAudioConfig, features: &Array, is_longer: &[bool], v: Variant) -> Result<(Array, Array)> {
+    fn forward(&self, cfg: &ClapAudioConfig, features: &Array, is_longer: &[bool], v: Variant, mut prof: Option<&mut Phases>) -> Result<(Array, Array)> {
         let s = features.shape().to_vec();
         let ratio = cfg.spec_size / cfg.num_mel_bins;
         let (spec_w, spec_h) = (cfg.spec_size * ratio, cfg.spec_size / ratio);
@@ -247,11 +248,13 @@ impl Htsat {
         if let Some(ln) = &self.patch_ln {
             x = ln.forward(&x)?;
         }
+        mark(&mut prof, || "audio: stretch, image, patch embedding".into(), &[&x])?;
         let patch_embeds = x.clone();
         let (mut h, mut w) = (gh, gw);
-        for st in &self.stages {
-            for blk in &st.blocks {
+        for (i, st) in self.stages.iter().enumerate() {
+            for (j, blk) in st.blocks.iter().enumerate() {
                 x = blk.forward(&x, h, w, v)?;
+                mark(&mut prof, || format!("audio: stage {i} block {j} ({h}x{w} tokens)"), &[&x])?;
             }
             if let Some((ln, red)) = &st.merge {
                 let c = x.shape()[2];
@@ -261,10 +264,12 @@ impl Htsat {
                 h /= 2;
                 w /= 2;
                 x = red.forward(&ln.forward(&cat.reshape(&[b, h * w, 4 * c])?)?)?;
+                mark(&mut prof, || format!("audio: stage {i} patch merging"), &[&x])?;
             }
         }
-        let x = self.norm.forward(&x)?;
-        Ok((x.mean_axis(1, false)?, patch_embeds))
+        let x = self.norm.forward(&x)?.mean_axis(1, false)?;
+        mark(&mut prof, || "audio: norm and pooling".into(), &[&x])?;
+        Ok((x, patch_embeds))
     }
 }
 
@@ -288,7 +293,7 @@ struct TextEncoder {
 
 impl TextEncoder {
     /// `ids`, `mask` `[B, L]` to the pooled text features `[B, hidden]`.
-    fn forward(&self, ids: &Array, mask: &Array, v: Variant) -> Result<Array> {
+    fn forward(&self, ids: &Array, mask: &Array, v: Variant, mut prof: Option<&mut Phases>) -> Result<Array> {
         let sh = ids.shape().to_vec();
         if sh.len() != 2 || mask.shape() != sh.as_slice() || sh[1] < 1 {
             return Err(Error::InvalidArgument(format!("text input ids {sh:?} and mask {:?}: expected equal [batch, length >= 1]", mask.shape())));
@@ -303,6 +308,7 @@ impl TextEncoder {
         if bad.item_cast::<bool>() {
             return Err(Error::InvalidArgument(format!("text input ids outside the vocabulary of {vocab}")));
         }
+        mark(&mut prof, || "text: id check (a sync)".into(), &[])?;
         // RoBERTa positions: count non-padding tokens, padding_idx + 1 onwards; pads get padding_idx.
         let nonpad = ids.ne(mlx_rs::array!(self.pad))?.as_dtype(Dtype::Int32)?;
         let pos = ops::cumsum(&nonpad, 1, None, None)?.multiply(&nonpad)?.add(mlx_rs::array!(self.pad))?;
@@ -310,13 +316,18 @@ impl TextEncoder {
         let mut x = self.ln.forward(&x)?;
         let keep = mask.as_dtype(Dtype::Float32)?;
         let add = mlx_rs::array!(1.0f32).subtract(&keep)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[sh[0], 1, 1, sh[1]])?;
-        for l in &self.layers {
+        mark(&mut prof, || "text: embeddings and mask".into(), &[&x, &add])?;
+        for (i, l) in self.layers.iter().enumerate() {
             let a = attend(&l.attn, &x, Mask::Additive(&add), v)?;
             let h1 = l.ln1.forward(&x.add(a)?)?;
+            mark(&mut prof, || format!("text: layer {i} attention"), &[&h1])?;
             let f = l.fc2.forward(&gelu(&l.fc1.forward(&h1)?)?)?;
             x = l.ln2.forward(&h1.add(f)?)?;
+            mark(&mut prof, || format!("text: layer {i} feed-forward"), &[&x])?;
         }
-        Ok(ops::tanh(&self.pooler.forward(&x.index((.., 0, ..)))?)?)
+        let pooled = ops::tanh(&self.pooler.forward(&x.index((.., 0, ..)))?)?;
+        mark(&mut prof, || "text: pooler".into(), &[&pooled])?;
+        Ok(pooled)
     }
 }
 
@@ -670,7 +681,7 @@ impl Clap {
     /// Audio embeddings with the extractor's `is_longer` flags (the fused model blends in the
     /// chunks of longer clips).
     pub fn embed_audio_with(&self, features: &Array, is_longer: &[bool], v: Variant) -> Result<AudioOut> {
-        let (pooled, patch_embeds) = self.audio.forward(&self.config.audio_config, features, is_longer, v)?;
+        let (pooled, patch_embeds) = self.audio.forward(&self.config.audio_config, features, is_longer, v, None)?;
         let embeds = self.audio_projection.forward(&pooled)?;
         Ok(AudioOut { pooled, embeds, patch_embeds })
     }
@@ -690,9 +701,25 @@ impl Clap {
         }
     }
 
+    /// The audio encoder's per-phase profile over `features` in one batch (see
+    /// [`crate::nn::profile`]): patch embedding, each Swin block, each patch merging, pooling.
+    pub fn profile_audio(&self, features: &Array, is_longer: &[bool], v: Variant) -> Result<Vec<(String, f64)>> {
+        let mut p = Phases::default();
+        self.audio.forward(&self.config.audio_config, features, is_longer, v, Some(&mut p))?;
+        Ok(p.rows)
+    }
+
+    /// The text encoder's per-phase profile (see [`crate::nn::profile`]): the id check,
+    /// embeddings, each layer's attention and feed-forward, the pooler.
+    pub fn profile_text(&self, ids: &Array, mask: &Array, v: Variant) -> Result<Vec<(String, f64)>> {
+        let mut p = Phases::default();
+        self.text.forward(ids, mask, v, Some(&mut p))?;
+        Ok(p.rows)
+    }
+
     /// Text pooled features and normalised embeddings of `ids`, `mask` `[B, L]`.
     pub fn embed_text(&self, ids: &Array, mask: &Array, v: Variant) -> Result<(Array, Array)> {
-        let pooled = self.text.forward(ids, mask, v)?;
+        let pooled = self.text.forward(ids, mask, v, None)?;
         let embeds = self.text_projection.forward(&pooled)?;
         Ok((pooled, embeds))
     }

@@ -9,4 +9,5 @@ pub mod linear;
 pub mod lstm;
 pub mod norm;
 pub mod ops;
+pub mod profile;
 pub mod quant;
