@@ -275,10 +275,6 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let plan = Plan { warmup, iterations, max_time };
         let r = measure(spec, scale, &variants, plan, &bar).with_context(|| format!("workload {}", spec.id))?;
         results.push(r);
-        // Each workload starts from an empty MLX buffer cache: the tens of GiB that a long
-        // separation leaves cached made the next model's runs twice as slow on an H200 (CLAP
-        // batch 8: 22.6 ms after HTDemucs, 9.5 ms alone).
-        mlx_rs::memory::clear_cache()?;
     }
     bar.finish_and_clear();
 
