@@ -48,6 +48,7 @@ pub fn collect(kind: DeviceKind) -> Meta {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         git_commit: git(&["rev-parse", "HEAD"]),
         git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        build_commit: option_env!("HARNESS_BUILD_COMMIT").map(str::to_string),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
         backend: backend.into(),

@@ -135,7 +135,7 @@ pub fn render(r: &Report) -> Result<String> {
     let _ = writeln!(h, "<h1>Benchmark report</h1>");
     let _ = writeln!(
         h,
-        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}<br>commit {}{} · harness {} · warm-up {}, iterations {}{}</p>",
+        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}<br>commit {}{}{} · harness {} · warm-up {}, iterations {}{}</p>",
         esc(&m.time),
         esc(&m.mlx_version),
         esc(&m.device_name),
@@ -147,6 +147,10 @@ pub fn render(r: &Report) -> Result<String> {
         esc(&m.blas),
         esc(m.git_commit.as_deref().unwrap_or("unknown")),
         if m.git_dirty == Some(true) { " (dirty)" } else { "" },
+        match &m.build_commit {
+            Some(b) if m.git_commit.as_ref() != Some(b) => format!(" · binary built from {}", esc(b)),
+            _ => String::new(),
+        },
         esc(&m.harness_version),
         r.settings.warmup,
         r.settings.iterations,

@@ -33,6 +33,10 @@ pub struct Meta {
     pub time: String,
     pub git_commit: Option<String>,
     pub git_dirty: Option<bool>,
+    /// The commit the harness binary was built from (its build script's `git rev-parse HEAD`);
+    /// differs from `git_commit` when the binary runs in another checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_commit: Option<String>,
     pub harness_version: String,
     pub mlx_version: String,
     /// "cpu", "metal" or "cuda".
@@ -259,6 +263,7 @@ pub fn sample_report(scale: f64) -> Report {
             time: "2026-11-28T00:00:00Z".into(),
             git_commit: Some("0123456789abcdef".into()),
             git_dirty: Some(false),
+            build_commit: None,
             harness_version: "0.1.0".into(),
             mlx_version: "0.32.4".into(),
             backend: "cpu".into(),
