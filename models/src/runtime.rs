@@ -90,6 +90,11 @@ pub fn default_device_kind() -> Result<DeviceKind> {
     }
 }
 
+/// Whether MLX's default device is a GPU (false when it cannot be read).
+pub fn on_gpu() -> bool {
+    default_device_kind().is_ok_and(|k| k == DeviceKind::Gpu)
+}
+
 /// Make `kind` MLX's default device, failing clearly when no GPU backend is present.
 pub fn select_device(kind: DeviceKind) -> Result<()> {
     if kind == DeviceKind::Gpu && !gpu_available() {

@@ -40,14 +40,14 @@ pub struct Encodec {
 /// convolution ops. The optimized path: channels-last from the boundary, and on the CPU the
 /// BLAS-product convolutions; on a GPU MLX's own convolution kernels, which measured faster
 /// there (H200, 5 s decode at 32 kHz: 68 ms with the product formulation, 41 ms with them).
-/// On a GPU the LSTM runs as a compiled wavefront (H200, 2 x 1024 over 250 steps: 60 ms as
-/// separate ops, 38 ms with a compiled step per layer); on the CPU, where its second layer's
+/// On a GPU the LSTM runs as a compiled wavefront (H200, 2 x 1024 over 250 steps: 51-60 ms as
+/// separate ops, 22.7 ms so; `--example lstm_recurrence`); on the CPU, where its second layer's
 /// per-step input product costs more than the launches it saves, as separate ops.
 pub fn exec(v: Variant) -> Exec {
     match v {
         Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
         Variant::Optimized => {
-            let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
+            let gpu = crate::runtime::on_gpu();
             Exec {
                 layout: Layout::ChannelsLast,
                 kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm },

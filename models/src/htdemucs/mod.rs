@@ -41,7 +41,7 @@ pub fn exec(v: Variant) -> Exec {
     match v {
         Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
         Variant::Optimized => {
-            let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
+            let gpu = crate::runtime::on_gpu();
             Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm }, recurrence: Recurrence::Ops }
         }
     }
@@ -53,9 +53,8 @@ pub fn exec(v: Variant) -> Exec {
 /// per released-size segment, up to [`MAX_GPU_SEGMENT_BATCH`]: one 7.8 s segment leaves the
 /// card partly idle (H200, 60 s: 0.65 s one at a time, 0.34 s by 4, 0.30 s by 8 at 17.8 GiB).
 pub fn segment_batch(v: Variant) -> usize {
-    let gpu = crate::runtime::default_device_kind().is_ok_and(|k| k == crate::runtime::DeviceKind::Gpu);
     match v {
-        Variant::Optimized if gpu => {
+        Variant::Optimized if crate::runtime::on_gpu() => {
             let limit = mlx_rs::memory::memory_limit().unwrap_or(0) as f64;
             ((limit / 4.0 / (2.3 * (1u64 << 30) as f64)) as usize).clamp(1, MAX_GPU_SEGMENT_BATCH)
         }
