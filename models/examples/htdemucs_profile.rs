@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut taps = Taps::profiling();
     model.forward_with(&x, execs[3].1, Some(&mut taps))?;
-    for (name, ms) in taps.phases.unwrap_or_default() {
+    for (name, ms) in taps.phases.map(|p| p.rows).unwrap_or_default() {
         println!("phase {name:24} {ms:8.1} ms");
     }
     Ok(())

@@ -32,6 +32,7 @@ use crate::nn::lstm::Recurrence;
 use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
+use crate::nn::profile::{mark, Phases};
 use crate::weights::{self, Init};
 use crate::Variant;
 
@@ -280,28 +281,22 @@ pub struct Taps {
     pub xt_in: Option<Array>,
     pub x_out: Option<Array>,
     pub xt_out: Option<Array>,
-    /// When `Some`, the forward pass evaluates at each phase boundary and records the phase's
-    /// wall time in ms (front end, each encoder layer of each branch, the transformer, each
-    /// decoder layer, the back end): a per-phase profile, at the cost of the pipelining that
-    /// one evaluation at the end allows.
-    pub phases: Option<Vec<(String, f64)>>,
+    /// When `Some`, the forward pass records a per-phase profile (see [`crate::nn::profile`]):
+    /// front end, each encoder layer of each branch, the transformer, each decoder layer, the
+    /// back end.
+    pub phases: Option<Phases>,
 }
 
 impl Taps {
     /// Taps that record a per-phase profile.
     pub fn profiling() -> Self {
-        Self { phases: Some(Vec::new()), ..Self::default() }
+        Self { phases: Some(Phases::default()), ..Self::default() }
     }
 }
 
-/// Evaluates `arrays` and records the time since `clock` under `name` when profiling.
-fn phase(taps: &mut Option<&mut Taps>, clock: &mut std::time::Instant, name: impl FnOnce() -> String, arrays: &[&Array]) -> Result<()> {
-    if let Some(p) = taps.as_deref_mut().and_then(|t| t.phases.as_mut()) {
-        mlx_rs::transforms::eval(arrays.iter().copied())?;
-        p.push((name(), clock.elapsed().as_secs_f64() * 1e3));
-        *clock = std::time::Instant::now();
-    }
-    Ok(())
+/// [`Phases::mark`] when the taps are profiling.
+fn phase(taps: &mut Option<&mut Taps>, name: impl FnOnce() -> String, arrays: &[&Array]) -> Result<()> {
+    mark(&mut taps.as_deref_mut().and_then(|t| t.phases.as_mut()), name, arrays)
 }
 
 /// `demucs.transformer.create_sin_embedding`, `[length, dim]`: cosines then sines.
@@ -720,7 +715,9 @@ impl HtDemucs {
 
     /// The forward pass with the input padded to `tl` samples.
     fn forward_at(&self, mix: &Array, e: Exec, mut taps: Option<&mut Taps>, tl: i32) -> Result<Array> {
-        let mut clock = std::time::Instant::now();
+        if let Some(p) = taps.as_deref_mut().and_then(|t| t.phases.as_mut()) {
+            p.start();
+        }
         let cfg = &self.config;
         let sh = mix.shape().to_vec();
         if sh.len() != 3 || sh[1] != cfg.audio_channels || sh[2] < 1 {
@@ -749,12 +746,12 @@ impl HtDemucs {
             x = swap(&x)?;
             xt = swap(&xt)?;
         }
-        phase(&mut taps, &mut clock, || "stft + normalisation".into(), &[&x, &xt])?;
+        phase(&mut taps, || "stft + normalisation".into(), &[&x, &xt])?;
         let (mut saved, mut saved_t, mut lengths_t) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (enc, tenc)) in self.encoder.iter().zip(&self.tencoder).enumerate() {
             lengths_t.push(xt.shape()[if cl { 1 } else { 2 }]);
             xt = tenc.forward(&xt, e)?;
-            phase(&mut taps, &mut clock, || format!("time encoder {i}"), &[&xt])?;
+            phase(&mut taps, || format!("time encoder {i}"), &[&xt])?;
             saved_t.push(xt.clone());
             x = enc.forward(&x, e)?;
             if i == 0 {
@@ -764,21 +761,21 @@ impl HtDemucs {
                     x = x.add(add)?;
                 }
             }
-            phase(&mut taps, &mut clock, || format!("freq encoder {i}"), &[&x])?;
+            phase(&mut taps, || format!("freq encoder {i}"), &[&x])?;
             saved.push(x.clone());
         }
         let (xo, xto) = self.transformer.forward(&x, &xt, e, taps.as_deref_mut())?;
         x = xo;
         xt = xto;
-        phase(&mut taps, &mut clock, || "transformer".into(), &[&x, &xt])?;
+        phase(&mut taps, || "transformer".into(), &[&x, &xt])?;
         for (i, (dec, tdec)) in self.decoder.iter().zip(&self.tdecoder).enumerate() {
             let skip = saved.pop().ok_or_else(|| Error::InvalidArgument("decoder without a skip".into()))?;
             x = dec.forward(&x, &skip, 0, e)?;
-            phase(&mut taps, &mut clock, || format!("freq decoder {i}"), &[&x])?;
+            phase(&mut taps, || format!("freq decoder {i}"), &[&x])?;
             let skip_t = saved_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a skip".into()))?;
             let len_t = lengths_t.pop().ok_or_else(|| Error::InvalidArgument("time decoder without a length".into()))?;
             xt = tdec.forward(&xt, &skip_t, len_t, e)?;
-            phase(&mut taps, &mut clock, || format!("time decoder {i}"), &[&xt])?;
+            phase(&mut taps, || format!("time decoder {i}"), &[&xt])?;
         }
         let x = torch_layout(&x, cl)?; // [B, S * 2 Ca, F, T]
         let xt = torch_layout(&xt, cl)?; // [B, S * Ca, tl]
@@ -789,7 +786,7 @@ impl HtDemucs {
         let xt = xt.reshape(&[b, s, ca, tl])?.multiply(stdt.reshape(&[b, 1, 1, 1])?)?.add(meant.reshape(&[b, 1, 1, 1])?)?;
         let out = xt.add(&wave)?;
         let out = if length < tl { out.index((.., .., .., ..length)) } else { out };
-        phase(&mut taps, &mut clock, || "istft + sum".into(), &[&out])?;
+        phase(&mut taps, || "istft + sum".into(), &[&out])?;
         Ok(out)
     }
 }
