@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::report::{self, json, Report};
 use crate::{peers, targets};
@@ -89,11 +89,7 @@ fn describe(name: &str, r: &Report) -> String {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let table = match &args.targets_file {
-        Some(p) => targets::Table::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
-            .with_context(|| format!("targets table {}", p.display()))?,
-        None => targets::Table::builtin()?,
-    };
+    let table = targets::Table::load(args.targets_file.as_deref())?;
     let mut reports = Vec::new();
     for p in &args.inputs {
         reports.push((p.display().to_string(), json::read(p)?));

@@ -38,6 +38,15 @@ impl Table {
         Self::parse(BUILTIN).context("the built-in targets table")
     }
 
+    /// The table in `path`, or the built-in one.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
+                .with_context(|| format!("targets table {}", p.display())),
+            None => Self::builtin(),
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         let t: Table = serde_json::from_str(text).context("parsing the targets table")?;
         if t.schema_version != 1 {

@@ -208,11 +208,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             bail!("model '{m}' has no workloads yet (not implemented in this version)");
         }
     }
-    let table = match &args.targets_file {
-        Some(p) => targets::Table::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
-            .with_context(|| format!("targets table {}", p.display()))?,
-        None => targets::Table::builtin()?,
-    };
+    let table = targets::Table::load(args.targets_file.as_deref())?;
     let baseline = args.compare.as_deref().map(json::read).transpose()?;
     let peer_times = if args.peers.is_empty() { None } else { Some(crate::peers::read_all(&args.peers)?) };
     let output = args.output.clone().unwrap_or_else(default_output);

@@ -298,7 +298,7 @@ pub fn render(r: &Report) -> Result<String> {
             t.target_s.map_or("-".into(), format_duration),
             t.margin.map_or("-".into(), |x| format!("{x:.2}x")),
             if peer_cols {
-                let ratio = t.measured_s.zip(t.peer_s).map_or("-".into(), |(a, b)| format!("{:.2}", a / b));
+                let ratio = t.ours_over_peer().map_or("-".into(), |x| format!("{x:.2}"));
                 format!("<td>{}</td><td>{ratio}</td>", t.peer_s.map_or("-".into(), format_duration))
             } else {
                 String::new()

@@ -30,7 +30,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "\n### Against the peers (same machine)\n\n| workload | peer | peer median | ours (optimized) | ours/peer |\n|---|---|---:|---:|---:|");
         for w in r.workloads.iter().filter(|w| w.peer.is_some()) {
             let Some(p) = &w.peer else { continue };
-            let ours = w.variants.get("optimized").or_else(|| w.variants.values().next()).map_or("-".into(), |v| format_duration(v.stats.median));
+            let ours = w.ours().map_or("-".into(), |v| format_duration(v.stats.median));
             let ratio = w.ours_over_peer().map_or("-".into(), |x| format!("{x:.2}"));
             let _ = writeln!(s, "| `{}` | {} | {} | {ours} | {ratio} |", w.id, p.name, format_duration(p.median_s));
         }

@@ -159,12 +159,14 @@ pub struct WorkloadResult {
 }
 
 impl WorkloadResult {
-    /// Our time over the peer's, medians: below 1 we are faster. Uses the optimized variant,
-    /// or the only one that ran.
+    /// The variant set beside a peer: the optimized one, or the only one that ran.
+    pub fn ours(&self) -> Option<&VariantResult> {
+        self.variants.get("optimized").or_else(|| self.variants.values().next())
+    }
+
+    /// Our time over the peer's, medians: below 1 we are faster.
     pub fn ours_over_peer(&self) -> Option<f64> {
-        let peer = self.peer.as_ref()?;
-        let ours = self.variants.get("optimized").or_else(|| self.variants.values().next())?;
-        Some(ours.stats.median / peer.median_s)
+        Some(self.ours()?.stats.median / self.peer.as_ref()?.median_s)
     }
 }
 
@@ -212,6 +214,13 @@ pub struct TargetResult {
     pub peer_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl TargetResult {
+    /// Measured over the peer's median: below 1 we are faster.
+    pub fn ours_over_peer(&self) -> Option<f64> {
+        Some(self.measured_s? / self.peer_s?)
+    }
 }
 
 /// Human-readable byte counts.

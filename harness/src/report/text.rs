@@ -2,7 +2,7 @@
 use std::fmt::Write;
 
 use super::compare::{Comparison, Status};
-use super::{format_bytes, format_duration, Report, Verdict};
+use super::{format_bytes, format_duration, Report, TargetResult, Verdict};
 
 fn pct(ratio: f64) -> String {
     format!("{:+.1}%", (ratio - 1.0) * 100.0)
@@ -67,7 +67,7 @@ pub fn render(r: &Report) -> String {
                 t.target_s.map_or("-".into(), format_duration),
                 verdict,
                 t.margin.map_or("-".into(), |m| format!("{m:.2}x")),
-                if peers { peer_cells(t.measured_s, t.peer_s) } else { String::new() }
+                if peers { peer_cells(t) } else { String::new() }
             );
         }
     }
@@ -79,12 +79,9 @@ pub fn render(r: &Report) -> String {
 }
 
 /// The peer's median and our time over it, for a targets row.
-fn peer_cells(measured_s: Option<f64>, peer_s: Option<f64>) -> String {
-    let ratio = match (measured_s, peer_s) {
-        (Some(m), Some(p)) => format!("{:.2}", m / p),
-        _ => "-".into(),
-    };
-    format!(" {:>11} {:>9}", peer_s.map_or("-".into(), format_duration), ratio)
+fn peer_cells(t: &TargetResult) -> String {
+    let ratio = t.ours_over_peer().map_or("-".into(), |x| format!("{x:.2}"));
+    format!(" {:>11} {:>9}", t.peer_s.map_or("-".into(), format_duration), ratio)
 }
 
 /// The comparison section alone (also what `harness compare` prints).
