@@ -38,7 +38,7 @@ pub fn render(r: &Report) -> String {
     }
     if r.workloads.iter().any(|w| w.peer.is_some()) {
         let _ = writeln!(s, "\nAgainst the peers, same machine (ours/peer: optimized median over the peer's; below 1, ours is faster):");
-        let _ = writeln!(s, "  {:<34} {:>11} {:>11} {:>11} {:>10}  {}", "workload", "peer", "naive", "optimized", "ours/peer", "peer is");
+        let _ = writeln!(s, "  {:<34} {:>11} {:>11} {:>11} {:>10}  peer is", "workload", "peer", "naive", "optimized", "ours/peer");
         for w in &r.workloads {
             let Some(p) = &w.peer else { continue };
             let ours = |v: &str| w.variants.get(v).map_or("-".into(), |x| format_duration(x.stats.median));

@@ -111,8 +111,7 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
             let xg0 = x.matmul(&first.w_ih_t)?.add(&first.bias)?;
             // One compiled function per set of active layers (lo..=hi): the first and last
             // L - 1 calls have fewer; traced once each, then replayed.
-            let mut fns: std::collections::HashMap<(usize, usize), Box<dyn for<'a> FnMut(&'a [Array]) -> std::result::Result<Vec<Array>, Exception>>> =
-                std::collections::HashMap::new();
+            let mut fns: std::collections::HashMap<(usize, usize), WaveFn> = std::collections::HashMap::new();
             for w in 0..(t as usize + n - 1) {
                 let (lo, hi) = (w.saturating_sub(t as usize - 1), w.min(n - 1));
                 let mut args = Vec::with_capacity(6 * (hi - lo + 1));
@@ -141,6 +140,9 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
     }
     Ok((ops::stack(&outs, 0)?, hs.into_iter().zip(cs).collect()))
 }
+
+/// A compiled [`wave`].
+type WaveFn = Box<dyn for<'a> FnMut(&'a [Array]) -> std::result::Result<Vec<Array>, Exception>>;
 
 /// One wavefront call over layers `lo..=hi`: its arguments are, per layer, `(xg, h, c, w_hh^T)`
 /// for layer 0 (input gates precomputed) and `(x, h, c, w_ih^T, bias, w_hh^T)` for the others;
