@@ -214,12 +214,16 @@ impl DemucsChunking {
         let mut out: Option<Array> = None;
         let mut wsum = vec![0f32; len as usize];
         let mut done = 0;
+        // A chunk's length, and where it sits (centred) in the model's input window.
+        let window = |offset: i32| {
+            let chunk = self.segment.min(len - offset);
+            (chunk, (self.valid_length - chunk) / 2)
+        };
         for group in offsets.chunks(self.batch) {
             let pieces = group
                 .iter()
                 .map(|&offset| {
-                    let chunk = self.segment.min(len - offset);
-                    let start = offset - (self.valid_length - chunk) / 2;
+                    let start = offset - window(offset).1;
                     let end = start + self.valid_length;
                     let (a, b) = (start.max(0), end.min(len));
                     pad_axis(&last_axis(x, a, b)?, axis, a - start, end - b, PadMode::Constant)
@@ -241,8 +245,7 @@ impl DemucsChunking {
             let ax = y.ndim() as i32 - 1;
             let mut acc = out.take();
             for (k, &offset) in group.iter().enumerate() {
-                let chunk = self.segment.min(len - offset);
-                let t0 = (self.valid_length - chunk) / 2;
+                let (chunk, t0) = window(offset);
                 let yk = if group.len() == 1 { y.clone() } else { y.index(rows * k as i32..rows * (k as i32 + 1)) };
                 let yk = last_axis(&yk, t0, t0 + chunk)?;
                 let w = &weight[..chunk as usize];
