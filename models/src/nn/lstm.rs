@@ -92,8 +92,7 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
         hs.push(h);
         cs.push(c);
     }
-    let mut outs = Vec::with_capacity(t as usize);
-    match rec {
+    let y = match rec {
         Recurrence::Ops => {
             let mut y = x.clone();
             for (l, layer) in layers.iter().enumerate() {
@@ -105,9 +104,10 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
                 }
                 y = ops::stack(&seq, 0)?;
             }
-            return Ok((y, hs.into_iter().zip(cs).collect()));
+            y
         }
         Recurrence::Compiled => {
+            let mut outs = Vec::with_capacity(t as usize);
             let xg0 = x.matmul(&first.w_ih_t)?.add(&first.bias)?;
             // One compiled function per set of active layers (lo..=hi): the first and last
             // L - 1 calls have fewer; traced once each, then replayed.
@@ -136,9 +136,10 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
                     outs.push(hs[n - 1].clone());
                 }
             }
+            ops::stack(&outs, 0)?
         }
-    }
-    Ok((ops::stack(&outs, 0)?, hs.into_iter().zip(cs).collect()))
+    };
+    Ok((y, hs.into_iter().zip(cs).collect()))
 }
 
 /// A compiled [`wave`].
