@@ -1,5 +1,6 @@
 //! The harness as a library: the CLI in `main.rs` is a thin layer over these modules (and the
 //! fuzz targets in `fuzz/` reach the parsers through it).
+pub mod accuracy;
 pub mod audio;
 pub mod bench;
 pub mod codec;
@@ -9,6 +10,7 @@ pub mod hub_args;
 pub mod merge;
 pub mod meta;
 pub mod musicgen_cmd;
+pub mod outputs;
 pub mod parity;
 pub mod peers;
 pub mod progress;

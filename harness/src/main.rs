@@ -2,6 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use models::runtime;
 use harness::{bench, codec, doctor, embed_cmd, musicgen_cmd, parity, quant_args, separate_cmd, whisper_cmd};
 
 #[derive(Parser)]
@@ -9,6 +10,11 @@ use harness::{bench, codec, doctor, embed_cmd, musicgen_cmd, parity, quant_args,
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Precision of float32 matrix products and convolutions: fp32 (full float32, the mode in
+    /// which parity passes) or tf32 (MLX's own default on CUDA: faster, errors near 1e-3). The
+    /// CPU always computes in fp32. Recorded in every report; overrides MLX_ENABLE_TF32.
+    #[arg(long, global = true, value_parser = ["fp32", "tf32"], default_value = "fp32")]
+    precision: String,
 }
 
 #[derive(Subcommand)]
@@ -25,6 +31,9 @@ enum Command {
     /// Merge reports of one machine (e.g. one per model from a GPU lease) into one, attach the
     /// peers' times (scripts/peers/) and judge the targets over all of them.
     Merge(harness::merge::Args),
+    /// How far one run's saved outputs (bench --save-outputs) are from another's: token and code
+    /// agreement, SNR and cosine (e.g. --precision tf32 against fp32).
+    Accuracy(harness::accuracy::Args),
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
@@ -48,6 +57,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything touches MLX: it reads its TF32 switch once, at the first product.
+    let precision: runtime::Precision = match cli.precision.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Ok(v) = std::env::var(runtime::TF32_VAR) {
+        let env_tf32 = v.trim() != "0";
+        if env_tf32 != (precision == runtime::Precision::Tf32) {
+            eprintln!("note: {}={v} in the environment is overridden by --precision {precision}", runtime::TF32_VAR);
+        }
+    }
+    precision.apply();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(args) => bench::run(&args),
@@ -61,6 +85,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quant_args::run(&args),
         Command::Merge(args) => harness::merge::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
+        Command::Accuracy(args) => harness::accuracy::run(&args),
     };
     match result {
         Ok(code) => code,

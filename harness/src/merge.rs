@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::report::{self, json, Report};
+use crate::report::{self, json, Conformance, Report};
 use crate::{peers, targets};
 
 #[derive(clap::Args, Debug)]
@@ -15,7 +15,8 @@ Exit status:
   0  merged (and with --targets, every target of the device class passed)
   1  an error: unreadable or malformed report or peer file, reports from different device
      classes or MLX versions, a workload in two reports, unwritable output
-  4  --targets: a target for the device class was missed, or its workload is in no report")]
+  4  --targets: a measured target for the device class was missed (one whose workload is in
+     no report is not measured and does not change the exit status)")]
 pub struct Args {
     /// Reports to combine (JSON from `bench -o`), in the order their workloads are listed.
     #[arg(required = true, value_name = "REPORT")]
@@ -29,6 +30,10 @@ pub struct Args {
     /// Peer timings to attach (JSON lines from scripts/peers/*.py; repeatable).
     #[arg(long = "peer", value_name = "FILE")]
     peers: Vec<PathBuf>,
+    /// Parity results to embed as the conformance section (`harness parity -o FILE`, made on
+    /// the reports' device in their precision mode); a report's own section is kept too.
+    #[arg(long, value_name = "FILE")]
+    conformance: Option<PathBuf>,
     /// Print the targets table and exit 4 on a miss.
     #[arg(short = 't', long)]
     targets: bool,
@@ -45,16 +50,24 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report> {
     out.comparison = None;
     let mut sources = vec![describe(&first_name, &out)];
     for (name, r) in it {
+        let (pa, pb) = (report::compare::precision_of(&out).to_string(), report::compare::precision_of(&r).to_string());
         for (what, a, b) in [
             ("device class", &out.meta.device_class, &r.meta.device_class),
             ("device", &out.meta.device_name, &r.meta.device_name),
             ("MLX version", &out.meta.mlx_version, &r.meta.mlx_version),
+            ("precision mode", &pa, &pb),
         ] {
             if a != b {
                 bail!("{name}: {what} '{b}' differs from {first_name}'s '{a}'; only runs of one machine merge");
             }
         }
         sources.push(describe(&name, &r));
+        if let Some(c) = r.conformance {
+            out.conformance = Some(match out.conformance.take() {
+                None => c,
+                Some(mine) => join_conformance(mine, c).with_context(|| format!("{name}: conformance section"))?,
+            });
+        }
         for w in r.workloads {
             if out.workloads.iter().any(|o| o.id == w.id) {
                 bail!("{name}: workload {} is already in an earlier report", w.id);
@@ -77,6 +90,22 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report> {
     Ok(out)
 }
 
+/// The fixtures of two conformance sections of one configuration; a fixture and variant in
+/// both must agree.
+fn join_conformance(mut a: Conformance, b: Conformance) -> Result<Conformance> {
+    if (&a.device_kind, &a.device_name, &a.backend, &a.precision, &a.mlx_version) != (&b.device_kind, &b.device_name, &b.backend, &b.precision, &b.mlx_version) {
+        bail!("made on {} {} in {}, the other on {} {} in {}", b.backend, b.device_name, b.precision, a.backend, a.device_name, a.precision);
+    }
+    for f in b.fixtures {
+        match a.fixtures.iter().find(|o| o.fixture == f.fixture && o.variant == f.variant) {
+            Some(o) if o.pass != f.pass => bail!("fixture {} ({}) passes in one report and fails in the other", f.fixture, f.variant),
+            Some(_) => {}
+            None => a.fixtures.push(f),
+        }
+    }
+    Ok(a)
+}
+
 fn describe(name: &str, r: &Report) -> String {
     format!(
         "{name}: {} at {}, warm-up {}, iterations {}{}",
@@ -94,23 +123,53 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for p in &args.inputs {
         reports.push((p.display().to_string(), json::read(p)?));
     }
+    let extra = match &args.conformance {
+        Some(p) => Some((p, Conformance::read(p)?)),
+        None => None,
+    };
+    let output_html = args.html.clone().unwrap_or_else(|| args.output.with_extension("html"));
+    crate::outputs::check_file("-o", &args.output)?;
+    crate::outputs::check_file("--html", &output_html)?;
+    if crate::outputs::same_path(&args.output, &output_html) {
+        bail!("-o {} and the HTML report are the same file: give -o a .json name, or --html another path", args.output.display());
+    }
+    let mut inputs: Vec<(&str, &std::path::Path)> = args.inputs.iter().map(|p| ("report", p.as_path())).collect();
+    inputs.extend(args.conformance.as_deref().map(|p| ("--conformance", p)));
+    inputs.extend(args.targets_file.as_deref().map(|p| ("--targets-file", p)));
+    inputs.extend(args.peers.iter().map(|p| ("--peer", p.as_path())));
+    crate::outputs::refuse_overwrite("-o", &args.output, &inputs)?;
+    crate::outputs::refuse_overwrite("--html", &output_html, &inputs)?;
     let mut rep = merge(reports)?;
+    if let Some((p, c)) = extra {
+        c.check_matches(&rep.meta).with_context(|| format!("--conformance {}", p.display()))?;
+        rep.conformance = Some(match rep.conformance.take() {
+            None => c.summary(),
+            Some(mine) => join_conformance(mine, c.summary()).with_context(|| format!("--conformance {}", p.display()))?,
+        });
+    }
     if !args.peers.is_empty() {
-        let unmatched = peers::attach(&mut rep, peers::read_all(&args.peers)?);
+        let p = peers::read_all(&args.peers)?;
+        peers::check_precision(&p, rep.meta.precision.as_deref())?;
+        let unmatched = peers::attach(&mut rep, p);
         if !unmatched.is_empty() {
             eprintln!("peer times for workloads in no report (left out): {}", unmatched.join(", "));
         }
     }
     rep.targets = table.evaluate(&rep.meta.device_class, &rep.workloads);
-    let html_path = args.html.clone().unwrap_or_else(|| args.output.with_extension("html"));
     let html = report::html::render(&rep)?;
     json::write(&rep, &args.output)?;
-    json::write_atomic(&html_path, html.as_bytes())?;
+    json::write_atomic(&output_html, html.as_bytes())?;
     print!("{}", report::text::render(&rep));
-    println!("\nReports: {} and {}", args.output.display(), html_path.display());
-    if args.targets && targets::any_failed(&rep.targets) {
-        eprintln!("targets: a target for device class {} was missed or not measured", rep.meta.device_class);
-        return Ok(ExitCode::from(crate::bench::TARGET_MISSED_EXIT));
+    println!("\nReports: {} and {}", args.output.display(), output_html.display());
+    if args.targets {
+        let unmeasured = targets::not_measured(&rep.targets);
+        if !unmeasured.is_empty() {
+            eprintln!("targets: not measured (in no merged report): {}", unmeasured.join(", "));
+        }
+        if targets::any_missed(&rep.targets) {
+            eprintln!("targets: a measured target for device class {} was missed", rep.meta.device_class);
+            return Ok(ExitCode::from(crate::bench::TARGET_MISSED_EXIT));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,11 +39,7 @@ pub fn device_class(kind: DeviceKind) -> &'static str {
 }
 
 pub fn collect(kind: DeviceKind) -> Meta {
-    let backend = match (kind, cfg!(target_os = "macos")) {
-        (DeviceKind::Cpu, _) => "cpu",
-        (DeviceKind::Gpu, true) => "metal",
-        (DeviceKind::Gpu, false) => "cuda",
-    };
+    let backend = runtime::backend(kind);
     Meta {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         git_commit: git(&["rev-parse", "HEAD"]),
@@ -55,6 +51,7 @@ pub fn collect(kind: DeviceKind) -> Meta {
         device_kind: kind.as_str().into(),
         device_name: runtime::device_label(kind),
         device_class: device_class(kind).into(),
+        precision: Some(runtime::requested_precision().effective(backend).as_str().into()),
         cpu_model: runtime::cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: memory_bytes(),

@@ -13,20 +13,45 @@ use models::nn::kv_cache::{new_cache, KvCacheKind};
 use models::nn::linear::Linear;
 use models::encodec::Encodec;
 use models::weights;
+use models::runtime;
 use models::Variant;
 use serde::{Deserialize, Serialize};
 
+use crate::report::{Conformance, FixtureConformance};
+
 #[derive(clap::Args)]
+#[command(after_help = "\
+Exit status:
+  0  every output of every fixture within its tolerance
+  1  an output out of tolerance, or a fixture that could not be run (named on stderr)
+  2  invalid command line
+
+The output states the device and the precision mode (--precision, before the subcommand or
+after it) the check ran in: parity holds for that configuration only. `-o` writes the result as
+a conformance file that `bench --conformance` and `merge --conformance` embed in a report.")]
 pub struct Args {
-    /// Fixture folder (manifest.json, config.json, model/inputs/outputs.safetensors).
+    /// Fixture folder (manifest.json, config.json, model/inputs/outputs.safetensors);
+    /// repeatable.
+    #[arg(long, value_name = "DIR", required_unless_present = "fixtures")]
+    fixture: Vec<PathBuf>,
+    /// Check every fixture in this folder: each subfolder with a manifest.json, in name order
+    /// (e.g. --fixtures fixtures for all committed ones).
     #[arg(long, value_name = "DIR")]
-    fixture: PathBuf,
+    fixtures: Option<PathBuf>,
     /// Which variants to check.
     #[arg(long, value_parser = ["naive", "optimized", "both"], default_value = "both")]
     variant: String,
+    /// Device to compute on [default: MLX's default, the GPU when the library has one, as for
+    /// bench].
+    #[arg(long, value_parser = ["cpu", "gpu"])]
+    device: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the results (device, precision, every check) as JSON to this file, for
+    /// `bench --conformance` and `merge --conformance`.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    output: Option<PathBuf>,
 }
 
 /// A tolerance from the manifest: `{atol, rtol}`, `{exact: true}` or `{cosine: min}`.
@@ -36,6 +61,16 @@ pub enum Tolerance {
     Close { atol: f64, rtol: f64 },
     Exact { exact: bool },
     Cosine { cosine: f64 },
+}
+
+impl Tolerance {
+    pub fn describe(&self) -> String {
+        match self {
+            Tolerance::Close { atol, rtol } => format!("atol {atol:e}, rtol {rtol:e}"),
+            Tolerance::Exact { .. } => "exact".into(),
+            Tolerance::Cosine { cosine } => format!("cosine >= {cosine}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,7 +88,7 @@ pub struct Manifest {
     pub tolerances: BTreeMap<String, Tolerance>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub variant: String,
     pub output: String,
@@ -61,6 +96,14 @@ pub struct Check {
     pub max_rel: f64,
     pub cosine: f64,
     pub tolerance: Tolerance,
+    /// The share of the tolerance used: the largest |got - want| / (atol + rtol |want|) for
+    /// atol/rtol, (1 - cosine) / (1 - min) for a cosine bound; at most 1 passes. None for exact
+    /// checks (see `mismatches`) and for non-finite output.
+    #[serde(default)]
+    pub used: Option<f64>,
+    /// Elements outside the tolerance (for exact checks: elements that differ).
+    #[serde(default)]
+    pub mismatches: u64,
     pub pass: bool,
 }
 
@@ -82,28 +125,39 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
     }
     let (g, w) = (to_f64(got)?, to_f64(want)?);
     let (mut max_abs, mut max_rel, mut dot, mut ng, mut nw) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    let mut finite = true;
-    let mut within = true;
+    let (mut finite, mut used, mut mismatches) = (true, 0f64, 0u64);
     for (a, b) in g.iter().zip(&w) {
-        finite &= a.is_finite();
+        finite &= a.is_finite() && b.is_finite();
         let d = (a - b).abs();
         max_abs = max_abs.max(d);
         max_rel = max_rel.max(d / b.abs().max(1e-12));
-        if let Tolerance::Close { atol, rtol } = tol {
-            within &= d <= atol + rtol * b.abs();
+        match tol {
+            Tolerance::Close { atol, rtol } => {
+                let bound = atol + rtol * b.abs();
+                used = used.max(d / bound.max(f64::MIN_POSITIVE));
+                mismatches += u64::from(!(d <= bound));
+            }
+            Tolerance::Exact { .. } => mismatches += u64::from(a != b),
+            Tolerance::Cosine { .. } => {}
         }
         dot += a * b;
         ng += a * a;
         nw += b * b;
     }
     let cosine = if ng == 0.0 && nw == 0.0 { 1.0 } else { dot / (ng.sqrt() * nw.sqrt()).max(1e-300) };
+    let used = match tol {
+        _ if !finite => None,
+        Tolerance::Close { .. } => Some(used),
+        Tolerance::Exact { .. } => None,
+        Tolerance::Cosine { cosine: min } => Some(if cosine >= 1.0 { 0.0 } else { (1.0 - cosine) / (1.0 - min).max(f64::MIN_POSITIVE) }),
+    };
     let pass = finite
         && match tol {
-            Tolerance::Close { .. } => within,
-            Tolerance::Exact { .. } => max_abs == 0.0,
+            Tolerance::Close { .. } => mismatches == 0,
+            Tolerance::Exact { .. } => mismatches == 0,
             Tolerance::Cosine { cosine: min } => cosine >= *min,
         };
-    Ok(Check { variant: variant.into(), output: name.into(), max_abs, max_rel, cosine, tolerance: tol.clone(), pass })
+    Ok(Check { variant: variant.into(), output: name.into(), max_abs, max_rel, cosine, tolerance: tol.clone(), used, mismatches, pass })
 }
 
 /// Our outputs for the fixture's model, by output name.
@@ -389,40 +443,130 @@ pub fn check_fixture(dir: &Path, variants: &[&str]) -> Result<(Manifest, Vec<Che
     Ok((manifest, checks))
 }
 
+/// The fixture folders `args` names: each `--fixture`, then every subfolder of `--fixtures`
+/// holding a manifest.json, in name order.
+fn fixture_dirs(args: &Args) -> Result<Vec<PathBuf>> {
+    let mut dirs = args.fixture.clone();
+    if let Some(root) = &args.fixtures {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(root).with_context(|| format!("--fixtures {}: cannot read the folder", root.display()))? {
+            let p = e?.path();
+            if p.join("manifest.json").is_file() {
+                found.push(p);
+            }
+        }
+        if found.is_empty() {
+            bail!("--fixtures {}: no subfolder holds a manifest.json", root.display());
+        }
+        found.sort();
+        dirs.extend(found);
+    }
+    Ok(dirs)
+}
+
+/// One fixture's checks for every variant, summarised per variant.
+fn fixture_results(dir: &Path, manifest: &Manifest, variants: &[&str], checks: Vec<Check>) -> Vec<FixtureConformance> {
+    variants
+        .iter()
+        .map(|&v| {
+            let mine: Vec<Check> = checks.iter().filter(|c| c.variant == v).cloned().collect();
+            FixtureConformance::from_checks(dir, manifest, v, mine)
+        })
+        .collect()
+}
+
 pub fn run(args: &Args) -> Result<ExitCode> {
     let variants: Vec<&str> = match args.variant.as_str() {
         "both" => vec!["naive", "optimized"],
         v => vec![v],
     };
-    let (manifest, checks) = check_fixture(&args.fixture, &variants).with_context(|| format!("fixture {}", args.fixture.display()))?;
-    let ok = checks.iter().all(|c| c.pass);
-    if args.json {
-        let v = serde_json::json!({"fixture": args.fixture, "model": manifest.model, "seed": manifest.seed, "pass": ok, "checks": checks});
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{} (seed {}) against {} {}: {}",
-            manifest.model, manifest.seed, manifest.reference.package, manifest.reference.version, manifest.task
-        );
-        println!("{:<10} {:<20} {:>12} {:>12} {:>10}  {:<26} result", "variant", "output", "max abs", "max rel", "cosine", "tolerance");
-        for c in &checks {
-            let tol = match &c.tolerance {
-                Tolerance::Close { atol, rtol } => format!("atol {atol:e}, rtol {rtol:e}"),
-                Tolerance::Exact { .. } => "exact".into(),
-                Tolerance::Cosine { cosine } => format!("cosine >= {cosine}"),
-            };
-            println!(
-                "{:<10} {:<20} {:>12.3e} {:>12.3e} {:>10.7} {:<26} {}",
-                c.variant,
-                c.output,
-                c.max_abs,
-                c.max_rel,
-                c.cosine,
-                tol,
-                if c.pass { "pass" } else { "FAIL" }
-            );
+    let dirs = fixture_dirs(args)?;
+    if let Some(out) = &args.output {
+        crate::outputs::check_file("-o", out)?;
+        let parent = crate::outputs::resolved(out)?.parent().map(Path::to_path_buf);
+        for d in &dirs {
+            if parent.is_some() && parent == d.canonicalize().ok() {
+                bail!("-o {}: inside the fixture folder {}; write the results elsewhere", out.display(), d.display());
+            }
         }
-        println!("{}", if ok { "parity: all outputs within tolerance" } else { "parity: FAILED" });
+    }
+    if let Some(d) = &args.device {
+        runtime::select_device(d.parse()?)?;
+    }
+    let kind = runtime::default_device_kind()?;
+    let backend = runtime::backend(kind);
+    let mut conf = Conformance {
+        device_kind: kind.as_str().into(),
+        device_name: runtime::device_label(kind),
+        backend: backend.into(),
+        precision: runtime::requested_precision().effective(backend).as_str().into(),
+        mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
+        fixtures: Vec::new(),
+    };
+    if !args.json {
+        println!("parity on {} (device {}, backend {}), precision {}", conf.device_name, conf.device_kind, conf.backend, conf.precision);
+    }
+    for dir in &dirs {
+        match check_fixture(dir, &variants) {
+            Ok((manifest, checks)) => {
+                if !args.json {
+                    print_checks(dir, &manifest, &checks);
+                }
+                conf.fixtures.extend(fixture_results(dir, &manifest, &variants, checks));
+            }
+            Err(e) => {
+                eprintln!("error: fixture {}: {e:#}", dir.display());
+                conf.fixtures.push(FixtureConformance::failed_to_run(dir, &format!("{e:#}")));
+            }
+        }
+    }
+    let ok = conf.pass();
+    if let Some(out) = &args.output {
+        crate::report::json::write_atomic(out, serde_json::to_string_pretty(&conf)?.as_bytes())?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&conf)?);
+    } else {
+        let passed = conf.fixtures.iter().filter(|f| f.pass).count();
+        println!(
+            "parity on {} in {}: {} of {} fixture runs pass{}",
+            conf.device_kind,
+            conf.precision,
+            passed,
+            conf.fixtures.len(),
+            if ok { "; all outputs within tolerance" } else { "; FAILED" }
+        );
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_checks(dir: &Path, manifest: &Manifest, checks: &[Check]) {
+    println!(
+        "\n{} ({}, seed {}) against {} {}: {}",
+        dir.display(),
+        manifest.model,
+        manifest.seed,
+        manifest.reference.package,
+        manifest.reference.version,
+        manifest.task
+    );
+    println!("{:<10} {:<20} {:>12} {:>12} {:>10} {:>8}  {:<26} result", "variant", "output", "max abs", "max rel", "cosine", "used", "tolerance");
+    for c in checks {
+        let used = match (c.used, &c.tolerance) {
+            (Some(u), _) => format!("{:.0}%", u * 100.0),
+            (None, Tolerance::Exact { .. }) => format!("{} diff", c.mismatches),
+            (None, _) => "non-fin.".into(),
+        };
+        println!(
+            "{:<10} {:<20} {:>12.3e} {:>12.3e} {:>10.7} {:>8}  {:<26} {}",
+            c.variant,
+            c.output,
+            c.max_abs,
+            c.max_rel,
+            c.cosine,
+            used,
+            c.tolerance.describe(),
+            if c.pass { "pass" } else { "FAIL" }
+        );
+    }
 }

@@ -23,6 +23,9 @@ struct Line {
     workload: String,
     peer: String,
     samples_s: Vec<f64>,
+    /// "fp32" or "tf32": the peer's own TF32 switches (absent in older lines).
+    #[serde(default)]
+    precision: Option<String>,
     #[serde(default)]
     note: Option<String>,
 }
@@ -44,10 +47,15 @@ pub fn parse(text: &str, origin: &str) -> Result<BTreeMap<String, Peer>> {
         if l.samples_s.is_empty() || l.samples_s.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             bail!("{}: samples_s of {} must be a non-empty list of positive seconds", at(), l.workload);
         }
+        if let Some(p) = &l.precision {
+            if p != "fp32" && p != "tf32" {
+                bail!("{}: precision of {} must be fp32 or tf32, got '{p}'", at(), l.workload);
+            }
+        }
         if out.contains_key(&l.workload) {
             bail!("{}: a second peer line for {}", at(), l.workload);
         }
-        let peer = Peer { name: l.peer, median_s: crate::stats::median(&l.samples_s), samples_s: l.samples_s, note: l.note };
+        let peer = Peer { name: l.peer, median_s: crate::stats::median(&l.samples_s), samples_s: l.samples_s, precision: l.precision, note: l.note };
         out.insert(l.workload, peer);
     }
     if out.is_empty() {
@@ -70,6 +78,18 @@ pub fn read_all(paths: &[impl AsRef<Path>]) -> Result<BTreeMap<String, Peer>> {
         }
     }
     Ok(all)
+}
+
+/// Refuse peers measured in another precision mode than ours (`precision`, the report's):
+/// ours/peer compares like with like. Lines that do not record a mode are taken as they are.
+pub fn check_precision(peers: &BTreeMap<String, Peer>, precision: Option<&str>) -> Result<()> {
+    let Some(ours) = precision else { return Ok(()) };
+    for (id, p) in peers {
+        if let Some(theirs) = p.precision.as_deref().filter(|t| *t != ours) {
+            bail!("the peer time of {id} was measured in {theirs}, this report in {ours}; re-run the peer with --precision {ours}");
+        }
+    }
+    Ok(())
 }
 
 /// Attach peers to the report's workloads; returns the ids that matched no workload (a run
@@ -115,5 +135,15 @@ mod tests {
         assert!(err(dup).contains("second peer line"));
         assert!(err("# nothing\n").contains("no peer lines"));
         assert!(err("{\"workload\": \"a\", \"peer\": \"\", \"samples_s\": [1]}").contains("must not be empty"));
+        assert!(err("{\"workload\": \"a\", \"peer\": \"x\", \"samples_s\": [1], \"precision\": \"fp16\"}").contains("fp32 or tf32"));
+    }
+
+    #[test]
+    fn peers_of_another_precision_mode_are_refused() {
+        let p = parse("{\"workload\": \"a\", \"peer\": \"x\", \"samples_s\": [1], \"precision\": \"tf32\"}", "p").unwrap();
+        assert!(check_precision(&p, Some("fp32")).unwrap_err().to_string().contains("measured in tf32"));
+        assert!(check_precision(&p, Some("tf32")).is_ok());
+        let old = parse("{\"workload\": \"a\", \"peer\": \"x\", \"samples_s\": [1]}", "p").unwrap();
+        assert!(check_precision(&old, Some("fp32")).is_ok(), "lines without a mode are taken as they are");
     }
 }

@@ -18,7 +18,8 @@ pub struct Args {
     /// duplicated, extra channels are dropped, as demucs does).
     input: PathBuf,
     /// The folder to write one WAV per source into (drums.wav, bass.wav, other.wav,
-    /// vocals.wav for the released model), created when missing; files are written atomically.
+    /// vocals.wav for the released model): a new folder, or an empty one. The sources are
+    /// written beside it and moved in together at the end, so it holds all of them or none.
     #[arg(short, long, value_name = "DIR")]
     output: PathBuf,
     /// An HTDemucs folder: config.json (demucs' constructor arguments) and model.safetensors
@@ -72,6 +73,9 @@ fn to_channels(audio: &Audio, want: usize) -> Result<Vec<Vec<f32>>> {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
+    // Before any work: where the sources go (never over the input or the model).
+    crate::outputs::refuse_overwrite("-o", &args.output, &[("the input", &args.input), ("--model-dir", &args.model_dir)])?;
+    let staged = crate::outputs::StagedDir::create("-o", &args.output)?;
     let model = HtDemucs::load_dir(&args.model_dir)?;
     let cfg = &model.config;
     let wav = read_wav(&args.input)?;
@@ -125,13 +129,18 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if !models::nn::ops::all_finite(&out)? {
         bail!("the separation produced NaN or infinite samples (broken weights?)");
     }
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    // Source names were checked as file names when the config was read.
+    let mut names = Vec::new();
     for (s, name) in model.sources().iter().enumerate() {
         let src = out.index((0, s as i32));
         let channels = (0..src.shape()[0]).map(|c| src.index(c).as_slice::<f32>().to_vec()).collect();
-        let path = args.output.join(format!("{name}.wav"));
-        write_wav(&path, &Audio { sample_rate: rate, channels }, args.pcm16)?;
-        println!("{}", path.display());
+        let file = format!("{name}.wav");
+        write_wav(&staged.path(&file)?, &Audio { sample_rate: rate, channels }, args.pcm16)?;
+        names.push(file);
+    }
+    let dir = staged.finish()?;
+    for n in names {
+        println!("{}", dir.join(n).display());
     }
     let dur = len as f64 / f64::from(rate);
     eprintln!("separated {dur:.2} s into {} sources in {secs:.2} s ({:.1}x real time), MLX peak memory {peak:.0} MiB", model.sources().len(), dur / secs);

@@ -92,9 +92,15 @@ impl Table {
     }
 }
 
-/// True when some row with a target for this class was missed or could not be measured.
-pub fn any_failed(results: &[TargetResult]) -> bool {
-    results.iter().any(|t| matches!(t.verdict, Verdict::Miss | Verdict::NotMeasured))
+/// True when some row with a target for this class was measured and missed. A row whose
+/// workload did not run is "not measured": reported, but no failure (`bench -m` runs a part).
+pub fn any_missed(results: &[TargetResult]) -> bool {
+    results.iter().any(|t| t.verdict == Verdict::Miss)
+}
+
+/// The tasks of rows with a target for this class whose workload did not run.
+pub fn not_measured(results: &[TargetResult]) -> Vec<String> {
+    results.iter().filter(|t| t.verdict == Verdict::NotMeasured).map(|t| t.task.clone()).collect()
 }
 
 #[cfg(test)]
@@ -110,8 +116,12 @@ mod tests {
         // No CPU targets: a CPU run prints "no target" and never fails on them.
         let v = t.evaluate("cpu", &[]);
         assert!(v.iter().all(|r| r.verdict == Verdict::NoTarget));
-        assert!(!any_failed(&v));
-        assert!(any_failed(&t.evaluate("apple-silicon", &[])));
+        assert!(!any_missed(&v));
+        // Nothing ran: every row is "not measured", which is no miss.
+        let none = t.evaluate("apple-silicon", &[]);
+        assert!(none.iter().all(|r| r.verdict == Verdict::NotMeasured));
+        assert!(!any_missed(&none));
+        assert_eq!(not_measured(&none).len(), 5);
     }
 
     #[test]

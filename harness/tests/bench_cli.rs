@@ -51,6 +51,28 @@ fn bad_input_is_refused_before_any_timing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("peers.jsonl:1: samples_s of blocks/cross-attention"), "{}", stderr(&o));
 
+    // Reports never land on a file the run reads, nor on each other; refused before timing.
+    let base = dir.path().join("base.json");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../baselines/cuda-h200.json"), &base).unwrap();
+    let before = std::fs::read(&base).unwrap();
+    let spelled = dir.path().join(".").join("base.json");
+    for args in [vec!["-c", base.to_str().unwrap(), "-o", spelled.to_str().unwrap()], vec!["-c", base.to_str().unwrap(), "-o", out, "--html", spelled.to_str().unwrap()]] {
+        let o = bench(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains("same file as -c"), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(&base).unwrap(), before, "the baseline is untouched");
+    let html_out = dir.path().join("r.html");
+    let o = bench(&["-o", html_out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the HTML report are the same file"), "{}", stderr(&o));
+    let o = bench(&["-o", out, "--html", out]);
+    assert!(stderr(&o).contains("the HTML report are the same file"), "{}", stderr(&o));
+    // A baseline of another device class is refused before timing, not after.
+    let o = bench(&["--device", "cpu", "-c", base.to_str().unwrap(), "-o", out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("device class 'cuda'"), "{}", stderr(&o));
+
     let o = bench(&["-i", "1"]);
     assert_eq!(o.status.code(), Some(2), "clap refuses fewer than 2 iterations");
     assert!(!Path::new(out).exists(), "nothing written for refused runs");
@@ -70,6 +92,8 @@ fn run_compare_and_regression_gate() {
     assert_eq!(w["id"], "blocks/decode-step-cache-64");
     assert_eq!(w["variants"]["naive"]["samples_s"].as_array().unwrap().len(), 9);
     assert!(w["speedup"]["estimate"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["meta"]["precision"], "fp32");
+    assert_eq!(report["settings"]["order"], "interleaved");
 
     // Judge fixed, low-noise samples (a loaded machine makes real ones too noisy to call a 2x
     // change significant): the current report as measured in shape, its times replaced by

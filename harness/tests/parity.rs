@@ -157,7 +157,18 @@ fn passing_checks(name: &str) -> Vec<serde_json::Value> {
     let o = parity(&fixture(name));
     assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["checks"].as_array().unwrap().clone()
+    assert_eq!(v["precision"], "fp32", "{name}: the CPU computes in fp32");
+    let runs = v["fixtures"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{name}: one entry per variant");
+    let checks: Vec<serde_json::Value> = runs.iter().flat_map(|r| r["checks"].as_array().unwrap().clone()).collect();
+    for c in &checks {
+        // A passing check used at most its whole tolerance (exact ones report mismatches).
+        match c["used"].as_f64() {
+            Some(u) => assert!(u <= 1.0, "{name}: {c}"),
+            None => assert_eq!(c["mismatches"], 0, "{name}: {c}"),
+        }
+    }
+    checks
 }
 
 /// A copy of the fixture `name` with `model.safetensors` passed through `edit`.

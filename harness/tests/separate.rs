@@ -103,3 +103,54 @@ fn refusals_name_the_problem() {
     assert!(separate(&[], &three, &dir.path().join("o3")).status.success(), "extra channels are dropped, as demucs does");
     assert!(!dir.path().join("o").exists(), "no output folder after a refusal");
 }
+
+#[test]
+fn outputs_never_replace_files_nor_leave_the_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.wav");
+    write_wav(&input, 44_100, 2, &[0.1; 2000]);
+    let err = |o: Output| {
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // A folder with files in it is refused before any work, and left as it was.
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("drums.wav"), b"mine").unwrap();
+    let e = err(separate(&[], &input, &full));
+    assert!(e.contains("not an empty folder"), "{e}");
+    assert_eq!(std::fs::read(full.join("drums.wav")).unwrap(), b"mine");
+    // -o naming the input, however spelled.
+    let e = err(separate(&[], &input, &dir.path().join(".").join("in.wav")));
+    assert!(e.contains("same file as the input"), "{e}");
+
+    // Source names come from config.json and become file names: one that leaves the output
+    // folder, or two alike, is refused when the model is read, and nothing is written.
+    let with_sources = |sources: &str| {
+        let m = dir.path().join(format!("model-{}", sources.len()));
+        std::fs::create_dir(&m).unwrap();
+        for f in std::fs::read_dir(fixture("htdemucs-s0")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), m.join(f.file_name())).unwrap();
+        }
+        let cfg = std::fs::read_to_string(m.join("config.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        v["sources"] = serde_json::from_str(sources).unwrap();
+        std::fs::write(m.join("config.json"), v.to_string()).unwrap();
+        m
+    };
+    for (sources, want) in [
+        (r#"["../escape", "bass", "other", "vocals"]"#, "not usable as a file name"),
+        (r#"["/tmp/abs", "bass", "other", "vocals"]"#, "not usable as a file name"),
+        (r#"["drums", "bass", "Drums", "vocals"]"#, "named twice"),
+    ] {
+        let m = with_sources(sources);
+        let out = dir.path().join("o");
+        let o = Command::new(env!("CARGO_BIN_EXE_harness")).arg("separate").arg(&input).arg("-o").arg(&out).arg("--model-dir").arg(&m).arg("--quiet").output().unwrap();
+        let e = err(o);
+        assert!(e.contains(want), "{sources}: {e}");
+        assert!(!out.exists() && !dir.path().join("escape.wav").exists(), "{sources}: nothing written");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("partial")).collect();
+    assert!(leftovers.is_empty(), "no staging folder left behind: {leftovers:?}");
+}

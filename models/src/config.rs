@@ -22,3 +22,47 @@ pub trait ModelConfig: DeserializeOwned {
         Self::from_json(&text, &path.display().to_string())
     }
 }
+
+/// The one rule for a name read from a file that becomes part of a file name (HTDemucs' source
+/// names become `<name>.wav`): 1 to 64 characters of ASCII letters, digits, '-', '_' and '.',
+/// not starting with '.', so it can name no other folder, hidden file or device.
+pub fn check_file_stem(what: &str, name: &str) -> std::result::Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} {name:?}: not usable as a file name (1 to 64 of A-Z a-z 0-9 - _ ., not starting with '.')"))
+    }
+}
+
+/// [`check_file_stem`] for every name, and no name twice (compared without case, as on
+/// macOS's and Windows' file systems, where they would overwrite each other).
+pub fn check_file_stems(what: &str, names: &[String]) -> std::result::Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        check_file_stem(what, n)?;
+        if !seen.insert(n.to_ascii_lowercase()) {
+            return Err(format!("{what} {n:?}: named twice"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_files_cannot_leave_the_output_folder() {
+        for bad in ["", "../x", "/etc/passwd", "a/b", "a\\b", ".hidden", "..", "x\0y", "dr ums", &"x".repeat(65)] {
+            assert!(check_file_stem("source", bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["drums", "vocals_2", "bass-left", "other.v1"] {
+            assert!(check_file_stem("source", good).is_ok(), "{good:?} refused");
+        }
+        let twice = check_file_stems("sources", &["drums".into(), "Drums".into()]).unwrap_err();
+        assert!(twice.contains("named twice"), "{twice}");
+    }
+}

@@ -237,3 +237,79 @@ impl Drop for CDevice {
         unsafe { mlx_sys::mlx_device_free(self.0) };
     }
 }
+
+/// How float32 matrix products and convolutions are computed. MLX's CUDA backend (and Metal on
+/// chips with neural accelerators) runs them in TF32 unless `MLX_ENABLE_TF32=0`; TF32 keeps 10
+/// mantissa bits of the inputs, so errors of 1e-3 are normal and parity at 1e-4 fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// Full float32 products (the mode in which parity passes).
+    #[default]
+    Fp32,
+    /// TF32 products where the backend has them (faster, less accurate).
+    Tf32,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+        }
+    }
+
+    /// Put this mode in force for the process. MLX reads `MLX_ENABLE_TF32` once, at its first
+    /// matrix product, so this must run before any computation; the harness calls it first
+    /// thing in `main`, before other threads exist.
+    pub fn apply(self) {
+        std::env::set_var(TF32_VAR, if self == Precision::Tf32 { "1" } else { "0" });
+    }
+
+    /// The mode in force on `backend` ("cpu", "cuda" or "metal"): MLX's CPU backend has no TF32,
+    /// so a TF32 request computes in fp32 there.
+    pub fn effective(self, backend: &str) -> Precision {
+        if backend == "cpu" {
+            Precision::Fp32
+        } else {
+            self
+        }
+    }
+}
+
+/// The environment variable MLX reads for its TF32 switch.
+pub const TF32_VAR: &str = "MLX_ENABLE_TF32";
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            other => Err(Error::InvalidArgument(format!("unknown precision '{other}' (expected fp32 or tf32)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The precision mode this process computes in, as set by [`Precision::apply`] (or the
+/// environment): fp32 only when `MLX_ENABLE_TF32` is set to 0, MLX's own default being TF32.
+pub fn requested_precision() -> Precision {
+    match std::env::var(TF32_VAR) {
+        Ok(v) if v.trim().parse::<i64>().is_ok_and(|n| n == 0) => Precision::Fp32,
+        _ => Precision::Tf32,
+    }
+}
+
+/// The backend name of a device kind in this build: "cpu", "metal" or "cuda".
+pub fn backend(kind: DeviceKind) -> &'static str {
+    match (kind, cfg!(target_os = "macos")) {
+        (DeviceKind::Cpu, _) => "cpu",
+        (DeviceKind::Gpu, true) => "metal",
+        (DeviceKind::Gpu, false) => "cuda",
+    }
+}

@@ -144,6 +144,36 @@ fn fft_ifft_irfft_match_numpy() {
     assert_close("irfft", &back, get(&f, "irfft.out"), 1e-5, 1e-4);
 }
 
+/// The devices this libmlx can compute on: the CPU, and the GPU where there is one.
+fn devices() -> Vec<models::runtime::DeviceKind> {
+    use models::runtime::{gpu_available, DeviceKind};
+    let mut d = vec![DeviceKind::Cpu];
+    if gpu_available() {
+        d.push(DeviceKind::Gpu);
+    }
+    d
+}
+
+#[test]
+fn irfft_ignores_the_imaginary_parts_of_dc_and_nyquist_on_every_device() {
+    let f = fixtures();
+    // MLX's default device is process-wide: on a machine with a GPU, run this suite with
+    // --test-threads=1 so no other test runs while it is switched.
+    let before = models::runtime::default_device_kind().unwrap();
+    for kind in devices() {
+        mlx_rs::Device::set_default(&kind.device());
+        for n in [16, 15, 4096] {
+            let z = complex(get(&f, &format!("irfft_edges.{n}.re")), get(&f, &format!("irfft_edges.{n}.im")));
+            let out = nnops::irfft_real_edges(&z, n).unwrap();
+            // Values are O(1 / sqrt(n)) sums of n terms.
+            assert_close(&format!("irfft_real_edges {n} on {kind}"), &out, get(&f, &format!("irfft_edges.{n}.out")), 1e-5, 1e-4);
+        }
+        let wrong = nnops::irfft_real_edges(&complex(get(&f, "irfft_edges.16.re"), get(&f, "irfft_edges.16.im")), 20);
+        assert!(wrong.unwrap_err().to_string().contains("needs 11 bins"), "a size mismatch is refused on {kind}");
+    }
+    mlx_rs::Device::set_default(&before.device());
+}
+
 #[test]
 fn sdpa_with_and_without_mask() {
     let f = fixtures();

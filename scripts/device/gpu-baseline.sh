@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# On the device machine: one step of the GPU baseline (issue 10), writing into $OUT. Each step
-# fits one device call (at most 10 minutes); run them back to back in one lease, after the
-# library is staged (scripts/device/split-parts.sh) and with .device/p2, .device/bin, .device/ex
-# and .device/py carried:
-#   bash scripts/device/gpu-baseline.sh peers      # PyTorch eager on the same card, all five models
-#   bash scripts/device/gpu-baseline.sh models     # ours: EnCodec, CLAP, HTDemucs (a process each), --targets
-#   bash scripts/device/gpu-baseline.sh whisper    # ours: Whisper, --targets
-#   bash scripts/device/gpu-baseline.sh musicgen   # ours: MusicGen end to end and the medium decode, --targets
-#   bash scripts/device/gpu-baseline.sh musicgen-b # ours: MusicGen small decodes, each switch alone, precisions
-#   bash scripts/device/gpu-baseline.sh profile    # per-phase evidence (examples in .device/ex)
-# Then here: harness merge --peer peers.jsonl encodec.json clap.json htdemucs.json whisper.json musicgen.json musicgen-b.json \
-#   -o baselines/cuda-h200.json --targets
+# On the device machine: one step of the GPU baseline, writing into $OUT. Each step fits one
+# device call (at most 10 minutes, at most 8 files back); run them back to back in one lease,
+# after the library is staged (scripts/device/split-parts.sh) and with .device/p2, .device/bin
+# and (for peers) .device/py carried:
+#   bash scripts/device/gpu-baseline.sh conformance # every committed fixture's parity on the GPU, fp32 and tf32;
+#                                                   # the ops suite there; the variant-order experiment (EnCodec)
+#   bash scripts/device/gpu-baseline.sh models      # ours: EnCodec, CLAP, HTDemucs (a process each), --targets
+#   bash scripts/device/gpu-baseline.sh whisper     # ours: Whisper, --targets
+#   bash scripts/device/gpu-baseline.sh musicgen    # ours: MusicGen end to end and the medium decode, --targets;
+#                                                   # generate-10s-medium alone and interleaved
+#   bash scripts/device/gpu-baseline.sh precision   # the five target workloads at fp32 and tf32: time and accuracy
+#   bash scripts/device/gpu-baseline.sh peers       # PyTorch eager on the same card, all five models, fp32
+#   bash scripts/device/gpu-baseline.sh musicgen-b  # ours: MusicGen small decodes, each switch alone, precisions
+#   bash scripts/device/gpu-baseline.sh profile     # per-phase evidence (examples in .device/ex)
+# Every step runs in --precision fp32 (the mode in which parity passes) unless it says otherwise,
+# and bench's default variant order on a GPU (blocked). Then here:
+#   harness merge encodec.json clap.json htdemucs.json whisper.json musicgen.json \
+#     --peer peers.jsonl --conformance conformance.json -o baselines/cuda-h200.json --targets
 set -uo pipefail
-step=${1:?usage: gpu-baseline.sh peers|models|whisper|musicgen|musicgen-b|profile}
+step=${1:?usage: gpu-baseline.sh conformance|models|whisper|musicgen|precision|peers|musicgen-b|profile}
 out=${OUT:?run on the device machine, where \$OUT is set}
 eval "$(bash scripts/device/gpu-env.sh)"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
-bench() { harness bench --device gpu --quiet --targets "$@"; echo "exit $?"; }
+# Reports go to $OUT, their HTML to /tmp (only 8 files come back from a call).
+bench() { harness bench --device gpu --quiet --targets --html "/tmp/$RANDOM.html" "$@"; echo "exit $?"; }
 case "$step" in
   peers)
     # The image has torch and transformers; demucs (with julius, einops, tqdm) is carried.
@@ -30,9 +37,41 @@ case "$step" in
       $py/whisper_torch.py --device cuda --repeats 5
       $py/musicgen_torch.py --device cuda --size small --repeats 3
       $py/musicgen_torch.py --device cuda --size medium --repeats 3
-      $py/musicgen_torch.py --device cuda --size medium --repeats 3 --decode-only
+      if [ "${PEERS_DECODE:-0}" = 1 ]; then $py/musicgen_torch.py --device cuda --size medium --repeats 3 --decode-only; fi
     } > "$out/peers.jsonl" 2> "$out/peers.log"
     echo "peers exit $?"; grep '^#' "$out/peers.jsonl"; tail -3 "$out/peers.log"
+    ;;
+  conformance)
+    # The ops suite's tests read fixtures through the build machine's path.
+    [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+    {
+      echo "== ops suite (CPU and GPU)"; ops-test --test-threads=1 2>&1 | tail -5
+      for p in fp32 tf32; do
+        suffix=$([ $p = fp32 ] || echo "-$p")
+        echo "== parity, precision $p"
+        harness --precision $p parity --device gpu --fixtures fixtures -o "$out/conformance$suffix.json"
+        echo "parity $p exit $?"
+      done
+    } > "$out/conformance.log" 2>&1
+    grep -e "test result" -e "fixture runs pass" -e "exit" -e FAIL "$out/conformance.log" | head -40
+    # Does a run of the other variant change the optimized median? Alone, both interleaved,
+    # both blocked, and interleaved with MLX's CUDA graph cache too big to evict anything.
+    e=encodec/decode-5s
+    bench -m $e -w 2 -i 10 --variant optimized -o "$out/order-alone.json"
+    bench -m $e -w 2 -i 10 --order interleaved -o "$out/order-interleaved.json"
+    bench -m $e -w 2 -i 10 --order blocked -o "$out/order-blocked.json"
+    MLX_CUDA_GRAPH_CACHE_SIZE=1000000 bench -m $e -w 2 -i 10 --order interleaved -o "$out/order-interleaved-cache.json"
+    ;;
+  precision)
+    t="-m htdemucs/separate-3min -m whisper/transcribe-30s -m clap/embed-audio-10s -m musicgen/generate-10s-medium -m encodec/decode-5s"
+    for p in fp32 tf32; do
+      # shellcheck disable=SC2086
+      harness --precision $p bench --device gpu --quiet --html /tmp/p-$p.html --variant optimized $t -w 1 -i 5 --max-time 20 \
+        --save-outputs /tmp/outputs-$p -o "$out/precision-$p.json"
+      echo "precision $p exit $?"
+    done
+    harness accuracy /tmp/outputs-fp32 /tmp/outputs-tf32 | tee "$out/accuracy.txt"
+    harness accuracy --json /tmp/outputs-fp32 /tmp/outputs-tf32 > "$out/accuracy.json"
     ;;
   models)
     # One process per model: on the H200, CLAP ran at 25 ms (batch 8) after HTDemucs'
@@ -40,7 +79,13 @@ case "$step" in
     # workloads did not help); `harness merge` joins the three.
     for m in encodec clap htdemucs; do bench -m "$m" -w 2 -i 10 -o "$out/$m.json"; done ;;
   whisper) bench -m whisper -w 2 -i 10 -o "$out/whisper.json" ;;
-  musicgen) bench -m musicgen/generate-10s-small -m musicgen/generate-10s-medium -m musicgen/decode-medium-500 -w 1 -i 3 --max-time 20 -o "$out/musicgen.json" ;;
+  musicgen)
+    bench -m musicgen/generate-10s-small -m musicgen/generate-10s-medium -m musicgen/decode-medium-500 -w 1 -i 3 --max-time 20 -o "$out/musicgen.json"
+    # The same target alone, and with the variants interleaved (the method before blocked order).
+    g=musicgen/generate-10s-medium
+    bench -m $g -w 1 -i 3 --max-time 20 --variant optimized -o "$out/musicgen-alone.json"
+    bench -m $g -w 1 -i 3 --max-time 20 --order interleaved -o "$out/musicgen-interleaved.json"
+    ;;
   musicgen-b)
     ids=$(harness bench --list | cut -f1 | grep '^musicgen/' | grep -v -e generate-10s -e decode-medium-500 | sed 's/^/-m /')
     # shellcheck disable=SC2086

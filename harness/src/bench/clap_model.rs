@@ -26,11 +26,20 @@ struct EmbedClip {
     wave: Vec<f32>,
 }
 
+impl EmbedClip {
+    fn embedding(&self, v: Variant) -> Result<Array> {
+        let (f, _) = self.fe.extract(&self.wave, Truncation::RandTrunc, Crops::default())?;
+        Ok(self.model.embed_audio(&f.expand_dims(0)?, v)?.embeds)
+    }
+}
+
 impl Workload for EmbedClip {
     fn run(&mut self, v: Variant) -> Result<()> {
-        let (f, _) = self.fe.extract(&self.wave, Truncation::RandTrunc, Crops::default())?;
-        self.model.embed_audio(&f.expand_dims(0)?, v)?.embeds.eval()?;
+        self.embedding(v)?.eval()?;
         Ok(())
+    }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        Ok(vec![("embedding".into(), self.embedding(v)?)])
     }
 }
 

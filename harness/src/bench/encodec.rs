@@ -32,6 +32,9 @@ impl Workload for Decode {
         self.model.decode(&self.codes, v)?.eval()?;
         Ok(())
     }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        Ok(vec![("audio".into(), self.model.decode(&self.codes, v)?)])
+    }
 }
 
 struct Encode {
@@ -44,6 +47,9 @@ impl Workload for Encode {
     fn run(&mut self, v: Variant) -> Result<()> {
         self.model.encode(&self.audio, Some(self.bandwidth), v)?.eval()?;
         Ok(())
+    }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        Ok(vec![("codes".into(), self.model.encode(&self.audio, Some(self.bandwidth), v)?)])
     }
 }
 

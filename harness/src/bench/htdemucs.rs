@@ -43,14 +43,23 @@ struct Separate {
     chunking: Chunking,
 }
 
-impl Workload for Separate {
-    fn run(&mut self, v: Variant) -> Result<()> {
+impl Separate {
+    fn sources(&self, v: Variant) -> Result<Array> {
         let chunking = match self.chunking {
             Chunking::Demucs(c) => Chunking::Demucs(DemucsChunking { batch: segment_batch(v), ..c }),
             other => other,
         };
-        self.model.separate(&self.mix, v, chunking, |_, _| {})?.eval()?;
+        Ok(self.model.separate(&self.mix, v, chunking, |_, _| {})?)
+    }
+}
+
+impl Workload for Separate {
+    fn run(&mut self, v: Variant) -> Result<()> {
+        self.sources(v)?.eval()?;
         Ok(())
+    }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        Ok(vec![("sources".into(), self.sources(v)?)])
     }
 }
 

@@ -35,10 +35,14 @@ Exit status:
   2  invalid command line
   3  --compare found a regression: the 95% interval of the change lies wholly beyond
      --threshold, and the two runs' distribution-free median intervals do not overlap
-  4  --targets: a target for this device class was missed, or its workload did not run
+  4  --targets: a measured target for this device class was missed (a target whose
+     workload did not run is reported as not measured and does not change the exit status)
 
-Timing: each workload runs its warm-up, then --iterations rounds in which naive and optimized
-alternate (ABBA order); setup is untimed and MLX evaluation is forced inside the timed region.
+Timing: each workload runs its warm-up, then --iterations timed runs per variant: in rounds in
+which naive and optimized alternate (ABBA; --order interleaved, the CPU default) or one variant's
+warm-up and runs after the other's (--order blocked, the GPU default); setup is untimed and MLX
+evaluation is forced inside the timed region. The report records the order and the precision
+mode (--precision).
 Medians come with 95% bootstrap intervals; speedups are medians of per-round ratios.")]
 pub struct Args {
     /// Write the JSON report here (the HTML report goes next to it, same stem, .html).
@@ -80,6 +84,14 @@ pub struct Args {
     /// Device to run on [default: MLX's default, the GPU when the library has one].
     #[arg(long, value_parser = ["cpu", "gpu"])]
     device: Option<String>,
+    /// Order of the variants' runs. interleaved: rounds of one run per variant, alternating
+    /// which goes first (cancels drift; the CPU default). blocked: each variant's warm-up and
+    /// timed runs together, one variant after the other (the GPU default: on CUDA, runs of the
+    /// other variant in between evict this one's captured CUDA graphs from MLX's graph cache,
+    /// and its median then includes their re-instantiation). auto: blocked on a GPU,
+    /// interleaved on the CPU.
+    #[arg(long, value_enum, default_value_t = Order::Auto)]
+    order: Order,
     /// Regression threshold for --compare, percent slower.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     threshold: f64,
@@ -98,6 +110,17 @@ pub struct Args {
     /// Use another targets table (same format as harness/data/targets.json).
     #[arg(long, value_name = "PATH")]
     targets_file: Option<PathBuf>,
+    /// Save what each workload computes (one more untimed run per variant, after its timing)
+    /// into this new folder, one safetensors file per workload, for `harness accuracy`: e.g.
+    /// the same workloads at --precision fp32 and tf32. The folder must not exist yet; it
+    /// appears whole when the run ends, or not at all.
+    #[arg(long, value_name = "DIR")]
+    save_outputs: Option<PathBuf>,
+    /// Parity results to embed as the report's conformance section (`harness parity -o FILE`,
+    /// run on the same device, in the same precision mode and MLX version: checked before any
+    /// timing).
+    #[arg(long, value_name = "FILE")]
+    conformance: Option<PathBuf>,
     /// Peer timings of the same workloads on this machine, as JSON lines from
     /// scripts/peers/*.py (repeatable): the report shows them beside ours, per task.
     #[arg(long = "peer", value_name = "FILE")]
@@ -108,6 +131,32 @@ fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Auto,
+    Interleaved,
+    Blocked,
+}
+
+impl Order {
+    /// `auto` resolved for a device: blocked on a GPU, interleaved on the CPU.
+    pub fn resolve(self, kind: DeviceKind) -> Order {
+        match (self, kind) {
+            (Order::Auto, DeviceKind::Gpu) => Order::Blocked,
+            (Order::Auto, DeviceKind::Cpu) => Order::Interleaved,
+            (o, _) => o,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Auto => "auto",
+            Order::Interleaved => "interleaved",
+            Order::Blocked => "blocked",
+        }
     }
 }
 
@@ -216,8 +265,22 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if args.output.is_none() {
         std::fs::create_dir_all(output.parent().unwrap_or(Path::new("."))).ok();
     }
+    crate::outputs::check_file("-o", &output)?;
+    crate::outputs::check_file("--html", &html_path)?;
+    if crate::outputs::same_path(&output, &html_path) {
+        bail!("-o {} and the HTML report are the same file: give -o a .json name, or --html another path", output.display());
+    }
+    // The reports never land on a file this run reads.
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    inputs.extend(args.compare.as_deref().map(|p| ("-c", p)));
+    inputs.extend(args.conformance.as_deref().map(|p| ("--conformance", p)));
+    inputs.extend(args.targets_file.as_deref().map(|p| ("--targets-file", p)));
+    inputs.extend(args.peers.iter().map(|p| ("--peer", p.as_path())));
+    crate::outputs::refuse_overwrite("-o", &output, &inputs)?;
+    crate::outputs::refuse_overwrite("--html", &html_path, &inputs)?;
     check_writable(&output)?;
     check_writable(&html_path)?;
+    let outputs_dir = args.save_outputs.as_deref().map(crate::accuracy::OutputsDir::create).transpose()?;
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
         bail!("--threshold must be a non-negative percentage, got {}", args.threshold);
     }
@@ -230,6 +293,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
     let max_time = args.max_time.unwrap_or(if args.quick { 10.0 } else { 30.0 });
     let variants = args.variant.variants();
+    let order = args.order.resolve(kind);
     let wanted: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id)).collect();
     let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) =
         wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id));
@@ -241,6 +305,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
     }
     let meta = meta::collect(kind);
+    if let Some(b) = &baseline {
+        compare::check_compatible_meta(&b.meta, &meta, args.force)?;
+    }
+    if let Some(p) = &peer_times {
+        crate::peers::check_precision(p, meta.precision.as_deref())?;
+    }
+    let conformance = match &args.conformance {
+        Some(p) => {
+            let c = report::Conformance::read(p)?;
+            c.check_matches(&meta).with_context(|| format!("--conformance {}", p.display()))?;
+            Some(c.summary())
+        }
+        None => None,
+    };
     let settings = Settings {
         quick: args.quick,
         warmup,
@@ -250,14 +328,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         device: kind.as_str().into(),
         threshold_pct: args.threshold,
         max_time_s: Some(max_time),
+        order: Some(order.as_str().into()),
         merged_from: vec![],
     };
     if !args.quiet {
         eprintln!(
-            "Running {} workload(s) on {} ({}), {} warm-up + {} timed run(s) per variant",
+            "Running {} workload(s) on {} ({}, precision {}, variants {}), {} warm-up + {} timed run(s) per variant",
             selected.len(),
             meta.device_name,
             meta.device_class,
+            meta.precision.as_deref().unwrap_or("?"),
+            order.as_str(),
             warmup,
             iterations
         );
@@ -269,12 +350,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for spec in &selected {
         bar.set_message(format!("{} (building)", spec.id));
         let plan = Plan { warmup, iterations, max_time };
-        let r = measure(spec, scale, &variants, plan, &bar).with_context(|| format!("workload {}", spec.id))?;
+        let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref()).with_context(|| format!("workload {}", spec.id))?;
         results.push(r);
     }
     bar.finish_and_clear();
 
-    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: vec![], comparison: None };
+    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: vec![], comparison: None, conformance };
     if let Some(p) = peer_times {
         let unmatched = crate::peers::attach(&mut rep, p);
         if !unmatched.is_empty() && !args.quiet {
@@ -287,8 +368,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         rep.comparison = Some(compare::compare(b, &path.display().to_string(), &rep, args.threshold));
     }
 
+    let html = report::html::render(&rep)?;
     json::write(&rep, &output)?;
-    json::write_atomic(&html_path, report::html::render(&rep)?.as_bytes())?;
+    json::write_atomic(&html_path, html.as_bytes())?;
+    let saved = outputs_dir.map(crate::accuracy::OutputsDir::finish).transpose()?;
     let mut text = report::text::render(&rep);
     if !args.targets {
         // The targets table is printed on request; the JSON always carries it.
@@ -302,6 +385,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("Targets from: {}", table.source);
     }
     println!("\nReports: {} and {}", output.display(), html_path.display());
+    if let Some(d) = saved {
+        println!("Outputs: {} (compare two such folders with `harness accuracy`)", d.display());
+    }
     if let Ok(summary) = std::env::var("GITHUB_STEP_SUMMARY") {
         use std::io::Write;
         let md = report::markdown::render(&rep);
@@ -320,9 +406,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(compare::REGRESSION_EXIT));
         }
     }
-    if args.targets && targets::any_failed(&rep.targets) {
-        eprintln!("targets: a target for device class {} was missed or not measured", rep.meta.device_class);
-        return Ok(ExitCode::from(TARGET_MISSED_EXIT));
+    if args.targets {
+        let unmeasured = targets::not_measured(&rep.targets);
+        if !unmeasured.is_empty() {
+            eprintln!("targets: not measured (their workloads did not run in this invocation): {}", unmeasured.join(", "));
+        }
+        if targets::any_missed(&rep.targets) {
+            eprintln!("targets: a measured target for device class {} was missed", rep.meta.device_class);
+            return Ok(ExitCode::from(TARGET_MISSED_EXIT));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -345,11 +437,56 @@ impl Plan {
     }
 }
 
-/// Warm up, then time interleaved rounds (naive and optimized alternate which goes first). MLX
-/// peak and active memory are read around every timed run, the peak reset before each.
-fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &ProgressBar) -> Result<WorkloadResult> {
+/// Time one workload's variants in `order`. MLX peak and active memory are read around every
+/// timed run, the peak reset before each.
+fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: Plan, bar: &ProgressBar, save: Option<&crate::accuracy::OutputsDir>) -> Result<WorkloadResult> {
     let mut w = (spec.build)(scale)?;
     bar.set_message(spec.id.clone());
+    let mut timed = Timed::default();
+    match order {
+        Order::Blocked => {
+            // Each variant its own warm-up and its share of the time budget.
+            let share = Plan { max_time: plan.max_time / variants.len() as f64, ..plan };
+            for &v in variants {
+                time_rounds(w.as_mut(), &[v], share, bar, &mut timed)?;
+            }
+        }
+        Order::Interleaved | Order::Auto => time_rounds(w.as_mut(), variants, plan, bar, &mut timed)?,
+    }
+    if let Some(dir) = save {
+        let mut named = Vec::new();
+        for &v in variants {
+            for (name, a) in w.outputs(v)? {
+                named.push((format!("{}.{name}", v.as_str()), a));
+            }
+        }
+        dir.save(&spec.id, &named)?;
+    }
+    let mut out = BTreeMap::new();
+    for &v in variants {
+        let memory = timed.memory.remove(&v).unwrap_or(Memory { peak_bytes: 0, active_bytes: 0 });
+        let s = timed.samples.remove(&v).unwrap_or_default();
+        let st = stats::summarize(&s);
+        let throughput = Throughput::from_work(&spec.work, st.median);
+        out.insert(v.as_str().to_string(), VariantResult { stats: st, samples_s: s, throughput, memory });
+    }
+    let speedup = match (out.get("naive"), out.get("optimized")) {
+        (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),
+        _ => None,
+    };
+    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup, peer: None })
+}
+
+/// Samples and peak memory per variant.
+#[derive(Default)]
+struct Timed {
+    samples: BTreeMap<Variant, Vec<f64>>,
+    memory: BTreeMap<Variant, Memory>,
+}
+
+/// Warm up, then time rounds of `variants` (one run each per round, alternating which goes
+/// first), adding to `timed`.
+fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed) -> Result<()> {
     let mut round_s: f64 = 0.0;
     for i in 0..plan.warmup {
         let t = Instant::now();
@@ -370,8 +507,6 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &Pr
     if let Some(r) = rounds {
         bar.inc(u64::from(plan.iterations - r) * variants.len() as u64);
     }
-    let mut samples: BTreeMap<Variant, Vec<f64>> = variants.iter().map(|&v| (v, Vec::new())).collect();
-    let mut memory: BTreeMap<Variant, Memory> = BTreeMap::new();
     let mut round = 0;
     while rounds.is_none_or(|r| round < r) {
         let started = Instant::now();
@@ -381,9 +516,9 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &Pr
             mlx_rs::memory::reset_peak_memory()?;
             let t = Instant::now();
             w.run(v)?;
-            samples.entry(v).or_default().push(t.elapsed().as_secs_f64());
+            timed.samples.entry(v).or_default().push(t.elapsed().as_secs_f64());
             let m = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
-            let e = memory.entry(v).or_insert(m);
+            let e = timed.memory.entry(v).or_insert(m);
             e.peak_bytes = e.peak_bytes.max(m.peak_bytes);
             bar.inc(1);
         }
@@ -394,19 +529,7 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], plan: Plan, bar: &Pr
         }
         round += 1;
     }
-    let mut out = BTreeMap::new();
-    for &v in variants {
-        let memory = memory.remove(&v).unwrap_or(Memory { peak_bytes: 0, active_bytes: 0 });
-        let s = samples.remove(&v).unwrap_or_default();
-        let st = stats::summarize(&s);
-        let throughput = Throughput::from_work(&spec.work, st.median);
-        out.insert(v.as_str().to_string(), VariantResult { stats: st, samples_s: s, throughput, memory });
-    }
-    let speedup = match (out.get("naive"), out.get("optimized")) {
-        (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),
-        _ => None,
-    };
-    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup, peer: None })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,12 +38,22 @@ struct Generate {
     steps: usize,
 }
 
-impl Workload for Generate {
-    fn run(&mut self, v: Variant) -> Result<()> {
+impl Generate {
+    fn generate(&self, v: Variant) -> Result<(Array, Array)> {
         let codes = self.model.generate_greedy(&self.ids, &self.mask, self.steps, 3.0, &DecodeOptions::for_variant(v))?;
         let audio = self.model.codec.decode(&codes, v)?;
-        audio.eval()?;
+        Ok((codes, audio))
+    }
+}
+
+impl Workload for Generate {
+    fn run(&mut self, v: Variant) -> Result<()> {
+        self.generate(v)?.1.eval()?;
         Ok(())
+    }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        let (codes, audio) = self.generate(v)?;
+        Ok(vec![("codes".into(), codes), ("audio".into(), audio)])
     }
 }
 

@@ -120,6 +120,18 @@ impl Workload for Transcribe {
         }
         Ok(())
     }
+    fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
+        self.prepare(v)?;
+        let mel = self.mel.compute(&self.audio)?;
+        let Some(model) = &self.model else { return Ok(vec![("mel".into(), mel)]) };
+        let enc = model.encode(&mel)?;
+        let mut out = vec![("encoder".into(), enc.clone())];
+        if self.phase == Phase::Transcribe {
+            let tokens = model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?;
+            out.push(("tokens".into(), super::workload::tokens_array(&tokens)?));
+        }
+        Ok(out)
+    }
 }
 
 const SWITCHES: &str = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step; optimized = preallocated cache with O(1) slice updates, cross-attention K/V cached, eval every 8 steps";

@@ -2,6 +2,7 @@
 //! modules and weights. Setup happens in `build` and `prepare`, outside the timed region; `run`
 //! is timed and must force MLX evaluation of everything it computes.
 use anyhow::Result;
+use mlx_rs::Array;
 
 use crate::report::{Work, WorkloadInfo};
 
@@ -21,6 +22,19 @@ pub trait Workload {
     }
     /// The timed region. Evaluates its results before returning.
     fn run(&mut self, variant: Variant) -> Result<()>;
+    /// What one run of `variant` computes, by name (untimed; run again after the timing), for
+    /// `bench --save-outputs` and `harness accuracy`: how far a precision mode or a change moves
+    /// the results. Empty where a workload does not say.
+    fn outputs(&mut self, _variant: Variant) -> Result<Vec<(String, Array)>> {
+        Ok(vec![])
+    }
+}
+
+/// Token sequences (equal lengths) as an int32 array `[batch, length]`.
+pub fn tokens_array(seqs: &[Vec<i32>]) -> Result<Array> {
+    let n = seqs.first().map_or(0, Vec::len);
+    anyhow::ensure!(seqs.iter().all(|s| s.len() == n), "token sequences of unequal lengths");
+    Ok(Array::from_slice(&seqs.concat(), &[seqs.len() as i32, n as i32]))
 }
 
 /// A registered workload, described without building it (`--list` builds nothing).

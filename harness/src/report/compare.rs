@@ -47,16 +47,41 @@ impl Comparison {
 
 /// Refuse a baseline that cannot be compared, unless forced.
 pub fn check_compatible(baseline: &Report, current: &Report, force: bool) -> Result<()> {
-    if baseline.meta.device_class != current.meta.device_class && !force {
+    check_compatible_meta(&baseline.meta, &current.meta, force)
+}
+
+/// [`check_compatible`] on the run's facts alone, so `bench -c` refuses before timing.
+pub fn check_compatible_meta(baseline: &super::Meta, current: &super::Meta, force: bool) -> Result<()> {
+    if baseline.device_class != current.device_class && !force {
         bail!(
             "baseline was measured on device class '{}' ({}), this run is '{}' ({}); timings are not comparable (use --force to compare anyway)",
-            baseline.meta.device_class,
-            baseline.meta.device_name,
-            current.meta.device_class,
-            current.meta.device_name
+            baseline.device_class,
+            baseline.device_name,
+            current.device_class,
+            current.device_name
+        );
+    }
+    let (b, c) = (precision_of_meta(baseline), precision_of_meta(current));
+    if b != c && !force {
+        bail!(
+            "baseline was measured in precision mode {b}, this run in {c}; timings are not comparable (use --force to compare anyway, or --precision to match)"
         );
     }
     Ok(())
+}
+
+/// A report's precision mode in words; reports from before the mode was recorded ran in MLX's
+/// default, which is TF32 on CUDA and fp32 elsewhere.
+pub fn precision_of(r: &Report) -> &str {
+    precision_of_meta(&r.meta)
+}
+
+fn precision_of_meta(m: &super::Meta) -> &str {
+    match (&m.precision, m.backend.as_str()) {
+        (Some(p), _) => p,
+        (None, "cuda") => "tf32 (MLX's default; not recorded)",
+        (None, _) => "fp32",
+    }
 }
 
 pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, threshold_pct: f64) -> Comparison {

@@ -135,7 +135,7 @@ pub fn render(r: &Report) -> Result<String> {
     let _ = writeln!(h, "<h1>Benchmark report</h1>");
     let _ = writeln!(
         h,
-        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}<br>commit {}{}{} · harness {} · warm-up {}, iterations {}{}</p>",
+        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}<br>commit {}{}{} · harness {} · <b>{}</b> · warm-up {}, iterations {}{}</p>",
         esc(&m.time),
         esc(&m.mlx_version),
         esc(&m.device_name),
@@ -152,6 +152,7 @@ pub fn render(r: &Report) -> Result<String> {
             _ => String::new(),
         },
         esc(&m.harness_version),
+        esc(&r.method()),
         r.settings.warmup,
         r.settings.iterations,
         if r.settings.quick { " (quick)" } else { "" }
@@ -159,6 +160,25 @@ pub fn render(r: &Report) -> Result<String> {
 
     if !r.settings.merged_from.is_empty() {
         let _ = writeln!(h, "<p>Merged from {} runs on this machine:</p><ul>{}</ul>", r.settings.merged_from.len(), r.settings.merged_from.iter().map(|s| format!("<li>{}</li>", esc(s))).collect::<String>());
+    }
+
+    if let Some(c) = &r.conformance {
+        let cls = if c.pass() { "pass" } else { "miss" };
+        let _ = writeln!(h, "<h2>Conformance</h2><p class=\"{cls}\">{}</p><table><tr><th>fixture</th><th>model</th><th>reference</th><th>variant</th><th>result</th><th>worst output (share of its tolerance)</th></tr>", esc(&c.headline()));
+        for f in &c.fixtures {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                esc(&f.fixture),
+                esc(&f.model),
+                esc(&f.reference),
+                esc(&f.variant),
+                if f.pass { "pass" } else { "miss" },
+                if f.pass { "pass" } else { "FAIL" },
+                esc(&f.describe_worst())
+            );
+        }
+        let _ = writeln!(h, "</table>");
     }
 
     // Summary table.

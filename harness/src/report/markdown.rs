@@ -7,7 +7,7 @@ use super::{format_duration, Report, Verdict};
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let m = &r.meta;
-    let _ = writeln!(s, "## Benchmarks: {} ({}, MLX {})\n", m.device_name, m.device_class, m.mlx_version);
+    let _ = writeln!(s, "## Benchmarks: {} ({}, MLX {}; {})\n", m.device_name, m.device_class, m.mlx_version, r.method());
     let _ = writeln!(s, "| workload | variant | median | 95% CI | speedup |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|");
     for w in &r.workloads {
@@ -48,6 +48,12 @@ pub fn render(r: &Report) -> String {
                 t.margin.map_or("-".into(), |m| format!("{m:.2}x")),
                 t.peer_s.map_or("-".into(), format_duration)
             );
+        }
+    }
+    if let Some(c) = &r.conformance {
+        let _ = writeln!(s, "\n### Conformance: {}\n\n| fixture | variant | result | worst output |\n|---|---|---|---|", c.headline());
+        for f in &c.fixtures {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", f.fixture, f.variant, if f.pass { "pass" } else { "**FAIL**" }, f.describe_worst());
         }
     }
     if let Some(c) = &r.comparison {

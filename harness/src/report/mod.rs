@@ -24,6 +24,163 @@ pub struct Report {
     pub targets: Vec<TargetResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<compare::Comparison>,
+    /// Parity of reference fixtures on this report's device, in its precision mode (`harness
+    /// parity -o`, attached with `bench --conformance` or `merge --conformance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<Conformance>,
+}
+
+/// Which fixtures pass, where and in which precision mode (`harness parity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conformance {
+    /// "cpu" or "gpu".
+    pub device_kind: String,
+    pub device_name: String,
+    /// "cpu", "metal" or "cuda".
+    pub backend: String,
+    /// "fp32" or "tf32".
+    pub precision: String,
+    pub mlx_version: String,
+    /// One entry per fixture and variant.
+    pub fixtures: Vec<FixtureConformance>,
+}
+
+impl Conformance {
+    /// True when there is at least one fixture run and every one passed.
+    pub fn pass(&self) -> bool {
+        !self.fixtures.is_empty() && self.fixtures.iter().all(|f| f.pass)
+    }
+
+    /// Read a `harness parity -o` file, refusing one without fixtures.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let c: Conformance = serde_json::from_str(&text).with_context(|| format!("{} is not a `harness parity -o` file", path.display()))?;
+        if c.fixtures.is_empty() {
+            anyhow::bail!("{}: no fixture was checked", path.display());
+        }
+        Ok(c)
+    }
+
+    /// Refuse conformance from another configuration than the report's: parity on one
+    /// device or precision says nothing of timings on another.
+    pub fn check_matches(&self, meta: &Meta) -> anyhow::Result<()> {
+        let precision = meta.precision.as_deref().unwrap_or("(not recorded)");
+        for (what, ours, theirs) in [
+            ("device", self.device_kind.as_str(), meta.device_kind.as_str()),
+            ("backend", &self.backend, &meta.backend),
+            ("device name", &self.device_name, &meta.device_name),
+            ("precision mode", &self.precision, precision),
+            ("MLX version", &self.mlx_version, &meta.mlx_version),
+        ] {
+            if ours != theirs {
+                anyhow::bail!("the conformance results were made with {what} '{ours}', the timings with '{theirs}'; run parity in the timings' configuration");
+            }
+        }
+        Ok(())
+    }
+
+    /// The same results without the individual checks (what a report embeds).
+    pub fn summary(mut self) -> Self {
+        for f in &mut self.fixtures {
+            f.checks.clear();
+        }
+        self
+    }
+}
+
+/// One fixture in one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixtureConformance {
+    /// The fixture folder's name.
+    pub fixture: String,
+    pub model: String,
+    pub seed: u64,
+    /// The reference implementation and version, e.g. "transformers 5.24.0".
+    pub reference: String,
+    pub variant: String,
+    pub pass: bool,
+    /// Outputs checked.
+    pub outputs: usize,
+    /// Outputs out of tolerance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// Why the fixture could not be run at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The output that used the largest share of its tolerance (a failing one first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst: Option<crate::parity::Check>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::parity::Check>,
+}
+
+impl Conformance {
+    /// "30 of 30 fixture runs pass on gpu (cuda, NVIDIA H200), precision fp32".
+    pub fn headline(&self) -> String {
+        let passed = self.fixtures.iter().filter(|f| f.pass).count();
+        format!(
+            "{passed} of {} fixture runs pass on {} ({}, {}), precision {}, MLX {}",
+            self.fixtures.len(),
+            self.device_kind,
+            self.backend,
+            self.device_name,
+            self.precision,
+            self.mlx_version
+        )
+    }
+}
+
+impl FixtureConformance {
+    fn name(dir: &std::path::Path) -> String {
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+
+    pub fn from_checks(dir: &std::path::Path, m: &crate::parity::Manifest, variant: &str, checks: Vec<crate::parity::Check>) -> Self {
+        // Failing first, then by share of tolerance used (exact mismatches count as over).
+        let key = |c: &crate::parity::Check| (!c.pass, c.used.unwrap_or(if c.mismatches > 0 { f64::INFINITY } else { 0.0 }));
+        let worst = checks.iter().max_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal)).cloned();
+        FixtureConformance {
+            fixture: Self::name(dir),
+            model: m.model.clone(),
+            seed: m.seed,
+            reference: format!("{} {}", m.reference.package, m.reference.version),
+            variant: variant.into(),
+            pass: !checks.is_empty() && checks.iter().all(|c| c.pass),
+            outputs: checks.len(),
+            failed: checks.iter().filter(|c| !c.pass).map(|c| c.output.clone()).collect(),
+            error: None,
+            worst,
+            checks,
+        }
+    }
+
+    pub fn failed_to_run(dir: &std::path::Path, error: &str) -> Self {
+        FixtureConformance {
+            fixture: Self::name(dir),
+            model: String::new(),
+            seed: 0,
+            reference: String::new(),
+            variant: String::new(),
+            pass: false,
+            outputs: 0,
+            failed: vec![],
+            error: Some(error.into()),
+            worst: None,
+            checks: vec![],
+        }
+    }
+
+    /// The worst output in words: "logits 3.1e-6 (31% of atol 1e-5, rtol 1e-4)".
+    pub fn describe_worst(&self) -> String {
+        let Some(c) = &self.worst else { return self.error.clone().unwrap_or_default() };
+        let used = match c.used {
+            Some(u) => format!("{:.0}% of {}", u * 100.0, c.tolerance.describe()),
+            None if matches!(c.tolerance, crate::parity::Tolerance::Exact { .. }) => format!("{} differing, exact", c.mismatches),
+            None => "non-finite".into(),
+        };
+        format!("{} max abs {:.2e} ({used})", c.output, c.max_abs)
+    }
 }
 
 /// Where and what ran.
@@ -46,6 +203,11 @@ pub struct Meta {
     pub device_name: String,
     /// The targets table's class: "apple-silicon", "cuda" or "cpu".
     pub device_class: String,
+    /// The precision mode of float32 products: "fp32" or "tf32" (`--precision`; on the CPU
+    /// always "fp32"). Absent in reports made before the mode was recorded, which ran in MLX's
+    /// default: TF32 on CUDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     pub cpu_model: String,
     pub cores: usize,
     pub memory_bytes: Option<u64>,
@@ -66,9 +228,26 @@ pub struct Settings {
     /// (at least [`MIN_ROUNDS`]). Each result's `stats.n` says how many ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_time_s: Option<f64>,
+    /// How the variants' timed runs were ordered: "interleaved" (rounds of one run per variant,
+    /// alternating which goes first) or "blocked" (each variant's warm-up and timed runs
+    /// together, one variant after the other). Absent in older reports: interleaved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
     /// For a report made by `harness merge`: each source report, its models and settings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+}
+
+impl Report {
+    /// How this report was measured, in words: the precision mode and the order of the
+    /// variants' runs (both change the medians on a GPU).
+    pub fn method(&self) -> String {
+        format!(
+            "precision {}, variants {}",
+            compare::precision_of(self),
+            self.settings.order.as_deref().unwrap_or("interleaved")
+        )
+    }
 }
 
 /// The fewest timed rounds a workload gets, whatever its time budget.
@@ -180,6 +359,9 @@ pub struct Peer {
     pub median_s: f64,
     /// Per-run seconds, in the order measured.
     pub samples_s: Vec<f64>,
+    /// The peer's precision mode, "fp32" or "tf32" (its TF32 switches; absent in older lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// What the peer's timed region covers, where it differs from ours, and its settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -279,13 +461,14 @@ pub fn sample_report(scale: f64) -> Report {
             device_kind: "cpu".into(),
             device_name: "Test CPU".into(),
             device_class: "cpu".into(),
+            precision: Some("fp32".into()),
             cpu_model: "Test CPU".into(),
             cores: 2,
             memory_bytes: Some(24 << 30),
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
         },
-        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, merged_from: vec![] },
+        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, order: Some("interleaved".into()), merged_from: vec![] },
         workloads: vec![WorkloadResult {
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),
@@ -297,6 +480,7 @@ pub fn sample_report(scale: f64) -> Report {
         }],
         targets: vec![],
         comparison: None,
+        conformance: None,
     }
 }
 
@@ -333,7 +517,7 @@ mod tests {
     #[test]
     fn peers_show_beside_ours_in_every_format() {
         let mut r = sample_report(1.0);
-        r.workloads[0].peer = Some(Peer { name: "PyTorch 9.9 eager".into(), median_s: 0.040, samples_s: vec![0.04, 0.041, 0.039], note: Some("same task".into()) });
+        r.workloads[0].peer = Some(Peer { name: "PyTorch 9.9 eager".into(), median_s: 0.040, samples_s: vec![0.04, 0.041, 0.039], precision: None, note: Some("same task".into()) });
         // ours 10.1 ms (median of 10.0, 10.1, 10.2) over the peer's 40 ms.
         let ratio = format!("{:.2}", r.workloads[0].ours_over_peer().unwrap());
         assert_eq!(ratio, "0.25");

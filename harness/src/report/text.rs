@@ -13,7 +13,7 @@ pub fn render(r: &Report) -> String {
     let m = &r.meta;
     let _ = writeln!(s, "MLX {} on {} ({}, class {}), {}", m.mlx_version, m.device_name, m.backend, m.device_class, m.os);
     let budget = r.settings.max_time_s.map_or(String::new(), |t| format!(" (fewer where a round exceeds the {t} s budget: see n)"));
-    let _ = writeln!(s, "warm-up {}, iterations {}{budget}{}", r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
+    let _ = writeln!(s, "{}; warm-up {}, iterations {}{budget}{}", r.method(), r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
     let _ = writeln!(s);
     let _ = writeln!(s, "{:<34} {:<10} {:>3} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "n", "median", "95% CI", "peak mem", "speedup (95% CI)");
     for w in &r.workloads {
@@ -69,6 +69,12 @@ pub fn render(r: &Report) -> String {
                 t.margin.map_or("-".into(), |m| format!("{m:.2}x")),
                 if peers { peer_cells(t) } else { String::new() }
             );
+        }
+    }
+    if let Some(c) = &r.conformance {
+        let _ = writeln!(s, "\nConformance: {}", c.headline());
+        for f in &c.fixtures {
+            let _ = writeln!(s, "  {:<18} {:<10} {:<5} {}", f.fixture, f.variant, if f.pass { "pass" } else { "FAIL" }, f.describe_worst());
         }
     }
     if let Some(c) = &r.comparison {

@@ -182,6 +182,8 @@ impl ModelConfig for HtDemucsConfig {
         if self.sources.is_empty() {
             return Err("sources: at least one source is needed".into());
         }
+        // Each becomes `<name>.wav` in `separate`'s output folder.
+        crate::config::check_file_stems("sources:", &self.sources)?;
         if self.audio_channels < 1 || self.samplerate < 1 || self.segment <= 0.0 || !self.segment.is_finite() {
             return Err(format!("audio_channels {}, samplerate {}, segment {}: must be positive", self.audio_channels, self.samplerate, self.segment));
         }

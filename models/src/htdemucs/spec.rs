@@ -91,7 +91,9 @@ impl Stft {
         };
         let (zr, zi) = (prep(flat(re)?)?, prep(flat(im)?)?);
         let z = zr.add(zi.multiply(Array::from_complex(complex64::new(0.0, 1.0)))?)?;
-        let frames = mlx_rs::fft::irfft(&z, nfft, -1)?.multiply(mlx_rs::array!((nfft as f32).sqrt()))?.multiply(&self.window)?; // [N, T', nfft]
+        // torch's istft ignores the imaginary parts of the DC and Nyquist bins, which the
+        // decoders leave non-zero.
+        let frames = crate::nn::ops::irfft_real_edges(&z, nfft)?.multiply(mlx_rs::array!((nfft as f32).sqrt()))?.multiply(&self.window)?; // [N, T', nfft]
         let tt = frames.shape()[1];
         let full = nfft + hl * (tt - 1);
         let y = overlap_add(&frames, hl)?; // [N, full]

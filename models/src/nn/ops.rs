@@ -177,3 +177,24 @@ pub fn gelu(x: &Array) -> Result<Array> {
     let half = mlx_rs::array!(0.5f32);
     Ok(x.multiply(&half)?.multiply(mlx_rs::ops::erf(&x.multiply(mlx_rs::array!(std::f32::consts::FRAC_1_SQRT_2))?)?.add(mlx_rs::array!(1.0f32))?)?)
 }
+
+/// The real signal of length `n` whose half spectrum is `z` (`[..., n / 2 + 1]`, complex), as
+/// numpy's `irfft` and torch's `istft` define it: the imaginary parts of the DC bin and, for
+/// even `n`, of the Nyquist bin are ignored. A spectrum computed by a network (HTDemucs'
+/// decoders) has them non-zero; MLX's CPU backend drops them, but its CUDA backend (cuFFT's
+/// C2R) did not, and the separated sources differed by 5e-3. Zeroed here on every backend.
+pub fn irfft_real_edges(z: &Array, n: i32) -> Result<Array> {
+    let bins = *z.shape().last().ok_or_else(|| Error::InvalidArgument("irfft of a scalar".into()))?;
+    if n < 1 || bins != n / 2 + 1 {
+        return Err(Error::InvalidArgument(format!("irfft to {n} samples needs {} bins, got {bins}", n / 2 + 1)));
+    }
+    let mut keep = vec![1f32; bins as usize];
+    keep[0] = 0.0;
+    if n % 2 == 0 {
+        keep[(n / 2) as usize] = 0.0;
+    }
+    let im = z.imag()?.multiply(Array::from_slice(&keep, &[bins]))?;
+    let j = Array::from_complex(mlx_rs::complex64::new(0.0, 1.0));
+    let z = z.real()?.add(im.multiply(&j)?)?;
+    Ok(mlx_rs::fft::irfft(&z, n, -1)?)
+}
