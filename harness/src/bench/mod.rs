@@ -448,6 +448,11 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
             // Each variant its own warm-up and its share of the time budget.
             let share = Plan { max_time: plan.max_time / variants.len() as f64, ..plan };
             for &v in variants {
+                // Each variant starts from an empty buffer cache, as in a process of its own
+                // (HARNESS_BLOCKED_KEEP_CACHE=1 keeps it: the experiment that showed why).
+                if std::env::var_os("HARNESS_BLOCKED_KEEP_CACHE").is_none() {
+                    mlx_rs::memory::clear_cache()?;
+                }
                 time_rounds(w.as_mut(), &[v], share, bar, &mut timed)?;
             }
         }
