@@ -153,6 +153,26 @@ pub fn summarize(xs: &[f64]) -> Summary {
     }
 }
 
+/// A 95% interval of the pooled median of clustered samples (one cluster per process):
+/// resample whole clusters with replacement, pool, take the median. Between-cluster spread
+/// (a process landing in a slower state) widens it, where a bootstrap over the pooled samples
+/// would treat them as independent and be too narrow. Clusters must be non-empty.
+pub fn cluster_median_ci(clusters: &[Vec<f64>]) -> Interval {
+    let mut rng = Rng::new(0x5EED_0003);
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let mut pooled = Vec::new();
+            for _ in 0..clusters.len() {
+                pooled.extend_from_slice(&clusters[rng.below(clusters.len())]);
+            }
+            median(&pooled)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    Interval { low: quantile_sorted(&stats, tail), high: quantile_sorted(&stats, 1.0 - tail) }
+}
+
 /// Speedup of B over A from interleaved pairs `(a_i, b_i)`: the median of `a_i / b_i`, with a
 /// bootstrap interval over pairs. Pairing cancels drift that hits both runs of a pair alike.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +244,18 @@ mod tests {
         // Constant data: a zero-width interval at the value.
         let c = summarize(&[2.0; 8]);
         assert_eq!((c.median_ci.low, c.median_ci.high), (2.0, 2.0));
+    }
+
+    #[test]
+    fn a_cluster_interval_holds_the_spread_between_clusters() {
+        // Two processes at ~30, two at ~44: pooled, the bootstrap over samples is narrow; over
+        // processes it spans both states.
+        let c = |m: f64| (0..10).map(|i| m + 0.01 * f64::from(i)).collect::<Vec<_>>();
+        let clusters = vec![c(30.0), c(44.0), c(30.0), c(44.0)];
+        let ci = cluster_median_ci(&clusters);
+        assert!(ci.low <= 30.1 && ci.high >= 43.9, "{ci:?}");
+        let one = cluster_median_ci(&[c(30.0)]);
+        assert!(one.low >= 30.0 && one.high <= 30.1, "{one:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #   bash scripts/device/gpu-baseline.sh whisper     # ours: Whisper, --targets
 #   bash scripts/device/gpu-baseline.sh musicgen    # ours: MusicGen end to end and the medium decode, --targets;
 #                                                   # generate-10s-medium alone and interleaved
+#   bash scripts/device/gpu-baseline.sh method      # EnCodec decode in 6 processes, alone and beside naive, twice
 #   bash scripts/device/gpu-baseline.sh precision   # the five target workloads at fp32 and tf32: time and accuracy
 #   bash scripts/device/gpu-baseline.sh peers       # PyTorch eager on the same card, all five models, fp32
 #   bash scripts/device/gpu-baseline.sh musicgen-b  # ours: MusicGen small decodes, each switch alone, precisions
@@ -18,7 +19,7 @@
 #   harness merge encodec.json clap.json htdemucs.json whisper.json musicgen.json \
 #     --peer peers.jsonl --conformance conformance.json -o baselines/cuda-h200.json --targets
 set -uo pipefail
-step=${1:?usage: gpu-baseline.sh conformance|models|whisper|musicgen|precision|peers|musicgen-b|profile}
+step=${1:?usage: gpu-baseline.sh conformance|models|whisper|musicgen|method|precision|peers|musicgen-b|profile}
 out=${OUT:?run on the device machine, where \$OUT is set}
 eval "$(bash scripts/device/gpu-env.sh)"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
@@ -69,6 +70,15 @@ case "$step" in
       HARNESS_BLOCKED_KEEP_CACHE=1 bench -m $e -w 2 -i 10 --order blocked -o "$out/order-blocked.json"
       MLX_CUDA_GRAPH_CACHE_SIZE=1000000 bench -m $e -w 2 -i 10 --order interleaved -o "$out/order-interleaved-cache.json"
     fi
+    ;;
+  method)
+    # The method check: the optimized median from 6 fresh processes each, with and without the
+    # naive variant in them, twice.
+    e=encodec/decode-5s
+    for i in 1 2; do
+      bench -m $e -w 2 -i 10 --processes 6 --variant optimized -o "$out/method-alone-$i.json"
+      bench -m $e -w 2 -i 10 --processes 6 -o "$out/method-both-$i.json"
+    done
     ;;
   precision)
     t="-m htdemucs/separate-3min -m whisper/transcribe-30s -m clap/embed-audio-10s -m musicgen/generate-10s-medium -m encodec/decode-5s"

@@ -5,6 +5,7 @@ mod clap_model;
 pub mod encodec;
 mod htdemucs;
 pub mod musicgen;
+pub mod processes;
 pub mod whisper;
 pub mod workload;
 
@@ -92,6 +93,12 @@ pub struct Args {
     /// interleaved on the CPU.
     #[arg(long, value_enum, default_value_t = Order::Auto)]
     order: Order,
+    /// Run the timing in N fresh processes, one after another, and pool their samples (each
+    /// variant's per-process medians are kept in the report). On a GPU a median can differ
+    /// from one process to the next by more than a single process's interval shows (EnCodec's
+    /// 5 s decode on the H200: 30 to 44 ms); pooling puts that spread into the result.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    processes: u32,
     /// Regression threshold for --compare, percent slower.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     threshold: f64,
@@ -168,6 +175,14 @@ enum VariantArg {
 }
 
 impl VariantArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            VariantArg::Naive => "naive",
+            VariantArg::Optimized => "optimized",
+            VariantArg::Both => "both",
+        }
+    }
+
     fn variants(self) -> Vec<Variant> {
         match self {
             VariantArg::Naive => vec![Variant::Naive],
@@ -280,6 +295,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     crate::outputs::refuse_overwrite("--html", &html_path, &inputs)?;
     check_writable(&output)?;
     check_writable(&html_path)?;
+    if args.processes > 1 && args.save_outputs.is_some() {
+        bail!("--save-outputs runs in one process: leave out --processes");
+    }
     let outputs_dir = args.save_outputs.as_deref().map(crate::accuracy::OutputsDir::create).transpose()?;
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
         bail!("--threshold must be a non-negative percentage, got {}", args.threshold);
@@ -329,6 +347,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         threshold_pct: args.threshold,
         max_time_s: Some(max_time),
         order: Some(order.as_str().into()),
+        processes: (args.processes > 1).then_some(args.processes),
         merged_from: vec![],
     };
     if !args.quiet {
@@ -344,16 +363,33 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
     }
 
-    let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations);
-    let bar = crate::progress::bar(total, "runs", args.quiet);
     let mut results = Vec::new();
-    for spec in &selected {
-        bar.set_message(format!("{} (building)", spec.id));
-        let plan = Plan { warmup, iterations, max_time };
-        let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref()).with_context(|| format!("workload {}", spec.id))?;
-        results.push(r);
+    if args.processes > 1 {
+        let plan = processes::ChildPlan {
+            ids: selected.iter().map(|s| s.id.as_str()).collect(),
+            device: kind.as_str(),
+            precision: meta.precision.as_deref().unwrap_or("fp32"),
+            warmup,
+            iterations,
+            max_time,
+            variant: args.variant.as_str(),
+            order: order.as_str(),
+            quick: args.quick,
+        };
+        let bar = crate::progress::bar(u64::from(args.processes), "processes", args.quiet);
+        results = processes::run(&plan, args.processes, &bar)?;
+        bar.finish_and_clear();
+    } else {
+        let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations);
+        let bar = crate::progress::bar(total, "runs", args.quiet);
+        for spec in &selected {
+            bar.set_message(format!("{} (building)", spec.id));
+            let plan = Plan { warmup, iterations, max_time };
+            let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref()).with_context(|| format!("workload {}", spec.id))?;
+            results.push(r);
+        }
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
 
     let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: vec![], comparison: None, conformance };
     if let Some(p) = peer_times {
@@ -473,7 +509,7 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
         let s = timed.samples.remove(&v).unwrap_or_default();
         let st = stats::summarize(&s);
         let throughput = Throughput::from_work(&spec.work, st.median);
-        out.insert(v.as_str().to_string(), VariantResult { stats: st, samples_s: s, throughput, memory });
+        out.insert(v.as_str().to_string(), VariantResult { stats: st, samples_s: s, throughput, memory, process_medians_s: vec![] });
     }
     let speedup = match (out.get("naive"), out.get("optimized")) {
         (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),

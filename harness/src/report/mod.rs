@@ -233,6 +233,10 @@ pub struct Settings {
     /// together, one variant after the other). Absent in older reports: interleaved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
+    /// With `bench --processes N` (N > 1): how many fresh processes ran every workload, their
+    /// samples pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
     /// For a report made by `harness merge`: each source report, its models and settings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
@@ -243,9 +247,10 @@ impl Report {
     /// variants' runs (both change the medians on a GPU).
     pub fn method(&self) -> String {
         format!(
-            "precision {}, variants {}",
+            "precision {}, variants {}{}",
             compare::precision_of(self),
-            self.settings.order.as_deref().unwrap_or("interleaved")
+            self.settings.order.as_deref().unwrap_or("interleaved"),
+            self.settings.processes.filter(|n| *n > 1).map_or(String::new(), |n| format!(", samples pooled over {n} processes"))
         )
     }
 }
@@ -319,6 +324,9 @@ pub struct VariantResult {
     pub samples_s: Vec<f64>,
     pub throughput: Throughput,
     pub memory: Memory,
+    /// With `bench --processes N`: each process's median, in order (`samples_s` pools them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub process_medians_s: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -442,7 +450,7 @@ pub fn sample_report(scale: f64) -> Report {
         let samples: Vec<f64> = (0..9).map(|i| scale * base * (1.0 + 0.01 * (i % 3) as f64)).collect();
         let st = stats::summarize(&samples);
         let work = Work { tokens: Some(8.0), ..Work::default() };
-        VariantResult { throughput: Throughput::from_work(&work, st.median), stats: st, samples_s: samples, memory: Memory { peak_bytes: 31 << 20, active_bytes: 12 << 20 } }
+        VariantResult { throughput: Throughput::from_work(&work, st.median), stats: st, samples_s: samples, memory: Memory { peak_bytes: 31 << 20, active_bytes: 12 << 20 }, process_medians_s: vec![] }
     };
     let mut variants = BTreeMap::new();
     variants.insert("naive".to_string(), mk(0.020));
@@ -468,7 +476,7 @@ pub fn sample_report(scale: f64) -> Report {
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
         },
-        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, order: Some("interleaved".into()), merged_from: vec![] },
+        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, order: Some("interleaved".into()), processes: None, merged_from: vec![] },
         workloads: vec![WorkloadResult {
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),

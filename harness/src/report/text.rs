@@ -32,6 +32,10 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "\nWhat ran:");
     for w in &r.workloads {
         let _ = writeln!(s, "  {}: {}; input {}; timed: {}", w.id, w.info.size, w.info.input, w.info.timed);
+        for (name, v) in w.variants.iter().filter(|(_, v)| v.process_medians_s.len() > 1) {
+            let m: Vec<String> = v.process_medians_s.iter().map(|x| format_duration(*x)).collect();
+            let _ = writeln!(s, "    {name}: per-process medians {}", m.join(", "));
+        }
         if let Some(n) = &w.info.note {
             let _ = writeln!(s, "    note: {n}");
         }
