@@ -29,6 +29,10 @@ impl Audio {
     }
 }
 
+/// The sample rates a WAV file may declare.
+pub const MIN_RATE: u32 = 1_000;
+pub const MAX_RATE: u32 = 768_000;
+
 /// Read a WAV file (8/16/24/32-bit PCM or 32-bit float). Refuses, naming the file: an
 /// unreadable or non-WAV file, no samples, and NaN or infinite float samples.
 pub fn read_wav(path: &Path) -> Result<Audio> {
@@ -37,6 +41,11 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
     let nch = usize::from(spec.channels);
     if nch == 0 {
         bail!("{}: WAV header declares 0 channels", path.display());
+    }
+    // A rate outside what audio uses would make resampling divide by zero (0 Hz) or take
+    // minutes on a few bytes (1 Hz upsampled to 48 kHz).
+    if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
+        bail!("{}: WAV header declares a sample rate of {} Hz (expected {MIN_RATE} to {MAX_RATE})", path.display(), spec.sample_rate);
     }
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>(),
@@ -60,7 +69,13 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
 }
 
 /// Write 32-bit float WAV, or 16-bit PCM (clipped to [-1, 1]) when `pcm16`; atomically.
+/// Refuses NaN or infinite samples (a broken model's output is no audio) and writes nothing.
 pub fn write_wav(path: &Path, audio: &Audio, pcm16: bool) -> Result<()> {
+    for (c, ch) in audio.channels.iter().enumerate() {
+        if let Some(i) = ch.iter().position(|v| !v.is_finite()) {
+            bail!("not writing {}: sample {i} of channel {c} is {} (the model produced NaN or infinite audio)", path.display(), ch[i]);
+        }
+    }
     let spec = hound::WavSpec {
         channels: audio.channels.len() as u16,
         sample_rate: audio.sample_rate,

@@ -88,7 +88,9 @@ pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     let dir = Path::new(spec);
     if dir.is_dir() {
         let model = Encodec::load_dir(dir).with_context(|| format!("loading the codec from {}", dir.display()))?;
-        return Ok(Loaded { model, name: spec.to_string(), revision: "local".into() });
+        // Recorded in the codes file: absolute, so `decode` finds it from any folder.
+        let name = dir.canonicalize().map_or_else(|_| spec.to_string(), |p| p.display().to_string());
+        return Ok(Loaded { model, name, revision: "local".into() });
     }
     if spec.split('/').count() != 2 {
         bail!("--model {spec}: neither a folder nor a hub id of the form org/name");
@@ -126,15 +128,50 @@ fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Res
     write_atomic(path, &bytes)
 }
 
+/// The most frames a codes file may hold (an hour at EnCodec's 75 Hz is 270,000): a header
+/// is data, checked before anything is allocated from it.
+const MAX_FRAMES: u64 = 1 << 24;
+
+/// Read a codes file written by `encode`, whatever its name: the safetensors header is parsed
+/// and checked here (one int32 tensor `codes` of shape [1, codebooks, frames]), and the data
+/// read from the offsets it gives.
 fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
-    let (mut tensors, meta) = weights::read_safetensors_with_metadata(path)?;
-    let codes = tensors.remove("codes").with_context(|| format!("{} holds no 'codes' tensor (was it written by `harness codec encode`?)", path.display()))?;
-    Ok((codes, meta))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).with_context(|| format!("{}: too short for a codes file", path.display()))?;
+    let head_end = 8usize.checked_add(usize::try_from(n).unwrap_or(usize::MAX)).filter(|&e| e <= bytes.len()).with_context(|| format!("{}: header length {n} does not fit the file (truncated, or not written by `harness codec encode`)", path.display()))?;
+    let tensors = weights::parse_header(path, &bytes[..head_end], bytes.len() as u64)?;
+    let info = tensors.get("codes").with_context(|| format!("{} holds no 'codes' tensor (was it written by `harness codec encode`?)", path.display()))?;
+    if info.dtype != "I32" || info.shape.len() != 3 || info.shape[0] != 1 || info.shape[1] == 0 || info.shape[1] > 64 || info.shape[2] == 0 || info.shape[2] > MAX_FRAMES {
+        bail!("{}: codes are {} {:?}; expected int32 [1, 1..64 codebooks, 1..{MAX_FRAMES} frames]", path.display(), info.dtype, info.shape);
+    }
+    let data = &bytes[head_end + info.offsets.0 as usize..head_end + info.offsets.1 as usize];
+    let values: Vec<i32> = data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..head_end]).with_context(|| format!("{}: header is not JSON", path.display()))?;
+    let meta: HashMap<String, String> = header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default();
+    let shape: Vec<i32> = info.shape.iter().map(|&d| d as i32).collect();
+    Ok((Array::from_slice(&values, &shape), meta))
+}
+
+/// The `samples` a codes file records: a positive count no longer than the decode.
+fn recorded_samples(meta: &HashMap<String, String>, decoded: i32, path: &Path) -> Result<i32> {
+    match meta.get("samples") {
+        None => Ok(decoded),
+        Some(s) => match s.parse::<i32>() {
+            Ok(n) if n >= 1 => Ok(n.min(decoded)),
+            _ => bail!("{}: metadata 'samples' is {s:?}; expected a positive number of samples", path.display()),
+        },
+    }
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.command {
         Command::Encode { input, output, bandwidth, resample, model } => {
+            crate::outputs::check_file("-o", output)?;
+            crate::outputs::refuse_overwrite("-o", output, &[("the input", input)])?;
             let spec = model.model.as_deref().unwrap_or(DEFAULT_MODEL);
             let loaded = load(spec, &model.hub.revision, &model.hub)?;
             let cfg = &loaded.model.config;
@@ -178,6 +215,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             );
         }
         Command::Decode { input, output, stream_chunk, pcm16, model } => {
+            crate::outputs::check_file("-o", output)?;
+            crate::outputs::refuse_overwrite("-o", output, &[("the input", input)])?;
             let (codes, meta) = read_codes(input)?;
             if codes.ndim() != 3 || codes.shape()[0] != 1 {
                 bail!("{}: codes of shape {:?}; expected [1, codebooks, frames]", input.display(), codes.shape());
@@ -190,6 +229,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 if rate != &cfg.sampling_rate.to_string() {
                     bail!("{} was encoded at {rate} Hz by {}, but {} runs at {} Hz", input.display(), meta.get("model").map_or("?", |s| s.as_str()), loaded.name, cfg.sampling_rate);
                 }
+            }
+            let (nq, cb) = (codes.shape()[1], cfg.codebook_size);
+            if nq > cfg.num_quantizers() {
+                bail!("{}: {nq} codebooks, but {} has {}", input.display(), loaded.name, cfg.num_quantizers());
+            }
+            if let Some(bad) = codes.as_slice::<i32>().iter().find(|&&c| c < 0 || c >= cb) {
+                bail!("{}: code {bad} is outside {}'s codebooks of {cb} entries", input.display(), loaded.name);
             }
             let v = variant(&model.variant);
             let t0 = std::time::Instant::now();
@@ -216,7 +262,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 }
             };
             let secs = t0.elapsed().as_secs_f64();
-            let keep = meta.get("samples").and_then(|s| s.parse::<i32>().ok()).unwrap_or(y.shape()[2]).min(y.shape()[2]);
+            let keep = recorded_samples(&meta, y.shape()[2], input)?;
             let y = y.index((0, .., ..keep)).as_dtype(Dtype::Float32)?;
             y.eval()?;
             let flat = y.as_slice::<f32>();

@@ -63,7 +63,29 @@ pub enum Tolerance {
     Cosine { cosine: f64 },
 }
 
+/// The loosest tolerances a fixture may state (fixtures/README.md): float32 atol 1e-4 and rtol
+/// 1e-3, cosine 0.99999; exact means exact. A looser one would let a wrong result pass.
+pub const MAX_ATOL: f64 = 1e-4;
+pub const MAX_RTOL: f64 = 1e-3;
+pub const MIN_COSINE: f64 = 0.99999;
+
 impl Tolerance {
+    /// Refuse a tolerance looser than the ceilings, non-finite, or `exact: false`.
+    pub fn check(&self, output: &str) -> Result<()> {
+        let ok = match *self {
+            Tolerance::Close { atol, rtol } => (0.0..=MAX_ATOL).contains(&atol) && (0.0..=MAX_RTOL).contains(&rtol),
+            Tolerance::Exact { exact } => exact,
+            Tolerance::Cosine { cosine } => (MIN_COSINE..=1.0).contains(&cosine),
+        };
+        if !ok {
+            bail!(
+                "manifest.json: the tolerance of '{output}' ({}) is looser than the ceilings (atol <= {MAX_ATOL:e}, rtol <= {MAX_RTOL:e}, cosine >= {MIN_COSINE}, exact: true)",
+                self.describe()
+            );
+        }
+        Ok(())
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Tolerance::Close { atol, rtol } => format!("atol {atol:e}, rtol {rtol:e}"),
@@ -426,6 +448,12 @@ fn run_musicgen(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
 /// Check every output of a fixture for the requested variants.
 pub fn check_fixture(dir: &Path, variants: &[&str]) -> Result<(Manifest, Vec<Check>)> {
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
+    if manifest.tolerances.is_empty() {
+        bail!("manifest.json names no output to check (tolerances is empty): parity would check nothing");
+    }
+    for (name, tol) in &manifest.tolerances {
+        tol.check(name)?;
+    }
     let want = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
     for name in manifest.tolerances.keys() {
         if !want.contains_key(name) {

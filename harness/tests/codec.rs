@@ -125,3 +125,48 @@ fn bad_input_gets_a_clear_error() {
     assert!(e.contains("truncated"), "{e}");
     assert!(!Path::new(&d("o.wav")).exists());
 }
+
+#[test]
+fn codes_files_read_back_from_anywhere_and_inputs_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("encodec32k-s0").join(f), model.join(f)).unwrap();
+    }
+    let tone: Vec<f32> = (0..4800).map(|i| (i as f32 * 0.05).sin() * 0.4).collect();
+    write_wav(&dir.path().join("in.wav"), 32_000, 1, &tone);
+    let before = std::fs::read(dir.path().join("in.wav")).unwrap();
+    let run = |cwd: &Path, args: &[&str]| Command::new(env!("CARGO_BIN_EXE_harness")).current_dir(cwd).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap();
+
+    // -o naming the input, however spelled, is refused and the input kept.
+    let e = fail(&run(dir.path(), &["codec", "encode", "in.wav", "-o", "./in.wav", "--model", "model"]));
+    assert!(e.contains("same file as the input"), "{e}");
+    assert_eq!(std::fs::read(dir.path().join("in.wav")).unwrap(), before);
+
+    // A relative --model and a codes file named without .safetensors: decoded from elsewhere.
+    ok(&run(dir.path(), &["codec", "encode", "in.wav", "-o", "codes.bin", "--model", "model"]));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let codes = dir.path().join("codes.bin");
+    let out = elsewhere.path().join("out.wav");
+    ok(&run(elsewhere.path(), &["codec", "decode", codes.to_str().unwrap(), "-o", out.to_str().unwrap()]));
+    assert_eq!(read_wav(&out).1.len(), 4800);
+
+    // Sizes and codes read from the file are checked: a zero length, a code past the codebook.
+    let bytes = std::fs::read(&codes).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"\"samples\":\"").unwrap() + 11;
+    let mut zero = bytes.clone();
+    for b in zero[at..].iter_mut().take_while(|b| b.is_ascii_digit()) {
+        *b = b'0';
+    }
+    std::fs::write(dir.path().join("zero.bin"), &zero).unwrap();
+    let e = fail(&run(dir.path(), &["codec", "decode", "zero.bin", "-o", "z.wav"]));
+    assert!(e.contains("metadata 'samples'"), "{e}");
+    let mut wild = bytes;
+    let n = wild.len();
+    wild[n - 4..].copy_from_slice(&99_999i32.to_le_bytes());
+    std::fs::write(dir.path().join("wild.bin"), &wild).unwrap();
+    let e = fail(&run(dir.path(), &["codec", "decode", "wild.bin", "-o", "w.wav"]));
+    assert!(e.contains("code 99999 is outside"), "{e}");
+    assert!(!dir.path().join("z.wav").exists() && !dir.path().join("w.wav").exists());
+}

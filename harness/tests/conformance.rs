@@ -110,3 +110,55 @@ fn parity_over_a_folder_checks_each_fixture_and_names_the_ones_it_cannot_run() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("no subfolder holds a manifest.json"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_fixture_that_checks_nothing_or_too_loosely_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(fixture("attention-s0")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    let manifest = dir.path().join("manifest.json");
+    let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for (tolerances, want) in [
+        (serde_json::json!({}), "names no output to check"),
+        (serde_json::json!({"self_attention": {"atol": 1.0, "rtol": 0.0}}), "looser than the ceilings"),
+        (serde_json::json!({"self_attention": {"cosine": 0.5}}), "looser than the ceilings"),
+        (serde_json::json!({"self_attention": {"exact": false}}), "looser than the ceilings"),
+    ] {
+        let mut m = original.clone();
+        m["tolerances"] = tolerances.clone();
+        std::fs::write(&manifest, m.to_string()).unwrap();
+        let o = harness(&["parity", "--device", "cpu", "--fixture", dir.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{tolerances}");
+        assert!(text(&o.stderr).contains(want), "{tolerances}: {}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn gates_refuse_vacuous_or_non_finite_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../baselines/cuda-h200.json");
+    let b = base.to_str().unwrap();
+    for t in ["NaN", "inf", "-1"] {
+        let o = harness(&["compare", b, b, &format!("--threshold={t}")]);
+        assert_eq!(o.status.code(), Some(2), "--threshold {t}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("finite percentage"), "{}", text(&o.stderr));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&base).unwrap()).unwrap();
+    v["workloads"] = serde_json::json!([]);
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, v.to_string()).unwrap();
+    let o = harness(&["compare", empty.to_str().unwrap(), b]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("holds no workloads"), "{}", text(&o.stderr));
+    let mut z: serde_json::Value = serde_json::from_slice(&std::fs::read(&base).unwrap()).unwrap();
+    for var in z["workloads"][0]["variants"].as_object_mut().unwrap().values_mut() {
+        var["samples_s"] = serde_json::json!([0.0, 0.0, 0.0]);
+    }
+    let zero = dir.path().join("zero.json");
+    std::fs::write(&zero, z.to_string()).unwrap();
+    let o = harness(&["compare", zero.to_str().unwrap(), b]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("finite and positive"), "{}", text(&o.stderr));
+}

@@ -99,8 +99,8 @@ pub struct Args {
     /// 5 s decode on the H200: 30 to 44 ms); pooling puts that spread into the result.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     processes: u32,
-    /// Regression threshold for --compare, percent slower.
-    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    /// Regression threshold for --compare, percent slower (finite, at least 0).
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_threshold)]
     threshold: f64,
     /// Compare even when the baseline comes from another device class.
     #[arg(long)]
@@ -132,6 +132,15 @@ pub struct Args {
     /// scripts/peers/*.py (repeatable): the report shows them beside ours, per task.
     #[arg(long = "peer", value_name = "FILE")]
     peers: Vec<PathBuf>,
+}
+
+/// A regression threshold: a finite percentage, at least 0 (NaN or infinity would pass any
+/// slowdown).
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a finite percentage of at least 0")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {
@@ -198,8 +207,8 @@ pub struct CompareArgs {
     baseline: PathBuf,
     /// The report to judge against it.
     current: PathBuf,
-    /// Regression threshold, percent slower.
-    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    /// Regression threshold, percent slower (finite, at least 0).
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_threshold)]
     threshold: f64,
     /// Compare even when the reports come from different device classes.
     #[arg(long)]
@@ -212,6 +221,9 @@ pub fn compare_reports(args: &CompareArgs) -> Result<ExitCode> {
     let current = json::read(&args.current).with_context(|| format!("report {}", args.current.display()))?;
     compare::check_compatible(&baseline, &current, args.force)?;
     let c = compare::compare(&baseline, &args.baseline.display().to_string(), &current, args.threshold);
+    if c.deltas.is_empty() {
+        bail!("{} and {} have no workload in common: nothing was compared", args.baseline.display(), args.current.display());
+    }
     print!("{}", report::text::render_comparison(&c));
     let n = c.regressions().count();
     if n > 0 {

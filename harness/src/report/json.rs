@@ -55,10 +55,13 @@ pub fn parse(text: &str) -> Result<Report> {
         Some(_) => {}
     }
     let report: Report = serde_json::from_value(value).context("report does not match schema version 1")?;
+    if report.workloads.is_empty() {
+        bail!("the report holds no workloads: there is nothing to compare against");
+    }
     for w in &report.workloads {
         for (name, v) in &w.variants {
-            if v.samples_s.is_empty() || v.samples_s.iter().any(|s| !s.is_finite() || *s < 0.0) {
-                bail!("workload {} variant {name}: samples_s must be non-empty, finite and non-negative", w.id);
+            if v.samples_s.is_empty() || v.samples_s.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                bail!("workload {} variant {name}: samples_s must be non-empty, finite and positive (a zero time can never regress)", w.id);
             }
         }
     }
