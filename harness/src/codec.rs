@@ -281,3 +281,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// For the parser fuzz test (`fuzz_parsers.rs`).
+#[cfg(test)]
+pub(crate) fn write_codes_for_tests(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
+    write_codes(path, codes, meta)
+}
+
+/// For the parser fuzz test (`fuzz_parsers.rs`).
+#[cfg(test)]
+pub(crate) fn read_codes_for_tests(path: &Path) -> Result<(Array, HashMap<String, String>)> {
+    read_codes(path)
+}

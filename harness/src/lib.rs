@@ -6,6 +6,7 @@ pub mod bench;
 pub mod codec;
 pub mod doctor;
 pub mod embed_cmd;
+mod fuzz_parsers;
 pub mod hub_args;
 pub mod merge;
 pub mod meta;

@@ -23,6 +23,21 @@ pub trait ModelConfig: DeserializeOwned {
     }
 }
 
+/// Every `(field, value, max)` at least 1 and at most `max`: the bounds of a configuration,
+/// checked before anything is sized from it (a layer count of 10^9 would exhaust memory before
+/// any weight is read). Maxima sit far above every released checkpoint.
+pub fn check_bounds(fields: &[(&str, i64, i64)]) -> std::result::Result<(), String> {
+    for &(name, v, max) in fields {
+        if v < 1 {
+            return Err(format!("{name} must be at least 1, got {v}"));
+        }
+        if v > max {
+            return Err(format!("{name} {v}: larger than any released model (at most {max})"));
+        }
+    }
+    Ok(())
+}
+
 /// The one rule for a name read from a file that becomes part of a file name (HTDemucs' source
 /// names become `<name>.wav`): 1 to 64 characters of ASCII letters, digits, '-', '_' and '.',
 /// not starting with '.', so it can name no other folder, hidden file or device.

@@ -124,6 +124,31 @@ impl EncodecConfig {
 
     /// Everything this implementation relies on, with a message that names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::config::check_bounds(&[
+            ("sampling_rate", i64::from(self.sampling_rate), 768_000),
+            ("audio_channels", i64::from(self.audio_channels), 2),
+            ("hidden_size", i64::from(self.hidden_size), 1 << 14),
+            ("num_filters", i64::from(self.num_filters), 1 << 14),
+            ("num_residual_layers", i64::from(self.num_residual_layers), 16),
+            ("kernel_size", i64::from(self.kernel_size), 64),
+            ("last_kernel_size", i64::from(self.last_kernel_size), 64),
+            ("residual_kernel_size", i64::from(self.residual_kernel_size), 64),
+            ("dilation_growth_rate", i64::from(self.dilation_growth_rate), 16),
+            ("compress", i64::from(self.compress), 64),
+            ("num_lstm_layers", i64::from(self.num_lstm_layers), 16),
+            ("codebook_size", i64::from(self.codebook_size), 1 << 16),
+            ("upsampling_ratios (count)", self.upsampling_ratios.len() as i64, 8),
+            ("target_bandwidths (count)", self.target_bandwidths.len() as i64, 32),
+        ])?;
+        for (i, &r) in self.upsampling_ratios.iter().enumerate() {
+            crate::config::check_bounds(&[(&format!("upsampling_ratios[{i}]"), i64::from(r), 64)])?;
+        }
+        // Their product is the hop; bounded as a whole, so it cannot overflow or reach zero.
+        let hop: i64 = self.upsampling_ratios.iter().map(|&r| i64::from(r)).product();
+        crate::config::check_bounds(&[("the product of upsampling_ratios (the hop)", hop, 1 << 16)])?;
+        if let Some(b) = self.target_bandwidths.iter().find(|b| !(b.is_finite() && **b > 0.0 && **b <= 1000.0)) {
+            return Err(format!("target_bandwidths: {b} kbps is not a bandwidth (0 to 1000)"));
+        }
         let pos = |name: &str, v: i32| if v >= 1 { Ok(()) } else { Err(format!("{name} must be at least 1, got {v}")) };
         pos("audio_channels", self.audio_channels)?;
         pos("hidden_size", self.hidden_size)?;

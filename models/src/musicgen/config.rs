@@ -72,6 +72,18 @@ pub struct MusicgenConfig {
 impl ModelConfig for MusicgenConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let (t, d) = (&self.text_encoder, &self.decoder);
+        crate::config::check_bounds(&[
+            ("text_encoder.d_model", i64::from(t.d_model), 1 << 15),
+            ("text_encoder.d_kv", i64::from(t.d_kv), 1 << 12),
+            ("text_encoder.num_heads", i64::from(t.num_heads), 1024),
+            ("text_encoder.num_layers", i64::from(t.num_layers), 256),
+            ("text_encoder.relative_attention_num_buckets", i64::from(t.relative_attention_num_buckets), 1 << 12),
+            ("decoder.hidden_size", i64::from(d.hidden_size), 1 << 15),
+            ("decoder.num_attention_heads", i64::from(d.num_attention_heads), 1024),
+            ("decoder.num_hidden_layers", i64::from(d.num_hidden_layers), 256),
+            ("decoder.num_codebooks", i64::from(d.num_codebooks), 64),
+            ("decoder.vocab_size", i64::from(d.vocab_size), 1 << 16),
+        ])?;
         for (name, v) in [
             ("text_encoder.d_model", t.d_model),
             ("text_encoder.d_kv", t.d_kv),

@@ -108,6 +108,19 @@ impl WhisperConfig {
 
 
     pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::config::check_bounds(&[
+            ("vocab_size", i64::from(self.vocab_size), 1 << 20),
+            ("num_mel_bins", i64::from(self.num_mel_bins), 512),
+            ("encoder_layers", i64::from(self.encoder_layers), 256),
+            ("decoder_layers", i64::from(self.decoder_layers), 256),
+            ("d_model", i64::from(self.d_model), 1 << 15),
+            ("encoder_ffn_dim", i64::from(self.encoder_ffn_dim), 1 << 17),
+            ("decoder_ffn_dim", i64::from(self.decoder_ffn_dim), 1 << 17),
+            ("encoder_attention_heads", i64::from(self.encoder_attention_heads), 1024),
+            ("decoder_attention_heads", i64::from(self.decoder_attention_heads), 1024),
+            ("max_source_positions", i64::from(self.max_source_positions), 1 << 16),
+            ("max_target_positions", i64::from(self.max_target_positions), 1 << 16),
+        ])?;
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("num_mel_bins", self.num_mel_bins),
