@@ -32,16 +32,16 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Seed of the sampler: the same seed, prompt and settings give the same music.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "greedy")]
     seed: u64,
     /// Classifier-free guidance scale (1 turns guidance off).
     #[arg(long, default_value_t = 3.0)]
     guidance: f32,
     /// Sample from the k most likely codes each step.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, conflicts_with = "greedy")]
     top_k: i32,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, conflicts_with = "greedy")]
     temperature: f32,
     /// Pick the most likely code every step instead of sampling (deterministic; tests).
     #[arg(long)]
@@ -54,6 +54,9 @@ pub struct Args {
     quiet: bool,
 }
 
+/// The longest prompt, in T5 tokens.
+const MAX_PROMPT_TOKENS: i32 = 512;
+
 pub fn run(args: &Args) -> Result<ExitCode> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds {}: must be a positive number", args.seconds);
@@ -61,12 +64,22 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if !(args.guidance >= 1.0 && args.guidance.is_finite()) {
         bail!("--guidance {}: must be at least 1", args.guidance);
     }
+    // Before any work: where the audio goes.
+    crate::outputs::check_file("-o", &args.output)?;
     let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
+    let model_files: Vec<(&str, PathBuf)> = ["config.json", "model.safetensors", "tokenizer.json"].iter().map(|f| (*f, dir.join(f))).collect();
+    let inputs: Vec<(&str, &std::path::Path)> = model_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
+    crate::outputs::refuse_overwrite("-o", &args.output, &inputs)?;
     let mut model = MusicGen::load_dir(&dir)?;
     if let Some(p) = args.quant.precision()? {
         model.set_precision(p)?;
     }
     let (ids, mask) = tokenize_prompt(&dir.join("tokenizer.json"), &args.prompt)?;
+    // T5 was trained on 512 tokens; a longer prompt only costs time (a 20,000-word one took
+    // minutes) and says nothing more to the model.
+    if ids.shape().get(1).copied().unwrap_or(0) > MAX_PROMPT_TOKENS {
+        bail!("--prompt is {} tokens long; at most {MAX_PROMPT_TOKENS} (T5's training length)", ids.shape()[1]);
+    }
     let rate = model.codec.config.frame_rate();
     let kb = model.config.decoder.num_codebooks as usize;
     let frames = (args.seconds * f64::from(rate)).round().max(1.0) as usize;

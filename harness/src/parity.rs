@@ -134,6 +134,26 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
 }
 
+/// A fixture input as values of type `T` with the rank (and, where given, the length) the
+/// reader expects: data from a file, checked before it is indexed.
+fn input_values<T: mlx_rs::ArrayElement + Copy>(inputs: &HashMap<String, Array>, name: &str, dtype: Dtype, rank: usize, len: Option<usize>) -> Result<Vec<T>> {
+    let a = inputs.get(name).with_context(|| format!("inputs.safetensors has no '{name}'"))?;
+    if a.dtype() != dtype || a.ndim() != rank || len.is_some_and(|n| a.size() != n) {
+        bail!("inputs.safetensors: '{name}' is {:?} {:?}; expected {dtype:?} of rank {rank}{}", a.dtype(), a.shape(), len.map_or(String::new(), |n| format!(" with {n} values")));
+    }
+    a.eval()?;
+    Ok(a.try_as_slice::<T>().map_err(|e| anyhow::anyhow!("inputs.safetensors: reading '{name}': {e}"))?.to_vec())
+}
+
+/// A fixture input of the given rank (any dtype), checked before the model indexes it.
+fn input_rank<'a>(inputs: &'a HashMap<String, Array>, name: &str, rank: usize) -> Result<&'a Array> {
+    let a = inputs.get(name).with_context(|| format!("inputs.safetensors has no '{name}'"))?;
+    if a.ndim() != rank || a.shape().contains(&0) {
+        bail!("inputs.safetensors: '{name}' has shape {:?}; expected {rank} non-empty dimensions", a.shape());
+    }
+    Ok(a)
+}
+
 fn to_f64(a: &Array) -> Result<Vec<f64>> {
     let a = a.as_dtype(Dtype::Float32)?.reshape(&[-1])?;
     a.eval()?;
@@ -234,8 +254,8 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
         kernel: if optimized { AttentionKernel::Fused } else { AttentionKernel::Explicit },
     };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
-    let x = inputs.get("x").context("inputs.safetensors has no 'x'")?;
-    let xa = inputs.get("xa").context("inputs.safetensors has no 'xa'")?;
+    let x = input_rank(&inputs, "x", 3)?;
+    let xa = input_rank(&inputs, "xa", 3)?;
     let t = x.shape()[1];
     let kind = if optimized { KvCacheKind::Preallocated } else { KvCacheKind::Concat };
     let mut cache = new_cache(kind, t);
@@ -270,14 +290,16 @@ fn run_clap(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
     let mut out = HashMap::new();
     let mut feats = Vec::new();
     for clip in &clips {
-        let wave = inputs.get(&format!("{clip}.audio")).with_context(|| format!("inputs.safetensors has no '{clip}.audio'"))?.as_slice::<f32>().to_vec();
-        let offset = inputs.get(&format!("{clip}.crop")).map_or(0, |a| a.as_slice::<i32>()[0] as usize);
+        let wave: Vec<f32> = input_values(&inputs, &format!("{clip}.audio"), Dtype::Float32, 1, None)?;
+        let crop = format!("{clip}.crop");
+        let offset = if inputs.contains_key(&crop) { usize::try_from(input_values::<i32>(&inputs, &crop, Dtype::Int32, 1, Some(1))?[0]).context("a negative crop offset")? } else { 0 };
         let (f, longer) = fe.extract(&wave, Truncation::RandTrunc, Crops { offset: Some(offset), ..Crops::default() }).with_context(|| format!("features of '{clip}'"))?;
         out.insert(format!("{clip}.features"), f);
         out.insert(format!("{clip}.is_longer"), Array::from_slice(&[i32::from(longer)], &[1]));
-        if let Some(s) = inputs.get(&format!("{clip}.fusion_starts")) {
-            let s = s.as_slice::<i32>();
-            let crops = Crops { starts: Some([s[0] as usize, s[1] as usize, s[2] as usize]), ..Crops::default() };
+        let starts = format!("{clip}.fusion_starts");
+        if inputs.contains_key(&starts) {
+            let s: Vec<usize> = input_values::<i32>(&inputs, &starts, Dtype::Int32, 1, Some(3))?.into_iter().map(usize::try_from).collect::<Result<_, _>>().context("a negative fusion start")?;
+            let crops = Crops { starts: Some([s[0], s[1], s[2]]), ..Crops::default() };
             out.insert(format!("{clip}.fusion_features"), fe.extract(&wave, Truncation::Fusion, crops)?.0);
         }
         feats.push(refs.get(&format!("{clip}.features")).with_context(|| format!("outputs.safetensors has no '{clip}.features'"))?.clone());
@@ -306,7 +328,7 @@ fn run_clap_fused(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>>
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
     let feats = inputs.get("features").context("inputs.safetensors has no 'features'")?;
-    let longer: Vec<bool> = inputs.get("is_longer").context("inputs.safetensors has no 'is_longer'")?.as_slice::<i32>().iter().map(|&v| v != 0).collect();
+    let longer: Vec<bool> = input_values::<i32>(&inputs, "is_longer", Dtype::Int32, 1, None)?.iter().map(|&v| v != 0).collect();
     let a = model.embed_audio_with(feats, &longer, variant)?;
     let tokens = refs.get("audio.patch_embeds").map_or(a.patch_embeds.shape()[1], |r| r.shape()[1]);
     let mut out = HashMap::new();
@@ -378,7 +400,7 @@ fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
         out.insert(format!("mel_filters.{n}"), Array::from_slice(&audio::mel_filters(n), &[n as i32, 201]));
     }
     let tokens = |v: Vec<Vec<i32>>| -> Array {
-        let n = v[0].len() as i32;
+        let n = v.first().map_or(0, Vec::len) as i32;
         Array::from_slice(&v.concat(), &[v.len() as i32, n])
     };
     for (name, x) in &inputs {
@@ -390,7 +412,7 @@ fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
         if name == "audio" {
             out.insert("audio.mel128_head".into(), audio::LogMel::new(128)?.compute(x)?.index((.., ..256)));
             out.insert("audio.mel".into(), mel);
-            let ids = inputs.get("decoder_input_ids").context("inputs.safetensors has no 'decoder_input_ids'")?.as_dtype(Dtype::Int32)?;
+            let ids = input_rank(&inputs, "decoder_input_ids", 2)?.as_dtype(Dtype::Int32)?;
             let mut state = model.new_state(&opts);
             let steps = (0..ids.shape()[1]).map(|t| model.decode_step(&ids.index((.., t..t + 1)), &enc, &mut state)).collect::<Result<Vec<_>, _>>()?;
             out.insert("logits".into(), ops::concatenate(&steps, 1)?);
@@ -426,7 +448,7 @@ fn run_musicgen(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
     let get = |k: &str| inputs.get(k).with_context(|| format!("inputs.safetensors has no '{k}'"));
     let ids = get("input_ids")?.as_dtype(Dtype::Int32)?;
     let mask = get("attention_mask")?;
-    let dec = get("decoder_input_ids")?.as_dtype(Dtype::Int32)?;
+    let dec = input_rank(&inputs, "decoder_input_ids", 2)?.as_dtype(Dtype::Int32)?;
     let k = model.config.decoder.num_codebooks;
     let (rows, t) = (dec.shape()[0], dec.shape()[1]);
     if rows % k != 0 {

@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
     /// The folder to write: the quantized model.safetensors (precision in its metadata) next to
-    /// copies of config.json and tokenizer.json.
+    /// copies of config.json and tokenizer.json. A new folder, or an empty one (never the
+    /// model's own, however spelled); it appears whole when done, or not at all.
     #[arg(short, long, value_name = "DIR")]
     output: PathBuf,
     #[command(flatten)]
@@ -48,12 +49,12 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let precision = args.quant.precision()?.context("give --quantize 16, 8 or 4")?;
-    if args.output == args.model_dir {
-        bail!("--output must differ from --model-dir (the float checkpoint is read while writing)");
+    if crate::outputs::same_path(&args.output, &args.model_dir) {
+        bail!("--output {} is the folder of --model-dir {} (the float checkpoint is read while writing)", args.output.display(), args.model_dir.display());
     }
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let staged = crate::outputs::StagedDir::create("--output", &args.output)?;
     let src = args.model_dir.join("model.safetensors");
-    let dst = args.output.join("model.safetensors");
+    let dst = staged.path("model.safetensors")?;
     match args.model.as_str() {
         "whisper" => {
             let mut m = models::whisper::Whisper::load_dir(&args.model_dir)?;
@@ -69,10 +70,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for f in ["config.json", "tokenizer.json", "generation_config.json"] {
         let p = args.model_dir.join(f);
         if p.exists() {
-            write_atomic(&args.output.join(f), &std::fs::read(&p)?)?;
+            write_atomic(&staged.path(f)?, &std::fs::read(&p)?)?;
         }
     }
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
-    eprintln!("{} ({:.1} MB) -> {} at {precision} ({:.1} MB)", src.display(), size(&src), dst.display(), size(&dst));
+    let quantized = size(&dst);
+    let dir = staged.finish()?;
+    eprintln!("{} ({:.1} MB) -> {} at {precision} ({quantized:.1} MB)", src.display(), size(&src), dir.join("model.safetensors").display());
     Ok(ExitCode::SUCCESS)
 }

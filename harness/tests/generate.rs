@@ -153,4 +153,42 @@ fn quantize_saves_a_copy_that_loads_as_saved() {
     assert!(e.contains("groups of 64"), "{e}");
     let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", tmp.path().join("y").to_str().unwrap()]));
     assert!(e.contains("--quantize"), "{e}");
+    assert!(!tmp.path().join("x").exists() && !tmp.path().join("y").exists(), "refused runs leave no folder");
+
+    // The model's own folder, however spelled, and a folder with files are refused; the float
+    // checkpoint stays as it was.
+    let float = std::fs::read(model.path().join("model.safetensors")).unwrap();
+    let name = model.path().file_name().unwrap().to_str().unwrap();
+    let spelled = model.path().join("..").join(name);
+    let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", spelled.to_str().unwrap(), "--quantize", "8", "--group-size", "32"]));
+    assert!(e.contains("is the folder of --model-dir"), "{e}");
+    let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", q.to_str().unwrap(), "--quantize", "8", "--group-size", "32"]));
+    assert!(e.contains("not an empty folder"), "{e}");
+    assert_eq!(std::fs::read(model.path().join("model.safetensors")).unwrap(), float);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().chain(std::fs::read_dir(model.path()).unwrap()).map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("tmp") || n.contains("partial")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn contradictory_or_oversized_requests_are_refused_before_work() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.wav");
+    let o = out.to_str().unwrap();
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_harness")).arg("generate").args(args).output().unwrap();
+    // --greedy with a sampler setting: clap refuses (exit 2) instead of ignoring it.
+    for extra in [["--top-k", "5"], ["--temperature", "0.5"], ["--seed", "3"]] {
+        let r = run(&[&["--model-dir", m, "--prompt", "x", "--seconds", "0.1", "--greedy", "-o", o][..], &extra[..]].concat());
+        assert_eq!(r.status.code(), Some(2), "{extra:?}");
+        assert!(String::from_utf8_lossy(&r.stderr).contains("cannot be used with"), "{extra:?}");
+    }
+    let long = "word ".repeat(20_000);
+    let e = err(&run(&["--model-dir", m, "--prompt", &long, "--seconds", "0.1", "--greedy", "-o", o, "--quiet"]));
+    assert!(e.contains("tokens long"), "{e}");
+    let e = err(&run(&["--model-dir", m, "--prompt", "x", "--seconds", "0.1", "-o", model.path().join("config.json").to_str().unwrap(), "--quiet"]));
+    assert!(e.contains("same file as config.json"), "{e}");
+    let e = err(&run(&["--model-dir", m, "--prompt", "x", "--seconds", "0.1", "-o", "/nonexistent-dir/o.wav", "--quiet"]));
+    assert!(e.contains("does not exist"), "{e}");
+    assert!(!out.exists());
 }

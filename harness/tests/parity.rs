@@ -220,3 +220,25 @@ fn truncated_weights_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
 }
+
+#[test]
+fn fixture_inputs_of_the_wrong_rank_or_dtype_are_refused_by_name() {
+    // attention's x as rank 2: a named error, exit 1, no panic.
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(fixture("attention-s0")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    let p = dir.path().join("inputs.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let text = String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize]).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let shape = v["x"]["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect::<Vec<_>>();
+    let (from, to) = (format!("\"shape\":[{},{},{}]", shape[0], shape[1], shape[2]), format!("\"shape\":[{},{}]", shape[0] * shape[1], shape[2]));
+    let pad = " ".repeat(from.len() - to.len());
+    std::fs::write(&p, replace_once(bytes, &from, &format!("{to}{pad}"))).unwrap();
+    let o = parity(dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'x' has shape") && err.contains("expected 3"), "{err}");
+}

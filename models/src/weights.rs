@@ -177,9 +177,17 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&
     let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "weights".into());
-    let tmp = dir.join(format!(".{name}.tmp.safetensors"));
-    Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp).map_err(|e| bad(path, format!("cannot write: {e:?}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}")))
+    // A name of this process and call: two runs writing beside each other never collide.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}.safetensors", std::process::id()));
+    let result = Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp)
+        .map_err(|e| bad(path, format!("cannot write: {e:?}")))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}"))));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 

@@ -60,7 +60,8 @@ pub struct Args {
     /// Run only this model's workloads, or this one workload by id (repeatable). See --list.
     #[arg(short = 'm', long = "model", value_name = "NAME")]
     models: Vec<String>,
-    /// Warm-up runs per variant before timing [default: 3, quick: 1].
+    /// Warm-up runs per variant before timing [default: 3, quick: 1]; they stop early once
+    /// they have taken --max-time.
     #[arg(short = 'w', long, value_name = "N")]
     warmup: Option<u32>,
     /// Timed runs per variant [default: 15, quick: 5; at least 2].
@@ -541,6 +542,7 @@ struct Timed {
 /// first), adding to `timed`.
 fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed) -> Result<()> {
     let mut round_s: f64 = 0.0;
+    let warm_start = Instant::now();
     for i in 0..plan.warmup {
         let t = Instant::now();
         for &v in variants {
@@ -549,8 +551,9 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
             bar.inc(1);
         }
         round_s = t.elapsed().as_secs_f64();
-        // A round longer than a quarter of the budget is warm after one.
-        if round_s > plan.max_time / 4.0 {
+        // A round longer than a quarter of the budget is warm after one; and the warm-ups
+        // together never take more than the budget (-w 4294967295 would never end).
+        if round_s > plan.max_time / 4.0 || warm_start.elapsed().as_secs_f64() > plan.max_time {
             bar.inc(u64::from(plan.warmup - i - 1) * variants.len() as u64);
             break;
         }
