@@ -95,6 +95,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         e.eval()?;
         text_embeds = Some(e);
     }
+    // A broken checkpoint gives NaN; an embedding of NaN is no answer (and JSON would print null).
+    for (what, e) in [("audio", &audio_embeds), ("text", &text_embeds)] {
+        if let Some(e) = e {
+            if !models::nn::ops::all_finite(e)? {
+                bail!("the {what} embeddings hold NaN or infinite values (broken weights?); nothing printed");
+            }
+        }
+    }
     let sims = match (&audio_embeds, &text_embeds) {
         (Some(a), Some(t)) => {
             let cos = a.matmul(t.t())?;

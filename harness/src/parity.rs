@@ -620,3 +620,21 @@ fn print_checks(dir: &Path, manifest: &Manifest, checks: &[Check]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_on_either_side_fails_every_kind_of_check() {
+        let nan = Array::from_slice(&[1.0f32, f32::NAN], &[2]);
+        let fine = Array::from_slice(&[1.0f32, 2.0], &[2]);
+        for tol in [Tolerance::Exact { exact: true }, Tolerance::Close { atol: 1e-5, rtol: 1e-4 }, Tolerance::Cosine { cosine: 0.99999 }] {
+            for (got, want) in [(&nan, &nan), (&fine, &nan), (&nan, &fine)] {
+                let c = compare("v", "o", got, want, &tol).unwrap();
+                assert!(!c.pass && c.used.is_none(), "{tol:?}: {c:?}");
+            }
+            assert!(compare("v", "o", &fine, &fine, &tol).unwrap().pass);
+        }
+    }
+}

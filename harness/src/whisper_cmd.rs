@@ -114,7 +114,7 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<WhisperConfig> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let f16: Vec<(String, Array)> = c.tensors.iter().map(|(k, v)| Ok((k.clone(), v.as_dtype(Dtype::Float16)?))).collect::<Result<_>>()?;
     let tmp = out.join(".model.tmp.safetensors");
-    Array::save_safetensors(f16.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).map_err(|e| anyhow::anyhow!("writing {}: {e:?}", tmp.display()))?;
+    Array::save_safetensors(f16.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, out.join("model.safetensors"))?;
     write_atomic(&out.join("config.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     let tok = src.join("tokenizer.json");

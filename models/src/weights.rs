@@ -103,13 +103,13 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Array>> {
     head[..8].copy_from_slice(&len_bytes);
     std::io::Read::read_exact(&mut f, &mut head[8..]).map_err(|e| bad(path, format!("reading the header: {e}")))?;
     parse_header(path, &head, meta.len())?;
-    Array::load_safetensors(path).map_err(|e| bad(path, format!("MLX could not load it: {e:?}")))
+    Array::load_safetensors(path).map_err(|e| bad(path, format!("MLX could not load it: {e}")))
 }
 
 /// [`read_safetensors`] plus the header's string metadata (`__metadata__`).
 pub fn read_safetensors_with_metadata(path: &Path) -> Result<(HashMap<String, Array>, HashMap<String, String>)> {
     let tensors = read_safetensors(path)?;
-    let (_, meta) = Array::load_safetensors_with_metadata(path).map_err(|e| bad(path, format!("MLX could not load it: {e:?}")))?;
+    let (_, meta) = Array::load_safetensors_with_metadata(path).map_err(|e| bad(path, format!("MLX could not load it: {e}")))?;
     Ok((tensors, meta))
 }
 
@@ -182,7 +182,7 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}.safetensors", std::process::id()));
     let result = Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), &meta, &tmp)
-        .map_err(|e| bad(path, format!("cannot write: {e:?}")))
+        .map_err(|e| bad(path, format!("cannot write: {e}")))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot move the written file into place: {e}"))));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -154,7 +154,7 @@ fn apply(x: &Array, k: Kernel, unit: usize) -> Result<Array> {
     // Row-major data (a transposed view is copied first).
     let x = x.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?;
     x.eval()?;
-    let src = x.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host kernel input of shape {shape:?}: {e:?}")))?;
+    let src = x.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host kernel input of shape {shape:?}: {e}")))?;
     let mut dst = vec![0f32; src.len()];
     if !src.is_empty() {
         let units = src.len() / unit.max(1);
