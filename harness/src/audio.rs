@@ -112,32 +112,93 @@ fn bessel_i0(x: f64) -> f64 {
 /// Resample one channel from `from` Hz to `to` Hz with a Kaiser-windowed sinc (beta 8.6,
 /// 32 zero crossings each side), low-passed at the lower Nyquist frequency.
 pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || x.is_empty() {
+    resample_with(x, from, to, true)
+}
+
+/// [`resample`], with the per-phase table (`tabulate`) or the filter evaluated per tap.
+fn resample_with(x: &[f32], from: u32, to: u32, tabulate: bool) -> Vec<f32> {
+    if from == to || x.is_empty() || from == 0 || to == 0 {
         return x.to_vec();
     }
-    const ZEROS: f64 = 32.0;
-    const BETA: f64 = 8.6;
-    let ratio = f64::from(to) / f64::from(from);
-    let cutoff = ratio.min(1.0) * 0.97;
-    let half = ZEROS / cutoff;
-    let out_len = ((x.len() as f64) * ratio).round() as usize;
-    let i0b = bessel_i0(BETA);
+    let k = Kernel::new(from, to);
+    let out_len = ((x.len() as f64) * k.ratio).round() as usize;
+    // The output at n sits at input time n * down / up: an integer part and one of `up`
+    // fractional phases. With few phases the filter is tabulated once per phase (44.1 to 16 kHz:
+    // 160 phases; 192 to 16 kHz: 1), else evaluated per tap.
+    let g = gcd(from, to);
+    let (up, down) = (u64::from(to / g), u64::from(from / g));
+    let taps = 2 * k.half.ceil() as usize + 2;
+    if tabulate && (up as usize).saturating_mul(taps) <= 1 << 23 {
+        let table: Vec<(i64, Vec<f64>)> = (0..up)
+            .map(|p| {
+                let frac = p as f64 / up as f64;
+                let first = (-frac - k.half).ceil() as i64;
+                let last = (k.half - frac).floor() as i64;
+                (first, (first..=last).map(|j| k.weight(j as f64 - frac)).collect())
+            })
+            .collect();
+        return (0..out_len as u64)
+            .map(|n| {
+                let (base, p) = ((n * down / up) as i64, (n * down % up) as usize);
+                let (first, w) = &table[p];
+                let mut acc = 0.0;
+                for (j, wj) in w.iter().enumerate() {
+                    let i = base + first + j as i64;
+                    if i >= 0 && (i as usize) < x.len() {
+                        acc += f64::from(x[i as usize]) * wj;
+                    }
+                }
+                acc as f32
+            })
+            .collect();
+    }
     (0..out_len)
         .map(|n| {
-            let t = n as f64 / ratio;
-            let lo = (t - half).ceil().max(0.0) as usize;
-            let hi = ((t + half).floor() as usize).min(x.len() - 1);
-            let mut acc = 0.0;
-            for (i, &v) in x.iter().enumerate().take(hi + 1).skip(lo) {
-                let d = i as f64 - t;
-                let arg = std::f64::consts::PI * d * cutoff;
-                let sinc = if d.abs() < 1e-12 { 1.0 } else { arg.sin() / arg };
-                let w = (1.0 - (d / half).powi(2)).max(0.0);
-                acc += f64::from(v) * cutoff * sinc * bessel_i0(BETA * w.sqrt()) / i0b;
-            }
-            acc as f32
+            let t = n as f64 / k.ratio;
+            let lo = (t - k.half).ceil().max(0.0) as usize;
+            let hi = ((t + k.half).floor() as usize).min(x.len() - 1);
+            x.iter().enumerate().take(hi + 1).skip(lo).map(|(i, &v)| f64::from(v) * k.weight(i as f64 - t)).sum::<f64>() as f32
         })
         .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The Kaiser-windowed sinc low-pass of the resampler (32 zero crossings, beta 8.6, cutoff at
+/// 97% of the lower Nyquist frequency).
+struct Kernel {
+    ratio: f64,
+    cutoff: f64,
+    half: f64,
+    i0b: f64,
+}
+
+impl Kernel {
+    const ZEROS: f64 = 32.0;
+    const BETA: f64 = 8.6;
+
+    fn new(from: u32, to: u32) -> Self {
+        let ratio = f64::from(to) / f64::from(from);
+        let cutoff = ratio.min(1.0) * 0.97;
+        Kernel { ratio, cutoff, half: Self::ZEROS / cutoff, i0b: bessel_i0(Self::BETA) }
+    }
+
+    /// The weight of an input sample `d` input samples from the output's position.
+    fn weight(&self, d: f64) -> f64 {
+        if d.abs() > self.half {
+            return 0.0;
+        }
+        let arg = std::f64::consts::PI * d * self.cutoff;
+        let sinc = if d.abs() < 1e-12 { 1.0 } else { arg.sin() / arg };
+        let w = (1.0 - (d / self.half).powi(2)).max(0.0);
+        self.cutoff * sinc * bessel_i0(Self::BETA * w.sqrt()) / self.i0b
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +207,21 @@ mod tests {
 
     fn sine(freq: f64, rate: u32, n: usize) -> Vec<f32> {
         (0..n).map(|i| (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() as f32 * 0.5).collect()
+    }
+
+    #[test]
+    fn the_tabulated_resampler_equals_the_filter_evaluated_per_tap() {
+        let mut rng = crate::stats::Rng::new(7);
+        let x: Vec<f32> = (0..3000).map(|_| (rng.below(2001) as f32 - 1000.0) / 1000.0).collect();
+        for (from, to) in [(192_000, 16_000), (44_100, 16_000), (16_000, 48_000), (48_000, 44_100), (22_050, 32_000)] {
+            let (a, b) = (resample_with(&x, from, to, true), resample_with(&x, from, to, false));
+            assert_eq!(a.len(), b.len());
+            let err = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            // The table places each output at its exact rational phase; per tap, at n / ratio in
+            // floating point, which can take or drop the tap on the window's edge (weight about
+            // 1e-5 there: the Kaiser window's edge value 1 / I0(8.6) times the sinc).
+            assert!(err < 5e-5, "{from} -> {to}: {err}");
+        }
     }
 
     #[test]
@@ -183,8 +259,31 @@ mod tests {
         write_wav(&p, &empty, false).unwrap();
         assert!(read_wav(&p).unwrap_err().to_string().contains("holds no samples"));
         let nan = Audio { sample_rate: 24_000, channels: vec![vec![0.0, f32::NAN]] };
-        write_wav(&p, &nan, false).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        assert!(write_wav(&p, &nan, false).unwrap_err().to_string().contains("NaN or infinite audio"));
+        assert_eq!(std::fs::read(&p).unwrap(), before, "a refused write leaves the file as it was");
+        // Written by another tool, it is refused on reading.
+        let spec = hound::WavSpec { channels: 1, sample_rate: 24_000, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        w.write_sample(0.0f32).unwrap();
+        w.write_sample(f32::NAN).unwrap();
+        w.finalize().unwrap();
         assert!(read_wav(&p).unwrap_err().to_string().contains("NaN"));
+        // Rates no audio uses are refused before anything is sized from them.
+        for rate in [0u32, 1, 999_999] {
+            let spec = hound::WavSpec { sample_rate: rate.max(1), ..spec };
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            w.write_sample(0.5f32).unwrap();
+            w.finalize().unwrap();
+            if rate == 0 {
+                // hound refuses to write rate 0: patch the header's rate field (bytes 24..28).
+                let mut b = std::fs::read(&p).unwrap();
+                b[24..28].copy_from_slice(&0u32.to_le_bytes());
+                std::fs::write(&p, b).unwrap();
+            }
+            let e = format!("{:#}", read_wav(&p).unwrap_err());
+            assert!(e.contains("sample rate") || e.contains("cannot read"), "{rate}: {e}");
+        }
         std::fs::write(&p, b"RIFF....not a wav").unwrap();
         assert!(format!("{:#}", read_wav(&p).unwrap_err()).contains("cannot read"));
         write_wav(&p, &a, false).unwrap();
