@@ -101,3 +101,23 @@ fn refusals_name_the_problem() {
     let e = err(embed(&fixture("htdemucs-s0"), &["--text", "w5"]));
     assert!(e.contains("config.json"), "{e}");
 }
+
+#[test]
+fn a_checkpoint_that_gives_nan_prints_no_embedding() {
+    let model = model_dir();
+    // Poison one projection bias with NaN, in place in the safetensors data.
+    let p = model.path().join("model.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let off = &header["text_projection.linear2.bias"]["data_offsets"];
+    let (lo, hi) = (8 + n + off[0].as_u64().unwrap() as usize, 8 + n + off[1].as_u64().unwrap() as usize);
+    for c in b[lo..hi].chunks_exact_mut(4) {
+        c.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&p, b).unwrap();
+    let o = embed(model.path(), &["--text", "w5 w6", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NaN or infinite"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty(), "nothing printed");
+}
