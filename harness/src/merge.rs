@@ -162,13 +162,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     print!("{}", report::text::render(&rep));
     println!("\nReports: {} and {}", args.output.display(), output_html.display());
     if args.targets {
-        let unmeasured = targets::not_measured(&rep.targets);
-        if !unmeasured.is_empty() {
-            eprintln!("targets: not measured (in no merged report): {}", unmeasured.join(", "));
-        }
-        if targets::any_missed(&rep.targets) {
-            eprintln!("targets: a measured target for device class {} was missed", rep.meta.device_class);
-            return Ok(ExitCode::from(crate::bench::TARGET_MISSED_EXIT));
+        if let Some(code) = targets::verdict_exit(&rep.targets, &rep.meta.device_class, "in no merged report") {
+            return Ok(ExitCode::from(code));
         }
     }
     Ok(ExitCode::SUCCESS)

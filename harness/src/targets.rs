@@ -98,6 +98,21 @@ pub fn any_missed(results: &[TargetResult]) -> bool {
     results.iter().any(|t| t.verdict == Verdict::Miss)
 }
 
+/// What `--targets` decides about a report, for `bench` and `merge` alike: names the rows not
+/// measured (`why` says why they were not), and gives the miss exit code when a measured row
+/// missed.
+pub fn verdict_exit(results: &[TargetResult], class: &str, why: &str) -> Option<u8> {
+    let unmeasured = not_measured(results);
+    if !unmeasured.is_empty() {
+        eprintln!("targets: not measured ({why}): {}", unmeasured.join(", "));
+    }
+    if any_missed(results) {
+        eprintln!("targets: a measured target for device class {class} was missed");
+        return Some(crate::bench::TARGET_MISSED_EXIT);
+    }
+    None
+}
+
 /// The tasks of rows with a target for this class whose workload did not run.
 pub fn not_measured(results: &[TargetResult]) -> Vec<String> {
     results.iter().filter(|t| t.verdict == Verdict::NotMeasured).map(|t| t.task.clone()).collect()

@@ -77,15 +77,23 @@ fn writes_one_wav_per_source_for_every_chunking() {
     }
 }
 
-#[test]
-fn refusals_name_the_problem() {
+/// A temporary folder holding a short stereo track, `in.wav`.
+fn short_track() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.wav");
     write_wav(&input, 44_100, 2, &[0.1; 2000]);
-    let err = |o: Output| {
-        assert!(!o.status.success());
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    (dir, input)
+}
+
+/// The stderr of a run that must fail.
+fn err(o: Output) -> String {
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let (dir, input) = short_track();
     let e = err(separate(&["--chunking", "overlap", "--chunk-seconds", "1.0"], &input, &dir.path().join("o")));
     assert!(e.contains("--chunk-seconds 1: must be positive and at most the model's segment (0.25 s)"), "{e}");
     let e = err(separate(&["--overlap", "1.5"], &input, &dir.path().join("o")));
@@ -106,13 +114,7 @@ fn refusals_name_the_problem() {
 
 #[test]
 fn outputs_never_replace_files_nor_leave_the_output_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.wav");
-    write_wav(&input, 44_100, 2, &[0.1; 2000]);
-    let err = |o: Output| {
-        assert!(!o.status.success());
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    let (dir, input) = short_track();
     // A folder with files in it is refused before any work, and left as it was.
     let full = dir.path().join("full");
     std::fs::create_dir(&full).unwrap();

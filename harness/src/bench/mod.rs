@@ -456,13 +456,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     if args.targets {
-        let unmeasured = targets::not_measured(&rep.targets);
-        if !unmeasured.is_empty() {
-            eprintln!("targets: not measured (their workloads did not run in this invocation): {}", unmeasured.join(", "));
-        }
-        if targets::any_missed(&rep.targets) {
-            eprintln!("targets: a measured target for device class {} was missed", rep.meta.device_class);
-            return Ok(ExitCode::from(TARGET_MISSED_EXIT));
+        if let Some(code) = targets::verdict_exit(&rep.targets, &rep.meta.device_class, "their workloads did not run in this invocation") {
+            return Ok(ExitCode::from(code));
         }
     }
     Ok(ExitCode::SUCCESS)
