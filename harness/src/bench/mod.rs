@@ -88,10 +88,10 @@ pub struct Args {
     device: Option<String>,
     /// Order of the variants' runs. interleaved: rounds of one run per variant, alternating
     /// which goes first (cancels drift; the CPU default). blocked: each variant's warm-up and
-    /// timed runs together, one variant after the other (the GPU default: on CUDA, runs of the
-    /// other variant in between evict this one's captured CUDA graphs from MLX's graph cache,
-    /// and its median then includes their re-instantiation). auto: blocked on a GPU,
-    /// interleaved on the CPU.
+    /// timed runs together, one variant after the other, each from an empty buffer cache, as a
+    /// program running one variant would (the GPU default; on the H200 neither order changed
+    /// the optimized medians, whose spread is between processes: see --processes). auto:
+    /// blocked on a GPU, interleaved on the CPU.
     #[arg(long, value_enum, default_value_t = Order::Auto)]
     order: Order,
     /// Run the timing in N fresh processes, one after another, and pool their samples (each
