@@ -99,7 +99,16 @@ case "$step" in
     # states on the H200: --processes pools them); HTDemucs' minutes in one.
     for m in encodec clap; do bench -m "$m" -w 2 -i 10 --processes 3 -o "$out/$m.json"; done
     bench -m htdemucs -w 2 -i 10 -o "$out/htdemucs.json" ;;
-  whisper) bench -m whisper -w 2 -i 10 -o "$out/whisper.json" ;;
+  whisper)
+    # The int8/int4 rows' CUDA kernels are compiled at run time against CUTLASS headers
+    # (scripts/device/fetch-cutlass.sh); without them those rows fail, so they are left out.
+    ids=$(harness bench --list | cut -f1 | grep '^whisper/')
+    if [ ! -f .device/p2/cutlass-include.tar.xz ]; then
+      ids=$(echo "$ids" | grep -v -e int8 -e int4)
+      echo "no CUTLASS headers staged: the int8/int4 rows are left out"
+    fi
+    # shellcheck disable=SC2046
+    bench $(printf -- '-m %s ' $ids) -w 2 -i 10 -o "$out/whisper.json" ;;
   musicgen)
     bench -m musicgen/generate-10s-small -m musicgen/generate-10s-medium -m musicgen/decode-medium-500 -w 1 -i 3 --max-time 20 -o "$out/musicgen.json"
     # The same target alone, and with the variants interleaved (the method before blocked order).
