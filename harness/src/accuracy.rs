@@ -31,12 +31,11 @@ pub struct Args {
 #[derive(Debug)]
 pub struct OutputsDir(crate::outputs::StagedDir);
 
-/// Workload ids become file names: letters, digits, '-', '_', '.' and one '/' between model and
-/// name, which becomes "__".
+/// Workload ids become file names: each '/'-separated part a plain name (the file-name rule of
+/// `models::config::check_file_stem`), the '/' becoming "__".
 fn file_name(id: &str) -> Result<String> {
-    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) && !id.split('/').any(|p| p.is_empty() || p.starts_with('.'));
-    if !ok {
-        bail!("workload id '{id}' cannot be a file name");
+    for part in id.split('/') {
+        models::config::check_file_stem("workload id part", part).map_err(|e| anyhow::anyhow!("workload id '{id}' cannot be a file name: {e}"))?;
     }
     Ok(format!("{}.safetensors", id.replace('/', "__")))
 }

@@ -137,9 +137,11 @@ const MAX_FRAMES: u64 = 1 << 24;
 /// read from the offsets it gives.
 fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).with_context(|| format!("{}: too short for a codes file", path.display()))?;
-    let head_end = 8usize.checked_add(usize::try_from(n).unwrap_or(usize::MAX)).filter(|&e| e <= bytes.len()).with_context(|| format!("{}: header length {n} does not fit the file (truncated, or not written by `harness codec encode`)", path.display()))?;
-    let tensors = weights::parse_header(path, &bytes[..head_end], bytes.len() as u64)?;
+    // The strict safetensors check: the length prefix, the header, every tensor's offsets.
+    let tensors = weights::parse_header(path, &bytes, bytes.len() as u64)?;
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&bytes[..8]);
+    let head_end = 8 + u64::from_le_bytes(prefix) as usize;
     let info = tensors.get("codes").with_context(|| format!("{} holds no 'codes' tensor (was it written by `harness codec encode`?)", path.display()))?;
     if info.dtype != "I32" || info.shape.len() != 3 || info.shape[0] != 1 || info.shape[1] == 0 || info.shape[1] > 64 || info.shape[2] == 0 || info.shape[2] > MAX_FRAMES {
         bail!("{}: codes are {} {:?}; expected int32 [1, 1..64 codebooks, 1..{MAX_FRAMES} frames]", path.display(), info.dtype, info.shape);

@@ -63,10 +63,7 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report> {
         }
         sources.push(describe(&name, &r));
         if let Some(c) = r.conformance {
-            out.conformance = Some(match out.conformance.take() {
-                None => c,
-                Some(mine) => join_conformance(mine, c).with_context(|| format!("{name}: conformance section"))?,
-            });
+            add_conformance(&mut out.conformance, c).with_context(|| format!("{name}: conformance section"))?;
         }
         for w in r.workloads {
             if out.workloads.iter().any(|o| o.id == w.id) {
@@ -88,6 +85,15 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report> {
     }
     out.settings.merged_from = sources;
     Ok(out)
+}
+
+/// Put `c` in `slot`, joined with what is there already.
+fn add_conformance(slot: &mut Option<Conformance>, c: Conformance) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => c,
+        Some(mine) => join_conformance(mine, c)?,
+    });
+    Ok(())
 }
 
 /// The fixtures of two conformance sections of one configuration; a fixture and variant in
@@ -128,24 +134,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         None => None,
     };
     let output_html = args.html.clone().unwrap_or_else(|| args.output.with_extension("html"));
-    crate::outputs::check_file("-o", &args.output)?;
-    crate::outputs::check_file("--html", &output_html)?;
-    if crate::outputs::same_path(&args.output, &output_html) {
-        bail!("-o {} and the HTML report are the same file: give -o a .json name, or --html another path", args.output.display());
-    }
     let mut inputs: Vec<(&str, &std::path::Path)> = args.inputs.iter().map(|p| ("report", p.as_path())).collect();
     inputs.extend(args.conformance.as_deref().map(|p| ("--conformance", p)));
     inputs.extend(args.targets_file.as_deref().map(|p| ("--targets-file", p)));
     inputs.extend(args.peers.iter().map(|p| ("--peer", p.as_path())));
-    crate::outputs::refuse_overwrite("-o", &args.output, &inputs)?;
-    crate::outputs::refuse_overwrite("--html", &output_html, &inputs)?;
+    crate::outputs::check_report_paths(&args.output, &output_html, &inputs)?;
     let mut rep = merge(reports)?;
     if let Some((p, c)) = extra {
         c.check_matches(&rep.meta).with_context(|| format!("--conformance {}", p.display()))?;
-        rep.conformance = Some(match rep.conformance.take() {
-            None => c.summary(),
-            Some(mine) => join_conformance(mine, c.summary()).with_context(|| format!("--conformance {}", p.display()))?,
-        });
+        add_conformance(&mut rep.conformance, c.summary()).with_context(|| format!("--conformance {}", p.display()))?;
     }
     if !args.peers.is_empty() {
         let p = peers::read_all(&args.peers)?;

@@ -38,20 +38,42 @@ pub fn device_class(kind: DeviceKind) -> &'static str {
     }
 }
 
-pub fn collect(kind: DeviceKind) -> Meta {
+/// What a result depends on of where it was computed, for reports (`Meta`) and conformance
+/// files alike, so the two are compared on values made the same way.
+pub struct Computed {
+    pub device_kind: &'static str,
+    pub device_name: String,
+    pub backend: &'static str,
+    /// The precision mode in force on this backend ("fp32" on the CPU whatever was asked).
+    pub precision: &'static str,
+    pub mlx_version: String,
+}
+
+pub fn computed(kind: DeviceKind) -> Computed {
     let backend = runtime::backend(kind);
+    Computed {
+        device_kind: kind.as_str(),
+        device_name: runtime::device_label(kind),
+        backend,
+        precision: runtime::requested_precision().effective(backend).as_str(),
+        mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
+    }
+}
+
+pub fn collect(kind: DeviceKind) -> Meta {
+    let c = computed(kind);
     Meta {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         git_commit: git(&["rev-parse", "HEAD"]),
         git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
         build_commit: option_env!("HARNESS_BUILD_COMMIT").map(str::to_string),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
-        backend: backend.into(),
-        device_kind: kind.as_str().into(),
-        device_name: runtime::device_label(kind),
+        mlx_version: c.mlx_version,
+        backend: c.backend.into(),
+        device_kind: c.device_kind.into(),
+        device_name: c.device_name,
         device_class: device_class(kind).into(),
-        precision: Some(runtime::requested_precision().effective(backend).as_str().into()),
+        precision: Some(c.precision.into()),
         cpu_model: runtime::cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: memory_bytes(),

@@ -52,6 +52,18 @@ pub fn check_file(what: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a report's two outputs, JSON and HTML (`bench`, `merge`), before any work:
+/// each writable as a file, not the same file, and neither one of the run's `inputs`.
+pub fn check_report_paths(json: &Path, html: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    check_file("-o", json)?;
+    check_file("--html", html)?;
+    if same_path(json, html) {
+        bail!("-o {} and the HTML report are the same file: give -o a .json name, or --html another path", json.display());
+    }
+    refuse_overwrite("-o", json, inputs)?;
+    refuse_overwrite("--html", html, inputs)
+}
+
 /// A folder of outputs, written under a temporary name beside its target and moved into place
 /// by [`StagedDir::finish`], so it appears whole or not at all. Dropped unfinished (an error, a
 /// panic), it leaves nothing behind.

@@ -195,8 +195,7 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
     };
     let pass = finite
         && match tol {
-            Tolerance::Close { .. } => mismatches == 0,
-            Tolerance::Exact { .. } => mismatches == 0,
+            Tolerance::Close { .. } | Tolerance::Exact { .. } => mismatches == 0,
             Tolerance::Cosine { cosine: min } => cosine >= *min,
         };
     Ok(Check { variant: variant.into(), output: name.into(), max_abs, max_rel, cosine, tolerance: tol.clone(), used, mismatches, pass })
@@ -543,14 +542,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Some(d) = &args.device {
         runtime::select_device(d.parse()?)?;
     }
-    let kind = runtime::default_device_kind()?;
-    let backend = runtime::backend(kind);
+    let c = crate::meta::computed(runtime::default_device_kind()?);
     let mut conf = Conformance {
-        device_kind: kind.as_str().into(),
-        device_name: runtime::device_label(kind),
-        backend: backend.into(),
-        precision: runtime::requested_precision().effective(backend).as_str().into(),
-        mlx_version: runtime::mlx_version().unwrap_or_else(|_| "unknown".into()),
+        device_kind: c.device_kind.into(),
+        device_name: c.device_name,
+        backend: c.backend.into(),
+        precision: c.precision.into(),
+        mlx_version: c.mlx_version,
         fixtures: Vec::new(),
     };
     if !args.json {

@@ -293,28 +293,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if args.output.is_none() {
         std::fs::create_dir_all(output.parent().unwrap_or(Path::new("."))).ok();
     }
-    crate::outputs::check_file("-o", &output)?;
-    crate::outputs::check_file("--html", &html_path)?;
-    if crate::outputs::same_path(&output, &html_path) {
-        bail!("-o {} and the HTML report are the same file: give -o a .json name, or --html another path", output.display());
-    }
     // The reports never land on a file this run reads.
     let mut inputs: Vec<(&str, &Path)> = Vec::new();
     inputs.extend(args.compare.as_deref().map(|p| ("-c", p)));
     inputs.extend(args.conformance.as_deref().map(|p| ("--conformance", p)));
     inputs.extend(args.targets_file.as_deref().map(|p| ("--targets-file", p)));
     inputs.extend(args.peers.iter().map(|p| ("--peer", p.as_path())));
-    crate::outputs::refuse_overwrite("-o", &output, &inputs)?;
-    crate::outputs::refuse_overwrite("--html", &html_path, &inputs)?;
+    crate::outputs::check_report_paths(&output, &html_path, &inputs)?;
     check_writable(&output)?;
     check_writable(&html_path)?;
     if args.processes > 1 && args.save_outputs.is_some() {
         bail!("--save-outputs runs in one process: leave out --processes");
     }
     let outputs_dir = args.save_outputs.as_deref().map(crate::accuracy::OutputsDir::create).transpose()?;
-    if !(args.threshold.is_finite() && args.threshold >= 0.0) {
-        bail!("--threshold must be a non-negative percentage, got {}", args.threshold);
-    }
 
     if let Some(d) = &args.device {
         runtime::select_device(d.parse()?)?;

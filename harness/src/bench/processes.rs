@@ -3,13 +3,14 @@
 //! 44 ms from one process to the next, whether or not the naive variant ran in the same
 //! process; a single process's interval then says nothing about the next. Pooling processes
 //! puts that spread into the result, and each variant keeps its per-process medians.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
-use crate::report::{json, Report, Throughput, VariantResult, WorkloadResult};
+use crate::report::{json, Report, Throughput, WorkloadResult};
 use crate::stats;
 
 /// What every child runs: the parent's resolved settings, and the workloads by id.
@@ -85,45 +86,41 @@ pub fn pool(reports: Vec<Report>) -> Result<Vec<WorkloadResult>> {
     let mut it = reports.into_iter();
     let Some(first) = it.next() else { bail!("no process ran") };
     let mut out = first.workloads;
-    // Each variant's samples, process by process.
-    let mut clusters: Vec<std::collections::BTreeMap<String, Vec<Vec<f64>>>> = Vec::new();
-    for w in &mut out {
-        let mut c = std::collections::BTreeMap::new();
-        for (name, v) in &mut w.variants {
-            v.process_medians_s = vec![v.stats.median];
-            c.insert(name.clone(), vec![v.samples_s.clone()]);
-        }
-        clusters.push(c);
+    // Per workload, each variant's samples process by process: the pool and the clusters of
+    // its interval are both made from these.
+    let mut runs: Vec<BTreeMap<String, Vec<Vec<f64>>>> = out.iter().map(|w| w.variants.iter().map(|(n, v)| (n.clone(), vec![v.samples_s.clone()])).collect()).collect();
+    for v in out.iter_mut().flat_map(|w| w.variants.values_mut()) {
+        v.process_medians_s = vec![v.stats.median];
     }
     for (k, r) in it.enumerate() {
         if r.workloads.len() != out.len() {
             bail!("process {} measured {} workloads, the first {}", k + 2, r.workloads.len(), out.len());
         }
-        for ((mine, theirs), c) in out.iter_mut().zip(r.workloads).zip(clusters.iter_mut()) {
+        for ((mine, theirs), per) in out.iter_mut().zip(r.workloads).zip(runs.iter_mut()) {
             if mine.id != theirs.id {
                 bail!("process {} measured {} where the first measured {}", k + 2, theirs.id, mine.id);
             }
             for (name, tv) in theirs.variants {
                 let Some(mv) = mine.variants.get_mut(&name) else { bail!("process {} ran variant {name} of {}, the first did not", k + 2, mine.id) };
                 mv.process_medians_s.push(tv.stats.median);
-                c.entry(name.clone()).or_default().push(tv.samples_s.clone());
-                mv.samples_s.extend(tv.samples_s);
                 mv.memory.peak_bytes = mv.memory.peak_bytes.max(tv.memory.peak_bytes);
+                per.entry(name).or_default().push(tv.samples_s);
             }
         }
     }
-    for (w, c) in out.iter_mut().zip(&clusters) {
+    for (w, per) in out.iter_mut().zip(&runs) {
         for (name, v) in w.variants.iter_mut() {
-            let pooled: &mut VariantResult = v;
-            pooled.stats = stats::summarize(&pooled.samples_s);
+            let clusters = &per[name];
+            v.samples_s = clusters.concat();
+            v.stats = stats::summarize(&v.samples_s);
             // The intervals over processes, not samples: a process's state is shared by all
             // its samples. The regression gate's interval too.
-            if let Some(per) = c.get(name).filter(|p| p.len() > 1) {
-                let ci = stats::cluster_median_ci(per);
-                pooled.stats.median_ci = ci;
-                pooled.stats.median_ci_exact = ci;
+            if clusters.len() > 1 {
+                let ci = stats::cluster_median_ci(clusters);
+                v.stats.median_ci = ci;
+                v.stats.median_ci_exact = ci;
             }
-            pooled.throughput = Throughput::from_work(&w.work, pooled.stats.median);
+            v.throughput = Throughput::from_work(&w.work, v.stats.median);
         }
         w.speedup = match (w.variants.get("naive"), w.variants.get("optimized")) {
             (Some(a), Some(b)) => Some(stats::paired_speedup(&a.samples_s, &b.samples_s)),

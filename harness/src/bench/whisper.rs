@@ -108,29 +108,32 @@ impl Workload for Transcribe {
         Ok(())
     }
     fn run(&mut self, v: Variant) -> Result<()> {
-        let mel = self.mel.compute(&self.audio)?;
-        let Some(model) = &self.model else {
-            mel.eval()?;
-            return Ok(());
-        };
-        let enc = model.encode(&mel)?;
-        enc.eval()?;
-        if self.phase == Phase::Transcribe {
-            model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?;
-        }
+        self.compute(v)?;
         Ok(())
     }
     fn outputs(&mut self, v: Variant) -> Result<Vec<(String, Array)>> {
         self.prepare(v)?;
-        let mel = self.mel.compute(&self.audio)?;
-        let Some(model) = &self.model else { return Ok(vec![("mel".into(), mel)]) };
-        let enc = model.encode(&mel)?;
-        let mut out = vec![("encoder".into(), enc.clone())];
-        if self.phase == Phase::Transcribe {
-            let tokens = model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?;
-            out.push(("tokens".into(), super::workload::tokens_array(&tokens)?));
+        let (mut out, tokens) = self.compute(v)?;
+        if let Some(t) = tokens {
+            out.push(("tokens".into(), super::workload::tokens_array(&t)?));
         }
         Ok(out)
+    }
+}
+
+impl Transcribe {
+    /// The timed pipeline, each phase evaluated before the next: the mel alone, or the encoder
+    /// output and, for transcription, 224 greedy tokens.
+    fn compute(&self, v: Variant) -> Result<(Vec<(String, Array)>, Option<Vec<Vec<i32>>>)> {
+        let mel = self.mel.compute(&self.audio)?;
+        let Some(model) = &self.model else {
+            mel.eval()?;
+            return Ok((vec![("mel".into(), mel)], None));
+        };
+        let enc = model.encode(&mel)?;
+        enc.eval()?;
+        let tokens = if self.phase == Phase::Transcribe { Some(model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?) } else { None };
+        Ok((vec![("encoder".into(), enc)], tokens))
     }
 }
 
