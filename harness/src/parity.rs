@@ -177,7 +177,8 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
             Tolerance::Close { atol, rtol } => {
                 let bound = atol + rtol * b.abs();
                 used = used.max(d / bound.max(f64::MIN_POSITIVE));
-                mismatches += u64::from(!(d <= bound));
+                // Out of bound, or not comparable (NaN).
+                mismatches += u64::from(matches!(d.partial_cmp(&bound), None | Some(std::cmp::Ordering::Greater)));
             }
             Tolerance::Exact { .. } => mismatches += u64::from(a != b),
             Tolerance::Cosine { .. } => {}

@@ -121,10 +121,13 @@ impl Workload for Transcribe {
     }
 }
 
+/// Named outputs, and the greedy tokens where the workload decodes.
+type Computed = (Vec<(String, Array)>, Option<Vec<Vec<i32>>>);
+
 impl Transcribe {
     /// The timed pipeline, each phase evaluated before the next: the mel alone, or the encoder
     /// output and, for transcription, 224 greedy tokens.
-    fn compute(&self, v: Variant) -> Result<(Vec<(String, Array)>, Option<Vec<Vec<i32>>>)> {
+    fn compute(&self, v: Variant) -> Result<Computed> {
         let mel = self.mel.compute(&self.audio)?;
         let Some(model) = &self.model else {
             mel.eval()?;
