@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
+use models::checkpoint::Checkpointed;
 use models::encodec::Encodec;
 use models::{weights, Variant};
 

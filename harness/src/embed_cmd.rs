@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use mlx_rs::{ops, Array};
+use models::checkpoint::Checkpointed;
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::{Clap, FeatureConfig};
 use models::config::ModelConfig;

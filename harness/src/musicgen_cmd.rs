@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use models::checkpoint::Checkpointed;
 use models::musicgen::{tokenize_prompt, DecodeOptions, MusicGen, Sampler};
 use models::Variant;
 
@@ -70,10 +71,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let model_files: Vec<(&str, PathBuf)> = ["config.json", "model.safetensors", "tokenizer.json"].iter().map(|f| (*f, dir.join(f))).collect();
     let inputs: Vec<(&str, &std::path::Path)> = model_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
     crate::outputs::refuse_overwrite("-o", &args.output, &inputs)?;
-    let mut model = MusicGen::load_dir(&dir)?;
-    if let Some(p) = args.quant.precision()? {
-        model.set_precision(p)?;
-    }
+    let model = MusicGen::load_dir_as(&dir, args.quant.precision()?)?;
     let (ids, mask) = tokenize_prompt(&dir.join("tokenizer.json"), &args.prompt)?;
     // T5 was trained on 512 tokens; a longer prompt only costs time (a 20,000-word one took
     // minutes) and says nothing more to the model.

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
+use models::checkpoint::{Checkpointed, Store};
 use models::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use models::nn::kv_cache::{new_cache, KvCacheKind};
-use models::nn::linear::Linear;
 use models::encodec::Encodec;
 use models::weights;
 use models::runtime;
@@ -231,28 +231,10 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
         bail!("config.json: d_model {} is not divisible by num_heads {}", cfg.d_model, cfg.num_heads);
     }
     let d = cfg.d_model;
-    let path = dir.join("model.safetensors");
-    let mut w = weights::read_safetensors(&path)?;
-    let mut expected = BTreeMap::new();
-    for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-        expected.insert(format!("{p}.weight"), vec![d, d]);
-        if p != "k_proj" {
-            expected.insert(format!("{p}.bias"), vec![d]);
-        }
-    }
-    weights::check_strict(&path.display().to_string(), &w, &expected)?;
-    let mut lin = |p: &str| -> Result<Linear> {
-        let weight = w.remove(&format!("{p}.weight")).context("weight checked above")?;
-        Ok(Linear::new(weight, w.remove(&format!("{p}.bias")))?)
-    };
-    let attn = MultiHeadAttention {
-        query: lin("q_proj")?,
-        key: lin("k_proj")?,
-        value: lin("v_proj")?,
-        out: lin("out_proj")?,
-        n_head: cfg.num_heads,
-        kernel: if optimized { AttentionKernel::Fused } else { AttentionKernel::Explicit },
-    };
+    let store = Store::open(&dir.join("model.safetensors"))?;
+    let attn = MultiHeadAttention::load(&store.root(), d, cfg.num_heads, true)?;
+    store.finish()?;
+    let kernel = if optimized { AttentionKernel::Fused } else { AttentionKernel::Explicit };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let x = input_rank(&inputs, "x", 3)?;
     let xa = input_rank(&inputs, "xa", 3)?;
@@ -263,8 +245,8 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
     let (mut self_steps, mut cross_steps) = (Vec::new(), Vec::new());
     for i in 0..t {
         let xi = x.index((.., i..i + 1, ..));
-        self_steps.push(attn.self_attention(&xi, Some(cache.as_mut()), Mask::Causal)?);
-        cross_steps.push(attn.cross_attention(&xi, xa, optimized.then_some(&mut cross))?);
+        self_steps.push(attn.self_attention(&xi, Some(cache.as_mut()), Mask::Causal, kernel)?);
+        cross_steps.push(attn.cross_attention(&xi, xa, optimized.then_some(&mut cross), kernel)?);
     }
     let mut out = HashMap::new();
     out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
@@ -408,7 +390,7 @@ fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
             continue;
         }
         let mel = mel80.compute(x).with_context(|| format!("log-mel of '{name}'"))?;
-        let enc = model.encode(&mel)?;
+        let enc = model.encode(&mel, opts.kernel)?;
         if name == "audio" {
             out.insert("audio.mel128_head".into(), audio::LogMel::new(128)?.compute(x)?.index((.., ..256)));
             out.insert("audio.mel".into(), mel);

@@ -1,5 +1,6 @@
 //! `--quantize` and `--group-size`, shared by the commands that load Whisper or MusicGen, and
 //! `harness quantize`, which saves a quantized copy so quantization is not repeated.
+use models::checkpoint::Checkpointed;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,14 +58,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let dst = staged.path("model.safetensors")?;
     match args.model.as_str() {
         "whisper" => {
-            let mut m = models::whisper::Whisper::load_dir(&args.model_dir)?;
-            m.set_precision(precision)?;
-            m.save(&dst)?;
+            models::whisper::Whisper::convert_checkpoint(&args.model_dir, precision, &dst)?;
         }
         _ => {
-            let mut m = models::musicgen::MusicGen::load_dir(&args.model_dir)?;
-            m.set_precision(precision)?;
-            m.save(&src, &dst)?;
+            models::musicgen::MusicGen::convert_checkpoint(&args.model_dir, precision, &dst)?;
         }
     }
     for f in ["config.json", "tokenizer.json", "generation_config.json"] {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
+use models::checkpoint::Checkpointed;
 use models::chunked::ChunkedProcessor;
 use models::htdemucs::{Chunking, HtDemucs};
 use models::Variant;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use mlx_rs::{Array, Dtype};
+use models::checkpoint::Checkpointed;
 use models::whisper::tokenizer::Tokenizer;
 use models::whisper::longform::{self, LongForm, TimedSegment};
 use models::whisper::{audio, ct2, BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper, WhisperConfig};
@@ -108,9 +109,8 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<WhisperConfig> {
         cfg["begin_suppress_tokens"] = s.clone();
     }
     let config = WhisperConfig::from_json(&cfg.to_string(), "converted config")?;
-    // Check every name and shape before writing anything.
-    let check = Whisper::expected_weights(&config);
-    models::weights::check_strict(&src.join("model.bin").display().to_string(), &c.tensors, &check)?;
+    // Check every name and shape before writing anything: the model builds from them.
+    Whisper::from_tensors(config.clone(), c.tensors.clone(), &src.join("model.bin").display().to_string())?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let f16: Vec<(String, Array)> = c.tensors.iter().map(|(k, v)| Ok((k.clone(), v.as_dtype(Dtype::Float16)?))).collect::<Result<_>>()?;
     let tmp = out.join(".model.tmp.safetensors");
@@ -175,15 +175,12 @@ pub fn language_tokens(tok: &Tokenizer) -> Vec<(String, i32)> {
 
 fn load_model(args: &TranscribeArgs) -> Result<(Whisper, PathBuf)> {
     let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
-    Ok((Whisper::load_dir(&dir)?, dir))
+    Ok((Whisper::load_dir_as(&dir, args.quant.precision()?)?, dir))
 }
 
 /// `harness transcribe`.
 pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
-    let (mut model, dir) = load_model(args)?;
-    if let Some(p) = args.quant.precision()? {
-        model.set_precision(p)?;
-    }
+    let (model, dir) = load_model(args)?;
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let filters = suppress_from_config(&dir)?;
     let wav = crate::audio::read_wav(&args.audio)?;
@@ -227,7 +224,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
         longform::transcribe(&model, &samples, &lf, |enc| prompt(enc, true), |_, _| bar.inc(1))?
     } else {
         let m = audio::LogMel::new(model.config.num_mel_bins)?.compute(&Array::from_slice(&samples, &[samples.len() as i32]))?;
-        let enc = model.encode(&m)?;
+        let enc = model.encode(&m, opts.kernel)?;
         let sot = prompt(&enc, false)?;
         let tokens = match args.beam {
             Some(b) => model.beam_search(&enc, &sot, &BeamSearch { beam: b as usize, max_new: 224, eot }, &opts, &filters)?.tokens,

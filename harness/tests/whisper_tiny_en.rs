@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
+use models::checkpoint::Checkpointed;
 use models::whisper::audio::LogMel;
 use models::whisper::longform::{self, LongForm};
 use models::whisper::{BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper};
@@ -32,7 +33,7 @@ fn tiny_en_transcript_equals_openai_whisper() {
     assert_eq!(wav.sample_rate, 16_000);
     let samples = &wav.channels[0];
     let mel = LogMel::new(80).unwrap().compute(&Array::from_slice(samples, &[samples.len() as i32])).unwrap();
-    let enc = model.encode(&mel).unwrap();
+    let enc = model.encode(&mel, models::nn::attention::AttentionKernel::Fused).unwrap();
     let filters = LogitFilters { always: ints("suppress_tokens"), at_begin: ints("suppress_blank"), timestamps: None };
     let eot = reference["eot"].as_i64().unwrap() as i32;
     let want = ints("tokens");

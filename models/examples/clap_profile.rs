@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use mlx_rs::{ops, random, Array};
+use models::checkpoint::Checkpointed;
 use models::clap::config::{ClapConfig, FeatureConfig};
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::Clap;

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use mlx_rs::{random, Array};
+use models::checkpoint::Checkpointed;
 use models::encodec::seanet::{Exec, Kernels, Layer, Layout};
 use models::encodec::{Encodec, EncodecConfig};
 use models::nn::lstm::Recurrence;

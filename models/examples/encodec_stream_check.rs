@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release -p models --example encodec_stream_check
 use mlx_rs::random;
+use models::checkpoint::Checkpointed;
 use models::encodec::{Encodec, EncodecConfig};
 use models::Variant;
 

@@ -5,6 +5,7 @@
 //!     cargo run --release -p models --example htdemucs_batch [-- SECONDS ROUNDS]
 use std::time::Instant;
 
+use models::checkpoint::Checkpointed;
 use models::chunked::DemucsChunking;
 use models::htdemucs::{Chunking, HtDemucs, HtDemucsConfig};
 use models::Variant;

@@ -5,6 +5,7 @@
 //!     cargo run --release -p models --example htdemucs_profile [-- ROUNDS]
 use std::time::Instant;
 
+use models::checkpoint::Checkpointed;
 use models::htdemucs::{HtDemucs, HtDemucsConfig, Taps};
 use models::nn::conv::{Exec, Kernels, Layout};
 use models::nn::lstm::Recurrence;

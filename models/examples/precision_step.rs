@@ -5,13 +5,13 @@
 //!     cargo run --release -p models --example precision_step -- [STEPS]
 use std::time::Instant;
 
+use models::checkpoint::Checkpointed;
 use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig, Sampler};
 
 fn main() -> models::Result<()> {
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
     for name in ["fp32", "fp16", "int8", "int4"] {
-        let mut model = MusicGen::random(MusicgenConfig::preset("medium")?, 41)?;
-        model.set_precision(name.parse()?)?;
+        let model = MusicGen::random_as(MusicgenConfig::preset("medium")?, 41, Some(name.parse()?))?;
         let d = model.config.decoder.hidden_size;
         let states = mlx_rs::random::normal::<f32>(&[2, 12, d], None, None, &mlx_rs::random::key(31)?)?;
         let mask = mlx_rs::ops::concatenate(&[mlx_rs::ops::zeros::<f32>(&[1, 1, 1, 12])?, mlx_rs::ops::full::<f32>(&[1, 1, 1, 12], mlx_rs::array!(f32::MIN))?], 0)?;

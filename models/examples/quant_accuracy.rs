@@ -8,6 +8,7 @@
 //!     cargo run --release -p models --example quant_accuracy
 use std::path::Path;
 
+use models::checkpoint::Checkpointed;
 use models::musicgen::{DecodeOptions, MusicGen};
 use models::nn::quant::Precision;
 use models::weights;
@@ -22,11 +23,10 @@ fn main() -> models::Result<()> {
         let fp32 = Whisper::load_dir(&dir)?;
         let start = [fp32.config.decoder_start_token_id];
         let opts = models::whisper::DecodeOptions::optimized();
-        let want = fp32.greedy(&fp32.encode(&mel)?, &start, 64, None, &opts)?.remove(0);
+        let want = fp32.greedy(&fp32.encode(&mel, opts.kernel)?, &start, 64, None, &opts)?.remove(0);
         for name in ["fp16", "int8", "int4"] {
-            let mut m = Whisper::load_dir(&dir)?;
-            m.set_precision(name.parse()?)?;
-            let got = m.greedy(&m.encode(&mel)?, &start, 64, None, &opts)?.remove(0);
+            let m = Whisper::load_dir_as(&dir, Some(name.parse()?))?;
+            let got = m.greedy(&m.encode(&mel, opts.kernel)?, &start, 64, None, &opts)?.remove(0);
             let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
             let first = want.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(want.len());
             println!("{seed} {name}: greedy token agreement {agree}/{} (first difference at token {first})", want.len());
@@ -51,8 +51,7 @@ fn main() -> models::Result<()> {
         let p32 = logp(&fp32)?;
         for name in ["fp16", "int8/g32", "int4/g32"] {
             let p: Precision = name.parse()?;
-            let mut m = MusicGen::load_dir(&dir)?;
-            m.set_precision(p)?;
+            let m = MusicGen::load_dir_as(&dir, Some(p))?;
             let got = m.generate_greedy(&ids, mask, steps, 3.0, &opts)?;
             let (a, b) = (codes.as_slice::<i32>(), got.as_slice::<i32>());
             let agree = a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;

@@ -1,6 +1,7 @@
 //! The model zoo: five audio networks on mlx-rs, each with a naive and an optimized path over
 //! the same modules and weights.
 
+pub mod checkpoint;
 pub mod chunked;
 pub mod clap;
 pub mod config;

@@ -1,9 +1,7 @@
-//! Strict weight loading. The safetensors header is validated here before MLX reads the file,
-//! so a corrupt or truncated file gets an error that says what is wrong instead of a crash; and
-//! [`check_strict`] reports every missing, unused and misshaped key by name, so a typo can never
-//! leave random weights in place (mlx-rs `load_safetensors` alone skips unknown keys silently).
+//! Safetensors files. The header is validated here before MLX reads the file, so a corrupt or
+//! truncated file gets an error that says what is wrong instead of a crash (the strict check of
+//! names and shapes against a model is [`crate::checkpoint::Store::finish`]'s).
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::path::Path;
 
 use mlx_rs::Array;
@@ -113,64 +111,6 @@ pub fn read_safetensors_with_metadata(path: &Path) -> Result<(HashMap<String, Ar
     Ok((tensors, meta))
 }
 
-/// Check loaded tensors against the expected names and shapes; every problem is listed.
-pub fn check_strict(source: &str, tensors: &HashMap<String, Array>, expected: &BTreeMap<String, Vec<i32>>) -> Result<()> {
-    let shapes: HashMap<String, Vec<i32>> = tensors.iter().map(|(k, v)| (k.clone(), v.shape().to_vec())).collect();
-    check_shapes(source, &shapes, expected)
-}
-
-/// [`check_strict`] over (logical) shapes, e.g. of quantized matrices.
-pub fn check_shapes(source: &str, tensors: &HashMap<String, Vec<i32>>, expected: &BTreeMap<String, Vec<i32>>) -> Result<()> {
-    let mut missing: Vec<&String> = expected.keys().filter(|k| !tensors.contains_key(*k)).collect();
-    let mut unused: Vec<&String> = tensors.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let mut misshaped: Vec<(&String, &[i32], &Vec<i32>)> = expected
-        .iter()
-        .filter_map(|(k, want)| tensors.get(k).filter(|t| t.as_slice() != want.as_slice()).map(|t| (k, t.as_slice(), want)))
-        .collect();
-    if missing.is_empty() && unused.is_empty() && misshaped.is_empty() {
-        return Ok(());
-    }
-    missing.sort();
-    unused.sort();
-    misshaped.sort_by_key(|m| m.0);
-    let mut msg = String::new();
-    for k in missing {
-        let _ = write!(msg, "\n  missing: {k} (expected shape {:?})", expected[k]);
-    }
-    for k in unused {
-        let _ = write!(msg, "\n  unused: {k} (shape {:?})", tensors[k]);
-    }
-    for (k, found, want) in misshaped {
-        let _ = write!(msg, "\n  misshaped: {k} is {found:?}, expected {want:?}");
-    }
-    Err(Error::Weights { path: source.to_string(), reason: format!("weights do not match the model:{msg}") })
-}
-
-/// How [`random_tensors`] fills one tensor.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Init {
-    Ones,
-    /// Standard normal times this scale.
-    Normal(f32),
-}
-
-/// Random weights for every expected name and shape (benchmarks at real size): each tensor
-/// from its own key, derived from `seed` and the name's position, so any size reproduces.
-pub fn random_tensors(expected: BTreeMap<String, Vec<i32>>, seed: u64, init: impl Fn(&str) -> Init) -> Result<HashMap<String, Array>> {
-    let mut out = HashMap::new();
-    for (i, (name, shape)) in expected.into_iter().enumerate() {
-        let t = match init(&name) {
-            Init::Ones => mlx_rs::ops::ones::<f32>(&shape)?,
-            Init::Normal(scale) => {
-                let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
-                mlx_rs::random::normal::<f32>(&shape, None, None, &key)?.multiply(mlx_rs::array!(scale))?
-            }
-        };
-        out.insert(name, t);
-    }
-    Ok(out)
-}
-
 /// Write `tensors` with string `metadata` to `path` as safetensors, atomically (a temporary
 /// file in the same folder, then a rename), so a failed write never leaves half a checkpoint.
 pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&str, &str)]) -> Result<()> {
@@ -228,24 +168,6 @@ mod tests {
             let err = parse(&bytes).unwrap_err().to_string();
             assert!(err.contains(want), "expected '{want}' in: {err}");
         }
-    }
-
-    #[test]
-    fn strict_check_lists_every_problem_by_name() {
-        let mut t = HashMap::new();
-        t.insert("encoder.weight".to_string(), mlx_rs::ops::zeros::<f32>(&[4, 3]).unwrap());
-        t.insert("encoder.bais".to_string(), mlx_rs::ops::zeros::<f32>(&[4]).unwrap());
-        let mut want = BTreeMap::new();
-        want.insert("encoder.weight".to_string(), vec![4, 2]);
-        want.insert("encoder.bias".to_string(), vec![4]);
-        let err = check_strict("m.safetensors", &t, &want).unwrap_err().to_string();
-        for part in ["missing: encoder.bias", "unused: encoder.bais", "misshaped: encoder.weight is [4, 3], expected [4, 2]"] {
-            assert!(err.contains(part), "'{part}' not in: {err}");
-        }
-        want.insert("encoder.weight".to_string(), vec![4, 3]);
-        want.remove("encoder.bias");
-        want.insert("encoder.bais".to_string(), vec![4]);
-        assert!(check_strict("m", &t, &want).is_ok());
     }
 
     #[test]

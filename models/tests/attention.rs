@@ -11,9 +11,9 @@ fn randn(shape: &[i32], seed: u64) -> Array {
     random::normal::<f32>(shape, None, None, &random::key(seed).unwrap()).unwrap()
 }
 
-fn mha(d: i32, heads: i32, kernel: AttentionKernel) -> MultiHeadAttention {
+fn mha(d: i32, heads: i32) -> MultiHeadAttention {
     let lin = |s, bias: bool| Linear::new(randn(&[d, d], s).multiply(mlx_rs::array!(0.2f32)).unwrap(), bias.then(|| randn(&[d], s + 100))).unwrap();
-    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads, kernel }
+    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads }
 }
 
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {
@@ -24,16 +24,16 @@ fn max_abs_diff(a: &Array, b: &Array) -> f32 {
 
 #[test]
 fn incremental_decoding_matches_full_pass_for_both_caches() {
-    let attn = mha(32, 4, AttentionKernel::Fused);
+    let attn = mha(32, 4);
     let x = randn(&[2, 9, 32], 7);
-    let full = attn.self_attention(&x, None, Mask::Causal).unwrap();
+    let full = attn.self_attention(&x, None, Mask::Causal, AttentionKernel::Fused).unwrap();
     // A capacity below the sequence length also exercises the grow path.
     for (kind, capacity) in [(KvCacheKind::Concat, 0), (KvCacheKind::Preallocated, 16), (KvCacheKind::Preallocated, 3)] {
         let mut cache = new_cache(kind, capacity);
         // A 4-token prompt, then one token at a time.
-        let mut outs = vec![attn.self_attention(&x.index((.., ..4, ..)), Some(cache.as_mut()), Mask::Causal).unwrap()];
+        let mut outs = vec![attn.self_attention(&x.index((.., ..4, ..)), Some(cache.as_mut()), Mask::Causal, AttentionKernel::Fused).unwrap()];
         for t in 4..9 {
-            outs.push(attn.self_attention(&x.index((.., t..t + 1, ..)), Some(cache.as_mut()), Mask::Causal).unwrap());
+            outs.push(attn.self_attention(&x.index((.., t..t + 1, ..)), Some(cache.as_mut()), Mask::Causal, AttentionKernel::Fused).unwrap());
         }
         assert_eq!(cache.offset(), 9);
         let inc = ops::concatenate(&outs, 1).unwrap();
@@ -56,13 +56,13 @@ fn preallocated_cache_keeps_its_buffer_when_it_fits() {
 
 #[test]
 fn cached_cross_attention_matches_recomputed() {
-    let attn = mha(24, 3, AttentionKernel::Fused);
+    let attn = mha(24, 3);
     let xa = randn(&[1, 11, 24], 5);
     let mut cross = CrossKvCache::new();
     for step in 0..3 {
         let x = randn(&[1, 1, 24], 50 + step);
-        let naive = attn.cross_attention(&x, &xa, None).unwrap();
-        let cached = attn.cross_attention(&x, &xa, Some(&mut cross)).unwrap();
+        let naive = attn.cross_attention(&x, &xa, None, AttentionKernel::Fused).unwrap();
+        let cached = attn.cross_attention(&x, &xa, Some(&mut cross), AttentionKernel::Fused).unwrap();
         assert!(cross.is_filled());
         assert!(max_abs_diff(&naive, &cached) < 1e-6);
     }
@@ -70,12 +70,11 @@ fn cached_cross_attention_matches_recomputed() {
 
 #[test]
 fn explicit_kernel_matches_fused() {
-    let fused = mha(16, 2, AttentionKernel::Fused);
-    let explicit = MultiHeadAttention { kernel: AttentionKernel::Explicit, ..mha(16, 2, AttentionKernel::Fused) };
+    let attn = mha(16, 2);
     let x = randn(&[2, 6, 16], 9);
     for mask in [Mask::None, Mask::Causal] {
-        let a = fused.self_attention(&x, None, mask).unwrap();
-        let b = explicit.self_attention(&x, None, mask).unwrap();
+        let a = attn.self_attention(&x, None, mask, AttentionKernel::Fused).unwrap();
+        let b = attn.self_attention(&x, None, mask, AttentionKernel::Explicit).unwrap();
         assert!(max_abs_diff(&a, &b) < 1e-5);
     }
 }

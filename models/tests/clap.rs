@@ -6,6 +6,7 @@ mod common;
 use common::{excess, fixture};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
+use models::checkpoint::Checkpointed;
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::{Clap, FeatureConfig};
 use models::config::ModelConfig;

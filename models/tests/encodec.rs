@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
+use models::checkpoint::Checkpointed;
 use models::config::ModelConfig;
 use models::encodec::{Encodec, EncodecConfig};
 use models::{weights, Variant};

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{excess, fixture};
+use models::checkpoint::Checkpointed;
 use models::chunked::DemucsChunking;
 use models::htdemucs::{exec, Chunking, HtDemucs, Taps};
 use models::{weights, Variant};

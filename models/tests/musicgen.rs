@@ -2,9 +2,11 @@
 //! (`fixtures/make_fixtures.py --model musicgen`): T5 states, teacher-forced logits, and greedy
 //! generation with classifier-free guidance (codes exact, audio through our EnCodec), in both
 //! variants and at every combination of the decode switches.
+use models::nn::attention::AttentionKernel;
 use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
+use models::checkpoint::Checkpointed;
 use models::musicgen::{DecodeOptions, MusicGen, Sampler};
 use models::nn::kv_cache::KvCacheKind;
 use models::weights;
@@ -53,8 +55,8 @@ fn musicgen_matches_hf_on_both_seeds() {
         let steps = (want.shape()[2] + k - 1) as usize;
         for kv_cache in [KvCacheKind::Concat, KvCacheKind::Preallocated] {
             for cache_cross in [false, true] {
-                for eval_every in [1, 8] {
-                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every };
+                for (eval_every, kernel) in [(1, AttentionKernel::Explicit), (8, AttentionKernel::Fused)] {
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel };
                     let codes = model.generate_greedy(&ids, mask, steps, 3.0, &opts).unwrap();
                     assert_eq!(codes.as_slice::<i32>(), want.as_slice::<i32>(), "{seed} {opts:?}: codes differ from HF generate");
                 }
@@ -123,15 +125,14 @@ fn quantized_decoder_saves_loads_and_tracks_fp32() {
     // The fixture's decoder is 32 wide: groups of 32.
     for p in ["fp16", "int8/g32", "int4/g32"] {
         let p: Precision = p.parse().unwrap();
-        let mut m = MusicGen::load_dir(&dir).unwrap();
-        m.set_precision(p).unwrap();
+        let m = MusicGen::load_dir_as(&dir, Some(p)).unwrap();
         assert_eq!(m.precision(), p);
         let got = logits(&m);
         errs.push(got.subtract(&reference).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>() / range);
         let out = tmp.path().join(p.to_string().replace('/', "-"));
         std::fs::create_dir_all(&out).unwrap();
         std::fs::copy(dir.join("config.json"), out.join("config.json")).unwrap();
-        m.save(&dir.join("model.safetensors"), &out.join("model.safetensors")).unwrap();
+        MusicGen::convert_checkpoint(&dir, p, &out.join("model.safetensors")).unwrap();
         let back = MusicGen::load_dir(&out).unwrap();
         assert_eq!(back.precision(), p);
         assert_eq!(logits(&back).subtract(&got).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>(), 0.0, "{p}: reloaded model differs");
@@ -141,6 +142,6 @@ fn quantized_decoder_saves_loads_and_tracks_fp32() {
     let size = |p: &str| std::fs::metadata(tmp.path().join(p).join("model.safetensors")).unwrap().len();
     assert!(size("int4-g32") < size("int8-g32") && size("int8-g32") < size("fp16"));
     // Groups must divide the rows: the default 64 does not fit a 32-wide decoder.
-    let e = MusicGen::load_dir(&dir).unwrap().set_precision("int8".parse().unwrap()).unwrap_err().to_string();
+    let e = MusicGen::load_dir_as(&dir, Some("int8".parse().unwrap())).err().unwrap().to_string();
     assert!(e.contains("groups of 64"), "{e}");
 }

@@ -1,9 +1,11 @@
 //! Whisper beyond the reference fixtures' outputs: every combination of the decode switches
 //! gives the same tokens, end-of-transcript stops decoding whatever the eval interval, and bad
 //! input is refused by name.
+use models::nn::attention::AttentionKernel;
 use std::path::{Path, PathBuf};
 
 use mlx_rs::{ops, Array};
+use models::checkpoint::Checkpointed;
 use models::nn::kv_cache::KvCacheKind;
 use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
 use models::config::ModelConfig;
@@ -18,7 +20,7 @@ fn setup() -> (Whisper, Array) {
     let model = Whisper::load_dir(&dir).unwrap();
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
     let mel = LogMel::new(80).unwrap().compute(&inputs["audio"]).unwrap();
-    let enc = model.encode(&mel).unwrap();
+    let enc = model.encode(&mel, AttentionKernel::Fused).unwrap();
     (model, enc)
 }
 
@@ -31,8 +33,10 @@ fn every_switch_combination_decodes_the_same_tokens() {
     for kv_cache in [KvCacheKind::Concat, KvCacheKind::Preallocated] {
         for cache_cross in [false, true] {
             for eval_every in [1, 3, 8, 64] {
-                let opts = DecodeOptions { kv_cache, cache_cross, eval_every };
-                assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
+                for kernel in [AttentionKernel::Explicit, AttentionKernel::Fused] {
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel };
+                    assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
+                }
             }
         }
     }
@@ -68,7 +72,7 @@ fn decoding_never_runs_past_the_text_context() {
 #[test]
 fn bad_input_is_refused_by_name() {
     let (model, enc) = setup();
-    let e = model.encode(&ops::zeros::<f32>(&[1, 80, 100]).unwrap()).err().unwrap().to_string();
+    let e = model.encode(&ops::zeros::<f32>(&[1, 80, 100]).unwrap(), AttentionKernel::Fused).err().unwrap().to_string();
     assert!(e.contains("expected [batch, 80, 3000]"), "{e}");
     let e = model.greedy(&enc, &[100_000], 4, None, &DecodeOptions::naive()).err().unwrap().to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
@@ -111,7 +115,7 @@ fn language_detection_picks_the_reference_logits_best_token() {
         let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
         let outputs = weights::read_safetensors(&dir.join("outputs.safetensors")).unwrap();
         assert_eq!(inputs["decoder_input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap().as_slice::<i32>()[0], model.config.decoder_start_token_id);
-        let enc = model.encode(&outputs["audio.mel"]).unwrap();
+        let enc = model.encode(&outputs["audio.mel"], AttentionKernel::Fused).unwrap();
         let first: Vec<f32> = {
             use mlx_rs::ops::indexing::IndexOp;
             let l = outputs["logits"].index((0, 0, ..));
@@ -141,7 +145,7 @@ fn quantized_models_save_load_and_track_fp32() {
     let mel = LogMel::new(80).unwrap().compute(&inputs["audio"]).unwrap();
     let ids = inputs["decoder_input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap();
     let logits = |m: &Whisper| {
-        let enc = m.encode(&mel).unwrap();
+        let enc = m.encode(&mel, AttentionKernel::Fused).unwrap();
         let mut st = m.new_state(&DecodeOptions::optimized());
         let l = m.decode_step(&ids, &enc, &mut st).unwrap();
         l.eval().unwrap();
@@ -154,8 +158,7 @@ fn quantized_models_save_load_and_track_fp32() {
     let mut errs = Vec::new();
     for p in ["fp16", "int8", "int4"] {
         let p: Precision = p.parse().unwrap();
-        let mut m = Whisper::load_dir(&dir).unwrap();
-        m.set_precision(p).unwrap();
+        let m = Whisper::load_dir_as(&dir, Some(p)).unwrap();
         assert_eq!(m.precision(), p);
         let got = logits(&m);
         errs.push(got.subtract(&reference).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>() / range);
@@ -163,14 +166,14 @@ fn quantized_models_save_load_and_track_fp32() {
         let out = tmp.path().join(p.to_string().replace('/', "-"));
         std::fs::create_dir_all(&out).unwrap();
         std::fs::copy(dir.join("config.json"), out.join("config.json")).unwrap();
-        m.save(&out.join("model.safetensors")).unwrap();
+        Whisper::convert_checkpoint(&dir, p, &out.join("model.safetensors")).unwrap();
         let back = Whisper::load_dir(&out).unwrap();
         assert_eq!(back.precision(), p);
         assert_eq!(logits(&back).subtract(&got).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>(), 0.0, "{p}: reloaded model differs");
         // A quantized model is not re-quantized to another precision.
         if p.is_quantized() {
-            let mut again = Whisper::load_dir(&out).unwrap();
-            assert!(again.set_precision(Precision::F16).unwrap_err().to_string().contains("float checkpoint"));
+            let e = Whisper::load_dir_as(&out, Some(Precision::F16)).err().unwrap().to_string();
+            assert!(e.contains("float checkpoint"), "{e}");
         }
     }
     // Each step down in precision costs more. Measured here (max |error| over the logit range,

@@ -28,7 +28,7 @@ fn attention(seed: u64) -> Result<MultiHeadAttention> {
         let b = if bias { Some(randn(&[D], seed + 10 + s)?) } else { None };
         Ok(Linear::new(w, b)?)
     };
-    let a = MultiHeadAttention { query: lin(1, true)?, key: lin(2, false)?, value: lin(3, true)?, out: lin(4, true)?, n_head: HEADS, kernel: AttentionKernel::Fused };
+    let a = MultiHeadAttention { query: lin(1, true)?, key: lin(2, false)?, value: lin(3, true)?, out: lin(4, true)?, n_head: HEADS };
     eval([&a.query, &a.key, &a.value, &a.out].iter().flat_map(|l| l.weight.arrays()))?;
     Ok(a)
 }
@@ -68,7 +68,7 @@ impl Workload for DecodeStep {
                 Variant::Naive => &mut self.concat,
                 Variant::Optimized => &mut self.prealloc,
             };
-            let y = self.attn.self_attention(&self.x, Some(cache), Mask::Causal)?;
+            let y = self.attn.self_attention(&self.x, Some(cache), Mask::Causal, AttentionKernel::Fused)?;
             y.eval()?;
         }
         Ok(())
@@ -97,7 +97,7 @@ impl Workload for CrossAttn {
                 Variant::Naive => None,
                 Variant::Optimized => Some(&mut self.cache),
             };
-            self.attn.cross_attention(&self.x, &self.xa, cache)?.eval()?;
+            self.attn.cross_attention(&self.x, &self.xa, cache, AttentionKernel::Fused)?.eval()?;
         }
         Ok(())
     }
@@ -125,7 +125,7 @@ impl Workload for EvalInterval {
         };
         let mut x = self.x0.clone();
         for step in 0..self.steps {
-            let y = self.attn.self_attention(&x, Some(&mut self.cache), Mask::Causal)?;
+            let y = self.attn.self_attention(&x, Some(&mut self.cache), Mask::Causal, AttentionKernel::Fused)?;
             x = y.index((.., -1.., ..));
             if (step + 1) % every == 0 {
                 x.eval()?;

@@ -3,6 +3,7 @@
 //! embedding (features included), batch throughput, and a text embedding.
 use anyhow::Result;
 use mlx_rs::{ops, random, Array};
+use models::checkpoint::Checkpointed;
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::{Clap, ClapConfig, FeatureConfig};
 

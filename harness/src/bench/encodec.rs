@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use anyhow::Result;
 use mlx_rs::{random, Array};
+use models::checkpoint::Checkpointed;
 use models::encodec::stream::StreamingDecoder;
 use models::encodec::{Encodec, EncodecConfig};
 

@@ -3,6 +3,7 @@
 //! pass, the seed's 3-minute separation, and peak memory with and without chunking.
 use anyhow::Result;
 use mlx_rs::{random, Array};
+use models::checkpoint::Checkpointed;
 use models::chunked::DemucsChunking;
 use models::htdemucs::{segment_batch, Chunking, HtDemucs, HtDemucsConfig};
 

@@ -4,6 +4,7 @@
 //! 500 steps, EnCodec decode).
 use anyhow::Result;
 use mlx_rs::{random, Array};
+use models::checkpoint::Checkpointed;
 use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig, Sampler};
 use models::nn::kv_cache::KvCacheKind;
 use models::nn::quant::Precision;
@@ -115,8 +116,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             work: Work { tokens: Some(50.0), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
-                let mut model = MusicGen::random(MusicgenConfig::preset("medium")?, 41)?;
-                model.set_precision(p)?;
+                let model = MusicGen::random_as(MusicgenConfig::preset("medium")?, 41, Some(p))?;
                 let cond = conditioning(&model)?;
                 Ok(Box::new(Decode { model, cond, steps: 50, optimized: DecodeOptions::optimized() }) as Box<dyn Workload>)
             }),

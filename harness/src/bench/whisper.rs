@@ -5,6 +5,7 @@
 //! anywhere), from the four-token start sequence, batch 1.
 use anyhow::Result;
 use mlx_rs::{random, Array};
+use models::checkpoint::Checkpointed;
 use models::nn::attention::AttentionKernel;
 use models::nn::kv_cache::KvCacheKind;
 use models::nn::quant::Precision;
@@ -98,15 +99,6 @@ struct Transcribe {
 }
 
 impl Workload for Transcribe {
-    fn prepare(&mut self, v: Variant) -> Result<()> {
-        if let Some(m) = self.model.as_mut() {
-            m.set_attention_kernel(match v {
-                Variant::Naive => AttentionKernel::Explicit,
-                Variant::Optimized => AttentionKernel::Fused,
-            });
-        }
-        Ok(())
-    }
     fn run(&mut self, v: Variant) -> Result<()> {
         self.compute(v)?;
         Ok(())
@@ -133,7 +125,7 @@ impl Transcribe {
             mel.eval()?;
             return Ok((vec![("mel".into(), mel)], None));
         };
-        let enc = model.encode(&mel)?;
+        let enc = model.encode(&mel, AttentionKernel::for_variant(v))?;
         enc.eval()?;
         let tokens = if self.phase == Phase::Transcribe { Some(model.greedy(&enc, &SOT, 224, None, &DecodeOptions::for_variant(v))?) } else { None };
         Ok((vec![("encoder".into(), enc)], tokens))
@@ -198,8 +190,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             work: Work { tokens: Some(64.0), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
-                let mut model = Whisper::random(turbo(Some(1))?, 11)?;
-                model.set_precision(p)?;
+                let model = Whisper::random_as(turbo(Some(1))?, 11, Some(p))?;
                 Ok(Box::new(Decode { model, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 64, switch: Switch::All }) as Box<dyn Workload>)
             }),
         });

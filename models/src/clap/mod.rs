@@ -9,14 +9,11 @@
 pub mod config;
 pub mod features;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::{ClapAudioConfig, ClapConfig, ClapTextConfig, FeatureConfig};
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
@@ -24,15 +21,8 @@ use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
 use crate::nn::ops::gelu;
 use crate::nn::profile::{mark, Phases};
-use crate::weights::{self, Init};
+use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::Variant;
-
-fn kernel(v: Variant) -> AttentionKernel {
-    match v {
-        Variant::Naive => AttentionKernel::Explicit,
-        Variant::Optimized => AttentionKernel::Fused,
-    }
-}
 
 /// A LayerNorm with its own epsilon.
 struct Ln {
@@ -49,9 +39,7 @@ impl Ln {
 
 /// Attention with the variant's kernel (the modules are shared; only the kernel differs).
 fn attend(attn: &MultiHeadAttention, x: &Array, mask: Mask<'_>, v: Variant) -> Result<Array> {
-    let mut a = attn.clone();
-    a.kernel = kernel(v);
-    a.self_attention(x, None, mask)
+    attn.self_attention(x, None, mask, AttentionKernel::for_variant(v))
 }
 
 /// `linear2(relu(linear1(x)))`, then L2-normalised.
@@ -381,296 +369,33 @@ fn shift_mask(h: i32, w: i32, ws: i32, shift: i32) -> Array {
     Array::from_slice(&m, &[nh * nw, 1, n, n])
 }
 
-/// The integer buffers HF saves with the weights (indices and counters the model recomputes
-/// or never reads): checked for shape, then dropped.
-fn is_index_buffer(name: &str) -> bool {
-    ["relative_position_index", "position_ids", "token_type_ids", "num_batches_tracked"].iter().any(|b| name.ends_with(b))
+fn ln(vs: &Vars, d: i32, eps: f64) -> Result<Ln> {
+    Ok(Ln { w: vs.tensor("weight", &[d])?, b: vs.tensor("bias", &[d])?, eps: eps as f32 })
 }
 
-fn linear(w: &mut HashMap<String, Array>, p: &str, bias: bool) -> Result<Linear> {
-    let weight = take(w, &format!("{p}.weight"))?;
-    let b = if bias { Some(take(w, &format!("{p}.bias"))?) } else { None };
-    Linear::new(weight, b)
-}
-
-fn take(w: &mut HashMap<String, Array>, k: &str) -> Result<Array> {
-    w.remove(k).ok_or_else(|| Error::InvalidArgument(format!("weight {k} vanished")))
-}
-
-fn ln(w: &mut HashMap<String, Array>, p: &str, eps: f64) -> Result<Ln> {
-    Ok(Ln { w: take(w, &format!("{p}.weight"))?, b: take(w, &format!("{p}.bias"))?, eps: eps as f32 })
-}
-
-fn mha(w: &mut HashMap<String, Array>, p: &str, out: &str, heads: i32, bias: bool) -> Result<MultiHeadAttention> {
+/// HF's BERT-style attention: `query`, `key`, `value` under `p`, the output projection `out`.
+fn mha(p: &Vars, out: &Vars, d: i32, heads: i32, bias: bool) -> Result<MultiHeadAttention> {
     Ok(MultiHeadAttention {
-        query: linear(w, &format!("{p}.query"), bias)?,
-        key: linear(w, &format!("{p}.key"), bias)?,
-        value: linear(w, &format!("{p}.value"), bias)?,
-        out: linear(w, out, true)?,
+        query: p.pp("query").dense_linear(d, d, bias)?,
+        key: p.pp("key").dense_linear(d, d, bias)?,
+        value: p.pp("value").dense_linear(d, d, bias)?,
+        out: out.dense_linear(d, d, true)?,
         n_head: heads,
-        kernel: AttentionKernel::Fused,
     })
 }
 
+/// A batch norm's inference affine (`scale`, `shift`) under `p`, on `c` channels (HF saves
+/// `num_batches_tracked` with it: checked, never read).
+fn batch_norm(p: &Vars, c: i32) -> Result<(Array, Array)> {
+    let (g, beta) = (p.tensor("weight", &[c])?, p.tensor("bias", &[c])?);
+    let (rm, rv) = (p.tensor("running_mean", &[c])?, p.tensor("running_var", &[c])?);
+    p.tensor("num_batches_tracked", &[])?;
+    let scale = g.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
+    let shift = beta.subtract(rm.multiply(&scale)?)?;
+    Ok((p.derived(scale), p.derived(shift)))
+}
+
 impl Clap {
-    /// Every `save_pretrained` name and shape (buffers included: HF saves them).
-    pub fn expected_weights(cfg: &ClapConfig) -> BTreeMap<String, Vec<i32>> {
-        let mut e = BTreeMap::new();
-        let mut put = |k: String, s: Vec<i32>| {
-            e.insert(k, s);
-        };
-        let a = &cfg.audio_config;
-        let enc = "audio_model.audio_encoder";
-        for n in ["weight", "bias", "running_mean", "running_var"] {
-            put(format!("{enc}.batch_norm.{n}"), vec![a.num_mel_bins]);
-        }
-        put(format!("{enc}.batch_norm.num_batches_tracked"), vec![]);
-        let d0 = a.patch_embeds_hidden_size;
-        put(format!("{enc}.patch_embed.proj.weight"), vec![d0, 1, a.patch_size[0], a.patch_size[1]]);
-        put(format!("{enc}.patch_embed.proj.bias"), vec![d0]);
-        if a.enable_patch_layer_norm {
-            put(format!("{enc}.patch_embed.norm.weight"), vec![d0]);
-            put(format!("{enc}.patch_embed.norm.bias"), vec![d0]);
-        }
-        if a.enable_fusion {
-            let p = format!("{enc}.patch_embed");
-            put(format!("{p}.mel_conv2d.weight"), vec![d0, 1, a.patch_size[0], 3 * a.patch_size[1]]);
-            put(format!("{p}.mel_conv2d.bias"), vec![d0]);
-            let inter = d0 / a.aff_block_r;
-            for (branch, c1, b1, c2, b2) in [("local_att", 0, 1, 3, 4), ("global_att", 1, 2, 4, 5)] {
-                let q = format!("{p}.fusion_model.{branch}");
-                put(format!("{q}.{c1}.weight"), vec![inter, d0, 1, 1]);
-                put(format!("{q}.{c1}.bias"), vec![inter]);
-                put(format!("{q}.{c2}.weight"), vec![d0, inter, 1, 1]);
-                put(format!("{q}.{c2}.bias"), vec![d0]);
-                for (bn, ch) in [(b1, inter), (b2, d0)] {
-                    for k in ["weight", "bias", "running_mean", "running_var"] {
-                        put(format!("{q}.{bn}.{k}"), vec![ch]);
-                    }
-                    put(format!("{q}.{bn}.num_batches_tracked"), vec![]);
-                }
-            }
-        }
-        let ws = a.window_size;
-        let n = ws * ws;
-        for (i, (&depth, &heads)) in a.depths.iter().zip(&a.num_attention_heads).enumerate() {
-            let c = d0 << i;
-            let hidden = (a.mlp_ratio * f64::from(c)) as i32;
-            for j in 0..depth {
-                let p = format!("{enc}.layers.{i}.blocks.{j}");
-                for (k, s) in [
-                    ("layernorm_before.weight", vec![c]),
-                    ("layernorm_before.bias", vec![c]),
-                    ("layernorm_after.weight", vec![c]),
-                    ("layernorm_after.bias", vec![c]),
-                    ("attention.self.relative_position_bias_table", vec![(2 * ws - 1) * (2 * ws - 1), heads]),
-                    ("attention.self.relative_position_index", vec![n, n]),
-                    ("attention.output.dense.weight", vec![c, c]),
-                    ("attention.output.dense.bias", vec![c]),
-                    ("intermediate.dense.weight", vec![hidden, c]),
-                    ("intermediate.dense.bias", vec![hidden]),
-                    ("output.dense.weight", vec![c, hidden]),
-                    ("output.dense.bias", vec![c]),
-                ] {
-                    put(format!("{p}.{k}"), s);
-                }
-                for q in ["query", "key", "value"] {
-                    put(format!("{p}.attention.self.{q}.weight"), vec![c, c]);
-                    if a.qkv_bias {
-                        put(format!("{p}.attention.self.{q}.bias"), vec![c]);
-                    }
-                }
-            }
-            if i + 1 < a.depths.len() {
-                put(format!("{enc}.layers.{i}.downsample.norm.weight"), vec![4 * c]);
-                put(format!("{enc}.layers.{i}.downsample.norm.bias"), vec![4 * c]);
-                put(format!("{enc}.layers.{i}.downsample.reduction.weight"), vec![2 * c, 4 * c]);
-            }
-        }
-        put(format!("{enc}.norm.weight"), vec![a.hidden_size]);
-        put(format!("{enc}.norm.bias"), vec![a.hidden_size]);
-        let t = &cfg.text_config;
-        let (hs, tm) = (t.hidden_size, "text_model");
-        put(format!("{tm}.embeddings.word_embeddings.weight"), vec![t.vocab_size, hs]);
-        put(format!("{tm}.embeddings.position_embeddings.weight"), vec![t.max_position_embeddings, hs]);
-        put(format!("{tm}.embeddings.token_type_embeddings.weight"), vec![t.type_vocab_size, hs]);
-        put(format!("{tm}.embeddings.position_ids"), vec![1, t.max_position_embeddings]);
-        put(format!("{tm}.embeddings.token_type_ids"), vec![1, t.max_position_embeddings]);
-        put(format!("{tm}.embeddings.LayerNorm.weight"), vec![hs]);
-        put(format!("{tm}.embeddings.LayerNorm.bias"), vec![hs]);
-        for l in 0..t.num_hidden_layers {
-            let p = format!("{tm}.encoder.layer.{l}");
-            for q in ["query", "key", "value"] {
-                put(format!("{p}.attention.self.{q}.weight"), vec![hs, hs]);
-                put(format!("{p}.attention.self.{q}.bias"), vec![hs]);
-            }
-            for (k, s) in [
-                ("attention.output.dense.weight", vec![hs, hs]),
-                ("attention.output.dense.bias", vec![hs]),
-                ("attention.output.LayerNorm.weight", vec![hs]),
-                ("attention.output.LayerNorm.bias", vec![hs]),
-                ("intermediate.dense.weight", vec![t.intermediate_size, hs]),
-                ("intermediate.dense.bias", vec![t.intermediate_size]),
-                ("output.dense.weight", vec![hs, t.intermediate_size]),
-                ("output.dense.bias", vec![hs]),
-                ("output.LayerNorm.weight", vec![hs]),
-                ("output.LayerNorm.bias", vec![hs]),
-            ] {
-                put(format!("{p}.{k}"), s);
-            }
-        }
-        put(format!("{tm}.pooler.dense.weight"), vec![hs, hs]);
-        put(format!("{tm}.pooler.dense.bias"), vec![hs]);
-        let pd = cfg.projection_dim;
-        for (p, inp) in [("audio_projection", a.hidden_size), ("text_projection", hs)] {
-            put(format!("{p}.linear1.weight"), vec![pd, inp]);
-            put(format!("{p}.linear1.bias"), vec![pd]);
-            put(format!("{p}.linear2.weight"), vec![pd, pd]);
-            put(format!("{p}.linear2.bias"), vec![pd]);
-        }
-        put("logit_scale_a".into(), vec![]);
-        put("logit_scale_t".into(), vec![]);
-        e
-    }
-
-    pub fn from_tensors(config: ClapConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        weights::check_strict(source, &tensors, &Self::expected_weights(&config))?;
-        let mut w: HashMap<String, Array> = tensors
-            .into_iter()
-            .filter(|(k, _)| !is_index_buffer(k))
-            .map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?)))
-            .collect::<Result<_>>()?;
-        let a = config.audio_config.clone();
-        let enc = "audio_model.audio_encoder";
-        let bn_w = take(&mut w, &format!("{enc}.batch_norm.weight"))?;
-        let bn_b = take(&mut w, &format!("{enc}.batch_norm.bias"))?;
-        let rm = take(&mut w, &format!("{enc}.batch_norm.running_mean"))?;
-        let rv = take(&mut w, &format!("{enc}.batch_norm.running_var"))?;
-        let bn_scale = bn_w.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
-        let bn_shift = bn_b.subtract(rm.multiply(&bn_scale)?)?;
-        let pw = take(&mut w, &format!("{enc}.patch_embed.proj.weight"))?;
-        let d0 = a.patch_embeds_hidden_size;
-        let patch_w = pw.reshape(&[d0, -1])?.t().contiguous()?;
-        let patch_b = take(&mut w, &format!("{enc}.patch_embed.proj.bias"))?;
-        let patch_ln = if a.enable_patch_layer_norm { Some(ln(&mut w, &format!("{enc}.patch_embed.norm"), 1e-5)?) } else { None };
-        let fusion = if a.enable_fusion {
-            let p = format!("{enc}.patch_embed");
-            let mel_w = take(&mut w, &format!("{p}.mel_conv2d.weight"))?.reshape(&[d0, -1])?.t().contiguous()?;
-            let mel_b = take(&mut w, &format!("{p}.mel_conv2d.bias"))?;
-            let mut conv_bn = |q: &str, c: i32, bn: i32| -> Result<ConvBn> {
-                let cw = take(&mut w, &format!("{q}.{c}.weight"))?;
-                let cw = cw.reshape(&[cw.shape()[0], -1])?; // [out, in]
-                let cb = take(&mut w, &format!("{q}.{c}.bias"))?;
-                let g = take(&mut w, &format!("{q}.{bn}.weight"))?;
-                let beta = take(&mut w, &format!("{q}.{bn}.bias"))?;
-                let rm = take(&mut w, &format!("{q}.{bn}.running_mean"))?;
-                let rv = take(&mut w, &format!("{q}.{bn}.running_var"))?;
-                let scale = g.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
-                // BN(x W^T + cb) = x (W^T scale) + (cb - rm) scale + beta
-                Ok(ConvBn { w: cw.t().multiply(&scale)?.contiguous()?, b: cb.subtract(&rm)?.multiply(&scale)?.add(&beta)? })
-            };
-            let local = AffBranch { a: conv_bn(&format!("{p}.fusion_model.local_att"), 0, 1)?, b: conv_bn(&format!("{p}.fusion_model.local_att"), 3, 4)? };
-            let global = AffBranch { a: conv_bn(&format!("{p}.fusion_model.global_att"), 1, 2)?, b: conv_bn(&format!("{p}.fusion_model.global_att"), 4, 5)? };
-            Some(Fusion { mel_w, mel_b, local, global })
-        } else {
-            None
-        };
-        let ws = a.window_size;
-        let n = ws * ws;
-        let index = Array::from_slice(&relative_index(ws), &[n * n]);
-        let mut stages = Vec::new();
-        for (i, ((&depth, &heads), (h, wd))) in a.depths.iter().zip(&a.num_attention_heads).zip(config.resolutions()).enumerate() {
-            let mut blocks = Vec::new();
-            for j in 0..depth {
-                let p = format!("{enc}.layers.{i}.blocks.{j}");
-                let table = take(&mut w, &format!("{p}.attention.self.relative_position_bias_table"))?;
-                let bias = table.take_axis(&index, 0)?.reshape(&[n, n, heads])?.transpose_axes(&[2, 0, 1])?.expand_dims(0)?;
-                // HF: no shift once the grid is no larger than a window.
-                let shift = if j % 2 == 1 && h.min(wd) > ws { ws / 2 } else { 0 };
-                let shifted_mask = if shift > 0 { Some(bias.add(shift_mask(h, wd, ws, shift))?) } else { None };
-                blocks.push(SwinBlock {
-                    ln1: ln(&mut w, &format!("{p}.layernorm_before"), a.layer_norm_eps)?,
-                    attn: mha(&mut w, &format!("{p}.attention.self"), &format!("{p}.attention.output.dense"), heads, a.qkv_bias)?,
-                    bias,
-                    ln2: ln(&mut w, &format!("{p}.layernorm_after"), a.layer_norm_eps)?,
-                    fc1: linear(&mut w, &format!("{p}.intermediate.dense"), true)?,
-                    fc2: linear(&mut w, &format!("{p}.output.dense"), true)?,
-                    shift,
-                    window: ws,
-                    shifted_mask,
-                });
-            }
-            let merge = if i + 1 < a.depths.len() {
-                let p = format!("{enc}.layers.{i}.downsample");
-                Some((ln(&mut w, &format!("{p}.norm"), 1e-5)?, linear(&mut w, &format!("{p}.reduction"), false)?))
-            } else {
-                None
-            };
-            stages.push(Stage { blocks, merge });
-        }
-        let norm = ln(&mut w, &format!("{enc}.norm"), 1e-5)?;
-        let audio = Htsat { stretch: ArrayCache::default(), fusion, bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
-        let t = config.text_config.clone();
-        let tm = "text_model";
-        let mut layers = Vec::new();
-        for l in 0..t.num_hidden_layers {
-            let p = format!("{tm}.encoder.layer.{l}");
-            layers.push(TextLayer {
-                attn: mha(&mut w, &format!("{p}.attention.self"), &format!("{p}.attention.output.dense"), t.num_attention_heads, true)?,
-                ln1: ln(&mut w, &format!("{p}.attention.output.LayerNorm"), t.layer_norm_eps)?,
-                fc1: linear(&mut w, &format!("{p}.intermediate.dense"), true)?,
-                fc2: linear(&mut w, &format!("{p}.output.dense"), true)?,
-                ln2: ln(&mut w, &format!("{p}.output.LayerNorm"), t.layer_norm_eps)?,
-            });
-        }
-        let text = TextEncoder {
-            word: take(&mut w, &format!("{tm}.embeddings.word_embeddings.weight"))?,
-            position: take(&mut w, &format!("{tm}.embeddings.position_embeddings.weight"))?,
-            token_type: take(&mut w, &format!("{tm}.embeddings.token_type_embeddings.weight"))?,
-            ln: ln(&mut w, &format!("{tm}.embeddings.LayerNorm"), t.layer_norm_eps)?,
-            layers,
-            pooler: linear(&mut w, &format!("{tm}.pooler.dense"), true)?,
-            pad: t.pad_token_id,
-        };
-        let mut proj = |p: &str| -> Result<Projection> { Ok(Projection { l1: linear(&mut w, &format!("{p}.linear1"), true)?, l2: linear(&mut w, &format!("{p}.linear2"), true)? }) };
-        let audio_projection = proj("audio_projection")?;
-        let text_projection = proj("text_projection")?;
-        let la = take(&mut w, "logit_scale_a")?.item_cast::<f32>().exp();
-        let lt = take(&mut w, "logit_scale_t")?.item_cast::<f32>().exp();
-        Ok(Self { config, audio, text, audio_projection, text_projection, logit_scale_audio: la, logit_scale_text: lt })
-    }
-
-    /// `config.json` and `model.safetensors` (HF `save_pretrained`).
-    pub fn load_dir(dir: &Path) -> Result<Self> {
-        let config = ClapConfig::from_file(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        let tensors = weights::read_safetensors(&path)?;
-        Self::from_tensors(config, tensors, &path.display().to_string())
-    }
-
-    /// A model of `config`'s size with random weights, for benchmarks.
-    pub fn random(config: ClapConfig, seed: u64) -> Result<Self> {
-        let shapes = Self::expected_weights(&config);
-        let fan: HashMap<String, f32> = shapes.iter().map(|(k, s)| (k.clone(), s.iter().skip(1).product::<i32>().max(1) as f32)).collect();
-        let mut t = weights::random_tensors(shapes, seed, |name| {
-            if name.contains("norm") && name.ends_with("weight") || name.ends_with("running_var") {
-                Init::Ones
-            } else if name.ends_with("bias") || name.ends_with("running_mean") || name.contains("embeddings") || name.contains("logit_scale") || name.ends_with("bias_table") {
-                Init::Normal(0.02)
-            } else {
-                Init::Normal(fan[name].powf(-0.5))
-            }
-        })?;
-        // Buffers as HF makes them: integer indices.
-        for (k, v) in t.iter_mut() {
-            if is_index_buffer(k) {
-                *v = ops::zeros::<i32>(v.shape())?;
-            }
-        }
-        Self::from_tensors(config, t, &format!("random weights (seed {seed})"))
-    }
-
     /// Audio embeddings of `features` `[B, C, T, F]` in one pass, as for clips no longer than
     /// the maximum.
     pub fn embed_audio(&self, features: &Array, v: Variant) -> Result<AudioOut> {
@@ -727,5 +452,134 @@ impl Clap {
     /// `logits_per_audio` `[A, T]`: scaled cosine similarities.
     pub fn logits_per_audio(&self, audio_embeds: &Array, text_embeds: &Array) -> Result<Array> {
         Ok(audio_embeds.matmul(text_embeds.t())?.multiply(mlx_rs::array!(self.logit_scale_audio))?)
+    }
+}
+
+impl Checkpointed for Clap {
+    type Config = ClapConfig;
+
+    /// HF `ClapModel` `save_pretrained` names, buffers included (the index buffers are
+    /// checked for shape and recomputed); every tensor stays float32.
+    fn build(config: ClapConfig, vs: &Vars) -> Result<Self> {
+        let a = config.audio_config.clone();
+        let enc = vs.pp("audio_model.audio_encoder");
+        let (bn_scale, bn_shift) = batch_norm(&enc.pp("batch_norm"), a.num_mel_bins)?;
+        let d0 = a.patch_embeds_hidden_size;
+        let pe = enc.pp("patch_embed");
+        let [p0, p1] = [a.patch_size[0], a.patch_size[1]];
+        let patch_w = pe.derived(pe.tensor("proj.weight", &[d0, 1, p0, p1])?.reshape(&[d0, -1])?.t().contiguous()?);
+        let patch_b = pe.tensor("proj.bias", &[d0])?;
+        let patch_ln = if a.enable_patch_layer_norm { Some(ln(&pe.pp("norm"), d0, 1e-5)?) } else { None };
+        let fusion = if a.enable_fusion {
+            let mel_w = pe.derived(pe.tensor("mel_conv2d.weight", &[d0, 1, p0, 3 * p1])?.reshape(&[d0, -1])?.t().contiguous()?);
+            let mel_b = pe.tensor("mel_conv2d.bias", &[d0])?;
+            let inter = d0 / a.aff_block_r;
+            let conv_bn = |q: &Vars, c: i32, bn: i32, cin: i32, cout: i32| -> Result<ConvBn> {
+                let cw = q.tensor(&format!("{c}.weight"), &[cout, cin, 1, 1])?.reshape(&[cout, cin])?;
+                let cb = q.tensor(&format!("{c}.bias"), &[cout])?;
+                let bnv = q.pp(bn);
+                let (g, beta) = (bnv.tensor("weight", &[cout])?, bnv.tensor("bias", &[cout])?);
+                let (rm, rv) = (bnv.tensor("running_mean", &[cout])?, bnv.tensor("running_var", &[cout])?);
+                bnv.tensor("num_batches_tracked", &[])?;
+                let scale = g.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
+                // BN(x W^T + cb) = x (W^T scale) + (cb - rm) scale + beta
+                Ok(ConvBn { w: q.derived(cw.t().multiply(&scale)?.contiguous()?), b: q.derived(cb.subtract(&rm)?.multiply(&scale)?.add(&beta)?) })
+            };
+            let branch = |name: &str, c1: i32, b1: i32, c2: i32, b2: i32| -> Result<AffBranch> {
+                let q = pe.pp(format!("fusion_model.{name}"));
+                Ok(AffBranch { a: conv_bn(&q, c1, b1, d0, inter)?, b: conv_bn(&q, c2, b2, inter, d0)? })
+            };
+            let local = branch("local_att", 0, 1, 3, 4)?;
+            let global = branch("global_att", 1, 2, 4, 5)?;
+            Some(Fusion { mel_w, mel_b, local, global })
+        } else {
+            None
+        };
+        let ws = a.window_size;
+        let n = ws * ws;
+        let index = Array::from_slice(&relative_index(ws), &[n * n]);
+        let mut stages = Vec::new();
+        for (i, ((&depth, &heads), (h, wd))) in a.depths.iter().zip(&a.num_attention_heads).zip(config.resolutions()).enumerate() {
+            let c = d0 << i;
+            let hidden = (a.mlp_ratio * f64::from(c)) as i32;
+            let layer = enc.pp(format!("layers.{i}"));
+            let mut blocks = Vec::new();
+            for j in 0..depth {
+                let p = layer.pp(format!("blocks.{j}"));
+                let sa = p.pp("attention.self");
+                let table = sa.tensor("relative_position_bias_table", &[(2 * ws - 1) * (2 * ws - 1), heads])?;
+                sa.tensor("relative_position_index", &[n, n])?;
+                let bias = p.derived(table.take_axis(&index, 0)?.reshape(&[n, n, heads])?.transpose_axes(&[2, 0, 1])?.expand_dims(0)?);
+                // HF: no shift once the grid is no larger than a window.
+                let shift = if j % 2 == 1 && h.min(wd) > ws { ws / 2 } else { 0 };
+                let shifted_mask = if shift > 0 { Some(p.derived(bias.add(shift_mask(h, wd, ws, shift))?)) } else { None };
+                blocks.push(SwinBlock {
+                    ln1: ln(&p.pp("layernorm_before"), c, a.layer_norm_eps)?,
+                    attn: mha(&sa, &p.pp("attention.output.dense"), c, heads, a.qkv_bias)?,
+                    bias,
+                    ln2: ln(&p.pp("layernorm_after"), c, a.layer_norm_eps)?,
+                    fc1: p.pp("intermediate.dense").dense_linear(hidden, c, true)?,
+                    fc2: p.pp("output.dense").dense_linear(c, hidden, true)?,
+                    shift,
+                    window: ws,
+                    shifted_mask,
+                });
+            }
+            let merge = if i + 1 < a.depths.len() {
+                let p = layer.pp("downsample");
+                Some((ln(&p.pp("norm"), 4 * c, 1e-5)?, p.pp("reduction").dense_linear(2 * c, 4 * c, false)?))
+            } else {
+                None
+            };
+            stages.push(Stage { blocks, merge });
+        }
+        let norm = ln(&enc.pp("norm"), a.hidden_size, 1e-5)?;
+        let audio = Htsat { stretch: ArrayCache::default(), fusion, bn_scale, bn_shift, patch_w, patch_b, patch_ln, stages, norm };
+        let t = config.text_config.clone();
+        let hs = t.hidden_size;
+        let tm = vs.pp("text_model");
+        let layers = (0..t.num_hidden_layers)
+            .map(|l| {
+                let p = tm.pp(format!("encoder.layer.{l}"));
+                Ok(TextLayer {
+                    attn: mha(&p.pp("attention.self"), &p.pp("attention.output.dense"), hs, t.num_attention_heads, true)?,
+                    ln1: ln(&p.pp("attention.output.LayerNorm"), hs, t.layer_norm_eps)?,
+                    fc1: p.pp("intermediate.dense").dense_linear(t.intermediate_size, hs, true)?,
+                    fc2: p.pp("output.dense").dense_linear(hs, t.intermediate_size, true)?,
+                    ln2: ln(&p.pp("output.LayerNorm"), hs, t.layer_norm_eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let emb = tm.pp("embeddings");
+        emb.tensor("position_ids", &[1, t.max_position_embeddings])?;
+        emb.tensor("token_type_ids", &[1, t.max_position_embeddings])?;
+        let text = TextEncoder {
+            word: emb.tensor("word_embeddings.weight", &[t.vocab_size, hs])?,
+            position: emb.tensor("position_embeddings.weight", &[t.max_position_embeddings, hs])?,
+            token_type: emb.tensor("token_type_embeddings.weight", &[t.type_vocab_size, hs])?,
+            ln: ln(&emb.pp("LayerNorm"), hs, t.layer_norm_eps)?,
+            layers,
+            pooler: tm.pp("pooler.dense").dense_linear(hs, hs, true)?,
+            pad: t.pad_token_id,
+        };
+        let pd = config.projection_dim;
+        let proj = |p: &str, inp: i32| -> Result<Projection> { Ok(Projection { l1: vs.pp(p).pp("linear1").dense_linear(pd, inp, true)?, l2: vs.pp(p).pp("linear2").dense_linear(pd, pd, true)? }) };
+        let audio_projection = proj("audio_projection", a.hidden_size)?;
+        let text_projection = proj("text_projection", hs)?;
+        let la = vs.tensor("logit_scale_a", &[])?.item_cast::<f32>().exp();
+        let lt = vs.tensor("logit_scale_t", &[])?.item_cast::<f32>().exp();
+        Ok(Self { config, audio, text, audio_projection, text_projection, logit_scale_audio: la, logit_scale_text: lt })
+    }
+
+    fn init(name: &str, shape: &[i32]) -> Init {
+        if ["relative_position_index", "position_ids", "token_type_ids", "num_batches_tracked"].iter().any(|b| name.ends_with(b)) {
+            Init::Zeros
+        } else if name.contains("norm") && name.ends_with("weight") || name.ends_with("running_var") {
+            Init::Ones
+        } else if name.ends_with("bias") || name.ends_with("running_mean") || name.contains("embeddings") || name.contains("logit_scale") || name.ends_with("bias_table") {
+            Init::Normal(0.02)
+        } else {
+            Init::Normal(fan_in(shape).powf(-0.5))
+        }
     }
 }

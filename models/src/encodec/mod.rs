@@ -12,22 +12,17 @@ pub mod rvq;
 pub mod seanet;
 pub mod stream;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use mlx_rs::{Array, Dtype};
 
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
 use self::seanet::{Exec, Half, Kernels, Layer, Layout};
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::lstm::Recurrence;
-use crate::weights::{self, Init};
+use crate::checkpoint::{Checkpointed, Init, Vars};
 use crate::Variant;
 
-/// Codebook buffers HF keeps in the state dict but never reads at inference.
-const UNUSED_BUFFERS: [&str; 3] = ["inited", "cluster_size", "embed_avg"];
 
 pub struct Encodec {
     pub config: EncodecConfig,
@@ -61,111 +56,7 @@ fn tr(x: &Array) -> Result<Array> {
     Ok(x.transpose_axes(&[0, 2, 1])?)
 }
 
-/// Checkpoint names to the ones `state_dict` uses today: older saves (and the hub's EnCodec
-/// checkpoints) store weight norm as `weight_g` / `weight_v`.
-fn sanitize(tensors: HashMap<String, Array>) -> HashMap<String, Array> {
-    tensors
-        .into_iter()
-        .map(|(k, v)| {
-            let k = if let Some(p) = k.strip_suffix(".weight_g") {
-                format!("{p}.parametrizations.weight.original0")
-            } else if let Some(p) = k.strip_suffix(".weight_v") {
-                format!("{p}.parametrizations.weight.original1")
-            } else {
-                k
-            };
-            (k, v)
-        })
-        .collect()
-}
-
 impl Encodec {
-    /// Every weight name and PyTorch shape the checkpoint must hold.
-    pub fn expected_weights(cfg: &EncodecConfig) -> BTreeMap<String, Vec<i32>> {
-        let mut e = BTreeMap::new();
-        seanet::expected_weights(cfg, Half::Encoder, &mut e);
-        seanet::expected_weights(cfg, Half::Decoder, &mut e);
-        for q in 0..cfg.num_quantizers() {
-            e.insert(format!("quantizer.layers.{q}.codebook.embed"), vec![cfg.codebook_size, cfg.codebook_dim()]);
-        }
-        e
-    }
-
-    /// Build from checkpoint tensors; `source` names them in errors. Every expected weight
-    /// must be present with its shape and nothing else may be left over (the codebooks'
-    /// training buffers are allowed, and checked, but not required).
-    pub fn from_tensors(config: EncodecConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        let mut tensors = sanitize(tensors);
-        let mut expected = Self::expected_weights(&config);
-        for q in 0..config.num_quantizers() {
-            for (b, shape) in UNUSED_BUFFERS.iter().zip([vec![1], vec![config.codebook_size], vec![config.codebook_size, config.codebook_dim()]]) {
-                let key = format!("quantizer.layers.{q}.codebook.{b}");
-                if tensors.contains_key(&key) {
-                    expected.insert(key, shape);
-                }
-            }
-        }
-        weights::check_strict(source, &tensors, &expected)?;
-        for k in expected.keys() {
-            if UNUSED_BUFFERS.iter().any(|b| k.ends_with(b)) {
-                tensors.remove(k);
-            }
-        }
-        let mut w: HashMap<String, Array> = tensors.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
-        let encoder = seanet::build(&config, Half::Encoder, &mut w)?;
-        let decoder = seanet::build(&config, Half::Decoder, &mut w)?;
-        let codebooks = (0..config.num_quantizers())
-            .map(|q| w.remove(&format!("quantizer.layers.{q}.codebook.embed")).ok_or_else(|| Error::InvalidArgument(format!("codebook {q} vanished"))))
-            .collect::<Result<Vec<_>>>()?;
-        let model = Self { config, encoder, decoder, quantizer: Rvq::new(codebooks)? };
-        model.materialize()?;
-        Ok(model)
-    }
-
-    /// Evaluate the folded weights once, so that no run pays for folding.
-    fn materialize(&self) -> Result<()> {
-        let mut arrays: Vec<&Array> = self.quantizer.codebooks.iter().collect();
-        for l in self.encoder.iter().chain(&self.decoder) {
-            match l {
-                Layer::Conv(c) => arrays.extend([&c.weight, &c.bias]),
-                Layer::ConvTranspose(c) => arrays.extend(c.conv.arrays()),
-                Layer::Res(r) => r.convs.iter().chain(&r.shortcut).for_each(|c| arrays.extend([&c.weight, &c.bias])),
-                Layer::Lstm(s) => s.layers.iter().for_each(|l| arrays.extend(l.arrays())),
-                Layer::Elu => {}
-            }
-        }
-        mlx_rs::transforms::eval(arrays)?;
-        Ok(())
-    }
-
-    /// A model of `config`'s real size with random weights from `seed`, for benchmarks: unit
-    /// gains on the weight-normed convolutions keep activations in range through the stack.
-    pub fn random(config: EncodecConfig, seed: u64) -> Result<Self> {
-        let tensors = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
-            if name.ends_with("original0") {
-                Init::Ones
-            } else if name.ends_with("original1") {
-                Init::Normal(1.0)
-            } else if name.contains(".lstm.") {
-                Init::Normal(0.1)
-            } else if name.ends_with("codebook.embed") {
-                Init::Normal(0.3)
-            } else {
-                Init::Normal(0.02)
-            }
-        })?;
-        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
-    }
-
-    /// `config.json` and `model.safetensors` from a folder (a fixture or a saved checkpoint).
-    pub fn load_dir(dir: &Path) -> Result<Self> {
-        let config = EncodecConfig::from_file(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        let tensors = weights::read_safetensors(&path)?;
-        Self::from_tensors(config, tensors, &path.display().to_string())
-    }
-
     /// Refuse audio the model cannot take, naming what is wrong: `[B, C, L]` with the
     /// configured channel count, at least one sample, every sample finite.
     pub fn check_audio(&self, audio: &Array) -> Result<()> {
@@ -265,3 +156,41 @@ impl Encodec {
     }
 }
 
+impl Checkpointed for Encodec {
+    type Config = EncodecConfig;
+
+    /// HF `EncodecModel` names; every tensor stays float32. The codebooks' training buffers
+    /// (`inited`, `cluster_size`, `embed_avg`) are accepted and checked when present, never
+    /// read.
+    fn build(config: EncodecConfig, vs: &Vars) -> Result<Self> {
+        let encoder = seanet::build(&config, Half::Encoder, vs)?;
+        let decoder = seanet::build(&config, Half::Decoder, vs)?;
+        let (n, d) = (config.codebook_size, config.codebook_dim());
+        let codebooks = (0..config.num_quantizers())
+            .map(|q| {
+                let cb = vs.pp(format!("quantizer.layers.{q}.codebook"));
+                cb.optional("inited", &[1])?;
+                cb.optional("cluster_size", &[n])?;
+                cb.optional("embed_avg", &[n, d])?;
+                cb.tensor("embed", &[n, d])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { config, encoder, decoder, quantizer: Rvq::new(codebooks)? })
+    }
+
+    /// Unit gains on the weight-normed convolutions keep activations in range through the
+    /// stack.
+    fn init(name: &str, _shape: &[i32]) -> Init {
+        if name.ends_with("original0") {
+            Init::Ones
+        } else if name.ends_with("original1") {
+            Init::Normal(1.0)
+        } else if name.contains(".lstm.") {
+            Init::Normal(0.1)
+        } else if name.ends_with("codebook.embed") {
+            Init::Normal(0.3)
+        } else {
+            Init::Normal(0.02)
+        }
+    }
+}

@@ -5,13 +5,13 @@
 //! Two layouts run the same layers. [`Layout::ChannelsLast`] converts `[B, C, T]` audio to
 //! MLX's `[B, T, C]` once at the model boundary; [`Layout::ChannelsFirst`] keeps PyTorch's
 //! `[B, C, T]` between layers and transposes inside every convolution, as a direct port does.
-use std::collections::{BTreeMap, HashMap};
 
 use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array};
 
 use super::config::{EncodecConfig, PadMode};
 pub use crate::nn::ops::pad_axis;
+use crate::checkpoint::Vars;
 use crate::error::{Error, Result};
 use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::lstm::{self, LstmLayer, Recurrence};
@@ -290,95 +290,63 @@ fn specs(cfg: &EncodecConfig, half: Half) -> Vec<Spec> {
 const G: &str = "parametrizations.weight.original0";
 const V: &str = "parametrizations.weight.original1";
 
-/// Expected weight names and shapes (PyTorch layouts) of one SEANet half.
-pub fn expected_weights(cfg: &EncodecConfig, half: Half, out: &mut BTreeMap<String, Vec<i32>>) {
-    let mut conv = |p: String, cin: i32, cout: i32, k: i32| {
-        out.insert(format!("{p}.conv.{G}"), vec![cout, 1, 1]);
-        out.insert(format!("{p}.conv.{V}"), vec![cout, cin, k]);
-        out.insert(format!("{p}.conv.bias"), vec![cout]);
-    };
-    let mut lstm = Vec::new();
-    let mut convt = Vec::new();
-    for (i, s) in specs(cfg, half).iter().enumerate() {
-        let p = format!("{}.layers.{i}", half.prefix());
-        match *s {
-            Spec::Conv { cin, cout, k, .. } => conv(p, cin, cout, k),
-            Spec::ConvT { cin, cout, k, .. } => convt.push((p, cin, cout, k)),
-            Spec::Res { dim, .. } => {
-                let hidden = dim / cfg.compress;
-                conv(format!("{p}.block.1"), dim, hidden, cfg.residual_kernel_size);
-                conv(format!("{p}.block.3"), hidden, dim, 1);
-                if cfg.use_conv_shortcut {
-                    conv(format!("{p}.shortcut"), dim, dim, 1);
-                }
-            }
-            Spec::Lstm { dim } => lstm.push((p, dim)),
-            Spec::Elu => {}
-        }
-    }
-    for (p, cin, cout, k) in convt {
-        out.insert(format!("{p}.conv.{G}"), vec![cin, 1, 1]);
-        out.insert(format!("{p}.conv.{V}"), vec![cin, cout, k]);
-        out.insert(format!("{p}.conv.bias"), vec![cout]);
-    }
-    for (p, dim) in lstm {
-        for l in 0..cfg.num_lstm_layers {
-            out.insert(format!("{p}.lstm.weight_ih_l{l}"), vec![4 * dim, dim]);
-            out.insert(format!("{p}.lstm.weight_hh_l{l}"), vec![4 * dim, dim]);
-            out.insert(format!("{p}.lstm.bias_ih_l{l}"), vec![4 * dim]);
-            out.insert(format!("{p}.lstm.bias_hh_l{l}"), vec![4 * dim]);
-        }
-    }
-}
-
 /// `g * v / ||v||`, the norm over every axis but the first (`torch` weight norm, `dim=0`).
 fn fold_weight_norm(g: &Array, v: &Array) -> Result<Array> {
     let norm = v.square()?.sum_axes(&[1, 2], true)?.sqrt()?;
     Ok(v.multiply(g.divide(&norm)?)?)
 }
 
-fn take(w: &mut HashMap<String, Array>, key: &str) -> Result<Array> {
-    w.remove(key).ok_or_else(|| Error::InvalidArgument(format!("weight '{key}' vanished after the strict check")))
+/// A weight-normed convolution's kernel under `p` (`[cout, cin, k]` in PyTorch's layout; a
+/// transposed one's is `[cin, cout, k]`), folded. Older saves (and the hub's EnCodec
+/// checkpoints) name the two parts `weight_g` and `weight_v`.
+fn weight_normed(p: &Vars, shape: [i32; 3]) -> Result<Array> {
+    let g = p.tensor_any(&[G, "weight_g"], &[shape[0], 1, 1])?;
+    let v = p.tensor_any(&[V, "weight_v"], &shape)?;
+    fold_weight_norm(&g, &v)
 }
 
-/// Build one SEANet half from weights already checked against [`expected_weights`].
-pub fn build(cfg: &EncodecConfig, half: Half, w: &mut HashMap<String, Array>) -> Result<Vec<Layer>> {
+/// Build one SEANet half under `vs` (HF `EncodecEncoder` / `EncodecDecoder` names).
+pub fn build(cfg: &EncodecConfig, half: Half, vs: &Vars) -> Result<Vec<Layer>> {
     let pad = cfg.pad().map_err(Error::InvalidArgument)?;
     let causal = cfg.use_causal_conv;
-    let conv = |w: &mut HashMap<String, Array>, p: &str, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
-        let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
-        let conv = Conv::new(conv_weight_from_torch(&weight)?, take(w, &format!("{p}.conv.bias"))?, stride, dilation, causal, pad)?;
-        if conv.kernel != k {
-            return Err(Error::InvalidArgument(format!("{p}: kernel {} where the config says {k}", conv.kernel)));
-        }
-        Ok(conv)
+    let conv = |p: &Vars, cin: i32, cout: i32, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
+        let p = p.pp("conv");
+        let weight = p.derived(conv_weight_from_torch(&weight_normed(&p, [cout, cin, k])?)?);
+        Conv::new(weight, p.tensor("bias", &[cout])?, stride, dilation, causal, pad)
     };
+    let half_vs = vs.pp(half.prefix());
     let mut layers = Vec::new();
     for (i, s) in specs(cfg, half).into_iter().enumerate() {
-        let p = format!("{}.layers.{i}", half.prefix());
+        let p = half_vs.pp(format!("layers.{i}"));
         layers.push(match s {
             Spec::Elu => Layer::Elu,
-            Spec::Conv { k, stride, dilation, .. } => Layer::Conv(conv(w, &p, k, stride, dilation)?),
-            Spec::Res { dilations, .. } => Layer::Res(ResBlock {
-                convs: vec![
-                    conv(w, &format!("{p}.block.1"), cfg.residual_kernel_size, 1, dilations[0])?,
-                    conv(w, &format!("{p}.block.3"), 1, 1, dilations[1])?,
-                ],
-                shortcut: if cfg.use_conv_shortcut { Some(conv(w, &format!("{p}.shortcut"), 1, 1, 1)?) } else { None },
-            }),
-            Spec::ConvT { k, stride, .. } => {
-                let weight = fold_weight_norm(&take(w, &format!("{p}.conv.{G}"))?, &take(w, &format!("{p}.conv.{V}"))?)?;
+            Spec::Conv { cin, cout, k, stride, dilation } => Layer::Conv(conv(&p, cin, cout, k, stride, dilation)?),
+            Spec::Res { dim, dilations } => {
+                let hidden = dim / cfg.compress;
+                Layer::Res(ResBlock {
+                    convs: vec![conv(&p.pp("block.1"), dim, hidden, cfg.residual_kernel_size, 1, dilations[0])?, conv(&p.pp("block.3"), hidden, dim, 1, 1, dilations[1])?],
+                    shortcut: if cfg.use_conv_shortcut { Some(conv(&p.pp("shortcut"), dim, dim, 1, 1, 1)?) } else { None },
+                })
+            }
+            Spec::ConvT { cin, cout, k, stride } => {
+                let c = p.pp("conv");
+                let weight = weight_normed(&c, [cin, cout, k])?;
                 let total = k - stride;
                 let right = if causal { (f64::from(total) * cfg.trim_right_ratio).ceil() as i32 } else { total / 2 };
-                Layer::ConvTranspose(ConvTranspose::new(&weight, take(w, &format!("{p}.conv.bias"))?, stride, (total - right, right))?)
+                let layer = ConvTranspose::new(&weight, c.tensor("bias", &[cout])?, stride, (total - right, right))?;
+                c.materialize(layer.conv.arrays());
+                Layer::ConvTranspose(layer)
             }
-            Spec::Lstm { .. } => {
-                let mut ls = Vec::new();
-                for l in 0..cfg.num_lstm_layers {
-                    let g = |n: &str| format!("{p}.lstm.{n}_l{l}");
-                    let (wih, whh) = (take(w, &g("weight_ih"))?, take(w, &g("weight_hh"))?);
-                    ls.push(LstmLayer::new(wih, whh, &take(w, &g("bias_ih"))?, &take(w, &g("bias_hh"))?)?);
-                }
+            Spec::Lstm { dim } => {
+                let ls = (0..cfg.num_lstm_layers)
+                    .map(|l| {
+                        let t = |n: &str, shape: &[i32]| p.pp("lstm").tensor(&format!("{n}_l{l}"), shape);
+                        let (wih, whh) = (t("weight_ih", &[4 * dim, dim])?, t("weight_hh", &[4 * dim, dim])?);
+                        let layer = LstmLayer::new(wih, whh, &t("bias_ih", &[4 * dim])?, &t("bias_hh", &[4 * dim])?)?;
+                        p.materialize(layer.arrays());
+                        Ok(layer)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 Layer::Lstm(Lstm { layers: ls })
             }
         });

@@ -13,8 +13,6 @@ pub mod config;
 pub mod layers;
 pub mod spec;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
@@ -23,7 +21,6 @@ pub use self::config::HtDemucsConfig;
 use self::layers::{conv_in, glu_channels, swap, AxisConv, AxisConvTr, DConv, DConvLayer, GridConv};
 use self::spec::Stft;
 use crate::chunked::{ChunkedProcessor, DemucsChunking};
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
@@ -33,7 +30,7 @@ use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
 use crate::nn::profile::{mark, Phases};
-use crate::weights::{self, Init};
+use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::Variant;
 
 /// How a variant runs the layers. The optimized path uses MLX's own convolution kernels on a
@@ -216,10 +213,10 @@ impl TLayer {
         };
         let (a, ff_norm) = if self.cross {
             let k = other.ok_or_else(|| Error::InvalidArgument("cross-attention layer without the other branch".into()))?;
-            let a = self.attn.cross_attention(&self.norm1.forward(x)?, &self.norm2.forward(k)?, None)?;
+            let a = self.attn.cross_attention(&self.norm1.forward(x)?, &self.norm2.forward(k)?, None, AttentionKernel::Fused)?;
             (a, self.norm3.as_ref().ok_or_else(|| Error::InvalidArgument("cross layer without norm3".into()))?)
         } else {
-            (self.attn.self_attention(&self.norm1.forward(x)?, None, Mask::None)?, &self.norm2)
+            (self.attn.self_attention(&self.norm1.forward(x)?, None, Mask::None, AttentionKernel::Fused)?, &self.norm2)
         };
         let x = x.add(scaled(a, 0)?)?;
         let h = self.linear1.forward(&ff_norm.forward(&x)?)?;
@@ -407,17 +404,6 @@ fn stats(x: &Array) -> Result<(Array, Array)> {
     Ok((mean, ops::sqrt(&var)?))
 }
 
-/// The DConv branch's weights under prefix `p`, on `c` channels.
-fn dconv_shapes(cfg: &HtDemucsConfig, e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
-    let h = cfg.dconv_hidden(c);
-    for j in 0..cfg.dconv_depth {
-        let q = format!("{p}.dconv.layers.{j}");
-        for (n, s) in [("0.weight", vec![h, c, 3]), ("0.bias", vec![h]), ("1.weight", vec![h]), ("1.bias", vec![h]), ("3.weight", vec![2 * c, h, 1]), ("3.bias", vec![2 * c]), ("4.weight", vec![2 * c]), ("4.bias", vec![2 * c]), ("6.scale", vec![c])] {
-            e.insert(format!("{q}.{n}"), s);
-        }
-    }
-}
-
 /// `a` in PyTorch's layout (`[B, C, F, T]` / `[B, C, L]`) whichever layout the path keeps.
 fn torch_layout(a: &Array, cl: bool) -> Result<Array> {
     if cl {
@@ -427,200 +413,9 @@ fn torch_layout(a: &Array, cl: bool) -> Result<Array> {
     }
 }
 
-fn ln_shapes(e: &mut BTreeMap<String, Vec<i32>>, p: &str, c: i32) {
-    e.insert(format!("{p}.weight"), vec![c]);
-    e.insert(format!("{p}.bias"), vec![c]);
-}
-
 impl HtDemucs {
-    /// Every weight name and PyTorch shape of `state_dict()`.
-    pub fn expected_weights(cfg: &HtDemucsConfig) -> BTreeMap<String, Vec<i32>> {
-        let mut e = BTreeMap::new();
-        let (k, depth) = (cfg.kernel_size, cfg.depth);
-        let s = cfg.sources.len() as i32;
-        let ca = cfg.audio_channels;
-        for i in 0..depth {
-            let cout = cfg.layer_channels(i);
-            let (cin_f, cin_t) = if i == 0 { (2 * ca, ca) } else { (cfg.layer_channels(i - 1), cfg.layer_channels(i - 1)) };
-            let ce = 1 + 2 * cfg.context_enc;
-            for (p, cin, freq) in [(format!("encoder.{i}"), cin_f, true), (format!("tencoder.{i}"), cin_t, false)] {
-                e.insert(format!("{p}.conv.weight"), if freq { vec![cout, cin, k, 1] } else { vec![cout, cin, k] });
-                e.insert(format!("{p}.conv.bias"), vec![cout]);
-                if cfg.rewrite {
-                    e.insert(format!("{p}.rewrite.weight"), if freq { vec![2 * cout, cout, ce, ce] } else { vec![2 * cout, cout, ce] });
-                    e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
-                }
-                if cfg.dconv_mode & 1 != 0 {
-                    dconv_shapes(cfg, &mut e, &p, cout);
-                }
-            }
-            // Decoder layer d mirrors encoder layer depth - 1 - d.
-            let d = depth - 1 - i;
-            let (out_f, out_t) = if i == 0 { (2 * ca * s, ca * s) } else { (cfg.layer_channels(i - 1), cfg.layer_channels(i - 1)) };
-            let cd = 1 + 2 * cfg.context;
-            for (p, cdout, freq) in [(format!("decoder.{d}"), out_f, true), (format!("tdecoder.{d}"), out_t, false)] {
-                e.insert(format!("{p}.conv_tr.weight"), if freq { vec![cout, cdout, k, 1] } else { vec![cout, cdout, k] });
-                e.insert(format!("{p}.conv_tr.bias"), vec![cdout]);
-                if cfg.rewrite {
-                    e.insert(format!("{p}.rewrite.weight"), if freq { vec![2 * cout, cout, cd, cd] } else { vec![2 * cout, cout, cd] });
-                    e.insert(format!("{p}.rewrite.bias"), vec![2 * cout]);
-                }
-                if cfg.dconv_mode & 2 != 0 {
-                    dconv_shapes(cfg, &mut e, &p, cout);
-                }
-            }
-        }
-        if cfg.freq_emb > 0.0 {
-            e.insert("freq_emb.embedding.weight".into(), vec![cfg.freqs_at(1), cfg.channels]);
-        }
-        let inner = cfg.layer_channels(depth - 1);
-        let c = cfg.transformer_channels();
-        if cfg.bottom_channels > 0 {
-            for (n, o, i) in [("channel_upsampler", c, inner), ("channel_downsampler", inner, c), ("channel_upsampler_t", c, inner), ("channel_downsampler_t", inner, c)] {
-                e.insert(format!("{n}.weight"), vec![o, i, 1]);
-                e.insert(format!("{n}.bias"), vec![o]);
-            }
-        }
-        let hidden = (f64::from(c) * cfg.t_hidden_scale) as i32;
-        ln_shapes(&mut e, "crosstransformer.norm_in", c);
-        ln_shapes(&mut e, "crosstransformer.norm_in_t", c);
-        for l in 0..cfg.t_layers {
-            let cross = is_cross(cfg, l);
-            for side in ["layers", "layers_t"] {
-                let p = format!("crosstransformer.{side}.{l}");
-                let a = if cross { "cross_attn" } else { "self_attn" };
-                e.insert(format!("{p}.{a}.in_proj_weight"), vec![3 * c, c]);
-                e.insert(format!("{p}.{a}.in_proj_bias"), vec![3 * c]);
-                e.insert(format!("{p}.{a}.out_proj.weight"), vec![c, c]);
-                e.insert(format!("{p}.{a}.out_proj.bias"), vec![c]);
-                e.insert(format!("{p}.linear1.weight"), vec![hidden, c]);
-                e.insert(format!("{p}.linear1.bias"), vec![hidden]);
-                e.insert(format!("{p}.linear2.weight"), vec![c, hidden]);
-                e.insert(format!("{p}.linear2.bias"), vec![c]);
-                let norms: &[&str] = if cross { &["norm1", "norm2", "norm3"] } else { &["norm1", "norm2"] };
-                for n in norms {
-                    ln_shapes(&mut e, &format!("{p}.{n}"), c);
-                }
-                if cfg.t_norm_out {
-                    ln_shapes(&mut e, &format!("{p}.norm_out"), c);
-                }
-                if cfg.t_layer_scale {
-                    e.insert(format!("{p}.gamma_1.scale"), vec![c]);
-                    e.insert(format!("{p}.gamma_2.scale"), vec![c]);
-                }
-            }
-        }
-        e
-    }
-
-    /// Build from `state_dict` tensors; `source` names them in errors. Names and shapes are
-    /// checked strictly: nothing missing, nothing left over.
-    pub fn from_tensors(config: HtDemucsConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        weights::check_strict(source, &tensors, &Self::expected_weights(&config))?;
-        let mut w: HashMap<String, Array> = tensors.into_iter().map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
-        let mut take = |k: String| w.remove(&k).ok_or_else(|| Error::InvalidArgument(format!("weight {k} vanished")));
-        let cfg = &config;
-        let (k, st, depth) = (cfg.kernel_size, cfg.stride, cfg.depth);
-        let dconv = |p: &str, take: &mut dyn FnMut(String) -> Result<Array>| -> Result<DConv> {
-            let layers = (0..cfg.dconv_depth)
-                .map(|j| {
-                    let q = format!("{p}.dconv.layers.{j}");
-                    let dil = 1 << j;
-                    Ok(DConvLayer {
-                        conv1: AxisConv::new(&take(format!("{q}.0.weight"))?, take(format!("{q}.0.bias"))?, 1, dil, dil)?,
-                        norm1: (take(format!("{q}.1.weight"))?, take(format!("{q}.1.bias"))?),
-                        conv2: AxisConv::new(&take(format!("{q}.3.weight"))?, take(format!("{q}.3.bias"))?, 1, 1, 0)?,
-                        norm2: (take(format!("{q}.4.weight"))?, take(format!("{q}.4.bias"))?),
-                        scale: take(format!("{q}.6.scale"))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(DConv { layers })
-        };
-        let (mut encoder, mut tencoder, mut decoder, mut tdecoder) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for i in 0..depth {
-            for freq in [true, false] {
-                let p = format!("{}.{i}", if freq { "encoder" } else { "tencoder" });
-                let conv = AxisConv::new(&take(format!("{p}.conv.weight"))?, take(format!("{p}.conv.bias"))?, st, 1, k / 4)?;
-                let rewrite = if cfg.rewrite {
-                    let (rw, rb) = (take(format!("{p}.rewrite.weight"))?, take(format!("{p}.rewrite.bias"))?);
-                    Some(if freq { Rewrite::Freq(GridConv::new(&rw, rb)?) } else { Rewrite::Time(AxisConv::new(&rw, rb, 1, 1, cfg.context_enc)?) })
-                } else {
-                    None
-                };
-                let dc = if cfg.dconv_mode & 1 != 0 { Some(dconv(&p, &mut take)?) } else { None };
-                let layer = EncLayer { conv, dconv: dc, rewrite, freq };
-                if freq { encoder.push(layer) } else { tencoder.push(layer) }
-            }
-        }
-        for d in 0..depth {
-            for freq in [true, false] {
-                let p = format!("{}.{d}", if freq { "decoder" } else { "tdecoder" });
-                let conv_tr = AxisConvTr::new(&take(format!("{p}.conv_tr.weight"))?, take(format!("{p}.conv_tr.bias"))?, st)?;
-                let rewrite = if cfg.rewrite {
-                    let (rw, rb) = (take(format!("{p}.rewrite.weight"))?, take(format!("{p}.rewrite.bias"))?);
-                    Some(if freq { Rewrite::Freq(GridConv::new(&rw, rb)?) } else { Rewrite::Time(AxisConv::new(&rw, rb, 1, 1, cfg.context)?) })
-                } else {
-                    None
-                };
-                let dc = if cfg.dconv_mode & 2 != 0 { Some(dconv(&p, &mut take)?) } else { None };
-                let layer = DecLayer { conv_tr, dconv: dc, rewrite, freq, last: d == depth - 1, pad: k / 4 };
-                if freq { decoder.push(layer) } else { tdecoder.push(layer) }
-            }
-        }
-        let freq_emb = if cfg.freq_emb > 0.0 {
-            Some(take("freq_emb.embedding.weight".into())?.multiply(mlx_rs::array!((cfg.emb_scale * cfg.freq_emb) as f32))?)
-        } else {
-            None
-        };
-        let bottom = if cfg.bottom_channels > 0 {
-            let mut one = |n: &str| -> Result<AxisConv> { AxisConv::new(&take(format!("{n}.weight"))?, take(format!("{n}.bias"))?, 1, 1, 0) };
-            Some([one("channel_upsampler")?, one("channel_downsampler")?, one("channel_upsampler_t")?, one("channel_downsampler_t")?])
-        } else {
-            None
-        };
-        let c = cfg.transformer_channels();
-        let norm_in = take_ln(&mut take, "crosstransformer.norm_in")?;
-        let norm_in_t = take_ln(&mut take, "crosstransformer.norm_in_t")?;
-        let (mut layers, mut layers_t) = (Vec::new(), Vec::new());
-        for l in 0..cfg.t_layers {
-            let cross = is_cross(cfg, l);
-            for side in ["layers", "layers_t"] {
-                let p = format!("crosstransformer.{side}.{l}");
-                let a = format!("{p}.{}", if cross { "cross_attn" } else { "self_attn" });
-                let inw = take(format!("{a}.in_proj_weight"))?;
-                let inb = take(format!("{a}.in_proj_bias"))?;
-                let ws = inw.split_equal(3, 0)?;
-                let bs = inb.split_equal(3, 0)?;
-                let proj = |i: usize| Linear::new(ws[i].clone(), Some(bs[i].clone()));
-                let attn = MultiHeadAttention {
-                    query: proj(0)?,
-                    key: proj(1)?,
-                    value: proj(2)?,
-                    out: Linear::new(take(format!("{a}.out_proj.weight"))?, Some(take(format!("{a}.out_proj.bias"))?))?,
-                    n_head: cfg.t_heads,
-                    kernel: AttentionKernel::Fused,
-                };
-                let norm1 = take_ln(&mut take, &format!("{p}.norm1"))?;
-                let norm2 = take_ln(&mut take, &format!("{p}.norm2"))?;
-                let norm3 = if cross { Some(take_ln(&mut take, &format!("{p}.norm3"))?) } else { None };
-                let norm_out = if cfg.t_norm_out { Some((take(format!("{p}.norm_out.weight"))?, take(format!("{p}.norm_out.bias"))?)) } else { None };
-                let gamma = if cfg.t_layer_scale { Some((take(format!("{p}.gamma_1.scale"))?, take(format!("{p}.gamma_2.scale"))?)) } else { None };
-                let linear1 = Linear::new(take(format!("{p}.linear1.weight"))?, Some(take(format!("{p}.linear1.bias"))?))?;
-                let linear2 = Linear::new(take(format!("{p}.linear2.weight"))?, Some(take(format!("{p}.linear2.bias"))?))?;
-                let layer = TLayer { attn, cross, norm1, norm2, norm3, linear1, linear2, norm_out, gamma, gelu: cfg.t_gelu };
-                if side == "layers" { layers.push(layer) } else { layers_t.push(layer) }
-            }
-        }
-        debug_assert!(c > 0);
-        let transformer = Transformer { norm_in, norm_in_t, layers, layers_t, bottom, weight_pos: cfg.t_weight_pos_embed as f32, max_period: cfg.t_max_period as f32, pos_cache: Default::default() };
-        let model = Self { stft: Stft::new(config.nfft)?, config, encoder, tencoder, decoder, tdecoder, freq_emb, transformer };
-        model.materialize()?;
-        Ok(model)
-    }
-
-    fn materialize(&self) -> Result<()> {
+    /// Every weight array, for evaluation once built.
+    fn arrays(&self) -> Vec<&Array> {
         let mut v: Vec<&Array> = Vec::new();
         for l in self.encoder.iter().chain(&self.tencoder) {
             v.extend(l.arrays());
@@ -635,34 +430,7 @@ impl HtDemucs {
         for l in t.layers.iter().chain(&t.layers_t) {
             v.extend(l.arrays());
         }
-        mlx_rs::transforms::eval(v)?;
-        Ok(())
-    }
-
-    /// `config.json` (demucs' constructor arguments) and `model.safetensors` (`state_dict`).
-    pub fn load_dir(dir: &Path) -> Result<Self> {
-        let config = HtDemucsConfig::from_file(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        let tensors = weights::read_safetensors(&path)?;
-        Self::from_tensors(config, tensors, &path.display().to_string())
-    }
-
-    /// A model of `config`'s size with random weights, for benchmarks.
-    pub fn random(config: HtDemucsConfig, seed: u64) -> Result<Self> {
-        let shapes = Self::expected_weights(&config);
-        let fan: HashMap<String, f32> = shapes.iter().map(|(k, s)| (k.clone(), s[1..].iter().product::<i32>().max(1) as f32)).collect();
-        let tensors = weights::random_tensors(shapes, seed, |name| {
-            if name.ends_with(".scale") {
-                Init::Normal(0.1)
-            } else if name.contains("norm") && name.ends_with("weight") {
-                Init::Ones
-            } else if name.ends_with("bias") {
-                Init::Normal(0.02)
-            } else {
-                Init::Normal(fan[name].powf(-0.5))
-            }
-        })?;
-        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
+        v
     }
 
     /// `apply_model`'s chunking for this model: its training segment, 25% overlap.
@@ -805,11 +573,154 @@ pub enum Chunking {
     Whole,
 }
 
-fn take_ln(take: &mut dyn FnMut(String) -> Result<Array>, p: &str) -> Result<LayerNorm> {
-    Ok(LayerNorm { weight: take(format!("{p}.weight"))?, bias: take(format!("{p}.bias"))? })
-}
-
 fn is_cross(cfg: &HtDemucsConfig, l: i32) -> bool {
     let classic_parity = i32::from(cfg.t_cross_first);
     l % 2 != classic_parity
+}
+
+/// The DConv branch under `p` (`p.dconv.layers.j`), on `c` channels.
+fn load_dconv(cfg: &HtDemucsConfig, p: &Vars, c: i32) -> Result<DConv> {
+    let h = cfg.dconv_hidden(c);
+    let layers = (0..cfg.dconv_depth)
+        .map(|j| {
+            let q = p.pp(format!("dconv.layers.{j}"));
+            let dil = 1 << j;
+            let t = |n: &str, shape: &[i32]| q.tensor(n, shape);
+            Ok(DConvLayer {
+                conv1: AxisConv::new(&t("0.weight", &[h, c, 3])?, t("0.bias", &[h])?, 1, dil, dil)?,
+                norm1: (t("1.weight", &[h])?, t("1.bias", &[h])?),
+                conv2: AxisConv::new(&t("3.weight", &[2 * c, h, 1])?, t("3.bias", &[2 * c])?, 1, 1, 0)?,
+                norm2: (t("4.weight", &[2 * c])?, t("4.bias", &[2 * c])?),
+                scale: t("6.scale", &[c])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DConv { layers })
+}
+
+/// A `rewrite` 1x1-context convolution under `p`: a grid convolution in the frequency branch,
+/// along time in the time branch; `cout` channels to `2 * cout`, `context` frames each side.
+fn load_rewrite(p: &Vars, freq: bool, cout: i32, context: i32) -> Result<Rewrite> {
+    let ce = 1 + 2 * context;
+    let shape: &[i32] = if freq { &[2 * cout, cout, ce, ce] } else { &[2 * cout, cout, ce] };
+    let (rw, rb) = (p.tensor("weight", shape)?, p.tensor("bias", &[2 * cout])?);
+    Ok(if freq { Rewrite::Freq(GridConv::new(&rw, rb)?) } else { Rewrite::Time(AxisConv::new(&rw, rb, 1, 1, context)?) })
+}
+
+impl Checkpointed for HtDemucs {
+    type Config = HtDemucsConfig;
+
+    /// demucs' `state_dict()` names; every tensor stays float32.
+    fn build(config: HtDemucsConfig, vs: &Vars) -> Result<Self> {
+        let cfg = &config;
+        let (k, st, depth) = (cfg.kernel_size, cfg.stride, cfg.depth);
+        let s = cfg.sources.len() as i32;
+        let ca = cfg.audio_channels;
+        let (mut encoder, mut tencoder, mut decoder, mut tdecoder) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..depth {
+            let cout = cfg.layer_channels(i);
+            for freq in [true, false] {
+                let p = vs.pp(format!("{}.{i}", if freq { "encoder" } else { "tencoder" }));
+                let cin = match (i, freq) {
+                    (0, true) => 2 * ca,
+                    (0, false) => ca,
+                    _ => cfg.layer_channels(i - 1),
+                };
+                let shape: &[i32] = if freq { &[cout, cin, k, 1] } else { &[cout, cin, k] };
+                let conv = AxisConv::new(&p.tensor("conv.weight", shape)?, p.tensor("conv.bias", &[cout])?, st, 1, k / 4)?;
+                let rewrite = if cfg.rewrite { Some(load_rewrite(&p.pp("rewrite"), freq, cout, cfg.context_enc)?) } else { None };
+                let dconv = if cfg.dconv_mode & 1 != 0 { Some(load_dconv(cfg, &p, cout)?) } else { None };
+                let layer = EncLayer { conv, dconv, rewrite, freq };
+                if freq { encoder.push(layer) } else { tencoder.push(layer) }
+            }
+        }
+        for d in 0..depth {
+            // Decoder layer d mirrors encoder layer depth - 1 - d.
+            let i = depth - 1 - d;
+            let cout = cfg.layer_channels(i);
+            for freq in [true, false] {
+                let p = vs.pp(format!("{}.{d}", if freq { "decoder" } else { "tdecoder" }));
+                let out = match (i, freq) {
+                    (0, true) => 2 * ca * s,
+                    (0, false) => ca * s,
+                    _ => cfg.layer_channels(i - 1),
+                };
+                let shape: &[i32] = if freq { &[cout, out, k, 1] } else { &[cout, out, k] };
+                let conv_tr = AxisConvTr::new(&p.tensor("conv_tr.weight", shape)?, p.tensor("conv_tr.bias", &[out])?, st)?;
+                let rewrite = if cfg.rewrite { Some(load_rewrite(&p.pp("rewrite"), freq, cout, cfg.context)?) } else { None };
+                let dconv = if cfg.dconv_mode & 2 != 0 { Some(load_dconv(cfg, &p, cout)?) } else { None };
+                let layer = DecLayer { conv_tr, dconv, rewrite, freq, last: d == depth - 1, pad: k / 4 };
+                if freq { decoder.push(layer) } else { tdecoder.push(layer) }
+            }
+        }
+        let freq_emb = if cfg.freq_emb > 0.0 {
+            Some(vs.tensor("freq_emb.embedding.weight", &[cfg.freqs_at(1), cfg.channels])?.multiply(mlx_rs::array!((cfg.emb_scale * cfg.freq_emb) as f32))?)
+        } else {
+            None
+        };
+        let inner = cfg.layer_channels(depth - 1);
+        let c = cfg.transformer_channels();
+        let bottom = if cfg.bottom_channels > 0 {
+            let one = |n: &str, o: i32, i: i32| -> Result<AxisConv> {
+                let p = vs.pp(n);
+                AxisConv::new(&p.tensor("weight", &[o, i, 1])?, p.tensor("bias", &[o])?, 1, 1, 0)
+            };
+            Some([one("channel_upsampler", c, inner)?, one("channel_downsampler", inner, c)?, one("channel_upsampler_t", c, inner)?, one("channel_downsampler_t", inner, c)?])
+        } else {
+            None
+        };
+        let ct = vs.pp("crosstransformer");
+        let hidden = (f64::from(c) * cfg.t_hidden_scale) as i32;
+        let (mut layers, mut layers_t) = (Vec::new(), Vec::new());
+        for l in 0..cfg.t_layers {
+            let cross = is_cross(cfg, l);
+            for side in ["layers", "layers_t"] {
+                let p = ct.pp(format!("{side}.{l}"));
+                let a = p.pp(if cross { "cross_attn" } else { "self_attn" });
+                let ws = a.tensor("in_proj_weight", &[3 * c, c])?.split_equal(3, 0)?;
+                let bs = a.tensor("in_proj_bias", &[3 * c])?.split_equal(3, 0)?;
+                let proj = |i: usize| Linear::new(ws[i].clone(), Some(bs[i].clone()));
+                let attn = MultiHeadAttention { query: proj(0)?, key: proj(1)?, value: proj(2)?, out: a.pp("out_proj").dense_linear(c, c, true)?, n_head: cfg.t_heads };
+                let norm = |n: &str| LayerNorm::load(&p.pp(n), c);
+                let layer = TLayer {
+                    attn,
+                    cross,
+                    norm1: norm("norm1")?,
+                    norm2: norm("norm2")?,
+                    norm3: if cross { Some(norm("norm3")?) } else { None },
+                    linear1: p.pp("linear1").dense_linear(hidden, c, true)?,
+                    linear2: p.pp("linear2").dense_linear(c, hidden, true)?,
+                    norm_out: if cfg.t_norm_out { Some((p.tensor("norm_out.weight", &[c])?, p.tensor("norm_out.bias", &[c])?)) } else { None },
+                    gamma: if cfg.t_layer_scale { Some((p.tensor("gamma_1.scale", &[c])?, p.tensor("gamma_2.scale", &[c])?)) } else { None },
+                    gelu: cfg.t_gelu,
+                };
+                if side == "layers" { layers.push(layer) } else { layers_t.push(layer) }
+            }
+        }
+        let transformer = Transformer {
+            norm_in: LayerNorm::load(&ct.pp("norm_in"), c)?,
+            norm_in_t: LayerNorm::load(&ct.pp("norm_in_t"), c)?,
+            layers,
+            layers_t,
+            bottom,
+            weight_pos: cfg.t_weight_pos_embed as f32,
+            max_period: cfg.t_max_period as f32,
+            pos_cache: Default::default(),
+        };
+        let model = Self { stft: Stft::new(config.nfft)?, config, encoder, tencoder, decoder, tdecoder, freq_emb, transformer };
+        vs.materialize(model.arrays());
+        Ok(model)
+    }
+
+    fn init(name: &str, shape: &[i32]) -> Init {
+        if name.ends_with(".scale") {
+            Init::Normal(0.1)
+        } else if name.contains("norm") && name.ends_with("weight") {
+            Init::Ones
+        } else if name.ends_with("bias") {
+            Init::Normal(0.02)
+        } else {
+            Init::Normal(fan_in(shape).powf(-0.5))
+        }
+    }
 }

@@ -6,7 +6,6 @@
 pub mod config;
 pub mod t5;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
@@ -14,16 +13,15 @@ use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::MusicgenConfig;
 use self::t5::T5Encoder;
-use crate::config::ModelConfig;
 use crate::encodec::Encodec;
 use crate::error::{Error, Result};
-use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
+use crate::nn::attention::{Mask, MultiHeadAttention};
 use crate::nn::linear::{Linear, Weight};
-use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
+use crate::nn::quant::Precision;
 use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
 pub use crate::nn::decoder::{DecodeOptions, DecodeState};
-use crate::weights;
+use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 
 struct Layer {
     attn: MultiHeadAttention,
@@ -123,174 +121,8 @@ fn sinusoids(n: i32, d: i32) -> Array {
 }
 
 impl MusicGen {
-    /// Every weight of the text encoder, projection and decoder (EnCodec's are checked by
-    /// its own loader under `audio_encoder.`).
-    pub fn expected_weights(c: &MusicgenConfig) -> BTreeMap<String, Vec<i32>> {
-        let mut e = T5Encoder::expected_weights(&c.text_encoder, "text_encoder.");
-        let d = &c.decoder;
-        let h = d.hidden_size;
-        if c.text_encoder.d_model != h {
-            e.insert("enc_to_dec_proj.weight".into(), vec![h, c.text_encoder.d_model]);
-            e.insert("enc_to_dec_proj.bias".into(), vec![h]);
-        }
-        let p = "decoder.model.decoder";
-        for k in 0..d.num_codebooks {
-            e.insert(format!("{p}.embed_tokens.{k}.weight"), vec![d.vocab_size + 1, h]);
-            e.insert(format!("decoder.lm_heads.{k}.weight"), vec![d.vocab_size, h]);
-        }
-        e.insert(format!("{p}.layer_norm.weight"), vec![h]);
-        e.insert(format!("{p}.layer_norm.bias"), vec![h]);
-        for i in 0..d.num_hidden_layers {
-            let l = format!("{p}.layers.{i}");
-            for a in ["self_attn", "encoder_attn"] {
-                for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                    e.insert(format!("{l}.{a}.{n}.weight"), vec![h, h]);
-                }
-            }
-            for n in ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"] {
-                e.insert(format!("{l}.{n}.weight"), vec![h]);
-                e.insert(format!("{l}.{n}.bias"), vec![h]);
-            }
-            e.insert(format!("{l}.fc1.weight"), vec![d.ffn_dim, h]);
-            e.insert(format!("{l}.fc2.weight"), vec![h, d.ffn_dim]);
-        }
-        e
-    }
-
-    pub fn from_tensors(config: MusicgenConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        Self::from_checkpoint(config, Checkpoint::dense(tensors), source)
-    }
-
-    /// From a checkpoint whose decoder matrices may be stored at any [`Precision`].
-    pub fn from_checkpoint(config: MusicgenConfig, mut ck: Checkpoint, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        let audio_keys: Vec<String> = ck.dense.keys().filter(|k| k.starts_with("audio_encoder.")).cloned().collect();
-        let audio: HashMap<String, Array> = audio_keys.into_iter().filter_map(|k| ck.dense.remove(&k).map(|v| (k["audio_encoder.".len()..].to_string(), v))).collect();
-        let codec = Encodec::from_tensors(config.audio_encoder.clone(), audio, &format!("{source} (audio_encoder.)"))?;
-        Self::build(config, ck, codec, source)
-    }
-
-    fn build(config: MusicgenConfig, mut ck: Checkpoint, codec: Encodec, source: &str) -> Result<Self> {
-        weights::check_shapes(source, &ck.shapes(), &Self::expected_weights(&config))?;
-        // The text encoder stays float32.
-        let text_keys: Vec<String> = ck.dense.keys().filter(|k| k.starts_with("text_encoder.")).cloned().collect();
-        let mut w: HashMap<String, Array> = text_keys.into_iter().filter_map(|k| ck.dense.remove(&k).map(|v| (k, v))).map(|(k, v)| Ok((k, v.as_dtype(Dtype::Float32)?))).collect::<Result<_>>()?;
-        let text = T5Encoder::take(config.text_encoder.clone(), &mut w, "text_encoder.")?;
-        let ck = std::cell::RefCell::new(ck);
-        let take = |k: String| ck.borrow_mut().take(&k);
-        let take_weight = |k: String| ck.borrow_mut().take_weight(&k);
-        let d = config.decoder.clone();
-        let enc_to_dec = if config.text_encoder.d_model != d.hidden_size {
-            Some(Linear::new(take("enc_to_dec_proj.weight".into())?, Some(take("enc_to_dec_proj.bias".into())?))?)
-        } else {
-            None
-        };
-        let p = "decoder.model.decoder";
-        let embed = (0..d.num_codebooks).map(|k| take_weight(format!("{p}.embed_tokens.{k}.weight"))).collect::<Result<Vec<_>>>()?;
-        let heads = (0..d.num_codebooks).map(|k| take_weight(format!("decoder.lm_heads.{k}.weight"))).collect::<Result<Vec<_>>>()?;
-        let mut layers = Vec::new();
-        for i in 0..d.num_hidden_layers {
-            let l = format!("{p}.layers.{i}");
-            let lin = |n: String| Linear::from_weight(take_weight(format!("{l}.{n}.weight"))?, None);
-            let attn = |a: &str| -> Result<MultiHeadAttention> {
-                Ok(MultiHeadAttention {
-                    query: lin(format!("{a}.q_proj"))?,
-                    key: lin(format!("{a}.k_proj"))?,
-                    value: lin(format!("{a}.v_proj"))?,
-                    out: lin(format!("{a}.out_proj"))?,
-                    n_head: d.num_attention_heads,
-                    kernel: AttentionKernel::Fused,
-                })
-            };
-            let (sa, ca) = (attn("self_attn")?, attn("encoder_attn")?);
-            let (fc1, fc2) = (lin("fc1".into())?, lin("fc2".into())?);
-            let norm = |n: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: take(format!("{l}.{n}.weight"))?, bias: take(format!("{l}.{n}.bias"))? }) };
-            layers.push(Layer { attn: sa, attn_ln: norm("self_attn_layer_norm")?, cross: ca, cross_ln: norm("encoder_attn_layer_norm")?, fc1, fc2, ff_ln: norm("final_layer_norm")? });
-        }
-        let final_ln = LayerNorm { weight: take(format!("{p}.layer_norm.weight"))?, bias: take(format!("{p}.layer_norm.bias"))? };
-        let positions = sinusoids(d.max_position_embeddings, d.hidden_size);
-        Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
-    }
-
-    /// A model of `config`'s size with random weights (benchmarks).
-    pub fn random(config: MusicgenConfig, seed: u64) -> Result<Self> {
-        let t = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
-            if name.contains("layer_norm") && name.ends_with("weight") {
-                weights::Init::Ones
-            } else {
-                weights::Init::Normal(0.02)
-            }
-        })?;
-        let codec = Encodec::random(config.audio_encoder.clone(), seed + 1)?;
-        config.validate().map_err(|reason| Error::Config { path: "random weights".into(), reason })?;
-        Self::build(config, Checkpoint::dense(t), codec, &format!("random weights (seed {seed})"))
-    }
-
-    /// `config.json` + `model.safetensors` from a folder, at the precision it was saved.
-    pub fn load_dir(dir: &Path) -> Result<Self> {
-        let config = MusicgenConfig::from_file(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        let source = path.display().to_string();
-        let (tensors, meta) = weights::read_safetensors_with_metadata(&path)?;
-        Self::from_checkpoint(config, Checkpoint::new(tensors, &meta, &source)?, &source)
-    }
-
-    /// The decoder's matrices with their checkpoint names: every linear layer, the codebook
-    /// embeddings and the output heads.
-    fn decoder_weights_mut(&mut self) -> Vec<(String, &mut Weight)> {
-        let p = "decoder.model.decoder";
-        let mut out: Vec<(String, &mut Weight)> = Vec::new();
-        for (k, e) in self.embed.iter_mut().enumerate() {
-            out.push((format!("{p}.embed_tokens.{k}.weight"), e));
-        }
-        for (k, h) in self.heads.iter_mut().enumerate() {
-            out.push((format!("decoder.lm_heads.{k}.weight"), h));
-        }
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let Layer { attn, cross, fc1, fc2, .. } = l;
-            for (a, m) in [("self_attn", attn), ("encoder_attn", cross)] {
-                out.extend(m.projections_mut().map(|(n, l)| (format!("{p}.layers.{i}.{a}.{n}.weight"), &mut l.weight)));
-            }
-            out.push((format!("{p}.layers.{i}.fc1.weight"), &mut fc1.weight));
-            out.push((format!("{p}.layers.{i}.fc2.weight"), &mut fc2.weight));
-        }
-        out
-    }
-
-    /// Store the decoder's linear layers, codebook embeddings and heads at `precision`
-    /// (quantization at load time). T5, the projection and EnCodec stay float32.
-    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        for (_, w) in self.decoder_weights_mut() {
-            w.check_convert(precision)?;
-        }
-        let mut arrays = Vec::new();
-        for (_, w) in self.decoder_weights_mut() {
-            w.convert(precision)?;
-            arrays.extend(w.arrays().into_iter().cloned());
-        }
-        mlx_rs::transforms::eval(arrays.iter())?;
-        Ok(())
-    }
-
     pub fn precision(&self) -> Precision {
         self.heads[0].precision()
-    }
-
-    /// Save the model at its precision as a checkpoint `load_dir` reads back: the tensors of
-    /// `source` (the float checkpoint it was loaded from) with the decoder's matrices replaced
-    /// by their stored form, and the precision in the metadata.
-    pub fn save(&mut self, source: &Path, path: &Path) -> Result<()> {
-        let precision = self.precision();
-        let mut tensors = weights::read_safetensors(source)?;
-        let mut out: Vec<(String, Array)> = Vec::new();
-        for (name, w) in self.decoder_weights_mut() {
-            if tensors.remove(&name).is_none() {
-                return Err(Error::Weights { path: source.display().to_string(), reason: format!("{name} is not in the source checkpoint") });
-            }
-            out.extend(save_parts(&name, w));
-        }
-        out.extend(tensors);
-        weights::save_safetensors(path, &out, &[(PRECISION_KEY, &precision.to_string())])
     }
 
     /// Text states for the decoder, with the classifier-free-guidance batch appended when
@@ -331,10 +163,11 @@ impl MusicGen {
         for (k, e) in self.embed.iter().enumerate() {
             h = e.rows(&codes.index((.., k as i32, ..)))?.add(&h)?;
         }
+        let kernel = state.kernel();
         for (i, l) in self.layers.iter().enumerate() {
             let (self_cache, cache) = state.layer(i);
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal)?)?;
-            h = h.add(l.cross.cross_attention_masked(&l.cross_ln.forward(&h)?, &cond.states, cache, Mask::Additive(&cond.mask))?)?;
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal, kernel)?)?;
+            h = h.add(l.cross.cross_attention_masked(&l.cross_ln.forward(&h)?, &cond.states, cache, Mask::Additive(&cond.mask), kernel)?)?;
             h = h.add(l.fc2.forward(&gelu(&l.fc1.forward(&l.ff_ln.forward(&h)?)?)?)?)?;
         }
         state.advance(t);
@@ -405,5 +238,47 @@ impl MusicGen {
         let codes = ops::concatenate(&per, 1)?;
         codes.eval()?;
         Ok(codes)
+    }
+}
+
+impl Checkpointed for MusicGen {
+    type Config = MusicgenConfig;
+
+    /// HF `MusicgenForConditionalGeneration` names. The decoder's linear layers, codebook
+    /// embeddings and heads are the matrices a precision applies to; T5, the projection and
+    /// EnCodec (under `audio_encoder.`) stay float32.
+    fn build(config: MusicgenConfig, vs: &Vars) -> Result<Self> {
+        let text = T5Encoder::build(config.text_encoder.clone(), &vs.pp("text_encoder"))?;
+        let codec = Encodec::build(config.audio_encoder.clone(), &vs.pp("audio_encoder"))?;
+        let d = config.decoder.clone();
+        let h = d.hidden_size;
+        let enc_to_dec = if config.text_encoder.d_model != h { Some(vs.pp("enc_to_dec_proj").dense_linear(h, config.text_encoder.d_model, true)?) } else { None };
+        let dec = vs.pp("decoder.model.decoder");
+        let embed = (0..d.num_codebooks).map(|k| dec.matrix(&format!("embed_tokens.{k}.weight"), [d.vocab_size + 1, h])).collect::<Result<Vec<_>>>()?;
+        let layers = (0..d.num_hidden_layers)
+            .map(|i| {
+                let l = dec.pp(format!("layers.{i}"));
+                Ok(Layer {
+                    attn: MultiHeadAttention::load(&l.pp("self_attn"), h, d.num_attention_heads, false)?,
+                    attn_ln: LayerNorm::load(&l.pp("self_attn_layer_norm"), h)?,
+                    cross: MultiHeadAttention::load(&l.pp("encoder_attn"), h, d.num_attention_heads, false)?,
+                    cross_ln: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), h)?,
+                    fc1: l.pp("fc1").linear(d.ffn_dim, h, false)?,
+                    fc2: l.pp("fc2").linear(h, d.ffn_dim, false)?,
+                    ff_ln: LayerNorm::load(&l.pp("final_layer_norm"), h)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let final_ln = LayerNorm::load(&dec.pp("layer_norm"), h)?;
+        let heads = (0..d.num_codebooks).map(|k| vs.matrix(&format!("decoder.lm_heads.{k}.weight"), [d.vocab_size, h])).collect::<Result<Vec<_>>>()?;
+        let positions = sinusoids(d.max_position_embeddings, h);
+        Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
+    }
+
+    fn init(name: &str, shape: &[i32]) -> Init {
+        match name.strip_prefix("audio_encoder.") {
+            Some(rest) => Encodec::init(rest, shape),
+            None => transformer_init(name, shape),
+        }
     }
 }

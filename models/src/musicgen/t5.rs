@@ -1,11 +1,10 @@
 //! The T5 encoder that conditions MusicGen (HF `T5EncoderModel`, t5-base's relu
 //! feed-forward): RMS layer norms, unscaled attention with a learned relative-position bias
 //! (from the first block, shared by all), and a padding mask.
-use std::collections::{BTreeMap, HashMap};
-
 use mlx_rs::{ops, Array};
 
 use super::config::T5Config;
+use crate::checkpoint::Vars;
 use crate::error::{Error, Result};
 use crate::nn::linear::Linear;
 
@@ -46,48 +45,31 @@ fn bucket(rel: i32, buckets: i32, max_distance: i32) -> i32 {
 }
 
 impl T5Encoder {
-    pub fn expected_weights(c: &T5Config, prefix: &str) -> BTreeMap<String, Vec<i32>> {
+    /// HF `T5EncoderModel` names under `vs`; every matrix stays float32.
+    pub(crate) fn build(config: T5Config, vs: &Vars) -> Result<Self> {
+        let c = &config;
         let (d, inner) = (c.d_model, c.num_heads * c.d_kv);
-        let mut e = BTreeMap::new();
-        e.insert(format!("{prefix}shared.weight"), vec![c.vocab_size, d]);
-        e.insert(format!("{prefix}encoder.final_layer_norm.weight"), vec![d]);
-        e.insert(format!("{prefix}encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"), vec![c.relative_attention_num_buckets, c.num_heads]);
-        for i in 0..c.num_layers {
-            let p = format!("{prefix}encoder.block.{i}.layer");
-            for n in ["q", "k", "v"] {
-                e.insert(format!("{p}.0.SelfAttention.{n}.weight"), vec![inner, d]);
-            }
-            e.insert(format!("{p}.0.SelfAttention.o.weight"), vec![d, inner]);
-            e.insert(format!("{p}.0.layer_norm.weight"), vec![d]);
-            e.insert(format!("{p}.1.DenseReluDense.wi.weight"), vec![c.d_ff, d]);
-            e.insert(format!("{p}.1.DenseReluDense.wo.weight"), vec![d, c.d_ff]);
-            e.insert(format!("{p}.1.layer_norm.weight"), vec![d]);
-        }
-        e
-    }
-
-    /// From tensors already checked against [`Self::expected_weights`]; takes them out of `w`.
-    pub(crate) fn take(config: T5Config, w: &mut HashMap<String, Array>, prefix: &str) -> Result<Self> {
-        let mut take = |k: String| w.remove(&k).ok_or_else(|| Error::InvalidArgument(format!("weight '{k}' vanished after the strict check")));
-        let mut blocks = Vec::new();
-        for i in 0..config.num_layers {
-            let p = format!("{prefix}encoder.block.{i}.layer");
-            let mut lin = |n: &str| Linear::new(take(format!("{p}.{n}.weight"))?, None);
-            blocks.push(Block {
-                q: lin("0.SelfAttention.q")?,
-                k: lin("0.SelfAttention.k")?,
-                v: lin("0.SelfAttention.v")?,
-                o: lin("0.SelfAttention.o")?,
-                wi: lin("1.DenseReluDense.wi")?,
-                wo: lin("1.DenseReluDense.wo")?,
-                attn_ln: take(format!("{p}.0.layer_norm.weight"))?,
-                ff_ln: take(format!("{p}.1.layer_norm.weight"))?,
-            });
-        }
+        let blocks = (0..c.num_layers)
+            .map(|i| {
+                let (a, f) = (vs.pp(format!("encoder.block.{i}.layer.0")), vs.pp(format!("encoder.block.{i}.layer.1")));
+                let sa = a.pp("SelfAttention");
+                let ff = f.pp("DenseReluDense");
+                Ok(Block {
+                    q: sa.pp("q").dense_linear(inner, d, false)?,
+                    k: sa.pp("k").dense_linear(inner, d, false)?,
+                    v: sa.pp("v").dense_linear(inner, d, false)?,
+                    o: sa.pp("o").dense_linear(d, inner, false)?,
+                    attn_ln: a.tensor("layer_norm.weight", &[d])?,
+                    wi: ff.pp("wi").dense_linear(c.d_ff, d, false)?,
+                    wo: ff.pp("wo").dense_linear(d, c.d_ff, false)?,
+                    ff_ln: f.tensor("layer_norm.weight", &[d])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed: take(format!("{prefix}shared.weight"))?,
-            relative_bias: take(format!("{prefix}encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))?,
-            final_ln: take(format!("{prefix}encoder.final_layer_norm.weight"))?,
+            embed: vs.tensor("shared.weight", &[c.vocab_size, d])?,
+            relative_bias: vs.tensor("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", &[c.relative_attention_num_buckets, c.num_heads])?,
+            final_ln: vs.tensor("encoder.final_layer_norm.weight", &[d])?,
             blocks,
             config,
         })

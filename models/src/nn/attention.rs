@@ -20,6 +20,16 @@ pub enum AttentionKernel {
     Explicit,
 }
 
+impl AttentionKernel {
+    /// The naive path's explicit softmax, the optimized path's fused kernel.
+    pub fn for_variant(v: crate::Variant) -> Self {
+        match v {
+            crate::Variant::Naive => AttentionKernel::Explicit,
+            crate::Variant::Optimized => AttentionKernel::Fused,
+        }
+    }
+}
+
 /// The mask applied to attention scores.
 #[derive(Clone, Copy)]
 pub enum Mask<'a> {
@@ -53,13 +63,19 @@ pub struct MultiHeadAttention {
     pub value: Linear,
     pub out: Linear,
     pub n_head: i32,
-    pub kernel: AttentionKernel,
 }
 
 impl MultiHeadAttention {
-    /// The four projections under HF's names (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
-    pub fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
-        [("q_proj", &mut self.query), ("k_proj", &mut self.key), ("v_proj", &mut self.value), ("out_proj", &mut self.out)]
+    /// HF's `q_proj`, `k_proj`, `v_proj`, `out_proj` under `vs`, `d` wide (Whisper and
+    /// MusicGen: the key projection never has a bias; the others have one when `bias`).
+    pub fn load(vs: &crate::checkpoint::Vars, d: i32, n_head: i32, bias: bool) -> Result<Self> {
+        Ok(Self {
+            query: vs.pp("q_proj").linear(d, d, bias)?,
+            key: vs.pp("k_proj").linear(d, d, false)?,
+            value: vs.pp("v_proj").linear(d, d, bias)?,
+            out: vs.pp("out_proj").linear(d, d, bias)?,
+            n_head,
+        })
     }
 
     fn head_dim(&self) -> i32 {
@@ -80,12 +96,13 @@ impl MultiHeadAttention {
         Ok((self.split_heads(&self.key.forward(xa)?)?, self.split_heads(&self.value.forward(xa)?)?))
     }
 
-    /// Attention of heads `q` over `k`, `v`, then the output projection. Returns `[B, L_q, C]`.
-    pub fn attend(&self, q: &Array, k: &Array, v: &Array, mask: Mask<'_>) -> Result<Array> {
+    /// Attention of heads `q` over `k`, `v` by `kernel`, then the output projection. Returns
+    /// `[B, L_q, C]`.
+    pub fn attend(&self, q: &Array, k: &Array, v: &Array, mask: Mask<'_>, kernel: AttentionKernel) -> Result<Array> {
         let scale = (self.head_dim() as f32).powf(-0.5);
         let (lq, lk) = (q.shape()[2], k.shape()[2]);
         let causal_needed = matches!(mask, Mask::Causal) && lq > 1;
-        let o = match self.kernel {
+        let o = match kernel {
             AttentionKernel::Fused if host_softmax_pays(q, k) => {
                 // On the CPU backend MLX's fused attention is the composed ops, and its softmax
                 // is scalar: for large score matrices the host softmax is several times faster.
@@ -127,24 +144,24 @@ impl MultiHeadAttention {
 
     /// Self-attention over `x` (`[B, T, C]`). With a cache, `x` holds only the new positions
     /// and the keys/values of earlier ones come from the cache.
-    pub fn self_attention(&self, x: &Array, cache: Option<&mut dyn KvCache>, mask: Mask<'_>) -> Result<Array> {
+    pub fn self_attention(&self, x: &Array, cache: Option<&mut dyn KvCache>, mask: Mask<'_>, kernel: AttentionKernel) -> Result<Array> {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let (k, v) = self.project_kv(x)?;
         let (k, v) = match cache {
             Some(c) => c.update_and_fetch(&k, &v)?,
             None => (k, v),
         };
-        self.attend(&q, &k, &v, mask)
+        self.attend(&q, &k, &v, mask, kernel)
     }
 
     /// Cross-attention of `x` over the encoder output `xa`. With a cache, K/V are computed on
     /// the first call and reused afterwards (optimized); without, recomputed every call (naive).
-    pub fn cross_attention(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>) -> Result<Array> {
-        self.cross_attention_masked(x, xa, cache, Mask::None)
+    pub fn cross_attention(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>, kernel: AttentionKernel) -> Result<Array> {
+        self.cross_attention_masked(x, xa, cache, Mask::None, kernel)
     }
 
     /// [`Self::cross_attention`] with a mask over the encoder positions (padding).
-    pub fn cross_attention_masked(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>, mask: Mask<'_>) -> Result<Array> {
+    pub fn cross_attention_masked(&self, x: &Array, xa: &Array, cache: Option<&mut CrossKvCache>, mask: Mask<'_>, kernel: AttentionKernel) -> Result<Array> {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let (k, v) = match cache {
             Some(c) => match &c.kv {
@@ -160,7 +177,7 @@ impl MultiHeadAttention {
             },
             None => self.project_kv(xa)?,
         };
-        self.attend(&q, &k, &v, mask)
+        self.attend(&q, &k, &v, mask, kernel)
     }
 }
 

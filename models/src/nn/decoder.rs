@@ -1,7 +1,7 @@
 //! What an autoregressive decoder (Whisper's, MusicGen's) carries between steps, and the seed's
 //! decode optimizations as independent switches.
 use crate::error::Result;
-use crate::nn::attention::CrossKvCache;
+use crate::nn::attention::{AttentionKernel, CrossKvCache};
 use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
 use crate::Variant;
 
@@ -14,14 +14,16 @@ pub struct DecodeOptions {
     pub cache_cross: bool,
     /// Evaluate the graph every N steps (1 = every step).
     pub eval_every: u32,
+    /// Attention weights by MLX's fused kernel, or explicit softmax (naive).
+    pub kernel: AttentionKernel,
 }
 
 impl DecodeOptions {
     pub fn naive() -> Self {
-        Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1 }
+        Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1, kernel: AttentionKernel::Explicit }
     }
     pub fn optimized() -> Self {
-        Self { kv_cache: KvCacheKind::Preallocated, cache_cross: true, eval_every: 8 }
+        Self { kv_cache: KvCacheKind::Preallocated, cache_cross: true, eval_every: 8, kernel: AttentionKernel::Fused }
     }
     pub fn for_variant(v: Variant) -> Self {
         match v {
@@ -36,6 +38,7 @@ pub struct DecodeState {
     self_caches: Vec<Box<dyn KvCache>>,
     cross_caches: Vec<CrossKvCache>,
     cache_cross: bool,
+    kernel: AttentionKernel,
     offset: i32,
 }
 
@@ -46,8 +49,14 @@ impl DecodeState {
             self_caches: (0..layers).map(|_| new_cache(opts.kv_cache, capacity)).collect(),
             cross_caches: (0..layers).map(|_| CrossKvCache::new()).collect(),
             cache_cross: opts.cache_cross,
+            kernel: opts.kernel,
             offset: 0,
         }
+    }
+
+    /// The attention kernel of every layer.
+    pub fn kernel(&self) -> AttentionKernel {
+        self.kernel
     }
 
     /// Positions decoded so far.

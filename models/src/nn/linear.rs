@@ -66,24 +66,6 @@ impl Weight {
         }
     }
 
-    /// Whether [`Self::convert`] to `precision` would succeed (checked for a whole model before
-    /// any weight changes, so a refusal leaves it as it was).
-    pub fn check_convert(&self, precision: Precision) -> Result<()> {
-        if self.precision() == precision {
-            return Ok(());
-        }
-        if let Weight::Quantized(q) = self {
-            return Err(Error::InvalidArgument(format!("a {} weight cannot be converted to {precision}; load the float checkpoint", q.precision())));
-        }
-        if let Precision::Int { group_size, .. } = precision {
-            let [_, inn] = self.shape();
-            if inn % group_size != 0 {
-                return Err(Error::InvalidArgument(format!("cannot quantize a {:?} matrix in groups of {group_size} along its rows", self.shape())));
-            }
-        }
-        Ok(())
-    }
-
     /// Store at `precision` (from float32 or float16; a quantized weight stays as it is
     /// unless asked for the same precision).
     pub fn convert(&mut self, precision: Precision) -> Result<()> {

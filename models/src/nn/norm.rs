@@ -35,6 +35,11 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// `weight` and `bias` of `d` channels under `vs`.
+    pub fn load(vs: &crate::checkpoint::Vars, d: i32) -> Result<Self> {
+        Ok(Self { weight: vs.tensor("weight", &[d])?, bias: vs.tensor("bias", &[d])? })
+    }
+
     pub fn forward(&self, x: &Array) -> Result<Array> {
         layer_norm(x, Some(&self.weight), Some(&self.bias), 1e-5)
     }

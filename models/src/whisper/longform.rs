@@ -64,7 +64,7 @@ pub fn transcribe(
     for (w, &start) in offsets.iter().enumerate() {
         let end = (start + lf.chunks.chunk).min(len);
         let window = &samples[start as usize..end as usize];
-        let enc = model.encode(&mel.compute(&Array::from_slice(window, &[end - start]))?)?;
+        let enc = model.encode(&mel.compute(&Array::from_slice(window, &[end - start]))?, lf.decode.kernel)?;
         let sot = prompt(&enc)?;
         let mut tokens = match lf.beam {
             Some(beam) => model.beam_search(&enc, &sot, &BeamSearch { beam, max_new: lf.max_new, eot }, &lf.decode, &filters)?.tokens,

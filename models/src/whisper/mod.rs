@@ -8,8 +8,6 @@ pub mod filters;
 pub mod longform;
 pub mod tokenizer;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{ops, Array, Dtype};
@@ -17,16 +15,15 @@ use mlx_rs::{ops, Array, Dtype};
 pub use self::config::WhisperConfig;
 pub use self::filters::{segments, LogitFilters, Segment, Timestamps};
 use self::filters::TimestampState;
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::linear::{Linear, Weight};
-use crate::nn::quant::{save_parts, Checkpoint, Precision, PRECISION_KEY};
+use crate::nn::quant::Precision;
 use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
 pub use crate::nn::decoder::{DecodeOptions, DecodeState};
-use crate::weights::{self, Init};
+use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 
 struct Mlp {
     fc1: Linear,
@@ -86,257 +83,22 @@ pub struct BeamResult {
 }
 
 impl Whisper {
-    /// Every weight name (HF `save_pretrained` of `WhisperForConditionalGeneration`) and shape.
-    pub fn expected_weights(c: &WhisperConfig) -> BTreeMap<String, Vec<i32>> {
-        let d = c.d_model;
-        let mut e = BTreeMap::new();
-        let mut attn = |p: &str| {
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                e.insert(format!("{p}.{proj}.weight"), vec![d, d]);
-                if proj != "k_proj" {
-                    e.insert(format!("{p}.{proj}.bias"), vec![d]);
-                }
-            }
-        };
-        for i in 0..c.encoder_layers {
-            attn(&format!("model.encoder.layers.{i}.self_attn"));
-        }
-        for i in 0..c.decoder_layers {
-            attn(&format!("model.decoder.layers.{i}.self_attn"));
-            attn(&format!("model.decoder.layers.{i}.encoder_attn"));
-        }
-        let mut ln = |p: String| {
-            e.insert(format!("{p}.weight"), vec![d]);
-            e.insert(format!("{p}.bias"), vec![d]);
-        };
-        for i in 0..c.encoder_layers {
-            ln(format!("model.encoder.layers.{i}.self_attn_layer_norm"));
-            ln(format!("model.encoder.layers.{i}.final_layer_norm"));
-        }
-        for i in 0..c.decoder_layers {
-            ln(format!("model.decoder.layers.{i}.self_attn_layer_norm"));
-            ln(format!("model.decoder.layers.{i}.encoder_attn_layer_norm"));
-            ln(format!("model.decoder.layers.{i}.final_layer_norm"));
-        }
-        ln("model.encoder.layer_norm".into());
-        ln("model.decoder.layer_norm".into());
-        for (half, n, ffn) in [("encoder", c.encoder_layers, c.encoder_ffn_dim), ("decoder", c.decoder_layers, c.decoder_ffn_dim)] {
-            for i in 0..n {
-                e.insert(format!("model.{half}.layers.{i}.fc1.weight"), vec![ffn, d]);
-                e.insert(format!("model.{half}.layers.{i}.fc1.bias"), vec![ffn]);
-                e.insert(format!("model.{half}.layers.{i}.fc2.weight"), vec![d, ffn]);
-                e.insert(format!("model.{half}.layers.{i}.fc2.bias"), vec![d]);
-            }
-        }
-        e.insert("model.encoder.conv1.weight".into(), vec![d, c.num_mel_bins, 3]);
-        e.insert("model.encoder.conv1.bias".into(), vec![d]);
-        e.insert("model.encoder.conv2.weight".into(), vec![d, d, 3]);
-        e.insert("model.encoder.conv2.bias".into(), vec![d]);
-        e.insert("model.encoder.embed_positions.weight".into(), vec![c.max_source_positions, d]);
-        e.insert("model.decoder.embed_positions.weight".into(), vec![c.max_target_positions, d]);
-        e.insert("model.decoder.embed_tokens.weight".into(), vec![c.vocab_size, d]);
-        e
+    /// The decoder's output projection, tied to the token embedding (`proj_out.weight` is
+    /// accepted when a checkpoint holds it, and must equal the embedding's shape).
+    fn tied_head(vs: &Vars, c: &WhisperConfig) -> Result<()> {
+        vs.optional("proj_out.weight", &[c.vocab_size, c.d_model])?;
+        Ok(())
     }
 
-    /// Build from checkpoint tensors (`source` names them in errors). `proj_out.weight`, tied
-    /// to the token embedding, is accepted when present and must equal its shape.
-    pub fn from_tensors(config: WhisperConfig, tensors: HashMap<String, Array>, source: &str) -> Result<Self> {
-        Self::from_checkpoint(config, Checkpoint::dense(tensors), source)
-    }
-
-    /// Build from a checkpoint whose matrices may be stored at any [`Precision`].
-    pub fn from_checkpoint(config: WhisperConfig, mut ck: Checkpoint, source: &str) -> Result<Self> {
-        config.validate().map_err(|reason| Error::Config { path: source.into(), reason })?;
-        let mut expected = Self::expected_weights(&config);
-        let shapes = ck.shapes();
-        if shapes.contains_key("proj_out.weight") {
-            expected.insert("proj_out.weight".into(), vec![config.vocab_size, config.d_model]);
-        }
-        weights::check_shapes(source, &shapes, &expected)?;
-        let ck = &mut ck;
-        fn lin(ck: &mut Checkpoint, p: &str, bias: bool) -> Result<Linear> {
-            let weight = ck.take_weight(&format!("{p}.weight"))?;
-            let b = if bias { Some(ck.take(&format!("{p}.bias"))?) } else { None };
-            Linear::from_weight(weight, b)
-        }
-        let attn = |ck: &mut Checkpoint, p: &str, heads: i32| -> Result<MultiHeadAttention> {
-            Ok(MultiHeadAttention {
-                query: lin(ck, &format!("{p}.q_proj"), true)?,
-                key: lin(ck, &format!("{p}.k_proj"), false)?,
-                value: lin(ck, &format!("{p}.v_proj"), true)?,
-                out: lin(ck, &format!("{p}.out_proj"), true)?,
-                n_head: heads,
-                kernel: AttentionKernel::Fused,
-            })
-        };
-        let ln = |ck: &mut Checkpoint, p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: ck.take(&format!("{p}.weight"))?, bias: ck.take(&format!("{p}.bias"))? }) };
-        let mlp = |ck: &mut Checkpoint, p: &str| -> Result<Mlp> { Ok(Mlp { fc1: lin(ck, &format!("{p}.fc1"), true)?, fc2: lin(ck, &format!("{p}.fc2"), true)? }) };
-        let c = &config;
-        let mut enc_layers = Vec::new();
-        for i in 0..c.encoder_layers {
-            let p = format!("model.encoder.layers.{i}");
-            enc_layers.push(EncoderLayer {
-                attn: attn(ck, &format!("{p}.self_attn"), c.encoder_attention_heads)?,
-                attn_ln: ln(ck, &format!("{p}.self_attn_layer_norm"))?,
-                mlp: mlp(ck, &p)?,
-                mlp_ln: ln(ck, &format!("{p}.final_layer_norm"))?,
-            });
-        }
-        let mut dec_layers = Vec::new();
-        for i in 0..c.decoder_layers {
-            let p = format!("model.decoder.layers.{i}");
-            dec_layers.push(DecoderLayer {
-                attn: attn(ck, &format!("{p}.self_attn"), c.decoder_attention_heads)?,
-                attn_ln: ln(ck, &format!("{p}.self_attn_layer_norm"))?,
-                cross: attn(ck, &format!("{p}.encoder_attn"), c.decoder_attention_heads)?,
-                cross_ln: ln(ck, &format!("{p}.encoder_attn_layer_norm"))?,
-                mlp: mlp(ck, &p)?,
-                mlp_ln: ln(ck, &format!("{p}.final_layer_norm"))?,
-            });
-        }
-        let enc_ln = ln(ck, "model.encoder.layer_norm")?;
-        let dec_ln = ln(ck, "model.decoder.layer_norm")?;
-        let conv1 = (conv_weight_from_torch(&ck.take("model.encoder.conv1.weight")?)?, ck.take("model.encoder.conv1.bias")?);
-        let conv2 = (conv_weight_from_torch(&ck.take("model.encoder.conv2.weight")?)?, ck.take("model.encoder.conv2.bias")?);
-        let enc_pos = ck.take("model.encoder.embed_positions.weight")?;
-        let dec_pos = ck.take("model.decoder.embed_positions.weight")?;
-        let embed_tokens = ck.take_weight("model.decoder.embed_tokens.weight")?;
-        let model = Self { config, conv1, conv2, enc_pos, enc_layers, enc_ln, embed_tokens, dec_pos, dec_layers, dec_ln };
-        model.materialize()?;
-        Ok(model)
-    }
-
-    /// Every linear layer, encoder then decoder, with its checkpoint name.
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.enc_layers.iter_mut().enumerate() {
-            let p = format!("model.encoder.layers.{i}");
-            let EncoderLayer { attn, mlp, .. } = l;
-            out.extend(attn.projections_mut().map(|(n, l)| (format!("{p}.self_attn.{n}"), l)));
-            out.push((format!("{p}.fc1"), &mut mlp.fc1));
-            out.push((format!("{p}.fc2"), &mut mlp.fc2));
-        }
-        for (i, l) in self.dec_layers.iter_mut().enumerate() {
-            let p = format!("model.decoder.layers.{i}");
-            let DecoderLayer { attn, cross, mlp, .. } = l;
-            for (name, a) in [("self_attn", attn), ("encoder_attn", cross)] {
-                out.extend(a.projections_mut().map(|(n, l)| (format!("{p}.{name}.{n}"), l)));
-            }
-            out.push((format!("{p}.fc1"), &mut mlp.fc1));
-            out.push((format!("{p}.fc2"), &mut mlp.fc2));
-        }
-        out
-    }
-
-    /// Store every linear and embedding matrix of the encoder and decoder at `precision`
-    /// (quantization at load time). Convolutions, norms and positions stay float32.
-    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        self.embed_tokens.check_convert(precision)?;
-        for (_, l) in self.linears_mut() {
-            l.weight.check_convert(precision)?;
-        }
-        for (_, l) in self.linears_mut() {
-            l.weight.convert(precision)?;
-        }
-        self.embed_tokens.convert(precision)?;
-        self.materialize()
-    }
-
-    /// The precision of the linear layers.
+    /// Store every linear and embedding matrix at `precision` by building a fresh model (see
+    /// [`Checkpointed::load_dir_as`]); this reports the precision of the linear layers.
     pub fn precision(&self) -> Precision {
         self.embed_tokens.precision()
     }
 
-    /// Write the model as a checkpoint `load_dir` reads back (HF names; quantized matrices as
-    /// `X.weight` codes plus `X.scales` and `X.biases`; the precision in the metadata).
-    pub fn save(&mut self, path: &Path) -> Result<()> {
-        let precision = self.precision();
-        let mut t: Vec<(String, Array)> = Vec::new();
-        for (name, l) in self.linears_mut() {
-            t.extend(save_parts(&format!("{name}.weight"), &l.weight));
-            if let Some(b) = &l.bias {
-                t.push((format!("{name}.bias"), b.clone()));
-            }
-        }
-        t.extend(save_parts("model.decoder.embed_tokens.weight", &self.embed_tokens));
-        let torch_conv = |w: &Array| -> Result<Array> { Ok(w.transpose_axes(&[0, 2, 1])?) };
-        t.push(("model.encoder.conv1.weight".into(), torch_conv(&self.conv1.0)?));
-        t.push(("model.encoder.conv1.bias".into(), self.conv1.1.clone()));
-        t.push(("model.encoder.conv2.weight".into(), torch_conv(&self.conv2.0)?));
-        t.push(("model.encoder.conv2.bias".into(), self.conv2.1.clone()));
-        t.push(("model.encoder.embed_positions.weight".into(), self.enc_pos.clone()));
-        t.push(("model.decoder.embed_positions.weight".into(), self.dec_pos.clone()));
-        let mut norm = |p: String, n: &LayerNorm| {
-            t.push((format!("{p}.weight"), n.weight.clone()));
-            t.push((format!("{p}.bias"), n.bias.clone()));
-        };
-        for (i, l) in self.enc_layers.iter().enumerate() {
-            norm(format!("model.encoder.layers.{i}.self_attn_layer_norm"), &l.attn_ln);
-            norm(format!("model.encoder.layers.{i}.final_layer_norm"), &l.mlp_ln);
-        }
-        for (i, l) in self.dec_layers.iter().enumerate() {
-            norm(format!("model.decoder.layers.{i}.self_attn_layer_norm"), &l.attn_ln);
-            norm(format!("model.decoder.layers.{i}.encoder_attn_layer_norm"), &l.cross_ln);
-            norm(format!("model.decoder.layers.{i}.final_layer_norm"), &l.mlp_ln);
-        }
-        norm("model.encoder.layer_norm".into(), &self.enc_ln);
-        norm("model.decoder.layer_norm".into(), &self.dec_ln);
-        weights::save_safetensors(path, &t, &[(PRECISION_KEY, &precision.to_string())])
-    }
-
-    fn materialize(&self) -> Result<()> {
-        let mut a: Vec<&Array> = vec![&self.conv1.0, &self.conv2.0, &self.enc_pos, &self.dec_pos];
-        a.extend(self.embed_tokens.arrays());
-        fn lin(l: &MultiHeadAttention) -> Vec<&Array> {
-            [&l.query, &l.key, &l.value, &l.out].iter().flat_map(|x| x.weight.arrays()).collect()
-        }
-        for l in &self.enc_layers {
-            a.extend(lin(&l.attn));
-            a.extend(l.mlp.fc1.weight.arrays().into_iter().chain(l.mlp.fc2.weight.arrays()));
-        }
-        for l in &self.dec_layers {
-            a.extend(lin(&l.attn));
-            a.extend(lin(&l.cross));
-            a.extend(l.mlp.fc1.weight.arrays().into_iter().chain(l.mlp.fc2.weight.arrays()));
-        }
-        mlx_rs::transforms::eval(a)?;
-        Ok(())
-    }
-
-    /// `config.json` + `model.safetensors` from a folder, at the precision it was saved.
-    pub fn load_dir(dir: &Path) -> Result<Self> {
-        let config = WhisperConfig::from_file(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        let source = path.display().to_string();
-        let (tensors, meta) = weights::read_safetensors_with_metadata(&path)?;
-        Self::from_checkpoint(config, Checkpoint::new(tensors, &meta, &source)?, &source)
-    }
-
-    /// A model of `config`'s size with random weights (benchmarks).
-    pub fn random(config: WhisperConfig, seed: u64) -> Result<Self> {
-        let tensors = weights::random_tensors(Self::expected_weights(&config), seed, |name| {
-            if name.contains("layer_norm") && name.ends_with("weight") {
-                Init::Ones
-            } else {
-                Init::Normal(0.02)
-            }
-        })?;
-        Self::from_tensors(config, tensors, &format!("random weights (seed {seed})"))
-    }
-
-    /// Switch every attention layer between the fused kernel and explicit softmax(QK^T)V.
-    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
-        for l in &mut self.enc_layers {
-            l.attn.kernel = kernel;
-        }
-        for l in &mut self.dec_layers {
-            l.attn.kernel = kernel;
-            l.cross.kernel = kernel;
-        }
-    }
-
-    /// Encoder output `[B, 1500, d]` for log-mel `[B, n_mels, 3000]` (or `[n_mels, 3000]`).
-    pub fn encode(&self, mel: &Array) -> Result<Array> {
+    /// Encoder output `[B, 1500, d]` for log-mel `[B, n_mels, 3000]` (or `[n_mels, 3000]`),
+    /// attention by `kernel`.
+    pub fn encode(&self, mel: &Array, kernel: AttentionKernel) -> Result<Array> {
         let mel = if mel.ndim() == 2 { mel.reshape(&[1, mel.shape()[0], mel.shape()[1]])? } else { mel.clone() };
         let s = mel.shape();
         if s.len() != 3 || s[1] != self.config.num_mel_bins || s[2] != self.config.n_frames() {
@@ -351,7 +113,7 @@ impl Whisper {
         let x = gelu(&ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?)?;
         let mut h = x.add(&self.enc_pos)?;
         for l in &self.enc_layers {
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, None, Mask::None)?)?;
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, None, Mask::None, kernel)?)?;
             h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
         }
         self.enc_ln.forward(&h)
@@ -373,10 +135,11 @@ impl Whisper {
         }
         let pos = self.dec_pos.index(state.offset()..state.offset() + t);
         let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;
+        let kernel = state.kernel();
         for (i, l) in self.dec_layers.iter().enumerate() {
             let (self_cache, cache) = state.layer(i);
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal)?)?;
-            h = h.add(l.cross.cross_attention(&l.cross_ln.forward(&h)?, audio, cache)?)?;
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal, kernel)?)?;
+            h = h.add(l.cross.cross_attention(&l.cross_ln.forward(&h)?, audio, cache, kernel)?)?;
             h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
         }
         state.advance(t);
@@ -578,5 +341,66 @@ impl Whisper {
             }
         }
         Ok(out)
+    }
+}
+
+impl Checkpointed for Whisper {
+    type Config = WhisperConfig;
+
+    /// HF `save_pretrained` names of `WhisperForConditionalGeneration`. The linear layers and
+    /// the token embedding are the matrices a precision applies to; convolutions, norms and
+    /// positions stay float32.
+    fn build(config: WhisperConfig, vs: &Vars) -> Result<Self> {
+        let c = &config;
+        let d = c.d_model;
+        let mlp = |vs: &Vars, ffn: i32| -> Result<Mlp> { Ok(Mlp { fc1: vs.pp("fc1").linear(ffn, d, true)?, fc2: vs.pp("fc2").linear(d, ffn, true)? }) };
+        let (enc, dec) = (vs.pp("model.encoder"), vs.pp("model.decoder"));
+        let enc_layers = (0..c.encoder_layers)
+            .map(|i| {
+                let l = enc.pp(format!("layers.{i}"));
+                Ok(EncoderLayer {
+                    attn: MultiHeadAttention::load(&l.pp("self_attn"), d, c.encoder_attention_heads, true)?,
+                    attn_ln: LayerNorm::load(&l.pp("self_attn_layer_norm"), d)?,
+                    mlp: mlp(&l, c.encoder_ffn_dim)?,
+                    mlp_ln: LayerNorm::load(&l.pp("final_layer_norm"), d)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dec_layers = (0..c.decoder_layers)
+            .map(|i| {
+                let l = dec.pp(format!("layers.{i}"));
+                Ok(DecoderLayer {
+                    attn: MultiHeadAttention::load(&l.pp("self_attn"), d, c.decoder_attention_heads, true)?,
+                    attn_ln: LayerNorm::load(&l.pp("self_attn_layer_norm"), d)?,
+                    cross: MultiHeadAttention::load(&l.pp("encoder_attn"), d, c.decoder_attention_heads, true)?,
+                    cross_ln: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), d)?,
+                    mlp: mlp(&l, c.decoder_ffn_dim)?,
+                    mlp_ln: LayerNorm::load(&l.pp("final_layer_norm"), d)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let conv = |name: &str, cin: i32| -> Result<(Array, Array)> {
+            let p = enc.pp(name);
+            Ok((p.derived(conv_weight_from_torch(&p.tensor("weight", &[d, cin, 3])?)?), p.tensor("bias", &[d])?))
+        };
+        let (conv1, conv2) = (conv("conv1", c.num_mel_bins)?, conv("conv2", d)?);
+        Self::tied_head(vs, c)?;
+        let model = Self {
+            conv1,
+            conv2,
+            enc_pos: enc.tensor("embed_positions.weight", &[c.max_source_positions, d])?,
+            enc_layers,
+            enc_ln: LayerNorm::load(&enc.pp("layer_norm"), d)?,
+            embed_tokens: dec.matrix("embed_tokens.weight", [c.vocab_size, d])?,
+            dec_pos: dec.tensor("embed_positions.weight", &[c.max_target_positions, d])?,
+            dec_layers,
+            dec_ln: LayerNorm::load(&dec.pp("layer_norm"), d)?,
+            config,
+        };
+        Ok(model)
+    }
+
+    fn init(name: &str, shape: &[i32]) -> Init {
+        transformer_init(name, shape)
     }
 }
