@@ -1,6 +1,7 @@
 //! `harness codec encode|decode`: EnCodec as a user tool. WAV in, codes (safetensors) out, and
 //! back; the codes file records the model, revision, rate and length, so that decoding
 //! checks it is using the same codec and trims the padding.
+use crate::variant_args::VariantArg;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 use models::checkpoint::Checkpointed;
 use models::encodec::Encodec;
-use models::{weights, Variant};
+use models::weights;
 
 use crate::audio::{self, Audio};
 use crate::hub_args::HubArgs;
@@ -31,9 +32,8 @@ pub struct ModelArgs {
     model: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
-    /// Which implementation runs.
-    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
-    variant: String,
+    #[command(flatten)]
+    variant: VariantArg,
 }
 
 #[derive(clap::Subcommand)]
@@ -102,13 +102,6 @@ pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     Ok(Loaded { model, name: spec.to_string(), revision: resolved })
 }
 
-fn variant(s: &str) -> Variant {
-    if s == "naive" {
-        Variant::Naive
-    } else {
-        Variant::Optimized
-    }
-}
 
 /// A safetensors file of one int32 tensor plus string metadata, written atomically.
 fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
@@ -193,7 +186,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let x = Array::from_slice(&flat, &[1, wav.channels.len() as i32, n as i32]);
             let bw = bandwidth.unwrap_or(cfg.target_bandwidths[0]);
             let t0 = std::time::Instant::now();
-            let codes = loaded.model.encode(&x, Some(bw), variant(&model.variant))?;
+            let codes = loaded.model.encode(&x, Some(bw), model.variant.variant)?;
             let secs = t0.elapsed().as_secs_f64();
             let meta = BTreeMap::from([
                 ("format", "mlx-audio-bench encodec codes v1".to_string()),
@@ -240,7 +233,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             if let Some(bad) = codes.as_slice::<i32>().iter().find(|&&c| c < 0 || c >= cb) {
                 bail!("{}: code {bad} is outside {}'s codebooks of {cb} entries", input.display(), loaded.name);
             }
-            let v = variant(&model.variant);
+            let v = model.variant.variant;
             let t0 = std::time::Instant::now();
             let y = match stream_chunk {
                 None => loaded.model.decode(&codes, v)?,

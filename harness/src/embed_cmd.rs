@@ -1,4 +1,5 @@
 //! `harness embed`: CLAP audio and text embeddings, and their similarities.
+use crate::variant_args::VariantArg;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +9,6 @@ use models::checkpoint::Checkpointed;
 use models::clap::features::{Crops, FeatureExtractor, Truncation};
 use models::clap::{Clap, FeatureConfig};
 use models::config::ModelConfig;
-use models::Variant;
 
 use crate::audio::{read_wav, resample};
 
@@ -33,9 +33,8 @@ pub struct Args {
     /// Print JSON: the embeddings, and the audio-text cosine similarities and logits.
     #[arg(long)]
     json: bool,
-    /// Which implementation runs (naive: explicit attention, one clip at a time).
-    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
-    variant: String,
+    #[command(flatten)]
+    variant: VariantArg,
 }
 
 fn rows(a: &Array) -> Vec<Vec<f32>> {
@@ -49,7 +48,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bail!("nothing to embed: give --audio and/or --text");
     }
     let model = Clap::load_dir(&args.model_dir)?;
-    let variant = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    let variant = args.variant.variant;
     let mut audio_embeds = None;
     if !args.audio.is_empty() {
         let fe = FeatureExtractor::new(FeatureConfig::from_file(&args.model_dir.join("preprocessor_config.json"))?)?;

@@ -20,4 +20,5 @@ pub mod report;
 pub mod separate_cmd;
 pub mod stats;
 pub mod targets;
+pub mod variant_args;
 pub mod whisper_cmd;

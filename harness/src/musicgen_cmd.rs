@@ -1,11 +1,11 @@
 //! `harness generate`: text to music with MusicGen, as a user tool.
+use crate::variant_args::VariantArg;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use models::checkpoint::Checkpointed;
 use models::musicgen::{tokenize_prompt, DecodeOptions, MusicGen, Sampler};
-use models::Variant;
 
 use crate::audio::{write_wav, Audio};
 use crate::hub_args::HubArgs;
@@ -47,9 +47,8 @@ pub struct Args {
     /// Pick the most likely code every step instead of sampling (deterministic; tests).
     #[arg(long)]
     greedy: bool,
-    /// Which implementation runs.
-    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
-    variant: String,
+    #[command(flatten)]
+    variant: VariantArg,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -87,7 +86,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bail!("--seconds {}: {steps} decode steps exceed the decoder's {limit} positions (at most {:.1} s)", args.seconds, (limit + 1 - kb) as f64 / f64::from(rate));
     }
     let sampler = if args.greedy { Sampler::Greedy } else { Sampler::TopK { top_k: args.top_k, temperature: args.temperature, seed: args.seed } };
-    let v = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    let v = args.variant.variant;
     let bar = crate::progress::bar(steps as u64, "steps", args.quiet);
     let t0 = std::time::Instant::now();
     let codes = model.generate(&ids, &mask, steps, args.guidance, &sampler, &DecodeOptions::for_variant(v), |d, _| bar.set_position(d as u64))?;

@@ -1,6 +1,7 @@
 //! `harness parity --fixture DIR`: run our implementation on a reference fixture (made by
 //! `fixtures/make_fixtures.py` from the PyTorch original) and compare every output with its
 //! tolerance, for the naive and the optimized variant.
+use crate::variant_args::VariantsArg;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
 use models::checkpoint::{Checkpointed, Store};
-use models::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
-use models::nn::kv_cache::{new_cache, KvCacheKind};
+use models::nn::attention::{CrossKvCache, Mask, MultiHeadAttention};
+use models::nn::kv_cache::new_cache;
 use models::encodec::Encodec;
 use models::weights;
 use models::runtime;
@@ -38,9 +39,8 @@ pub struct Args {
     /// (e.g. --fixtures fixtures for all committed ones).
     #[arg(long, value_name = "DIR")]
     fixtures: Option<PathBuf>,
-    /// Which variants to check.
-    #[arg(long, value_parser = ["naive", "optimized", "both"], default_value = "both")]
-    variant: String,
+    #[command(flatten)]
+    variant: VariantsArg,
     /// Device to compute on [default: MLX's default, the GPU when the library has one, as for
     /// bench].
     #[arg(long, value_parser = ["cpu", "gpu"])]
@@ -203,15 +203,15 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
 }
 
 /// Our outputs for the fixture's model, by output name.
-fn run_model(manifest: &Manifest, dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_model(manifest: &Manifest, dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     match manifest.model.as_str() {
-        "attention" => run_attention(dir, optimized),
-        "encodec24k" | "encodec32k" => run_encodec(dir, optimized),
-        "whisper" => run_whisper(dir, optimized),
-        "musicgen" => run_musicgen(dir, optimized),
-        "htdemucs" => run_htdemucs(dir, optimized),
-        "clap" => run_clap(dir, optimized),
-        "clap-fused" => run_clap_fused(dir, optimized),
+        "attention" => run_attention(dir, variant),
+        "encodec24k" | "encodec32k" => run_encodec(dir, variant),
+        "whisper" => run_whisper(dir, variant),
+        "musicgen" => run_musicgen(dir, variant),
+        "htdemucs" => run_htdemucs(dir, variant),
+        "clap" => run_clap(dir, variant),
+        "clap-fused" => run_clap_fused(dir, variant),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
 }
@@ -225,7 +225,7 @@ struct AttentionConfig {
 /// One HF `WhisperAttention` layer. Naive: explicit softmax(QK^T)V, self-attention decoded
 /// token by token through the concatenating cache, cross-attention K/V recomputed each step.
 /// Optimized: fused SDPA, preallocated cache, cross-attention K/V cached.
-fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_attention(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     let cfg: AttentionConfig = read_json(&dir.join("config.json"))?;
     if cfg.num_heads < 1 || cfg.d_model % cfg.num_heads != 0 {
         bail!("config.json: d_model {} is not divisible by num_heads {}", cfg.d_model, cfg.num_heads);
@@ -234,19 +234,18 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
     let store = Store::open(&dir.join("model.safetensors"))?;
     let attn = MultiHeadAttention::load(&store.root(), d, cfg.num_heads, true)?;
     store.finish()?;
-    let kernel = if optimized { AttentionKernel::Fused } else { AttentionKernel::Explicit };
+    let opts = models::nn::decoder::DecodeOptions::for_variant(variant);
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let x = input_rank(&inputs, "x", 3)?;
     let xa = input_rank(&inputs, "xa", 3)?;
     let t = x.shape()[1];
-    let kind = if optimized { KvCacheKind::Preallocated } else { KvCacheKind::Concat };
-    let mut cache = new_cache(kind, t);
+    let mut cache = new_cache(opts.kv_cache, t);
     let mut cross = CrossKvCache::new();
     let (mut self_steps, mut cross_steps) = (Vec::new(), Vec::new());
     for i in 0..t {
         let xi = x.index((.., i..i + 1, ..));
-        self_steps.push(attn.self_attention(&xi, Some(cache.as_mut()), Mask::Causal, kernel)?);
-        cross_steps.push(attn.cross_attention(&xi, xa, optimized.then_some(&mut cross), kernel)?);
+        self_steps.push(attn.self_attention(&xi, Some(cache.as_mut()), Mask::Causal, opts.kernel)?);
+        cross_steps.push(attn.cross_attention(&xi, xa, opts.cache_cross.then_some(&mut cross), opts.kernel)?);
     }
     let mut out = HashMap::new();
     out.insert("self_attention".to_string(), ops::concatenate(&self_steps, 1)?);
@@ -258,13 +257,12 @@ fn run_attention(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> 
 /// recorded crop) and, where the fixture has them, in `fusion` mode (the recorded chunk
 /// starts); the model on the reference features of all clips as a batch (naive: clip by clip)
 /// and on the texts: pooled features, embeddings, patch embeddings of the first clip, logits.
-fn run_clap(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_clap(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::clap::features::{Crops, FeatureExtractor, Truncation};
     use models::clap::{Clap, FeatureConfig};
     use models::config::ModelConfig;
     let fe = FeatureExtractor::new(FeatureConfig::from_file(&dir.join("preprocessor_config.json"))?)?;
     let model = Clap::load_dir(dir)?;
-    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
     let order: serde_json::Value = read_json(&dir.join("clips.json"))?;
@@ -303,10 +301,9 @@ fn run_clap(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
 
 /// HF `ClapModel` with the fused HTSAT on the fixture's fusion features and `is_longer` flags:
 /// pooled features, embeddings (one batch; naive: clip by clip), the first patch embeddings.
-fn run_clap_fused(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_clap_fused(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::clap::Clap;
     let model = Clap::load_dir(dir)?;
-    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
     let feats = inputs.get("features").context("inputs.safetensors has no 'features'")?;
@@ -323,10 +320,9 @@ fn run_clap_fused(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>>
 /// demucs `HTDemucs`: the forward pass on every input signal (`NAME.sources`), the
 /// cross-domain transformer's inputs and outputs on `audio`, and `apply_model`'s chunked
 /// separation of `mix` (split, shifts=0, overlap 0.25).
-fn run_htdemucs(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_htdemucs(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::htdemucs::{exec, Chunking, HtDemucs, Taps};
     let model = HtDemucs::load_dir(dir)?;
-    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let mut out = HashMap::new();
     for (name, x) in &inputs {
@@ -349,9 +345,8 @@ fn run_htdemucs(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
 /// HF `EncodecModel`: for every input signal, the encoder output, the codes at each bandwidth
 /// the fixture holds, and the decode of the reference codes (so a decode error is not masked
 /// or caused by an encode error).
-fn run_encodec(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_encodec(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     let model = Encodec::load_dir(dir)?;
-    let variant = if optimized { Variant::Optimized } else { Variant::Naive };
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let mut out = HashMap::new();
     for (name, x) in &inputs {
@@ -370,10 +365,10 @@ fn run_encodec(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
 /// HF `WhisperForConditionalGeneration` plus openai-whisper's front end: the mel filters, the
 /// log-mel of every signal, the encoder, teacher-forced logits (fed one token at a time through
 /// the variant's caches) and greedy tokens.
-fn run_whisper(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::whisper::{audio, DecodeOptions, Whisper};
     let model = Whisper::load_dir(dir)?;
-    let opts = DecodeOptions::for_variant(if optimized { Variant::Optimized } else { Variant::Naive });
+    let opts = DecodeOptions::for_variant(variant);
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
     let mel80 = audio::LogMel::new(80)?;
     let start = model.config.decoder_start_token_id;
@@ -417,11 +412,10 @@ struct GenerationSettings {
 
 /// MusicGen: T5 states, teacher-forced logits decoded step by step through the variant's
 /// caches, and greedy generation with guidance (`generation.json`), codes and audio.
-fn run_musicgen(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
+fn run_musicgen(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::musicgen::{DecodeOptions, MusicGen};
     let model = MusicGen::load_dir(dir)?;
-    let v = if optimized { Variant::Optimized } else { Variant::Naive };
-    let opts = DecodeOptions::for_variant(v);
+    let opts = DecodeOptions::for_variant(variant);
     let gen: GenerationSettings = read_json(&dir.join("generation.json"))?;
     if gen.do_sample {
         bail!("generation.json: sampled generation cannot be checked exactly; the fixture must use do_sample false");
@@ -444,13 +438,13 @@ fn run_musicgen(dir: &Path, optimized: bool) -> Result<HashMap<String, Array>> {
     let steps = (0..t).map(|i| model.decode_step(&codes.index((.., .., i..i + 1)), &cond, &mut state)).collect::<Result<Vec<_>, _>>()?;
     out.insert("logits".into(), ops::concatenate(&steps, 2)?.reshape(&[rows, t, -1])?);
     let generated = model.generate_greedy(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts)?;
-    out.insert("generate.audio".into(), model.codec.decode(&generated, v)?);
+    out.insert("generate.audio".into(), model.codec.decode(&generated, variant)?);
     out.insert("generate.codes".into(), generated);
     Ok(out)
 }
 
 /// Check every output of a fixture for the requested variants.
-pub fn check_fixture(dir: &Path, variants: &[&str]) -> Result<(Manifest, Vec<Check>)> {
+pub fn check_fixture(dir: &Path, variants: &[Variant]) -> Result<(Manifest, Vec<Check>)> {
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
     if manifest.tolerances.is_empty() {
         bail!("manifest.json names no output to check (tolerances is empty): parity would check nothing");
@@ -465,8 +459,9 @@ pub fn check_fixture(dir: &Path, variants: &[&str]) -> Result<(Manifest, Vec<Che
         }
     }
     let mut checks = Vec::new();
-    for &v in variants {
-        let got = run_model(&manifest, dir, v == "optimized")?;
+    for &variant in variants {
+        let v = variant.as_str();
+        let got = run_model(&manifest, dir, variant)?;
         for (name, tol) in &manifest.tolerances {
             let g = got.get(name).with_context(|| format!("our {v} run produced no output '{name}'"))?;
             checks.push(compare(v, name, g, &want[name], tol)?);
@@ -497,10 +492,11 @@ fn fixture_dirs(args: &Args) -> Result<Vec<PathBuf>> {
 }
 
 /// One fixture's checks for every variant, summarised per variant.
-fn fixture_results(dir: &Path, manifest: &Manifest, variants: &[&str], checks: Vec<Check>) -> Vec<FixtureConformance> {
+fn fixture_results(dir: &Path, manifest: &Manifest, variants: &[Variant], checks: Vec<Check>) -> Vec<FixtureConformance> {
     variants
         .iter()
-        .map(|&v| {
+        .map(|v| {
+            let v = v.as_str();
             let mine: Vec<Check> = checks.iter().filter(|c| c.variant == v).cloned().collect();
             FixtureConformance::from_checks(dir, manifest, v, mine)
         })
@@ -508,10 +504,7 @@ fn fixture_results(dir: &Path, manifest: &Manifest, variants: &[&str], checks: V
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let variants: Vec<&str> = match args.variant.as_str() {
-        "both" => vec!["naive", "optimized"],
-        v => vec![v],
-    };
+    let variants = args.variant.variant.list();
     let dirs = fixture_dirs(args)?;
     if let Some(out) = &args.output {
         crate::outputs::check_file("-o", out)?;

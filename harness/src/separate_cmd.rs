@@ -1,4 +1,5 @@
 //! `harness separate`: split a music track into its sources with HTDemucs.
+use crate::variant_args::VariantArg;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,7 +10,6 @@ use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
 use models::chunked::ChunkedProcessor;
 use models::htdemucs::{Chunking, HtDemucs};
-use models::Variant;
 
 use crate::audio::{read_wav, resample, write_wav, Audio};
 
@@ -48,9 +48,8 @@ pub struct Args {
     /// Write 16-bit PCM (clipped to [-1, 1]) instead of 32-bit float.
     #[arg(long)]
     pcm16: bool,
-    /// Which implementation runs.
-    #[arg(long, value_parser = ["naive", "optimized"], default_value = "optimized")]
-    variant: String,
+    #[command(flatten)]
+    variant: VariantArg,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -90,7 +89,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if len == 0 {
         bail!("{}: nothing left after resampling {} samples from {} Hz", args.input.display(), wav.len(), wav.sample_rate);
     }
-    let variant = if args.variant == "naive" { Variant::Naive } else { Variant::Optimized };
+    let variant = args.variant.variant;
     let chunking = match args.chunking.as_str() {
         "demucs" => {
             if !(0.0..1.0).contains(&args.overlap) {

@@ -1,13 +1,13 @@
 //! `harness codec` end to end: the hub path (offline, on a local cache laid out as the hub's),
 //! WAV encode and decode, streaming decode, and refusals of bad input.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::fixture;
 
 const COMMIT: &str = "5e2c7b1f9a0d4c3b8e6f1a2b3c4d5e6f7a8b9c0d";
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
 
 /// A hub cache holding `facebook/encodec_32khz` (tiny random weights from the seed-0 fixture):
 /// content-addressed blobs, a snapshot of symlinks, and `refs/main`.

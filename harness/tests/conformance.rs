@@ -1,12 +1,12 @@
 //! Parity as a conformance record: the device and precision it ran in, written with `-o`,
 //! embedded in reports by `bench --conformance` and `merge --conformance`, and refused where
 //! its configuration is not the timings'.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn harness(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap()

@@ -2,14 +2,14 @@
 //! word-level tokenizer whose words are the fixture's token ids: the audio embedding of a WAV
 //! equals HF's for the same clip, the text embedding HF's for the same ids, and the
 //! similarities are their dot products; refusals by name.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use models::weights;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

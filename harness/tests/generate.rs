@@ -1,12 +1,12 @@
 //! `harness generate` end to end on the tiny MusicGen of the seed-0 fixture with a made-up
 //! T5-style (Unigram, Metaspace, `</s>` appended) tokenizer: WAV out at the codec's rate and the
 //! asked length, seeded sampling, greedy equal to the library's, and refusals by name.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

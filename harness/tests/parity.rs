@@ -1,10 +1,10 @@
 //! `harness parity` on the committed reference fixtures, and its refusals of broken ones.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn parity(dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness")).args(["parity", "--json", "--fixture"]).arg(dir).output().unwrap()

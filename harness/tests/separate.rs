@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn separate(args: &[&str], input: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness"))

@@ -6,9 +6,9 @@ use std::process::{Command, Output};
 
 use harness::audio::{write_wav, Audio};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 /// A model folder: the fixture's config and weights, and a tokenizer.json whose vocabulary
 /// (500 byte-level pieces) and special tokens fit the fixture's ids (start 500, end 501).

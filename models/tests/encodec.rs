@@ -1,6 +1,5 @@
 //! EnCodec beyond the reference fixtures' outputs: streaming decode against the full decode,
 //! naive against optimized, and clear refusals of bad input and bad weights.
-use std::path::{Path, PathBuf};
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
@@ -9,9 +8,9 @@ use models::config::ModelConfig;
 use models::encodec::{Encodec, EncodecConfig};
 use models::{weights, Variant};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {
     assert_eq!(a.shape(), b.shape());

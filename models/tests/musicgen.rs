@@ -3,7 +3,6 @@
 //! generation with classifier-free guidance (codes exact, audio through our EnCodec), in both
 //! variants and at every combination of the decode switches.
 use models::nn::attention::AttentionKernel;
-use std::path::{Path, PathBuf};
 
 use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
@@ -12,9 +11,9 @@ use models::nn::kv_cache::KvCacheKind;
 use models::weights;
 use models::Variant;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn max_diff(a: &Array, b: &Array) -> f32 {
     assert_eq!(a.shape(), b.shape());

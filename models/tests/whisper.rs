@@ -2,7 +2,6 @@
 //! gives the same tokens, end-of-transcript stops decoding whatever the eval interval, and bad
 //! input is refused by name.
 use models::nn::attention::AttentionKernel;
-use std::path::{Path, PathBuf};
 
 use mlx_rs::{ops, Array};
 use models::checkpoint::Checkpointed;
@@ -11,9 +10,9 @@ use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
 use models::config::ModelConfig;
 use models::weights;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+mod common;
+use common::fixture;
+
 
 fn setup() -> (Whisper, Array) {
     let dir = fixture("whisper-s1");

@@ -9,6 +9,7 @@ pub mod processes;
 pub mod whisper;
 pub mod workload;
 
+use crate::variant_args::VariantsArg;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,9 +81,8 @@ pub struct Args {
     /// prints measured median, target, verdict and margin; exits 4 on a miss.
     #[arg(short = 't', long)]
     targets: bool,
-    /// Which variants to run.
-    #[arg(long, value_enum, default_value_t = VariantArg::Both)]
-    variant: VariantArg,
+    #[command(flatten)]
+    variant: VariantsArg,
     /// Device to run on [default: MLX's default, the GPU when the library has one].
     #[arg(long, value_parser = ["cpu", "gpu"])]
     device: Option<String>,
@@ -173,31 +173,6 @@ impl Order {
             Order::Auto => "auto",
             Order::Interleaved => "interleaved",
             Order::Blocked => "blocked",
-        }
-    }
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum VariantArg {
-    Naive,
-    Optimized,
-    Both,
-}
-
-impl VariantArg {
-    fn as_str(self) -> &'static str {
-        match self {
-            VariantArg::Naive => "naive",
-            VariantArg::Optimized => "optimized",
-            VariantArg::Both => "both",
-        }
-    }
-
-    fn variants(self) -> Vec<Variant> {
-        match self {
-            VariantArg::Naive => vec![Variant::Naive],
-            VariantArg::Optimized => vec![Variant::Optimized],
-            VariantArg::Both => vec![Variant::Naive, Variant::Optimized],
         }
     }
 }
@@ -314,7 +289,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 3 });
     let iterations = args.iterations.unwrap_or(if args.quick { 5 } else { 15 });
     let max_time = args.max_time.unwrap_or(if args.quick { 10.0 } else { 30.0 });
-    let variants = args.variant.variants();
+    let variants = args.variant.variant.list();
     let order = args.order.resolve(kind);
     let wanted: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id)).collect();
     let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) =
@@ -376,7 +351,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             warmup,
             iterations,
             max_time,
-            variant: args.variant.as_str(),
+            variant: args.variant.variant.as_str(),
             order: order.as_str(),
             quick: args.quick,
         };

@@ -17,7 +17,7 @@ use mlx_rs::{Array, Dtype};
 
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
-use self::seanet::{Exec, Half, Kernels, Layer, Layout};
+use self::seanet::{Exec, Half, Layer};
 use crate::error::{Error, Result};
 use crate::nn::lstm::Recurrence;
 use crate::checkpoint::{Checkpointed, Init, Vars};
@@ -31,25 +31,14 @@ pub struct Encodec {
     pub(crate) quantizer: Rvq,
 }
 
-/// The naive path: PyTorch's layout with transposes inside every convolution, MLX's
-/// convolution ops. The optimized path: channels-last from the boundary, and on the CPU the
-/// BLAS-product convolutions; on a GPU MLX's own convolution kernels, which measured faster
-/// there (H200, 5 s decode at 32 kHz: 68 ms with the product formulation, 41 ms with them).
+/// [`Exec::for_variant`]'s layouts and kernels (on a GPU MLX's own convolution kernels measured
+/// faster: H200, 5 s decode at 32 kHz, 68 ms with the product formulation, 41 ms with them).
 /// On a GPU the LSTM runs as a compiled wavefront (H200, 2 x 1024 over 250 steps: 51-60 ms as
 /// separate ops, 22.7 ms so; `--example lstm_recurrence`); on the CPU, where its second layer's
 /// per-step input product costs more than the launches it saves, as separate ops.
 pub fn exec(v: Variant) -> Exec {
-    match v {
-        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
-        Variant::Optimized => {
-            let gpu = crate::runtime::on_gpu();
-            Exec {
-                layout: Layout::ChannelsLast,
-                kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm },
-                recurrence: if gpu { Recurrence::Compiled } else { Recurrence::Ops },
-            }
-        }
-    }
+    let compiled = v == Variant::Optimized && crate::runtime::on_gpu();
+    Exec { recurrence: if compiled { Recurrence::Compiled } else { Recurrence::Ops }, ..Exec::for_variant(v) }
 }
 
 fn tr(x: &Array) -> Result<Array> {

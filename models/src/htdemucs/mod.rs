@@ -24,8 +24,7 @@ use crate::chunked::{ChunkedProcessor, DemucsChunking};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
-use crate::nn::conv::{Exec, Kernels, Layout};
-use crate::nn::lstm::Recurrence;
+use crate::nn::conv::{Exec, Layout};
 use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
@@ -33,16 +32,9 @@ use crate::nn::profile::{mark, Phases};
 use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::Variant;
 
-/// How a variant runs the layers. The optimized path uses MLX's own convolution kernels on a
-/// GPU, where they are not the CPU backend's direct loops.
+/// How a variant runs the layers ([`Exec::for_variant`]; no recurrence here).
 pub fn exec(v: Variant) -> Exec {
-    match v {
-        Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: Recurrence::Ops },
-        Variant::Optimized => {
-            let gpu = crate::runtime::on_gpu();
-            Exec { layout: Layout::ChannelsLast, kernels: if gpu { Kernels::Mlx } else { Kernels::Gemm }, recurrence: Recurrence::Ops }
-        }
-    }
+    Exec::for_variant(v)
 }
 
 /// Segments per model call in a chunked separation: demucs' one at a time for the naive path

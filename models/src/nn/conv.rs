@@ -62,6 +62,23 @@ pub struct Exec {
     pub recurrence: Recurrence,
 }
 
+impl Exec {
+    /// The naive path: PyTorch's layout with transposes inside every convolution, MLX's
+    /// convolution ops, recurrences as separate ops. The optimized path: channels-last from the
+    /// model boundary; on the CPU the BLAS-product convolutions, on a GPU MLX's own kernels
+    /// (not the CPU backend's direct loops there). A model with a recurrence chooses its own.
+    pub fn for_variant(v: crate::Variant) -> Self {
+        let ops = Recurrence::Ops;
+        match v {
+            crate::Variant::Naive => Exec { layout: Layout::ChannelsFirst, kernels: Kernels::Mlx, recurrence: ops },
+            crate::Variant::Optimized => {
+                let kernels = if crate::runtime::on_gpu() { Kernels::Mlx } else { Kernels::Gemm };
+                Exec { layout: Layout::ChannelsLast, kernels, recurrence: ops }
+            }
+        }
+    }
+}
+
 
 /// Elements `start, start + step, ...` below `stop` along `axis` (1 or 2).
 fn strided(x: &Array, axis: usize, start: i32, stop: i32, step: i32) -> Array {

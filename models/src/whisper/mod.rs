@@ -7,6 +7,7 @@ pub mod ct2;
 pub mod filters;
 pub mod longform;
 pub mod tokenizer;
+pub mod transcribe;
 
 
 use mlx_rs::ops::indexing::{argmax_axis, IndexOp};

@@ -1,4 +1,5 @@
-//! Helpers the model parity tests share.
+//! Helpers the model parity tests share (each test binary uses some of them).
+#![allow(dead_code)]
 use std::path::{Path, PathBuf};
 
 use mlx_rs::{ops, Array};

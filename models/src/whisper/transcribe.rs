@@ -1,0 +1,181 @@
+//! Transcription as a library call: a [`Transcriber`] (model, tokenizer, the vocabulary's
+//! suppression lists) turns 16 kHz mono samples into text and timed segments, choosing the
+//! language, the start of transcript, short or long form, and greedy or beam decoding.
+use std::path::Path;
+
+use mlx_rs::Array;
+
+use super::audio::{LogMel, N_SAMPLES, SAMPLE_RATE};
+use super::longform::{self, LongForm, TimedSegment};
+use super::tokenizer::Tokenizer;
+use super::{BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper};
+use crate::checkpoint::Checkpointed;
+use crate::chunked::ChunkedProcessor;
+use crate::error::{Error, Result};
+use crate::nn::quant::Precision;
+use crate::Variant;
+
+/// The most tokens one 30 s window decodes (openai-whisper's `sample_len`).
+pub const MAX_NEW_TOKENS: usize = 224;
+
+/// How to transcribe.
+#[derive(Debug, Clone, Default)]
+pub struct TranscribeOptions {
+    pub variant: Variant,
+    /// Beam search with this many beams (openai-whisper's, patience 1); greedy when `None`.
+    pub beam: Option<usize>,
+    /// A language code such as `en`, or `auto` to detect it per window. `None`: `auto` for a
+    /// multilingual model, `en` for an English-only one.
+    pub language: Option<String>,
+    /// Decode with timestamps even when the audio fits one window (longer audio always is).
+    pub timestamps: bool,
+}
+
+/// A transcript: the text, its segments with their text, and the language.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    /// Each segment with its text (trimmed).
+    pub segments: Vec<(TimedSegment, String)>,
+    /// The language code (the first window's, when detected).
+    pub language: String,
+    /// 30 s windows decoded.
+    pub windows: usize,
+}
+
+/// A model ready to transcribe.
+pub struct Transcriber {
+    pub model: Whisper,
+    pub tokenizer: Tokenizer,
+    /// The vocabulary's always and begin suppression lists (the config's).
+    pub filters: LogitFilters,
+}
+
+/// The suppression lists of a Whisper `config.json` (`suppress_tokens`,
+/// `begin_suppress_tokens`), as openai-whisper suppresses by default.
+pub fn filters_from_config(path: &Path) -> Result<LogitFilters> {
+    let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let list = |k: &str| -> Result<Vec<i32>> {
+        match v.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Array(a)) => a.iter().map(|t| t.as_i64().and_then(|t| i32::try_from(t).ok()).ok_or_else(|| bad(format!("{k}: {t} is not a token id")))).collect(),
+            Some(other) => Err(bad(format!("{k}: expected a list of token ids, found {other}"))),
+        }
+    };
+    Ok(LogitFilters { always: list("suppress_tokens")?, at_begin: list("begin_suppress_tokens")?, timestamps: None })
+}
+
+impl Transcriber {
+    /// `config.json`, `model.safetensors` and `tokenizer.json` from `dir`, the matrices stored at
+    /// `precision` when given.
+    pub fn load(dir: &Path, precision: Option<Precision>) -> Result<Self> {
+        let model = Whisper::load_dir_as(dir, precision)?;
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let filters = filters_from_config(&dir.join("config.json"))?;
+        Ok(Self { model, tokenizer, filters })
+    }
+
+    /// Language tokens of a multilingual vocabulary, `(code, id)`: the special tokens between
+    /// `<|startoftranscript|>` and `<|translate|>`; empty for an English-only one.
+    pub fn languages(&self) -> Vec<(String, i32)> {
+        let tok = &self.tokenizer;
+        let (Some(sot), Some(translate)) = (tok.special_id("<|startoftranscript|>"), tok.special_id("<|translate|>")) else {
+            return Vec::new();
+        };
+        if self.model.config.vocab_size < 51865 {
+            return Vec::new();
+        }
+        (sot + 1..translate).filter_map(|id| tok.special_content(id).map(|c| (c.trim_start_matches("<|").trim_end_matches("|>").to_string(), id))).collect()
+    }
+
+    fn special(&self, s: &str) -> Result<i32> {
+        self.tokenizer.special_id(s).ok_or_else(|| Error::InvalidArgument(format!("tokenizer.json lacks {s}")))
+    }
+
+    /// The start of a transcript: `<|startoftranscript|>`, then for multilingual vocabularies
+    /// the language and `<|transcribe|>`, then `<|notimestamps|>` unless `timestamps`.
+    pub fn sot_sequence(&self, language: Option<i32>, timestamps: bool) -> Result<Vec<i32>> {
+        let mut seq = vec![self.model.config.decoder_start_token_id];
+        if let Some(lang) = language {
+            seq.push(lang);
+            seq.push(self.special("<|transcribe|>")?);
+        }
+        if !timestamps {
+            seq.push(self.special("<|notimestamps|>")?);
+        }
+        Ok(seq)
+    }
+
+    /// The language `opts` asks for: `Ok(None)` to detect it per window (or for an
+    /// English-only model), the token id when fixed. A code the model lacks is refused.
+    pub fn language(&self, opts: &TranscribeOptions) -> Result<Option<i32>> {
+        let langs = self.languages();
+        let multilingual = !langs.is_empty();
+        let want = opts.language.clone().unwrap_or_else(|| if multilingual { "auto".into() } else { "en".into() });
+        if !multilingual {
+            return if want == "en" { Ok(None) } else { Err(Error::InvalidArgument(format!("language {want}: this model is English-only"))) };
+        }
+        if want == "auto" {
+            return Ok(None);
+        }
+        langs.iter().find(|(c, _)| *c == want).map(|(_, id)| Some(*id)).ok_or_else(|| Error::InvalidArgument(format!("language {want}: not one of this model's {} languages", langs.len())))
+    }
+
+    /// The 30 s windows `samples` samples take.
+    pub fn windows(&self, samples: usize) -> usize {
+        ChunkedProcessor::whisper().offsets(samples.max(1) as i32).len()
+    }
+
+    /// Transcribe mono 16 kHz `samples`. `progress(done, total)` follows each window.
+    pub fn transcribe(&self, samples: &[f32], opts: &TranscribeOptions, mut progress: impl FnMut(usize, usize)) -> Result<Transcript> {
+        if samples.is_empty() {
+            return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));
+        }
+        if samples.iter().any(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument("audio holds a non-finite sample".into()));
+        }
+        let fixed = self.language(opts)?;
+        let langs = self.languages();
+        let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
+        let model = &self.model;
+        let decode = DecodeOptions::for_variant(opts.variant);
+        let eot = model.config.eos_token_id;
+        let long = samples.len() > N_SAMPLES as usize;
+        let mut language = None;
+        // The start of each window's transcript; the language is detected per window unless
+        // fixed.
+        let mut prompt = |enc: &Array, timestamps: bool| -> Result<Vec<i32>> {
+            let lang = match (langs.is_empty(), fixed) {
+                (true, _) => None,
+                (false, Some(id)) => Some(id),
+                (false, None) => Some(model.detect_language(enc, &lang_ids)?.0),
+            };
+            language = language.or(lang);
+            self.sot_sequence(lang, timestamps)
+        };
+        let windows = self.windows(samples.len());
+        let segments: Vec<TimedSegment> = if long || opts.timestamps {
+            let timestamps = Timestamps::new(self.special("<|notimestamps|>")?, eot);
+            let lf = LongForm { decode, beam: opts.beam, filters: self.filters.clone(), timestamps, max_new: MAX_NEW_TOKENS, chunks: ChunkedProcessor::whisper() };
+            longform::transcribe(model, samples, &lf, |enc| prompt(enc, true), &mut progress)?
+        } else {
+            let len = i32::try_from(samples.len()).map_err(|_| Error::InvalidArgument(format!("{} samples: too long for one signal", samples.len())))?;
+            let mel = LogMel::new(model.config.num_mel_bins)?.compute(&Array::from_slice(samples, &[len]))?;
+            let enc = model.encode(&mel, decode.kernel)?;
+            let sot = prompt(&enc, false)?;
+            let tokens = match opts.beam {
+                Some(beam) => model.beam_search(&enc, &sot, &BeamSearch { beam, max_new: MAX_NEW_TOKENS, eot }, &decode, &self.filters)?.tokens,
+                None => model.greedy_with(&enc, &sot, MAX_NEW_TOKENS, Some(eot), &decode, &self.filters)?.remove(0).into_iter().take_while(|&t| t != eot).collect(),
+            };
+            progress(1, 1);
+            vec![TimedSegment { start: 0.0, end: samples.len() as f64 / f64::from(SAMPLE_RATE), tokens, window: 0 }]
+        };
+        let code = language.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
+        let texts: Vec<String> = segments.iter().map(|s| self.tokenizer.decode(&s.tokens)).collect();
+        let text = texts.concat().trim().to_string();
+        let segments = segments.into_iter().zip(texts).map(|(s, t)| (s, t.trim().to_string())).collect();
+        Ok(Transcript { text, segments, language: code, windows })
+    }
+}
