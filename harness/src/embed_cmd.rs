@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use mlx_rs::{ops, Array};
+use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
-use models::clap::features::{Crops, FeatureExtractor, Truncation};
+use models::clap::features::FeatureExtractor;
 use models::clap::{Clap, FeatureConfig};
 use models::config::ModelConfig;
 
@@ -49,60 +49,31 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let model = Clap::load_dir(&args.model_dir)?;
     let variant = args.variant.variant;
-    let mut audio_embeds = None;
-    if !args.audio.is_empty() {
+    let audio_embeds = if args.audio.is_empty() {
+        None
+    } else {
         let fe = FeatureExtractor::new(FeatureConfig::from_file(&args.model_dir.join("preprocessor_config.json"))?)?;
         let rate = fe.config.sampling_rate as u32;
-        let mut feats = Vec::new();
-        let mut longer = Vec::new();
-        // Fused checkpoints take the whole clip shrunk plus three chunks; unfused ones a crop.
-        let truncation = if model.config.audio_config.enable_fusion { Truncation::Fusion } else { Truncation::RandTrunc };
-        for (i, path) in args.audio.iter().enumerate() {
-            let wav = read_wav(path)?;
-            let x = resample(&wav.mono(), wav.sample_rate, rate);
-            if x.is_empty() {
-                bail!("{}: nothing left after resampling to {rate} Hz", path.display());
-            }
-            let crops = Crops { seed: args.seed.wrapping_add(i as u64), ..Crops::default() };
-            let (f, l) = fe.extract(&x, truncation, crops).with_context(|| format!("{}", path.display()))?;
-            feats.push(f);
-            longer.push(l);
-        }
-        let e = model.embed_audio_batch(&ops::stack(&feats, 0)?, &longer, variant)?;
-        e.eval()?;
-        audio_embeds = Some(e);
-    }
-    let mut text_embeds = None;
-    if !args.text.is_empty() {
-        let tok = models::text::read_tokenizer(&args.model_dir.join("tokenizer.json"))?;
-        let pad = model.config.text_config.pad_token_id;
-        let enc: Vec<Vec<u32>> = args
-            .text
+        let clips = args
+            .audio
             .iter()
-            .map(|t| tok.encode(t.as_str(), true).map(|e| e.get_ids().to_vec()).map_err(|e| anyhow::anyhow!("tokenizing {t:?}: {e}")))
-            .collect::<Result<_>>()?;
-        let len = enc.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut ids = vec![pad; enc.len() * len];
-        let mut mask = vec![0i32; enc.len() * len];
-        for (i, e) in enc.iter().enumerate() {
-            for (j, &t) in e.iter().enumerate() {
-                ids[i * len + j] = t as i32;
-                mask[i * len + j] = 1;
-            }
-        }
-        let shape = [enc.len() as i32, len as i32];
-        let (_, e) = model.embed_text(&Array::from_slice(&ids, &shape), &Array::from_slice(&mask, &shape), variant)?;
-        e.eval()?;
-        text_embeds = Some(e);
-    }
-    // A broken checkpoint gives NaN; an embedding of NaN is no answer (and JSON would print null).
-    for (what, e) in [("audio", &audio_embeds), ("text", &text_embeds)] {
-        if let Some(e) = e {
-            if !models::nn::ops::all_finite(e)? {
-                bail!("the {what} embeddings hold NaN or infinite values (broken weights?); nothing printed");
-            }
-        }
-    }
+            .map(|path| {
+                let wav = read_wav(path)?;
+                let x = resample(&wav.mono(), wav.sample_rate, rate);
+                if x.is_empty() {
+                    bail!("{}: nothing left after resampling to {rate} Hz", path.display());
+                }
+                Ok(x)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(model.embed_clips(&fe, &clips, args.seed, variant).context("nothing printed")?)
+    };
+    let text_embeds = if args.text.is_empty() {
+        None
+    } else {
+        let tok = models::text::read_tokenizer(&args.model_dir.join("tokenizer.json"))?;
+        Some(model.embed_texts(&tok, &args.text, variant).context("nothing printed")?)
+    };
     let sims = match (&audio_embeds, &text_embeds) {
         (Some(a), Some(t)) => {
             let cos = a.matmul(t.t())?;

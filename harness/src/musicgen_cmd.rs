@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use models::checkpoint::Checkpointed;
-use models::musicgen::{tokenize_prompt, DecodeOptions, MusicGen, Sampler};
+use models::musicgen::{tokenize_prompt, MusicGen, Sampler};
 
 use crate::audio::{write_wav, Audio};
 use crate::hub_args::HubArgs;
@@ -77,35 +77,18 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if ids.shape().get(1).copied().unwrap_or(0) > MAX_PROMPT_TOKENS {
         bail!("--prompt is {} tokens long; at most {MAX_PROMPT_TOKENS} (T5's training length)", ids.shape()[1]);
     }
-    let rate = model.codec.config.frame_rate();
-    let kb = model.config.decoder.num_codebooks as usize;
-    let frames = (args.seconds * f64::from(rate)).round().max(1.0) as usize;
-    let steps = frames + kb - 1;
-    let limit = model.config.decoder.max_position_embeddings as usize;
-    if steps > limit {
-        bail!("--seconds {}: {steps} decode steps exceed the decoder's {limit} positions (at most {:.1} s)", args.seconds, (limit + 1 - kb) as f64 / f64::from(rate));
-    }
+    let (steps, _) = model.steps_for(args.seconds).context("--seconds")?;
     let sampler = if args.greedy { Sampler::Greedy } else { Sampler::TopK { top_k: args.top_k, temperature: args.temperature, seed: args.seed } };
-    let v = args.variant.variant;
     let bar = crate::progress::bar(steps as u64, "steps", args.quiet);
     let t0 = std::time::Instant::now();
-    let codes = model.generate(&ids, &mask, steps, args.guidance, &sampler, &DecodeOptions::for_variant(v), |d, _| bar.set_position(d as u64))?;
-    let decode_s = t0.elapsed().as_secs_f64();
+    let samples = model.generate_audio(&ids, &mask, args.seconds, args.guidance, &sampler, args.variant.variant, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
-    let audio = model.codec.decode(&codes, v)?;
-    audio.eval()?;
-    let samples: Vec<f32> = audio.as_slice::<f32>().to_vec();
-    let n = (frames as f64 * f64::from(model.codec.config.sampling_rate) / f64::from(rate)) as usize;
-    let samples = samples[..n.min(samples.len())].to_vec();
-    write_wav(&args.output, &Audio { sample_rate: model.codec.config.sampling_rate, channels: vec![samples] }, false).with_context(|| format!("writing {}", args.output.display()))?;
+    let rate = model.codec.config.sampling_rate;
+    let n = samples.len();
+    write_wav(&args.output, &Audio { sample_rate: rate, channels: vec![samples] }, false).with_context(|| format!("writing {}", args.output.display()))?;
     if !args.quiet {
-        eprintln!(
-            "{}: {:.2} s of audio, {steps} steps in {decode_s:.2} s ({:.1} ms/step), {:.2} s in all",
-            args.output.display(),
-            n as f64 / f64::from(model.codec.config.sampling_rate),
-            1e3 * decode_s / steps as f64,
-            t0.elapsed().as_secs_f64()
-        );
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!("{}: {:.2} s of audio, {steps} steps, {secs:.2} s in all ({:.1} ms per step with the decode)", args.output.display(), n as f64 / f64::from(rate), 1e3 * secs / steps as f64);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
-use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
 use models::chunked::ChunkedProcessor;
 use models::htdemucs::{Chunking, HtDemucs};
@@ -107,32 +106,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         _ => Chunking::Whole,
     };
-    // demucs' `separate`: normalise by the mono mix's statistics, separate, undo.
-    let flat: Vec<f32> = chans.concat();
-    let mix = Array::from_slice(&flat, &[1, chans.len() as i32, len as i32]);
-    let mono: Vec<f64> = (0..len).map(|i| chans.iter().map(|c| f64::from(c[i])).sum::<f64>() / chans.len() as f64).collect();
-    let mean = mono.iter().sum::<f64>() / len as f64;
-    let std = if len > 1 { (mono.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64).sqrt() } else { 0.0 } + 1e-8;
-    let normed = mix.subtract(mlx_rs::array!(mean as f32))?.divide(mlx_rs::array!(std as f32))?;
     mlx_rs::memory::reset_peak_memory()?;
     let bar = crate::progress::bar(1, "chunks", args.quiet);
     let t0 = Instant::now();
-    let out = model.separate(&normed, variant, chunking, |done, total| {
+    let out = model.separate_track(&chans, variant, chunking, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
-    let out = out.multiply(mlx_rs::array!(std as f32))?.add(mlx_rs::array!(mean as f32))?;
-    out.eval()?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
-    if !models::nn::ops::all_finite(&out)? {
-        bail!("the separation produced NaN or infinite samples (broken weights?)");
-    }
     // Source names were checked as file names when the config was read.
     let mut names = Vec::new();
     for (s, name) in model.sources().iter().enumerate() {
-        let src = out.index((0, s as i32));
+        let src = out.index(s as i32);
         let channels = (0..src.shape()[0]).map(|c| src.index(c).as_slice::<f32>().to_vec()).collect();
         let file = format!("{name}.wav");
         write_wav(&staged.path(&file)?, &Audio { sample_rate: rate, channels }, args.pcm16)?;

@@ -449,6 +449,54 @@ impl Clap {
         Ok((pooled, embeds))
     }
 
+    /// Embeddings of mono `clips` at the extractor's rate, in one batch: each clip's features
+    /// as HF's extractor makes them (fused checkpoints: the whole clip shrunk plus three chunks;
+    /// unfused: a crop), long clips cropped at positions drawn from `seed + i` for clip `i`.
+    /// Embeddings that are not finite (broken weights) are refused.
+    pub fn embed_clips(&self, fe: &features::FeatureExtractor, clips: &[Vec<f32>], seed: u64, v: Variant) -> Result<Array> {
+        if clips.is_empty() {
+            return Err(Error::InvalidArgument("no audio clip to embed".into()));
+        }
+        let truncation = if self.config.audio_config.enable_fusion { features::Truncation::Fusion } else { features::Truncation::RandTrunc };
+        let mut feats = Vec::new();
+        let mut longer = Vec::new();
+        for (i, clip) in clips.iter().enumerate() {
+            if clip.is_empty() {
+                return Err(Error::InvalidArgument(format!("audio clip {i} is empty")));
+            }
+            let crops = features::Crops { seed: seed.wrapping_add(i as u64), ..features::Crops::default() };
+            let (f, l) = fe.extract(clip, truncation, crops)?;
+            feats.push(f);
+            longer.push(l);
+        }
+        finite(self.embed_audio_batch(&ops::stack(&feats, 0)?, &longer, v)?, "audio")
+    }
+
+    /// Embeddings of `texts`, tokenized by `tok` (special tokens added) and padded to the
+    /// longest. Embeddings that are not finite are refused.
+    pub fn embed_texts(&self, tok: &tokenizers::Tokenizer, texts: &[String], v: Variant) -> Result<Array> {
+        if texts.is_empty() {
+            return Err(Error::InvalidArgument("no text to embed".into()));
+        }
+        let enc: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| tok.encode(t.as_str(), true).map(|e| e.get_ids().to_vec()).map_err(|e| Error::InvalidArgument(format!("tokenizing {t:?}: {e}"))))
+            .collect::<Result<_>>()?;
+        let len = enc.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let pad = self.config.text_config.pad_token_id;
+        let mut ids = vec![pad; enc.len() * len];
+        let mut mask = vec![0i32; enc.len() * len];
+        for (i, e) in enc.iter().enumerate() {
+            for (j, &t) in e.iter().enumerate() {
+                ids[i * len + j] = i32::try_from(t).map_err(|_| Error::InvalidArgument(format!("token id {t} of {:?} is out of range", texts[i])))?;
+                mask[i * len + j] = 1;
+            }
+        }
+        let shape = [enc.len() as i32, len as i32];
+        let (_, e) = self.embed_text(&Array::from_slice(&ids, &shape), &Array::from_slice(&mask, &shape), v)?;
+        finite(e, "text")
+    }
+
     /// `logits_per_audio` `[A, T]`: scaled cosine similarities.
     pub fn logits_per_audio(&self, audio_embeds: &Array, text_embeds: &Array) -> Result<Array> {
         Ok(audio_embeds.matmul(text_embeds.t())?.multiply(mlx_rs::array!(self.logit_scale_audio))?)
@@ -582,4 +630,13 @@ impl Checkpointed for Clap {
             Init::Normal(fan_in(shape).powf(-0.5))
         }
     }
+}
+
+/// `e`, evaluated, unless it holds NaN or infinite values (a broken checkpoint's answer).
+fn finite(e: Array, what: &str) -> Result<Array> {
+    e.eval()?;
+    if !crate::nn::ops::all_finite(&e)? {
+        return Err(Error::InvalidArgument(format!("the {what} embeddings hold NaN or infinite values (broken weights?)")));
+    }
+    Ok(e)
 }

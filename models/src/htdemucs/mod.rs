@@ -431,6 +431,30 @@ impl HtDemucs {
         DemucsChunking { segment: tl, overlap: 0.25, transition_power: 1.0, valid_length: tl, batch: 1 }
     }
 
+    /// demucs' `separate` on one track: `channels` (the model's channel count, equal lengths,
+    /// at its rate) normalised by the mono mix's mean and standard deviation, separated, the
+    /// normalisation undone: `[sources, audio_channels, L]`. Output that is not finite (broken
+    /// weights) is refused.
+    pub fn separate_track(&self, channels: &[Vec<f32>], variant: Variant, chunking: Chunking, progress: impl FnMut(usize, usize)) -> Result<Array> {
+        let len = channels.first().map_or(0, Vec::len);
+        if channels.len() != self.config.audio_channels as usize || len == 0 || channels.iter().any(|c| c.len() != len) {
+            return Err(Error::InvalidArgument(format!("a track of {} channels of lengths {:?}: expected {} channels of one length, at least 1 sample", channels.len(), channels.iter().map(Vec::len).collect::<Vec<_>>(), self.config.audio_channels)));
+        }
+        let n = i32::try_from(len).map_err(|_| Error::InvalidArgument(format!("{len} samples: too long for one signal")))?;
+        let mix = Array::from_slice(&channels.concat(), &[1, channels.len() as i32, n]);
+        let mono: Vec<f64> = (0..len).map(|i| channels.iter().map(|c| f64::from(c[i])).sum::<f64>() / channels.len() as f64).collect();
+        let mean = mono.iter().sum::<f64>() / len as f64;
+        let std = if len > 1 { (mono.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64).sqrt() } else { 0.0 } + 1e-8;
+        let normed = mix.subtract(mlx_rs::array!(mean as f32))?.divide(mlx_rs::array!(std as f32))?;
+        let out = self.separate(&normed, variant, chunking, progress)?;
+        let out = out.multiply(mlx_rs::array!(std as f32))?.add(mlx_rs::array!(mean as f32))?.index(0);
+        out.eval()?;
+        if !crate::nn::ops::all_finite(&out)? {
+            return Err(Error::InvalidArgument("the separation produced NaN or infinite samples (broken weights?)".into()));
+        }
+        Ok(out)
+    }
+
     /// Separate `mix` (`[B, audio_channels, L]`, any length) into `[B, sources,
     /// audio_channels, L]`. `progress(done, total)` follows each chunk.
     pub fn separate(&self, mix: &Array, variant: Variant, chunking: Chunking, mut progress: impl FnMut(usize, usize)) -> Result<Array> {

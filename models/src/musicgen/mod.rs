@@ -22,6 +22,7 @@ use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
 pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
+use crate::Variant;
 
 struct Layer {
     attn: MultiHeadAttention,
@@ -182,6 +183,37 @@ impl MusicGen {
     /// undone.
     pub fn generate_greedy(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions) -> Result<Array> {
         self.generate(ids, mask, steps, guidance, &Sampler::Greedy, opts, |_, _| {})
+    }
+
+    /// The decode steps and audio frames `seconds` of audio take: one step per frame plus the
+    /// delay pattern's `K - 1`. Refused past the decoder's positions, naming the longest length.
+    pub fn steps_for(&self, seconds: f64) -> Result<(usize, usize)> {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            return Err(Error::InvalidArgument(format!("{seconds} s: the length must be a positive number of seconds")));
+        }
+        let rate = f64::from(self.codec.config.frame_rate());
+        let kb = self.config.decoder.num_codebooks as usize;
+        let frames = (seconds * rate).round().max(1.0) as usize;
+        let steps = frames + kb - 1;
+        let limit = self.config.decoder.max_position_embeddings as usize;
+        if steps > limit {
+            return Err(Error::InvalidArgument(format!("{seconds} s: {steps} decode steps exceed the decoder's {limit} positions (at most {:.1} s)", (limit + 1 - kb) as f64 / rate)));
+        }
+        Ok((steps, frames))
+    }
+
+    /// Text to audio: `seconds` of mono samples at the codec's rate for the prompt `ids`/`mask`
+    /// (see [`tokenize_prompt`]), generated with `guidance` and `sampler` on the variant's
+    /// decode path, decoded by EnCodec and cut to length. `progress(step, steps)` follows the
+    /// decode.
+    pub fn generate_audio(&self, ids: &Array, mask: &Array, seconds: f64, guidance: f32, sampler: &Sampler, v: Variant, progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
+        let (steps, frames) = self.steps_for(seconds)?;
+        let codes = self.generate(ids, mask, steps, guidance, sampler, &DecodeOptions::for_variant(v), progress)?;
+        let audio = self.codec.decode(&codes, v)?;
+        audio.eval()?;
+        let samples = audio.as_slice::<f32>();
+        let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as usize;
+        Ok(samples[..n.min(samples.len())].to_vec())
     }
 
     /// [`Self::generate_greedy`] with any [`Sampler`]; `progress(done, steps)` follows each
