@@ -463,10 +463,10 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
                 if std::env::var_os("HARNESS_BLOCKED_KEEP_CACHE").is_none() {
                     mlx_rs::memory::clear_cache()?;
                 }
-                time_rounds(w.as_mut(), &[v], share, bar, &mut timed)?;
+                time_rounds(w.as_mut(), &[v], share, bar, &mut timed, &real_clock)?;
             }
         }
-        Order::Interleaved | Order::Auto => time_rounds(w.as_mut(), variants, plan, bar, &mut timed)?,
+        Order::Interleaved | Order::Auto => time_rounds(w.as_mut(), variants, plan, bar, &mut timed, &real_clock)?,
     }
     if let Some(dir) = save {
         let mut named = Vec::new();
@@ -499,22 +499,29 @@ struct Timed {
     memory: BTreeMap<Variant, Memory>,
 }
 
+/// Seconds on the monotonic clock since the first call: what the timing loop reads (tests give
+/// it a clock of their own).
+fn real_clock() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
 /// Warm up, then time rounds of `variants` (one run each per round, alternating which goes
-/// first), adding to `timed`.
-fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed) -> Result<()> {
+/// first), adding to `timed`. `clock` gives seconds.
+fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed, clock: &dyn Fn() -> f64) -> Result<()> {
     let mut round_s: f64 = 0.0;
-    let warm_start = Instant::now();
+    let warm_start = clock();
     for i in 0..plan.warmup {
-        let t = Instant::now();
+        let t = clock();
         for &v in variants {
             w.prepare(v)?;
             w.run(v)?;
             bar.inc(1);
         }
-        round_s = t.elapsed().as_secs_f64();
+        round_s = clock() - t;
         // A round longer than a quarter of the budget is warm after one; and the warm-ups
         // together never take more than the budget (-w 4294967295 would never end).
-        if round_s > plan.max_time / 4.0 || warm_start.elapsed().as_secs_f64() > plan.max_time {
+        if round_s > plan.max_time / 4.0 || clock() - warm_start > plan.max_time {
             bar.inc(u64::from(plan.warmup - i - 1) * variants.len() as u64);
             break;
         }
@@ -526,21 +533,21 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
     }
     let mut round = 0;
     while rounds.is_none_or(|r| round < r) {
-        let started = Instant::now();
+        let started = clock();
         let order: Vec<Variant> = if round % 2 == 0 { variants.to_vec() } else { variants.iter().rev().copied().collect() };
         for v in order {
             w.prepare(v)?;
             mlx_rs::memory::reset_peak_memory()?;
-            let t = Instant::now();
+            let t = clock();
             w.run(v)?;
-            timed.samples.entry(v).or_default().push(t.elapsed().as_secs_f64());
+            timed.samples.entry(v).or_default().push(clock() - t);
             let m = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
             let e = timed.memory.entry(v).or_insert(m);
             e.peak_bytes = e.peak_bytes.max(m.peak_bytes);
             bar.inc(1);
         }
         if rounds.is_none() {
-            let r = plan.rounds(started.elapsed().as_secs_f64());
+            let r = plan.rounds(clock() - started);
             bar.inc(u64::from(plan.iterations - r) * variants.len() as u64);
             rounds = Some(r);
         }
@@ -560,5 +567,73 @@ mod tests {
         assert_eq!(plan.rounds(3.0), 10);
         assert_eq!(plan.rounds(37.0), 3);
         assert_eq!(Plan { iterations: 2, ..plan }.rounds(37.0), 2, "-i below the floor wins");
+    }
+
+    /// A workload on a fake clock (hyperfine's `MockExecutor`): each run of a variant advances
+    /// the clock by that variant's cost, and every call is logged.
+    struct Mock {
+        now: std::rc::Rc<std::cell::Cell<f64>>,
+        cost: BTreeMap<Variant, f64>,
+        log: Vec<String>,
+    }
+
+    impl workload::Workload for Mock {
+        fn prepare(&mut self, v: Variant) -> Result<()> {
+            self.log.push(format!("prepare {}", v.as_str()));
+            Ok(())
+        }
+        fn run(&mut self, v: Variant) -> Result<()> {
+            self.now.set(self.now.get() + self.cost[&v]);
+            self.log.push(format!("run {}", v.as_str()));
+            Ok(())
+        }
+    }
+
+    fn mock(naive_s: f64, optimized_s: f64) -> Mock {
+        Mock { now: Default::default(), cost: BTreeMap::from([(Variant::Naive, naive_s), (Variant::Optimized, optimized_s)]), log: Vec::new() }
+    }
+
+    fn time(w: &mut Mock, variants: &[Variant], plan: Plan) -> Timed {
+        let now = w.now.clone();
+        let mut timed = Timed::default();
+        time_rounds(w, variants, plan, &ProgressBar::hidden(), &mut timed, &move || now.get()).unwrap();
+        timed
+    }
+
+    const BOTH: [Variant; 2] = [Variant::Naive, Variant::Optimized];
+
+    #[test]
+    fn rounds_alternate_which_variant_goes_first_and_each_run_is_prepared() {
+        let mut w = mock(2.0, 1.0);
+        let timed = time(&mut w, &BOTH, Plan { warmup: 1, iterations: 4, max_time: 100.0 });
+        let runs: Vec<&str> = w.log.iter().filter_map(|l| l.strip_prefix("run ")).collect();
+        // One warm-up round, then four timed rounds alternating the lead.
+        assert_eq!(runs, ["naive", "optimized", "naive", "optimized", "optimized", "naive", "naive", "optimized", "optimized", "naive"]);
+        assert!(w.log.chunks(2).all(|p| p[0].strip_prefix("prepare ") == p[1].strip_prefix("run ")), "{:?}", w.log);
+        // Each sample is exactly the run's cost on the fake clock: nothing else is timed.
+        assert_eq!(timed.samples[&Variant::Naive], [2.0; 4]);
+        assert_eq!(timed.samples[&Variant::Optimized], [1.0; 4]);
+        assert_eq!(timed.memory.len(), 2);
+    }
+
+    #[test]
+    fn the_budget_bounds_rounds_and_warm_ups() {
+        // Rounds of 3 s in a 10 s budget: 3 of the 15 asked for.
+        let mut w = mock(2.0, 1.0);
+        let timed = time(&mut w, &BOTH, Plan { warmup: 1, iterations: 15, max_time: 10.0 });
+        assert_eq!(timed.samples[&Variant::Naive].len(), 3);
+        // A warm-up round over a quarter of the budget is enough: one of the five asked for.
+        let mut w = mock(2.0, 1.0);
+        time(&mut w, &BOTH, Plan { warmup: 5, iterations: 3, max_time: 10.0 });
+        assert_eq!(w.log.iter().filter(|l| l.starts_with("run")).count(), 2 + 3 * 2);
+        // Without a warm-up the first timed round sets the pace: 40 s rounds, still 3 rounds.
+        let mut w = mock(30.0, 10.0);
+        let timed = time(&mut w, &BOTH, Plan { warmup: 0, iterations: 15, max_time: 30.0 });
+        assert_eq!(timed.samples[&Variant::Optimized], [10.0; 3]);
+        // One variant alone: no alternation to do.
+        let mut w = mock(2.0, 1.0);
+        let timed = time(&mut w, &[Variant::Optimized], Plan { warmup: 0, iterations: 5, max_time: 100.0 });
+        assert_eq!(timed.samples[&Variant::Optimized], [1.0; 5]);
+        assert!(!timed.samples.contains_key(&Variant::Naive));
     }
 }
