@@ -49,10 +49,7 @@ fn locate_mlx_c() -> PathBuf {
     if let Some(dir) = env::var_os("MLX_C_SRC_DIR") {
         let dir = PathBuf::from(dir);
         if !is_mlx_c_root(&dir) {
-            fail(format!(
-                "MLX_C_SRC_DIR={} is not an mlx-c checkout (it needs CMakeLists.txt and mlx/c/mlx.h)",
-                dir.display()
-            ));
+            fail(format!("MLX_C_SRC_DIR={} is not an mlx-c checkout (it needs CMakeLists.txt and mlx/c/mlx.h)", dir.display()));
         }
         return dir;
     }
@@ -62,9 +59,7 @@ fn locate_mlx_c() -> PathBuf {
     // download and unpack that crate and report where it is.
     let probe = out_dir().join("mlx-c-probe");
     let write = |path: PathBuf, text: String| {
-        fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| fs::write(&path, text))
-            .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())))
+        fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).and_then(|_| fs::write(&path, text)).unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())))
     };
     write(
         probe.join("Cargo.toml"),
@@ -81,9 +76,7 @@ fn locate_mlx_c() -> PathBuf {
     // Offline first: no network and no index update when the crate is already cached.
     for offline in [true, false] {
         let mut cmd = Command::new(&cargo);
-        cmd.args(["metadata", "--format-version=1", "--manifest-path"])
-            .arg(probe.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", probe.join("target"));
+        cmd.args(["metadata", "--format-version=1", "--manifest-path"]).arg(probe.join("Cargo.toml")).env("CARGO_TARGET_DIR", probe.join("target"));
         if offline {
             cmd.arg("--offline");
         }
@@ -95,13 +88,11 @@ fn locate_mlx_c() -> PathBuf {
             last_err = String::from_utf8_lossy(&output.stderr).into_owned();
             continue;
         }
-        let meta: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| fail(format!("nested cargo metadata printed invalid JSON: {e}")));
+        let meta: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| fail(format!("nested cargo metadata printed invalid JSON: {e}")));
         let manifest = meta["packages"].as_array().and_then(|pkgs| {
             pkgs.iter().find_map(|p| {
                 let registry = p["source"].as_str().is_some_and(|s| s.starts_with("registry+"));
-                (p["name"] == UPSTREAM_NAME && p["version"] == UPSTREAM_VERSION && registry)
-                    .then(|| PathBuf::from(p["manifest_path"].as_str().unwrap_or_default()))
+                (p["name"] == UPSTREAM_NAME && p["version"] == UPSTREAM_VERSION && registry).then(|| PathBuf::from(p["manifest_path"].as_str().unwrap_or_default()))
             })
         });
         if let Some(manifest) = manifest {
@@ -143,17 +134,14 @@ fn locate_mlx() -> Mlx {
     } else {
         let python = env::var_os("MLX_PYTHON").unwrap_or_else(|| "python3".into());
         let shown = python.to_string_lossy().into_owned();
-        let output = Command::new(&python)
-            .args(["-m", "mlx", "--cmake-dir"])
-            .output()
-            .unwrap_or_else(|e| {
-                fail(format!(
-                    "MLX not found: could not run `{shown} -m mlx --cmake-dir` ({e}).\n\
+        let output = Command::new(&python).args(["-m", "mlx", "--cmake-dir"]).output().unwrap_or_else(|e| {
+            fail(format!(
+                "MLX not found: could not run `{shown} -m mlx --cmake-dir` ({e}).\n\
                      The project's MLX lives in .venv (pip mlx-cpu + mlx 0.32.4 on Linux, mlx on macOS):\n  \
                      {SETUP_HINT}\n\
                      or point MLX_PYTHON at a Python with mlx, or MLX_DIR at a folder with MLXConfig.cmake."
-                ))
-            });
+            ))
+        });
         if !output.status.success() {
             fail(format!(
                 "MLX not found: `{shown} -m mlx --cmake-dir` failed:\n{}\n  {SETUP_HINT}\n\
@@ -163,9 +151,7 @@ fn locate_mlx() -> Mlx {
         }
         PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
     };
-    let prefix = prefix
-        .canonicalize()
-        .unwrap_or_else(|e| fail(format!("MLX prefix {}: {e}\n  {SETUP_HINT}", prefix.display())));
+    let prefix = prefix.canonicalize().unwrap_or_else(|e| fail(format!("MLX prefix {}: {e}\n  {SETUP_HINT}", prefix.display())));
     let mlx = Mlx {
         cmake_dir: prefix.join("share/cmake/MLX"),
         include_dir: prefix.join("include"),
@@ -188,12 +174,7 @@ fn mlx_version(mlx: &Mlx) -> Option<String> {
             rest.strip_prefix(name)?.trim().parse::<u32>().ok()
         })
     };
-    Some(format!(
-        "{}.{}.{}",
-        part("MLX_VERSION_MAJOR")?,
-        part("MLX_VERSION_MINOR")?,
-        part("MLX_VERSION_PATCH")?
-    ))
+    Some(format!("{}.{}.{}", part("MLX_VERSION_MAJOR")?, part("MLX_VERSION_MINOR")?, part("MLX_VERSION_PATCH")?))
 }
 
 /// True when the installed mlx/ops.h declares gather_qmm with the `global_scale` parameter
@@ -230,17 +211,9 @@ fn locate_openblas() -> Option<PathBuf> {
         return Some(lib);
     }
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let candidates = [
-        format!("/usr/lib/{arch}-linux-gnu"),
-        "/usr/lib64".into(),
-        "/usr/lib".into(),
-        "/usr/local/lib".into(),
-    ];
+    let candidates = [format!("/usr/lib/{arch}-linux-gnu"), "/usr/lib64".into(), "/usr/lib".into(), "/usr/local/lib".into()];
     // The SONAME file (libopenblas.so.0), so only the runtime package is strictly needed.
-    let found = candidates
-        .iter()
-        .map(|dir| Path::new(dir).join("libopenblas.so.0"))
-        .find(|p| p.is_file());
+    let found = candidates.iter().map(|dir| Path::new(dir).join("libopenblas.so.0")).find(|p| p.is_file());
     match found {
         Some(p) => Some(p),
         None => fail(format!(
@@ -278,9 +251,7 @@ fn build_mlx_c(mlx_c: &Path, mlx: &Mlx, compat_header: &Path) -> PathBuf {
     let inputs = format!("src={}\nmlx={}\n", mlx_c.display(), mlx.cmake_dir.display());
     if fs::read_to_string(&stamp).ok().as_deref() != Some(inputs.as_str()) {
         let _ = fs::remove_dir_all(&dst);
-        fs::create_dir_all(&dst)
-            .and_then(|_| fs::write(&stamp, &inputs))
-            .unwrap_or_else(|e| fail(format!("preparing {}: {e}", dst.display())));
+        fs::create_dir_all(&dst).and_then(|_| fs::write(&stamp, &inputs)).unwrap_or_else(|e| fail(format!("preparing {}: {e}", dst.display())));
     }
 
     let mut cfg = cmake::Config::new(mlx_c);
@@ -304,11 +275,8 @@ fn build_mlx_c(mlx_c: &Path, mlx: &Mlx, compat_header: &Path) -> PathBuf {
 
 fn mlx_c_headers(mlx_c: &Path) -> Vec<PathBuf> {
     let dir = mlx_c.join("mlx/c");
-    let mut headers: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| fail(format!("reading {}: {e}", dir.display())))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension() == Some(OsStr::new("h")))
-        .collect();
+    let mut headers: Vec<PathBuf> =
+        fs::read_dir(&dir).unwrap_or_else(|e| fail(format!("reading {}: {e}", dir.display()))).filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension() == Some(OsStr::new("h"))).collect();
     headers.sort();
     headers
 }
@@ -336,11 +304,7 @@ fn generate_bindings(mlx_c: &Path, compat_header: &Path) {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => fail(format!("bindgen failed on the mlx-c headers: {e}")),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
             fail(format!(
                 "bindgen could not run: {msg}\nlibclang is needed to generate the mlx-c bindings.\n  \
                  {SETUP_HINT}\n  or: apt-get install libclang-dev (Linux) / xcode-select --install (macOS)\n  \
@@ -349,9 +313,7 @@ fn generate_bindings(mlx_c: &Path, compat_header: &Path) {
         }
     };
     let path = out_dir().join("bindings.rs");
-    bindings
-        .write_to_file(&path)
-        .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
+    bindings.write_to_file(&path).unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
 }
 
 // -------------------------------------------------------------------------------------------
@@ -432,8 +394,7 @@ fn main() {
     mlx_link::emit_link_args(&mlx.lib_dir.display().to_string(), &libs);
 
     // Metadata for direct dependents (DEP_MLX_*), read by the `mlx-link` helper.
-    let include = env::join_paths([mlx.include_dir.as_path(), mlx_c.as_path()])
-        .unwrap_or_else(|e| fail(format!("include paths: {e}")));
+    let include = env::join_paths([mlx.include_dir.as_path(), mlx_c.as_path()]).unwrap_or_else(|e| fail(format!("include paths: {e}")));
     println!("cargo::metadata=include={}", include.to_string_lossy());
     println!("cargo::metadata=libdir={}", mlx.lib_dir.display());
     println!("cargo::metadata=blas={blas_arg}");

@@ -102,7 +102,6 @@ pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     Ok(Loaded { model, name: spec.to_string(), revision: resolved })
 }
 
-
 /// A safetensors file of one int32 tensor plus string metadata, written atomically.
 fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
     let codes = codes.as_dtype(Dtype::Int32)?;
@@ -143,11 +142,8 @@ fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
     let data = &bytes[head_end + info.offsets.0 as usize..head_end + info.offsets.1 as usize];
     let values: Vec<i32> = data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..head_end]).with_context(|| format!("{}: header is not JSON", path.display()))?;
-    let meta: HashMap<String, String> = header
-        .get("__metadata__")
-        .and_then(|m| m.as_object())
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-        .unwrap_or_default();
+    let meta: HashMap<String, String> =
+        header.get("__metadata__").and_then(|m| m.as_object()).map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()).unwrap_or_default();
     let shape: Vec<i32> = info.shape.iter().map(|&d| d as i32).collect();
     Ok((Array::from_slice(&values, &shape), meta))
 }
@@ -179,7 +175,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 if !resample {
                     bail!("{} is at {} Hz; {} takes {} Hz (pass --resample to convert it)", input.display(), wav.sample_rate, loaded.name, cfg.sampling_rate);
                 }
-                wav = Audio { sample_rate: cfg.sampling_rate, channels: wav.channels.iter().map(|c| audio::resample(c, wav.sample_rate, cfg.sampling_rate)).collect() };
+                wav = Audio {
+                    sample_rate: cfg.sampling_rate,
+                    channels: wav.channels.iter().map(|c| audio::resample(c, wav.sample_rate, cfg.sampling_rate)).collect(),
+                };
             }
             let n = wav.len();
             let flat: Vec<f32> = wav.channels.concat();

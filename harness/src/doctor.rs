@@ -70,14 +70,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         blas_is_openblas: blas.as_ref().is_some_and(|b| b.is_openblas()),
         gpu_available: runtime::gpu_available(),
         matmul_gflops: flops / median / 1e9,
-        matmul: MatmulDetail {
-            n: N,
-            dtype: "float32",
-            warmup: WARMUP,
-            runs: args.runs,
-            median_ms: median * 1e3,
-            min_ms: min * 1e3,
-        },
+        matmul: MatmulDetail { n: N, dtype: "float32", warmup: WARMUP, runs: args.runs, median_ms: median * 1e3, min_ms: min * 1e3 },
         cpu_model: runtime::cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -89,10 +82,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("GPU backend  {}", if report.gpu_available { "available" } else { "none" });
         println!("BLAS         {}", report.blas);
         println!("CPU          {} ({} cores)", report.cpu_model, report.cores);
-        println!(
-            "matmul       {:.1} GFLOP/s  ({N}x{N} f32, median {:.3} ms of {} runs after {WARMUP} warm-up)",
-            report.matmul_gflops, report.matmul.median_ms, args.runs
-        );
+        println!("matmul       {:.1} GFLOP/s  ({N}x{N} f32, median {:.3} ms of {} runs after {WARMUP} warm-up)", report.matmul_gflops, report.matmul.median_ms, args.runs);
     }
     if kind == DeviceKind::Cpu && !report.blas_is_openblas && cfg!(target_os = "linux") {
         eprintln!("warning: MLX's CPU matmul is not on OpenBLAS ({}); expect ~35x slower matmuls", report.blas);

@@ -2,8 +2,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use models::runtime;
 use harness::{bench, codec, doctor, embed_cmd, musicgen_cmd, parity, quant_args, separate_cmd, whisper_cmd};
+use models::runtime;
 
 #[derive(Parser)]
 #[command(name = "harness", version, about = "Benchmark and conformance harness for audio models on MLX", long_about = None)]

@@ -10,11 +10,11 @@ use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
 use models::checkpoint::{Checkpointed, Store};
+use models::encodec::Encodec;
 use models::nn::attention::{CrossKvCache, Mask, MultiHeadAttention};
 use models::nn::kv_cache::new_cache;
-use models::encodec::Encodec;
-use models::weights;
 use models::runtime;
+use models::weights;
 use models::Variant;
 use serde::{Deserialize, Serialize};
 
@@ -78,10 +78,7 @@ impl Tolerance {
             Tolerance::Cosine { cosine } => (MIN_COSINE..=1.0).contains(&cosine),
         };
         if !ok {
-            bail!(
-                "manifest.json: the tolerance of '{output}' ({}) is looser than the ceilings (atol <= {MAX_ATOL:e}, rtol <= {MAX_RTOL:e}, cosine >= {MIN_COSINE}, exact: true)",
-                self.describe()
-            );
+            bail!("manifest.json: the tolerance of '{output}' ({}) is looser than the ceilings (atol <= {MAX_ATOL:e}, rtol <= {MAX_RTOL:e}, cosine >= {MIN_COSINE}, exact: true)", self.describe());
         }
         Ok(())
     }
@@ -199,7 +196,17 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
             Tolerance::Close { .. } | Tolerance::Exact { .. } => mismatches == 0,
             Tolerance::Cosine { cosine: min } => cosine >= *min,
         };
-    Ok(Check { variant: variant.into(), output: name.into(), max_abs, max_rel, cosine, tolerance: tol.clone(), used, mismatches, pass })
+    Ok(Check {
+        variant: variant.into(),
+        output: name.into(),
+        max_abs,
+        max_rel,
+        cosine,
+        tolerance: tol.clone(),
+        used,
+        mismatches,
+        pass,
+    })
 }
 
 /// Our outputs for the fixture's model, by output name.
@@ -552,28 +559,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&conf)?);
     } else {
         let passed = conf.fixtures.iter().filter(|f| f.pass).count();
-        println!(
-            "parity on {} in {}: {} of {} fixture runs pass{}",
-            conf.device_kind,
-            conf.precision,
-            passed,
-            conf.fixtures.len(),
-            if ok { "; all outputs within tolerance" } else { "; FAILED" }
-        );
+        println!("parity on {} in {}: {} of {} fixture runs pass{}", conf.device_kind, conf.precision, passed, conf.fixtures.len(), if ok { "; all outputs within tolerance" } else { "; FAILED" });
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_checks(dir: &Path, manifest: &Manifest, checks: &[Check]) {
-    println!(
-        "\n{} ({}, seed {}) against {} {}: {}",
-        dir.display(),
-        manifest.model,
-        manifest.seed,
-        manifest.reference.package,
-        manifest.reference.version,
-        manifest.task
-    );
+    println!("\n{} ({}, seed {}) against {} {}: {}", dir.display(), manifest.model, manifest.seed, manifest.reference.package, manifest.reference.version, manifest.task);
     println!("{:<10} {:<20} {:>12} {:>12} {:>10} {:>8}  {:<26} result", "variant", "output", "max abs", "max rel", "cosine", "used", "tolerance");
     for c in checks {
         let used = match (c.used, &c.tolerance) {

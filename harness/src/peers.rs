@@ -55,7 +55,13 @@ pub fn parse(text: &str, origin: &str) -> Result<BTreeMap<String, Peer>> {
         if out.contains_key(&l.workload) {
             bail!("{}: a second peer line for {}", at(), l.workload);
         }
-        let peer = Peer { name: l.peer, median_s: crate::stats::median(&l.samples_s), samples_s: l.samples_s, precision: l.precision, note: l.note };
+        let peer = Peer {
+            name: l.peer,
+            median_s: crate::stats::median(&l.samples_s),
+            samples_s: l.samples_s,
+            precision: l.precision,
+            note: l.note,
+        };
         out.insert(l.workload, peer);
     }
     if out.is_empty() {

@@ -79,11 +79,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let cfg = &model.config;
     let wav = read_wav(&args.input)?;
     let rate = cfg.samplerate as u32;
-    let chans: Vec<Vec<f32>> = to_channels(&wav, cfg.audio_channels as usize)
-        .with_context(|| format!("{}", args.input.display()))?
-        .iter()
-        .map(|c| resample(c, wav.sample_rate, rate))
-        .collect();
+    let chans: Vec<Vec<f32>> = to_channels(&wav, cfg.audio_channels as usize).with_context(|| format!("{}", args.input.display()))?.iter().map(|c| resample(c, wav.sample_rate, rate)).collect();
     let len = chans[0].len();
     if len == 0 {
         bail!("{}: nothing left after resampling {} samples from {} Hz", args.input.display(), wav.len(), wav.sample_rate);

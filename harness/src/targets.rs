@@ -41,8 +41,7 @@ impl Table {
     /// The table in `path`, or the built-in one.
     pub fn load(path: Option<&std::path::Path>) -> Result<Self> {
         match path {
-            Some(p) => Self::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
-                .with_context(|| format!("targets table {}", p.display())),
+            Some(p) => Self::parse(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?).with_context(|| format!("targets table {}", p.display())),
             None => Self::builtin(),
         }
     }

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use mlx_rs::{Array, Dtype};
 use models::checkpoint::Checkpointed;
+use models::config::ModelConfig;
 use models::whisper::transcribe::{TranscribeOptions, Transcriber};
 use models::whisper::{audio, ct2, Whisper, WhisperConfig};
-use models::config::ModelConfig;
 
 use crate::hub_args::HubArgs;
 use crate::report::json::write_atomic;
@@ -126,15 +126,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.command {
         Command::ConvertCt2 { src, out } => {
             let cfg = convert_ct2(src, out)?;
-            eprintln!(
-                "{} -> {}: d_model {}, {}+{} layers, vocabulary {}",
-                src.display(),
-                out.display(),
-                cfg.d_model,
-                cfg.encoder_layers,
-                cfg.decoder_layers,
-                cfg.vocab_size
-            );
+            eprintln!("{} -> {}: d_model {}, {}+{} layers, vocabulary {}", src.display(), out.display(), cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.vocab_size);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -145,7 +137,12 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
     let wav = crate::audio::read_wav(&args.audio)?;
     let t = Transcriber::load(&dir, args.quant.precision()?)?;
-    let opts = TranscribeOptions { variant: args.variant.variant, beam: args.beam.map(|b| b as usize), language: args.language.clone(), timestamps: args.timestamps };
+    let opts = TranscribeOptions {
+        variant: args.variant.variant,
+        beam: args.beam.map(|b| b as usize),
+        language: args.language.clone(),
+        timestamps: args.timestamps,
+    };
     // A language the model lacks is refused before the audio is resampled or decoded.
     t.language(&opts)?;
     let samples = crate::audio::resample(&wav.mono(), wav.sample_rate, audio::SAMPLE_RATE);
@@ -159,15 +156,8 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
     let audio_s = samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
     if args.json {
-        let segs: Vec<_> = out
-            .segments
-            .iter()
-            .map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": audio_s, "windows": out.windows, "seconds": secs, "mlx_peak_mib": peak})
-        );
+        let segs: Vec<_> = out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect();
+        println!("{}", serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": audio_s, "windows": out.windows, "seconds": secs, "mlx_peak_mib": peak}));
     } else {
         if args.timestamps {
             for (s, text) in &out.segments {
@@ -177,12 +167,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
             println!("{}", out.text);
         }
         let ntok: usize = out.segments.iter().map(|(s, _)| s.tokens.len()).sum();
-        eprintln!(
-            "{ntok} tokens in {} segment(s), {} window(s), {audio_s:.1} s of audio, language {}, {secs:.2} s, MLX peak {peak:.1} MiB",
-            out.segments.len(),
-            out.windows,
-            out.language
-        );
+        eprintln!("{ntok} tokens in {} segment(s), {} window(s), {audio_s:.1} s of audio, language {}, {secs:.2} s, MLX peak {peak:.1} MiB", out.segments.len(), out.windows, out.language);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,6 @@ use common::fixture;
 
 const COMMIT: &str = "5e2c7b1f9a0d4c3b8e6f1a2b3c4d5e6f7a8b9c0d";
 
-
 /// A hub cache holding `facebook/encodec_32khz` (tiny random weights from the seed-0 fixture):
 /// content-addressed blobs, a snapshot of symlinks, and `refs/main`.
 fn hub_cache() -> tempfile::TempDir {

@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 mod common;
 use common::fixture;
 
-
 fn harness(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap()
 }
@@ -38,10 +37,8 @@ fn parity_records_device_and_precision_and_reports_embed_it() {
     // bench embeds it (summaries only); targets whose workloads did not run are "not
     // measured" and leave the exit status alone.
     let r = dir.path().join("r.json");
-    let o = harness(&[
-        "bench", "--device", "cpu", "-m", "blocks/decode-step-cache-64", "-w", "1", "-i", "2", "--quiet", "--targets",
-        "--conformance", conf.to_str().unwrap(), "-o", r.to_str().unwrap(),
-    ]);
+    let o =
+        harness(&["bench", "--device", "cpu", "-m", "blocks/decode-step-cache-64", "-w", "1", "-i", "2", "--quiet", "--targets", "--conformance", conf.to_str().unwrap(), "-o", r.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let rep = json(&r);
     assert_eq!(rep["meta"]["precision"], "fp32");

@@ -10,7 +10,6 @@ use models::weights;
 mod common;
 use common::fixture;
 
-
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors", "preprocessor_config.json"] {

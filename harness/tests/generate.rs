@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 mod common;
 use common::fixture;
 
-
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -115,7 +114,22 @@ fn loads_from_a_hub_cache_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("hub.wav");
     let o = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["generate", "--model", "facebook/musicgen-small", "--offline", "--cache-dir", cache.path().to_str().unwrap(), "--prompt", "jazz", "--seconds", "0.2", "--greedy", "--quiet", "-o", out.to_str().unwrap()])
+        .args([
+            "generate",
+            "--model",
+            "facebook/musicgen-small",
+            "--offline",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--prompt",
+            "jazz",
+            "--seconds",
+            "0.2",
+            "--greedy",
+            "--quiet",
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     ok(&o);
@@ -165,7 +179,12 @@ fn quantize_saves_a_copy_that_loads_as_saved() {
     let e = err(&run(&["quantize", "--model", "musicgen", "--model-dir", m, "-o", q.to_str().unwrap(), "--quantize", "8", "--group-size", "32"]));
     assert!(e.contains("not an empty folder"), "{e}");
     assert_eq!(std::fs::read(model.path().join("model.safetensors")).unwrap(), float);
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().chain(std::fs::read_dir(model.path()).unwrap()).map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("tmp") || n.contains("partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .chain(std::fs::read_dir(model.path()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp") || n.contains("partial"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

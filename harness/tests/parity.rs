@@ -5,7 +5,6 @@ use std::process::{Command, Output};
 mod common;
 use common::fixture;
 
-
 fn parity(dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness")).args(["parity", "--json", "--fixture"]).arg(dir).output().unwrap()
 }

@@ -7,19 +7,8 @@ use std::process::{Command, Output};
 mod common;
 use common::fixture;
 
-
 fn separate(args: &[&str], input: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .arg("separate")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .arg("--model-dir")
-        .arg(fixture("htdemucs-s0"))
-        .args(["--quiet"])
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_harness")).arg("separate").arg(input).arg("-o").arg(out).arg("--model-dir").arg(fixture("htdemucs-s0")).args(["--quiet"]).args(args).output().unwrap()
 }
 
 fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32]) {

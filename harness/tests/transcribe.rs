@@ -9,7 +9,6 @@ use harness::audio::{write_wav, Audio};
 mod common;
 use common::fixture;
 
-
 /// A model folder: the fixture's config and weights, and a tokenizer.json whose vocabulary
 /// (500 byte-level pieces) and special tokens fit the fixture's ids (start 500, end 501).
 fn model_dir() -> tempfile::TempDir {

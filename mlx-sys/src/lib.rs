@@ -17,10 +17,7 @@ pub const MLX_HEADERS_VERSION: Option<&str> = option_env!("MLX_SYS_MLX_VERSION")
 #[no_mangle]
 pub extern "C" fn mach_approximate_time() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

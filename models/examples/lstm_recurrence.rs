@@ -11,9 +11,7 @@ use models::nn::lstm::{forward_stack, LstmLayer, Recurrence};
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: i32| -> anyhow::Result<i32> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
     let (rounds, steps, dim) = (arg(1, 5)?, arg(2, 250)?, arg(3, 1024)?);
-    let w = |seed: u64, shape: &[i32]| -> anyhow::Result<Array> {
-        Ok(random::normal::<f32>(shape, None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(1.0 / (dim as f32).sqrt()))?)
-    };
+    let w = |seed: u64, shape: &[i32]| -> anyhow::Result<Array> { Ok(random::normal::<f32>(shape, None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(1.0 / (dim as f32).sqrt()))?) };
     let layers = [
         LstmLayer::new(w(0, &[4 * dim, dim])?, w(1, &[4 * dim, dim])?, &w(2, &[4 * dim])?, &w(3, &[4 * dim])?)?,
         LstmLayer::new(w(1, &[4 * dim, dim])?, w(0, &[4 * dim, dim])?, &w(3, &[4 * dim])?, &w(2, &[4 * dim])?)?,

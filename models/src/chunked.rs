@@ -194,9 +194,7 @@ impl DemucsChunking {
     /// chunks concatenated along axis 0. `progress(done, total)` counts chunks.
     pub fn process(&self, x: &Array, mut f: impl FnMut(&Array) -> Result<Array>, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
         if self.segment < 2 || self.valid_length < self.segment || !(0.0..1.0).contains(&self.overlap) || self.transition_power < 1.0 || self.batch < 1 {
-            return Err(Error::InvalidArgument(format!(
-                "demucs chunking {self:?}: needs segment >= 2, valid_length >= segment, overlap in [0, 1), transition_power >= 1, batch >= 1"
-            )));
+            return Err(Error::InvalidArgument(format!("demucs chunking {self:?}: needs segment >= 2, valid_length >= segment, overlap in [0, 1), transition_power >= 1, batch >= 1")));
         }
         let nd = x.ndim();
         let len = if nd == 0 { 0 } else { x.shape()[nd - 1] };

@@ -42,9 +42,7 @@ pub fn check_bounds(fields: &[(&str, i64, i64)]) -> std::result::Result<(), Stri
 /// names become `<name>.wav`): 1 to 64 characters of ASCII letters, digits, '-', '_' and '.',
 /// not starting with '.', so it can name no other folder, hidden file or device.
 pub fn check_file_stem(what: &str, name: &str) -> std::result::Result<(), String> {
-    let ok = (1..=64).contains(&name.len())
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok = (1..=64).contains(&name.len()) && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {

@@ -56,14 +56,8 @@ pub fn fetch(repo_id: &str, revision: &str, filename: &str, opts: &HubOptions) -
     if offline {
         return Err(err(format!("{filename} is not in the cache at {} and downloads are off (offline)", cache_dir.display())));
     }
-    let api = hf_hub::api::sync::ApiBuilder::new()
-        .with_cache_dir(cache_dir)
-        .with_progress(true)
-        .build()
-        .map_err(|e| err(format!("cannot start the hub client: {e}")))?;
-    api.repo(Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string()))
-        .get(filename)
-        .map_err(|e| err(format!("downloading {filename}: {e}")))
+    let api = hf_hub::api::sync::ApiBuilder::new().with_cache_dir(cache_dir).with_progress(true).build().map_err(|e| err(format!("cannot start the hub client: {e}")))?;
+    api.repo(Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string())).get(filename).map_err(|e| err(format!("downloading {filename}: {e}")))
 }
 
 /// Fetch every one of `files` of `repo_id` at `revision` (see [`fetch`]); returns the snapshot

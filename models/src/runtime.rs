@@ -14,11 +14,7 @@ pub fn mlx_version() -> Result<String> {
     unsafe {
         let mut s = mlx_sys::mlx_string_new();
         let status = mlx_sys::mlx_version(&mut s);
-        let out = if status == 0 {
-            Ok(cstr_to_string(mlx_sys::mlx_string_data(s)))
-        } else {
-            Err(Error::Mlx("mlx_version failed".into()))
-        };
+        let out = if status == 0 { Ok(cstr_to_string(mlx_sys::mlx_string_data(s))) } else { Err(Error::Mlx("mlx_version failed".into())) };
         mlx_sys::mlx_string_free(s);
         out
     }
@@ -98,9 +94,7 @@ pub fn on_gpu() -> bool {
 /// Make `kind` MLX's default device, failing clearly when no GPU backend is present.
 pub fn select_device(kind: DeviceKind) -> Result<()> {
     if kind == DeviceKind::Gpu && !gpu_available() {
-        return Err(Error::InvalidArgument(
-            "--device gpu: this libmlx has no usable GPU (CPU-only build, or no GPU found)".into(),
-        ));
+        return Err(Error::InvalidArgument("--device gpu: this libmlx has no usable GPU (CPU-only build, or no GPU found)".into()));
     }
     Device::set_default(&kind.device());
     Ok(())
@@ -137,10 +131,7 @@ pub fn device_label(kind: DeviceKind) -> String {
 pub fn cpu_model() -> String {
     #[cfg(target_os = "linux")]
     if let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") {
-        if let Some(name) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
-        {
+        if let Some(name) = text.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim())) {
             return name.to_string();
         }
     }
@@ -192,11 +183,7 @@ pub fn blas_info() -> Option<BlasInfo> {
             return None;
         }
         let mut info: libc::Dl_info = std::mem::zeroed();
-        let mut library = if libc::dladdr(addr, &mut info) != 0 {
-            cstr_to_string(info.dli_fname)
-        } else {
-            "unknown".to_string()
-        };
+        let mut library = if libc::dladdr(addr, &mut info) != 0 { cstr_to_string(info.dli_fname) } else { "unknown".to_string() };
         let shim_name = CString::new("mlx_gemv_shim_target").ok()?;
         let target = libc::dlsym(libc::RTLD_DEFAULT, shim_name.as_ptr());
         let gemv_shim = !target.is_null();

@@ -55,13 +55,8 @@ pub fn parse_header(path: &Path, bytes_head: &[u8], file_len: u64) -> Result<BTr
         let e = |what: &str| bad(path, format!("tensor '{name}': {what}"));
         let dtype = entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| e("no dtype"))?;
         let size = dtype_size(dtype).ok_or_else(|| e(&format!("unsupported dtype {dtype}")))?;
-        let shape: Vec<u64> = entry
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| e("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().ok_or_else(|| e("shape holds a non-integer")))
-            .collect::<Result<_>>()?;
+        let shape: Vec<u64> =
+            entry.get("shape").and_then(|s| s.as_array()).ok_or_else(|| e("no shape"))?.iter().map(|d| d.as_u64().ok_or_else(|| e("shape holds a non-integer"))).collect::<Result<_>>()?;
         let offs = entry.get("data_offsets").and_then(|o| o.as_array()).ok_or_else(|| e("no data_offsets"))?;
         let (start, end) = match offs.as_slice() {
             [a, b] => (a.as_u64().ok_or_else(|| e("bad data_offsets"))?, b.as_u64().ok_or_else(|| e("bad data_offsets"))?),
@@ -129,7 +124,6 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Array)], metadata: &[(&
     }
     result
 }
-
 
 #[cfg(test)]
 mod tests {

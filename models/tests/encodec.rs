@@ -11,7 +11,6 @@ use models::{weights, Variant};
 mod common;
 use common::fixture;
 
-
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {
     assert_eq!(a.shape(), b.shape());
     a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>()

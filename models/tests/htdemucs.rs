@@ -97,7 +97,13 @@ fn bad_input_and_bad_config_are_refused_by_name() {
     use models::config::ModelConfig;
     use models::htdemucs::HtDemucsConfig;
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    for (field, value, says) in [("cac", "false", "cac = false"), ("t_emb", "\"cape\"", "t_emb \"cape\""), ("t_heads", "5", "must split into t_heads 5"), ("nfft", "4000", "nfft 4000"), ("t_layers", "20000", "t_layers 20000: larger than any HTDemucs")] {
+    for (field, value, says) in [
+        ("cac", "false", "cac = false"),
+        ("t_emb", "\"cape\"", "t_emb \"cape\""),
+        ("t_heads", "5", "must split into t_heads 5"),
+        ("nfft", "4000", "nfft 4000"),
+        ("t_layers", "20000", "t_layers 20000: larger than any HTDemucs"),
+    ] {
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v[field] = serde_json::from_str(value).unwrap();
         let e = HtDemucsConfig::from_json(&v.to_string(), "config.json").unwrap_err().to_string();

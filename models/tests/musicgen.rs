@@ -14,7 +14,6 @@ use models::Variant;
 mod common;
 use common::fixture;
 
-
 fn max_diff(a: &Array, b: &Array) -> f32 {
     assert_eq!(a.shape(), b.shape());
     a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>()

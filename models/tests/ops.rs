@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use mlx_rs::fast::ScaledDotProductAttentionMask;
-use mlx_rs::ops::indexing::{argmax_axis, topk_axis, IndexOp};
 use mlx_rs::fft::{fft, ifft, irfft, rfft};
+use mlx_rs::ops::indexing::{argmax_axis, topk_axis, IndexOp};
 use mlx_rs::{complex64, nn, ops, random, Array, Dtype};
 use models::nn::{conv, lstm::LstmLayer, norm, ops as nnops};
 
@@ -214,13 +214,7 @@ fn activations() {
 #[test]
 fn lstm_gate_math() {
     let f = fixtures();
-    let layer = LstmLayer::new(
-        get(&f, "lstm.w_ih").clone(),
-        get(&f, "lstm.w_hh").clone(),
-        get(&f, "lstm.b_ih"),
-        get(&f, "lstm.b_hh"),
-    )
-    .unwrap();
+    let layer = LstmLayer::new(get(&f, "lstm.w_ih").clone(), get(&f, "lstm.w_hh").clone(), get(&f, "lstm.b_ih"), get(&f, "lstm.b_hh")).unwrap();
     let (out, h, c) = layer.forward(get(&f, "lstm.x")).unwrap();
     assert_close("lstm out", &out, get(&f, "lstm.out"), 1e-5, 1e-4);
     assert_close("lstm h", &h, get(&f, "lstm.h"), 1e-5, 1e-4);

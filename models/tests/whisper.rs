@@ -5,14 +5,13 @@ use models::nn::attention::AttentionKernel;
 
 use mlx_rs::{ops, Array};
 use models::checkpoint::Checkpointed;
-use models::nn::kv_cache::KvCacheKind;
-use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
 use models::config::ModelConfig;
+use models::nn::kv_cache::KvCacheKind;
 use models::weights;
+use models::whisper::{audio::LogMel, DecodeOptions, Whisper, WhisperConfig};
 
 mod common;
 use common::fixture;
-
 
 fn setup() -> (Whisper, Array) {
     let dir = fixture("whisper-s1");

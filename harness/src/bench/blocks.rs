@@ -178,7 +178,13 @@ pub fn specs(scale: Scale) -> Vec<Spec> {
         work: Work { tokens: Some(16.0), ..Work::default() },
         heavy: false,
         build: Box::new(|_scale| {
-            Ok(Box::new(CrossAttn { attn: attention(200)?, xa: randn(&[1, AUDIO_CTX, D], 3)?, x: randn(&[1, 1, D], 4)?, steps: 16, cache: CrossKvCache::new() }) as Box<dyn Workload>)
+            Ok(Box::new(CrossAttn {
+                attn: attention(200)?,
+                xa: randn(&[1, AUDIO_CTX, D], 3)?,
+                x: randn(&[1, 1, D], 4)?,
+                steps: 16,
+                cache: CrossKvCache::new(),
+            }) as Box<dyn Workload>)
         }),
     });
     out.push(Spec {
@@ -193,7 +199,12 @@ pub fn specs(scale: Scale) -> Vec<Spec> {
         work: Work { tokens: Some(eval_steps as f64), ..Work::default() },
         heavy: false,
         build: Box::new(move |_scale| {
-            Ok(Box::new(EvalInterval { attn: attention(300)?, x0: randn(&[1, 1, D], 5)?, steps: eval_steps, cache: PreallocCache::new(CONTEXT) }) as Box<dyn Workload>)
+            Ok(Box::new(EvalInterval {
+                attn: attention(300)?,
+                x0: randn(&[1, 1, D], 5)?,
+                steps: eval_steps,
+                cache: PreallocCache::new(CONTEXT),
+            }) as Box<dyn Workload>)
         }),
     });
     out

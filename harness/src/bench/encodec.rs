@@ -94,10 +94,7 @@ const LAYOUT: &str = "naive = PyTorch [B, C, T] layout with transposes inside ev
 
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
-    for (suffix, name, cfg, bw) in [
-        ("", "encodec_32khz (MusicGen's codec)", EncodecConfig::encodec_32khz(), 2.2),
-        ("-24k", "encodec_24khz at 24 kbps", EncodecConfig::encodec_24khz(), 24.0),
-    ] {
+    for (suffix, name, cfg, bw) in [("", "encodec_32khz (MusicGen's codec)", EncodecConfig::encodec_32khz(), 2.2), ("-24k", "encodec_24khz at 24 kbps", EncodecConfig::encodec_24khz(), 24.0)] {
         let nq = cfg.quantizers_for_bandwidth(Some(bw)).unwrap_or(1);
         let t = frames(&cfg, SECONDS);
         let (c1, c2) = (cfg.clone(), cfg.clone());

@@ -85,7 +85,11 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
     }];
     let track = |id: &str, seconds: f64, chunked: bool, note: &str| -> Spec {
         let cfg = HtDemucsConfig::htdemucs();
-        let how = if chunked { "apply_model's chunking (7.8 s segments, 25% overlap, shifts=0; naive one segment per call as demucs, optimized on a GPU up to 8 per call as memory allows)" } else { "the whole track in one forward pass (no chunking; the model runs at the track's length)" };
+        let how = if chunked {
+            "apply_model's chunking (7.8 s segments, 25% overlap, shifts=0; naive one segment per call as demucs, optimized on a GPU up to 8 per call as memory allows)"
+        } else {
+            "the whole track in one forward pass (no chunking; the model runs at the track's length)"
+        };
         Spec {
             id: id.into(),
             model: "htdemucs",

@@ -292,14 +292,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let variants = args.variant.variant.list();
     let order = args.order.resolve(kind);
     let wanted: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id)).collect();
-    let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) =
-        wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id));
+    let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) = wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id));
     if !skipped.is_empty() && !args.quiet {
-        eprintln!(
-            "Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}",
-            skipped.len(),
-            skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
-        );
+        eprintln!("Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}", skipped.len(), skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
     }
     let meta = meta::collect(kind);
     if let Some(b) = &baseline {
@@ -370,7 +365,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
 
-    let mut rep = Report { schema_version: report::SCHEMA_VERSION, meta, settings, workloads: results, targets: vec![], comparison: None, conformance };
+    let mut rep = Report {
+        schema_version: report::SCHEMA_VERSION,
+        meta,
+        settings,
+        workloads: results,
+        targets: vec![],
+        comparison: None,
+        conformance,
+    };
     if let Some(p) = peer_times {
         let unmatched = crate::peers::attach(&mut rep, p);
         if !unmatched.is_empty() && !args.quiet {
@@ -406,12 +409,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Ok(summary) = std::env::var("GITHUB_STEP_SUMMARY") {
         use std::io::Write;
         let md = report::markdown::render(&rep);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&summary)
-            .and_then(|mut f| f.write_all(md.as_bytes()))
-            .with_context(|| format!("writing the step summary to {summary}"))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(&summary).and_then(|mut f| f.write_all(md.as_bytes())).with_context(|| format!("writing the step summary to {summary}"))?;
     }
 
     if let Some(c) = &rep.comparison {
@@ -489,7 +487,15 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
         (Some(n), Some(o)) => Some(stats::paired_speedup(&n.samples_s, &o.samples_s)),
         _ => None,
     };
-    Ok(WorkloadResult { id: spec.id.clone(), model: spec.model.to_string(), info: spec.info.clone(), work: spec.work, variants: out, speedup, peer: None })
+    Ok(WorkloadResult {
+        id: spec.id.clone(),
+        model: spec.model.to_string(),
+        info: spec.info.clone(),
+        work: spec.work,
+        variants: out,
+        speedup,
+        peer: None,
+    })
 }
 
 /// Samples and peak memory per variant.
@@ -541,7 +547,10 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
             let t = clock();
             w.run(v)?;
             timed.samples.entry(v).or_default().push(clock() - t);
-            let m = Memory { peak_bytes: mlx_rs::memory::peak_memory()? as u64, active_bytes: mlx_rs::memory::active_memory()? as u64 };
+            let m = Memory {
+                peak_bytes: mlx_rs::memory::peak_memory()? as u64,
+                active_bytes: mlx_rs::memory::active_memory()? as u64,
+            };
             let e = timed.memory.entry(v).or_insert(m);
             e.peak_bytes = e.peak_bytes.max(m.peak_bytes);
             bar.inc(1);
@@ -590,7 +599,11 @@ mod tests {
     }
 
     fn mock(naive_s: f64, optimized_s: f64) -> Mock {
-        Mock { now: Default::default(), cost: BTreeMap::from([(Variant::Naive, naive_s), (Variant::Optimized, optimized_s)]), log: Vec::new() }
+        Mock {
+            now: Default::default(),
+            cost: BTreeMap::from([(Variant::Naive, naive_s), (Variant::Optimized, optimized_s)]),
+            log: Vec::new(),
+        }
     }
 
     fn time(w: &mut Mock, variants: &[Variant], plan: Plan) -> Timed {

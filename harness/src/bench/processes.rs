@@ -151,10 +151,25 @@ mod tests {
 
     #[test]
     fn children_get_the_parents_settings_and_no_outputs_of_its_own() {
-        let plan = ChildPlan { ids: vec!["encodec/decode-5s"], device: "gpu", precision: "fp32", warmup: 2, iterations: 10, max_time: 30.0, variant: "both", order: "blocked", quick: false };
+        let plan = ChildPlan {
+            ids: vec!["encodec/decode-5s"],
+            device: "gpu",
+            precision: "fp32",
+            warmup: 2,
+            iterations: 10,
+            max_time: 30.0,
+            variant: "both",
+            order: "blocked",
+            quick: false,
+        };
         let a = plan.args(Path::new("/tmp/p/process-0.json"));
         let s = a.join(" ");
-        assert!(s.starts_with("--precision fp32 bench --device gpu --quiet -w 2 -i 10 --max-time 30 --variant both --order blocked -m encodec/decode-5s -o /tmp/p/process-0.json --html /tmp/p/process-0.html"), "{s}");
+        assert!(
+            s.starts_with(
+                "--precision fp32 bench --device gpu --quiet -w 2 -i 10 --max-time 30 --variant both --order blocked -m encodec/decode-5s -o /tmp/p/process-0.json --html /tmp/p/process-0.html"
+            ),
+            "{s}"
+        );
         assert!(!s.contains("--processes") && !s.contains("--peer") && !s.contains("-c "));
     }
 }

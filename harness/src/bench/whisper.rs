@@ -150,7 +150,12 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             work: Work { tokens: Some(tokens as f64), ..Work::default() },
             heavy: tokens > 64,
             build: Box::new(move |_| {
-                Ok(Box::new(Decode { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens, switch: Switch::All }) as Box<dyn Workload>)
+                Ok(Box::new(Decode {
+                    model: Whisper::random(turbo(Some(1))?, 11)?,
+                    audio_features: noise(&[1, 1500, 1280], 12, 1.0)?,
+                    tokens,
+                    switch: Switch::All,
+                }) as Box<dyn Workload>)
             }),
         });
     }
@@ -171,7 +176,12 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             work: Work { tokens: Some(224.0), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
-                Ok(Box::new(Decode { model: Whisper::random(turbo(Some(1))?, 11)?, audio_features: noise(&[1, 1500, 1280], 12, 1.0)?, tokens: 224, switch }) as Box<dyn Workload>)
+                Ok(Box::new(Decode {
+                    model: Whisper::random(turbo(Some(1))?, 11)?,
+                    audio_features: noise(&[1, 1500, 1280], 12, 1.0)?,
+                    tokens: 224,
+                    switch,
+                }) as Box<dyn Workload>)
             }),
         });
     }
@@ -211,13 +221,22 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
     for (id, phase, timed, heavy) in [
         ("whisper/mel-30s", Phase::Mel, "the log-mel front end (128 bins), evaluated; the same for both variants", false),
         ("whisper/encode-30s", Phase::Encode, "log-mel plus the 32-layer encoder, evaluated; naive = explicit softmax(QK^T)V attention, optimized = fused scaled_dot_product_attention", true),
-        ("whisper/transcribe-30s", Phase::Transcribe, "log-mel, encoder and 224 decoded tokens (fixed length), end to end; naive = explicit attention and all decode optimizations off; optimized = fused attention and all on", true),
+        (
+            "whisper/transcribe-30s",
+            Phase::Transcribe,
+            "log-mel, encoder and 224 decoded tokens (fixed length), end to end; naive = explicit attention and all decode optimizations off; optimized = fused attention and all on",
+            true,
+        ),
     ] {
         out.push(Spec {
             id: id.into(),
             model: "whisper",
             info: WorkloadInfo {
-                size: if phase == Phase::Mel { "openai-whisper front end, 128 mel bins".into() } else { "large-v3-turbo at real size (32 encoder layers, 4 decoder layers, d_model 1280), random weights".into() },
+                size: if phase == Phase::Mel {
+                    "openai-whisper front end, 128 mel bins".into()
+                } else {
+                    "large-v3-turbo at real size (32 encoder layers, 4 decoder layers, d_model 1280), random weights".into()
+                },
                 input: "30 s of noise at 16 kHz".into(),
                 timed: timed.into(),
                 note: (phase == Phase::Transcribe).then(|| "the decode runs 224 tokens past any end of transcript (random weights)".into()),

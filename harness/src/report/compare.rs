@@ -63,9 +63,7 @@ pub fn check_compatible_meta(baseline: &super::Meta, current: &super::Meta, forc
     }
     let (b, c) = (precision_of_meta(baseline), precision_of_meta(current));
     if b != c && !force {
-        bail!(
-            "baseline was measured in precision mode {b}, this run in {c}; timings are not comparable (use --force to compare anyway, or --precision to match)"
-        );
+        bail!("baseline was measured in precision mode {b}, this run in {c}; timings are not comparable (use --force to compare anyway, or --precision to match)");
     }
     Ok(())
 }

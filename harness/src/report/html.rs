@@ -31,13 +31,7 @@ fn bar_chart(title: &str, unit: &str, groups: &[(String, Vec<Bar>)]) -> Result<S
     {
         let root = SVGBackend::with_string(&mut svg, (width, 340)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("chart: {e}"))?;
-        let ymax = groups
-            .iter()
-            .flat_map(|g| g.1.iter())
-            .map(|b| b.whisker.map_or(b.value, |w| w.1.max(b.value)))
-            .fold(0.0f64, f64::max)
-            .max(1e-12)
-            * 1.15;
+        let ymax = groups.iter().flat_map(|g| g.1.iter()).map(|b| b.whisker.map_or(b.value, |w| w.1.max(b.value))).fold(0.0f64, f64::max).max(1e-12) * 1.15;
         let n = groups.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -68,14 +62,10 @@ fn bar_chart(title: &str, unit: &str, groups: &[(String, Vec<Bar>)]) -> Result<S
             let w = 0.8 / k;
             for (bi, b) in bars.iter().enumerate() {
                 let x0 = gi as f64 + 0.1 + bi as f64 * w;
-                chart
-                    .draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, b.value)], b.color.filled())))
-                    .map_err(|e| anyhow!("chart: {e}"))?;
+                chart.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, b.value)], b.color.filled()))).map_err(|e| anyhow!("chart: {e}"))?;
                 if let Some((lo, hi)) = b.whisker {
                     let xc = x0 + w * 0.45;
-                    chart
-                        .draw_series(std::iter::once(ErrorBar::new_vertical(xc, lo, b.value, hi, BLACK.stroke_width(1), 8)))
-                        .map_err(|e| anyhow!("chart: {e}"))?;
+                    chart.draw_series(std::iter::once(ErrorBar::new_vertical(xc, lo, b.value, hi, BLACK.stroke_width(1), 8))).map_err(|e| anyhow!("chart: {e}"))?;
                 }
                 if !legend.iter().any(|(s, _)| *s == b.series) {
                     legend.push((b.series.clone(), b.color));
@@ -89,13 +79,7 @@ fn bar_chart(title: &str, unit: &str, groups: &[(String, Vec<Bar>)]) -> Result<S
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| anyhow!("chart: {e}"))?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).position(SeriesLabelPosition::UpperRight).draw().map_err(|e| anyhow!("chart: {e}"))?;
         root.present().map_err(|e| anyhow!("chart: {e}"))?;
     }
     Ok(svg)
@@ -159,7 +143,12 @@ pub fn render(r: &Report) -> Result<String> {
     );
 
     if !r.settings.merged_from.is_empty() {
-        let _ = writeln!(h, "<p>Merged from {} runs on this machine:</p><ul>{}</ul>", r.settings.merged_from.len(), r.settings.merged_from.iter().map(|s| format!("<li>{}</li>", esc(s))).collect::<String>());
+        let _ = writeln!(
+            h,
+            "<p>Merged from {} runs on this machine:</p><ul>{}</ul>",
+            r.settings.merged_from.len(),
+            r.settings.merged_from.iter().map(|s| format!("<li>{}</li>", esc(s))).collect::<String>()
+        );
     }
 
     if let Some(c) = &r.conformance {
@@ -182,19 +171,18 @@ pub fn render(r: &Report) -> Result<String> {
     }
 
     // Summary table.
-    let _ = writeln!(h, "<h2>Summary</h2><table><tr><th>workload</th><th>variant</th><th>median</th><th>95% CI of median</th><th>min</th><th>max</th><th>std dev</th><th>throughput</th><th>speedup (95% CI)</th></tr>");
+    let _ = writeln!(
+        h,
+        "<h2>Summary</h2><table><tr><th>workload</th><th>variant</th><th>median</th><th>95% CI of median</th><th>min</th><th>max</th><th>std dev</th><th>throughput</th><th>speedup (95% CI)</th></tr>"
+    );
     for w in &r.workloads {
         for (name, v) in &w.variants {
             let t = &v.throughput;
-            let thr = [
-                t.realtime_factor.map(|x| format!("{x:.1}x real time")),
-                t.tokens_per_s.map(|x| format!("{x:.1} tokens/s")),
-                t.items_per_s.map(|x| format!("{x:.1} items/s")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(", ");
+            let thr = [t.realtime_factor.map(|x| format!("{x:.1}x real time")), t.tokens_per_s.map(|x| format!("{x:.1} tokens/s")), t.items_per_s.map(|x| format!("{x:.1} items/s"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
             let sp = match (&w.speedup, name.as_str()) {
                 (Some(s), "optimized") => format!("{:.2}x [{:.2}, {:.2}]", s.estimate, s.ci.low, s.ci.high),
                 _ => String::new(),
@@ -230,7 +218,12 @@ pub fn render(r: &Report) -> Result<String> {
                 let bars = w
                     .variants
                     .iter()
-                    .map(|(n, v)| Bar { series: n.clone(), value: v.stats.median * k, whisker: Some((v.stats.median_ci.low * k, v.stats.median_ci.high * k)), color: color_of(n) })
+                    .map(|(n, v)| Bar {
+                        series: n.clone(),
+                        value: v.stats.median * k,
+                        whisker: Some((v.stats.median_ci.low * k, v.stats.median_ci.high * k)),
+                        color: color_of(n),
+                    })
                     .collect();
                 (label, bars)
             })
@@ -243,8 +236,22 @@ pub fn render(r: &Report) -> Result<String> {
             .filter_map(|w| {
                 let sp = w.speedup.as_ref()?;
                 let label = w.id.split_once('/').map_or(w.id.as_str(), |x| x.1).to_string();
-                let color = if sp.ci.low > 1.0 { OPTIMIZED } else if sp.ci.high < 1.0 { NAIVE } else { OTHER };
-                Some((label, vec![Bar { series: "optimized speedup".into(), value: sp.estimate, whisker: Some((sp.ci.low, sp.ci.high)), color }]))
+                let color = if sp.ci.low > 1.0 {
+                    OPTIMIZED
+                } else if sp.ci.high < 1.0 {
+                    NAIVE
+                } else {
+                    OTHER
+                };
+                Some((
+                    label,
+                    vec![Bar {
+                        series: "optimized speedup".into(),
+                        value: sp.estimate,
+                        whisker: Some((sp.ci.low, sp.ci.high)),
+                        color,
+                    }],
+                ))
             })
             .collect();
         if !speedups.is_empty() {
@@ -253,7 +260,15 @@ pub fn render(r: &Report) -> Result<String> {
         }
         let _ = writeln!(h, "<ul>");
         for w in &ws {
-            let _ = writeln!(h, "<li><b>{}</b>: {}; input {}; timed: {}{}</li>", esc(&w.id), esc(&w.info.size), esc(&w.info.input), esc(&w.info.timed), w.info.note.as_ref().map_or(String::new(), |n| format!(" <i>({})</i>", esc(n))));
+            let _ = writeln!(
+                h,
+                "<li><b>{}</b>: {}; input {}; timed: {}{}</li>",
+                esc(&w.id),
+                esc(&w.info.size),
+                esc(&w.info.input),
+                esc(&w.info.timed),
+                w.info.note.as_ref().map_or(String::new(), |n| format!(" <i>({})</i>", esc(n)))
+            );
         }
         let _ = writeln!(h, "</ul>");
     }
@@ -286,7 +301,15 @@ pub fn render(r: &Report) -> Result<String> {
             .filter_map(|w| {
                 let x = w.ours_over_peer()?;
                 let label = w.id.split_once('/').map_or(w.id.as_str(), |x| x.1).to_string();
-                Some((label, vec![Bar { series: "ours / peer".into(), value: x, whisker: None, color: if x <= 1.0 { OPTIMIZED } else { NAIVE } }]))
+                Some((
+                    label,
+                    vec![Bar {
+                        series: "ours / peer".into(),
+                        value: x,
+                        whisker: None,
+                        color: if x <= 1.0 { OPTIMIZED } else { NAIVE },
+                    }],
+                ))
             })
             .collect();
         let svg = bar_chart("Our time over the peer's (below 1: ours is faster)", "ours / peer", &groups)?;
@@ -332,9 +355,15 @@ pub fn render(r: &Report) -> Result<String> {
             .iter()
             .map(|t| {
                 let (tg, ms) = (t.target_s.unwrap_or(0.0), t.measured_s.unwrap_or(0.0));
-                (t.model.clone(), vec![
-                    Bar { series: "measured / target".into(), value: ms / tg, whisker: None, color: if ms <= tg { OPTIMIZED } else { NAIVE } },
-                ])
+                (
+                    t.model.clone(),
+                    vec![Bar {
+                        series: "measured / target".into(),
+                        value: ms / tg,
+                        whisker: None,
+                        color: if ms <= tg { OPTIMIZED } else { NAIVE },
+                    }],
+                )
             })
             .collect();
         let svg = bar_chart("Measured time as a fraction of the target (below 1 passes)", "measured / target", &groups)?;
@@ -345,7 +374,14 @@ pub fn render(r: &Report) -> Result<String> {
 
     // Comparison.
     if let Some(c) = &r.comparison {
-        let _ = writeln!(h, "<h2>Against baseline {}</h2><p>baseline from {} (commit {}), regression threshold {}%.</p>", esc(&c.baseline), esc(&c.baseline_time), esc(c.baseline_commit.as_deref().unwrap_or("unknown")), c.threshold_pct);
+        let _ = writeln!(
+            h,
+            "<h2>Against baseline {}</h2><p>baseline from {} (commit {}), regression threshold {}%.</p>",
+            esc(&c.baseline),
+            esc(&c.baseline_time),
+            esc(c.baseline_commit.as_deref().unwrap_or("unknown")),
+            c.threshold_pct
+        );
         let _ = writeln!(h, "<table><tr><th>workload</th><th>variant</th><th>baseline</th><th>now</th><th>change</th><th>95% CI</th><th>status</th></tr>");
         for d in &c.deltas {
             let (cls, txt) = match d.status {
@@ -371,7 +407,15 @@ pub fn render(r: &Report) -> Result<String> {
             .iter()
             .map(|d| {
                 let label = format!("{} {}", d.workload.split_once('/').map_or(d.workload.as_str(), |x| x.1), d.variant);
-                (label, vec![Bar { series: "now / baseline".into(), value: d.change.ratio, whisker: Some((d.change.ci.low, d.change.ci.high)), color: if d.status == Status::Regression { NAIVE } else { OTHER } }])
+                (
+                    label,
+                    vec![Bar {
+                        series: "now / baseline".into(),
+                        value: d.change.ratio,
+                        whisker: Some((d.change.ci.low, d.change.ci.high)),
+                        color: if d.status == Status::Regression { NAIVE } else { OTHER },
+                    }],
+                )
             })
             .collect();
         if !groups.is_empty() {

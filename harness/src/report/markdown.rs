@@ -16,14 +16,7 @@ pub fn render(r: &Report) -> String {
                 (Some(sp), "optimized") => format!("{:.2}x [{:.2}, {:.2}]", sp.estimate, sp.ci.low, sp.ci.high),
                 _ => String::new(),
             };
-            let _ = writeln!(
-                s,
-                "| `{}` | {name} | {} | {} – {} | {sp} |",
-                w.id,
-                format_duration(v.stats.median),
-                format_duration(v.stats.median_ci.low),
-                format_duration(v.stats.median_ci.high)
-            );
+            let _ = writeln!(s, "| `{}` | {name} | {} | {} – {} | {sp} |", w.id, format_duration(v.stats.median), format_duration(v.stats.median_ci.low), format_duration(v.stats.median_ci.high));
         }
     }
     if r.workloads.iter().any(|w| w.peer.is_some()) {

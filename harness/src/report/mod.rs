@@ -119,15 +119,7 @@ impl Conformance {
     /// "30 of 30 fixture runs pass on gpu (cuda, NVIDIA H200), precision fp32".
     pub fn headline(&self) -> String {
         let passed = self.fixtures.iter().filter(|f| f.pass).count();
-        format!(
-            "{passed} of {} fixture runs pass on {} ({}, {}), precision {}, MLX {}",
-            self.fixtures.len(),
-            self.device_kind,
-            self.backend,
-            self.device_name,
-            self.precision,
-            self.mlx_version
-        )
+        format!("{passed} of {} fixture runs pass on {} ({}, {}), precision {}, MLX {}", self.fixtures.len(), self.device_kind, self.backend, self.device_name, self.precision, self.mlx_version)
     }
 }
 
@@ -450,7 +442,13 @@ pub fn sample_report(scale: f64) -> Report {
         let samples: Vec<f64> = (0..9).map(|i| scale * base * (1.0 + 0.01 * (i % 3) as f64)).collect();
         let st = stats::summarize(&samples);
         let work = Work { tokens: Some(8.0), ..Work::default() };
-        VariantResult { throughput: Throughput::from_work(&work, st.median), stats: st, samples_s: samples, memory: Memory { peak_bytes: 31 << 20, active_bytes: 12 << 20 }, process_medians_s: vec![] }
+        VariantResult {
+            throughput: Throughput::from_work(&work, st.median),
+            stats: st,
+            samples_s: samples,
+            memory: Memory { peak_bytes: 31 << 20, active_bytes: 12 << 20 },
+            process_medians_s: vec![],
+        }
     };
     let mut variants = BTreeMap::new();
     variants.insert("naive".to_string(), mk(0.020));
@@ -476,7 +474,19 @@ pub fn sample_report(scale: f64) -> Report {
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
         },
-        settings: Settings { quick: true, warmup: 1, iterations: 9, variants: vec!["naive".into(), "optimized".into()], models: vec!["blocks".into()], device: "cpu".into(), threshold_pct: 10.0, max_time_s: None, order: Some("interleaved".into()), processes: None, merged_from: vec![] },
+        settings: Settings {
+            quick: true,
+            warmup: 1,
+            iterations: 9,
+            variants: vec!["naive".into(), "optimized".into()],
+            models: vec!["blocks".into()],
+            device: "cpu".into(),
+            threshold_pct: 10.0,
+            max_time_s: None,
+            order: Some("interleaved".into()),
+            processes: None,
+            merged_from: vec![],
+        },
         workloads: vec![WorkloadResult {
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),
@@ -525,7 +535,13 @@ mod tests {
     #[test]
     fn peers_show_beside_ours_in_every_format() {
         let mut r = sample_report(1.0);
-        r.workloads[0].peer = Some(Peer { name: "PyTorch 9.9 eager".into(), median_s: 0.040, samples_s: vec![0.04, 0.041, 0.039], precision: None, note: Some("same task".into()) });
+        r.workloads[0].peer = Some(Peer {
+            name: "PyTorch 9.9 eager".into(),
+            median_s: 0.040,
+            samples_s: vec![0.04, 0.041, 0.039],
+            precision: None,
+            note: Some("same task".into()),
+        });
         // ours 10.1 ms (median of 10.0, 10.1, 10.2) over the peer's 40 ms.
         let ratio = format!("{:.2}", r.workloads[0].ours_over_peer().unwrap());
         assert_eq!(ratio, "0.25");

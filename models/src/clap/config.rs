@@ -164,10 +164,24 @@ impl ModelConfig for ClapConfig {
         // Bounds far above any real model, so that a corrupt config is refused rather than
         // building millions of layers.
         let stages_ok = a.depths.len() <= 8 && a.depths.iter().all(|&d| (1..=64).contains(&d)) && a.num_attention_heads.iter().all(|&h| h <= 1024);
-        if !stages_ok || !(1..=4096).contains(&a.spec_size) || !(1..=4096).contains(&a.patch_embeds_hidden_size) || a.window_size < 1 || a.window_size > 64 || a.patch_size.iter().chain(&a.patch_stride).any(|&p| !(1..=64).contains(&p)) || !(a.mlp_ratio > 0.0 && a.mlp_ratio <= 64.0) {
+        if !stages_ok
+            || !(1..=4096).contains(&a.spec_size)
+            || !(1..=4096).contains(&a.patch_embeds_hidden_size)
+            || a.window_size < 1
+            || a.window_size > 64
+            || a.patch_size.iter().chain(&a.patch_stride).any(|&p| !(1..=64).contains(&p))
+            || !(a.mlp_ratio > 0.0 && a.mlp_ratio <= 64.0)
+        {
             return Err("audio_config: sizes out of range (at most 8 stages of 64 blocks, 1024 heads, a 4096 spec and width, windows and patches of 64)".into());
         }
-        if !(1..=10_000_000).contains(&t.vocab_size) || !(1..=65536).contains(&t.hidden_size) || !(1..=256).contains(&t.num_hidden_layers) || !(1..=1 << 20).contains(&t.intermediate_size) || !(1..=1 << 20).contains(&t.max_position_embeddings) || !(1..=1024).contains(&t.type_vocab_size) || !(1..=65536).contains(&self.projection_dim) {
+        if !(1..=10_000_000).contains(&t.vocab_size)
+            || !(1..=65536).contains(&t.hidden_size)
+            || !(1..=256).contains(&t.num_hidden_layers)
+            || !(1..=1 << 20).contains(&t.intermediate_size)
+            || !(1..=1 << 20).contains(&t.max_position_embeddings)
+            || !(1..=1024).contains(&t.type_vocab_size)
+            || !(1..=65536).contains(&self.projection_dim)
+        {
             return Err("text_config / projection_dim: sizes out of range".into());
         }
         if a.enable_fusion && !matches!(a.fusion_type.as_deref(), None | Some("aff_2d")) {
@@ -177,7 +191,10 @@ impl ModelConfig for ClapConfig {
             return Err(format!("audio_config.aff_block_r {} must divide patch_embeds_hidden_size {}", a.aff_block_r, a.patch_embeds_hidden_size));
         }
         if a.patch_embed_input_channels != 1 || a.patch_size != a.patch_stride {
-            return Err(format!("audio_config: patch_size {:?} / patch_stride {:?} / {} input channels: only non-overlapping patches of one channel are supported", a.patch_size, a.patch_stride, a.patch_embed_input_channels));
+            return Err(format!(
+                "audio_config: patch_size {:?} / patch_stride {:?} / {} input channels: only non-overlapping patches of one channel are supported",
+                a.patch_size, a.patch_stride, a.patch_embed_input_channels
+            ));
         }
         if a.hidden_act != "gelu" || t.hidden_act != "gelu" || self.projection_hidden_act != "relu" {
             return Err("only gelu hidden activations and relu projections are supported".into());

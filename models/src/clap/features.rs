@@ -107,7 +107,13 @@ impl FeatureExtractor {
         let w: Vec<f32> = (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
         let (nf, nm) = (n / 2 + 1, config.feature_size as usize);
         let bank = |slaney| Array::from_slice(&mel_filter_bank(nf, nm, config.frequency_min, config.frequency_max, f64::from(config.sampling_rate), slaney), &[nf as i32, nm as i32]);
-        Ok(Self { window: Array::from_slice(&w, &[n as i32]), mel_htk: bank(false), mel_slaney: bank(true), frames: ArrayCache::default(), config })
+        Ok(Self {
+            window: Array::from_slice(&w, &[n as i32]),
+            mel_htk: bank(false),
+            mel_slaney: bank(true),
+            frames: ArrayCache::default(),
+            config,
+        })
     }
 
     /// Log-mel `[frames, n_mels]` of `wave`, in dB.

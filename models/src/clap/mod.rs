@@ -9,11 +9,11 @@
 pub mod config;
 pub mod features;
 
-
 use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::{ClapAudioConfig, ClapConfig, ClapTextConfig, FeatureConfig};
+use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
@@ -21,7 +21,6 @@ use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
 use crate::nn::ops::gelu;
 use crate::nn::profile::{mark, Phases};
-use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::Variant;
 
 /// A LayerNorm with its own epsilon.
@@ -92,7 +91,13 @@ impl SwinBlock {
         let y = if self.shift > 0 { roll_back(&roll_back(&y, self.shift, 1)?, self.shift, 2)? } else { y };
         let win = y.reshape(&[b, h / ws, ws, w / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
         let mask = match &self.shifted_mask {
-            Some(m) => if b > 1 { ops::tile(m, &[b, 1, 1, 1])? } else { m.clone() },
+            Some(m) => {
+                if b > 1 {
+                    ops::tile(m, &[b, 1, 1, 1])?
+                } else {
+                    m.clone()
+                }
+            }
             None => self.bias.clone(),
         };
         let a = attend(&self.attn, &win, Mask::Additive(&mask), v)?;
@@ -210,7 +215,11 @@ impl Htsat {
         let b = s[0];
         let x = features.multiply(&self.bn_scale)?.add(&self.bn_shift)?;
         // Bicubic stretch of the frames to the image width (the mel axis keeps its size).
-        let x = if s[2] < spec_w { self.stretch.get_or_make((s[2], spec_w), || Ok(bicubic_matrix(s[2], spec_w)))?.matmul(&x.reshape(&[b * chans, s[2], spec_h])?)? } else { x.reshape(&[b * chans, spec_w, spec_h])? };
+        let x = if s[2] < spec_w {
+            self.stretch.get_or_make((s[2], spec_w), || Ok(bicubic_matrix(s[2], spec_w)))?.matmul(&x.reshape(&[b * chans, s[2], spec_h])?)?
+        } else {
+            x.reshape(&[b * chans, spec_w, spec_h])?
+        };
         // reshape_mel2img: 4 time chunks stacked along the mel axis: [B C, ratio * F, T / ratio].
         let img = x.reshape(&[b * chans, ratio, spec_w / ratio, spec_h])?.transpose_axes(&[0, 1, 3, 2])?.reshape(&[b, chans, ratio * spec_h, spec_w / ratio])?;
         let (p0, p1) = (cfg.patch_size[0], cfg.patch_size[1]);
@@ -420,7 +429,8 @@ impl Clap {
                 if is_longer.len() != features.shape()[0] as usize {
                     return Err(Error::InvalidArgument(format!("{} is_longer flags for {} clips", is_longer.len(), features.shape()[0])));
                 }
-                let parts = (0..features.shape()[0]).map(|i| self.embed_audio_with(&features.index(i..i + 1), &is_longer[i as usize..i as usize + 1], v).map(|o| o.embeds)).collect::<Result<Vec<_>>>()?;
+                let parts =
+                    (0..features.shape()[0]).map(|i| self.embed_audio_with(&features.index(i..i + 1), &is_longer[i as usize..i as usize + 1], v).map(|o| o.embeds)).collect::<Result<Vec<_>>>()?;
                 Ok(ops::concatenate(&parts, 0)?)
             }
         }
@@ -478,10 +488,8 @@ impl Clap {
         if texts.is_empty() {
             return Err(Error::InvalidArgument("no text to embed".into()));
         }
-        let enc: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| tok.encode(t.as_str(), true).map(|e| e.get_ids().to_vec()).map_err(|e| Error::InvalidArgument(format!("tokenizing {t:?}: {e}"))))
-            .collect::<Result<_>>()?;
+        let enc: Vec<Vec<u32>> =
+            texts.iter().map(|t| tok.encode(t.as_str(), true).map(|e| e.get_ids().to_vec()).map_err(|e| Error::InvalidArgument(format!("tokenizing {t:?}: {e}")))).collect::<Result<_>>()?;
         let len = enc.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let pad = self.config.text_config.pad_token_id;
         let mut ids = vec![pad; enc.len() * len];
@@ -531,7 +539,10 @@ impl Checkpointed for Clap {
                 bnv.tensor("num_batches_tracked", &[])?;
                 let scale = g.multiply(ops::rsqrt(&rv.add(mlx_rs::array!(1e-5f32))?)?)?;
                 // BN(x W^T + cb) = x (W^T scale) + (cb - rm) scale + beta
-                Ok(ConvBn { w: q.derived(cw.t().multiply(&scale)?.contiguous()?), b: q.derived(cb.subtract(&rm)?.multiply(&scale)?.add(&beta)?) })
+                Ok(ConvBn {
+                    w: q.derived(cw.t().multiply(&scale)?.contiguous()?),
+                    b: q.derived(cb.subtract(&rm)?.multiply(&scale)?.add(&beta)?),
+                })
             };
             let branch = |name: &str, c1: i32, b1: i32, c2: i32, b2: i32| -> Result<AffBranch> {
                 let q = pe.pp(format!("fusion_model.{name}"));
@@ -611,7 +622,12 @@ impl Checkpointed for Clap {
             pad: t.pad_token_id,
         };
         let pd = config.projection_dim;
-        let proj = |p: &str, inp: i32| -> Result<Projection> { Ok(Projection { l1: vs.pp(p).pp("linear1").dense_linear(pd, inp, true)?, l2: vs.pp(p).pp("linear2").dense_linear(pd, pd, true)? }) };
+        let proj = |p: &str, inp: i32| -> Result<Projection> {
+            Ok(Projection {
+                l1: vs.pp(p).pp("linear1").dense_linear(pd, inp, true)?,
+                l2: vs.pp(p).pp("linear2").dense_linear(pd, pd, true)?,
+            })
+        };
         let audio_projection = proj("audio_projection", a.hidden_size)?;
         let text_projection = proj("text_projection", hs)?;
         let la = vs.tensor("logit_scale_a", &[])?.item_cast::<f32>().exp();

@@ -121,7 +121,6 @@ impl EncodecConfig {
         }
     }
 
-
     /// Everything this implementation relies on, with a message that names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         crate::config::check_bounds(&[

@@ -12,17 +12,15 @@ pub mod rvq;
 pub mod seanet;
 pub mod stream;
 
-
 use mlx_rs::{Array, Dtype};
 
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
 use self::seanet::{Exec, Half, Layer};
+use crate::checkpoint::{Checkpointed, Init, Vars};
 use crate::error::{Error, Result};
 use crate::nn::lstm::Recurrence;
-use crate::checkpoint::{Checkpointed, Init, Vars};
 use crate::Variant;
-
 
 pub struct Encodec {
     pub config: EncodecConfig,
@@ -51,10 +49,7 @@ impl Encodec {
     pub fn check_audio(&self, audio: &Array) -> Result<()> {
         let s = audio.shape();
         if s.len() != 3 || s[1] != self.config.audio_channels || s[0] < 1 {
-            return Err(Error::InvalidArgument(format!(
-                "audio of shape {s:?}: expected [batch, {} channel(s), samples]",
-                self.config.audio_channels
-            )));
+            return Err(Error::InvalidArgument(format!("audio of shape {s:?}: expected [batch, {} channel(s), samples]", self.config.audio_channels)));
         }
         if s[2] < 1 {
             return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));

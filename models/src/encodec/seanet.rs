@@ -10,11 +10,11 @@ use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy};
 use mlx_rs::{ops, Array};
 
 use super::config::{EncodecConfig, PadMode};
-pub use crate::nn::ops::pad_axis;
 use crate::checkpoint::Vars;
 use crate::error::{Error, Result};
 use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::lstm::{self, LstmLayer, Recurrence};
+pub use crate::nn::ops::pad_axis;
 
 pub use crate::nn::conv::{AxisConvTr, Exec, Kernels, Layout};
 

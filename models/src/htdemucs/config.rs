@@ -208,10 +208,7 @@ impl ModelConfig for HtDemucsConfig {
         for i in 0..self.depth {
             let f = self.freqs_at(i);
             if f <= self.kernel_size || f % self.stride != 0 {
-                return unsupported(&format!(
-                    "a frequency axis that collapses before the transformer ({f} bins at layer {i} with kernel {}; merging the branches)",
-                    self.kernel_size
-                ));
+                return unsupported(&format!("a frequency axis that collapses before the transformer ({f} bins at layer {i} with kernel {}; merging the branches)", self.kernel_size));
             }
         }
         if self.norm_starts < self.depth {

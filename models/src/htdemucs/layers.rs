@@ -7,8 +7,8 @@
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
-pub use crate::nn::conv::{AxisConv, AxisConvTr};
 use crate::error::{Error, Result};
+pub use crate::nn::conv::{AxisConv, AxisConvTr};
 use crate::nn::conv::{Kernels, Layout};
 use crate::nn::ops::{gelu, glu, pad_axis, PadMode};
 

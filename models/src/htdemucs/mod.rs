@@ -13,13 +13,13 @@ pub mod config;
 pub mod layers;
 pub mod spec;
 
-
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::HtDemucsConfig;
 use self::layers::{conv_in, glu_channels, swap, AxisConv, AxisConvTr, DConv, DConvLayer, GridConv};
 use self::spec::Stft;
+use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::chunked::{ChunkedProcessor, DemucsChunking};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
@@ -29,7 +29,6 @@ use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
 use crate::nn::profile::{mark, Phases};
-use crate::checkpoint::{fan_in, Checkpointed, Init, Vars};
 use crate::Variant;
 
 /// How a variant runs the layers ([`Exec::for_variant`]; no recurrence here).
@@ -343,11 +342,7 @@ impl Transformer {
         let pos1 = self.pos_cache.get_or_make((c, 0, l2), || Ok(sin_embedding(l2, c, self.max_period).multiply(&w)?))?;
         // Tokens (t1 fr): channels-last is a reshape; channels-first keeps [B, C, N] between
         // layers and every layer transposes in and out.
-        let (mut tok, mut tok_t) = if cl {
-            (x.reshape(&[bsz, t1 * fr, c])?, xt)
-        } else {
-            (swap(&x.transpose_axes(&[0, 1, 3, 2])?.reshape(&[bsz, c, t1 * fr])?)?, swap(&xt)?)
-        };
+        let (mut tok, mut tok_t) = if cl { (x.reshape(&[bsz, t1 * fr, c])?, xt) } else { (swap(&x.transpose_axes(&[0, 1, 3, 2])?.reshape(&[bsz, c, t1 * fr])?)?, swap(&xt)?) };
         tok = self.norm_in.forward(&tok)?.add(&pos2)?;
         tok_t = self.norm_in_t.forward(&tok_t)?.add(&pos1)?;
         if !cl {
@@ -372,11 +367,7 @@ impl Transformer {
                 tok_t = run(lt, &tok_t, None)?;
             }
         }
-        let (mut x, mut xt) = if cl {
-            (tok.reshape(&[bsz, t1, fr, c])?, tok_t)
-        } else {
-            (tok.reshape(&[bsz, c, t1, fr])?.transpose_axes(&[0, 1, 3, 2])?, tok_t)
-        };
+        let (mut x, mut xt) = if cl { (tok.reshape(&[bsz, t1, fr, c])?, tok_t) } else { (tok.reshape(&[bsz, c, t1, fr])?.transpose_axes(&[0, 1, 3, 2])?, tok_t) };
         if let Some(tp) = taps {
             tp.x_out = Some(torch_layout(&x, cl)?);
             tp.xt_out = Some(torch_layout(&xt, cl)?);
@@ -438,7 +429,12 @@ impl HtDemucs {
     pub fn separate_track(&self, channels: &[Vec<f32>], variant: Variant, chunking: Chunking, progress: impl FnMut(usize, usize)) -> Result<Array> {
         let len = channels.first().map_or(0, Vec::len);
         if channels.len() != self.config.audio_channels as usize || len == 0 || channels.iter().any(|c| c.len() != len) {
-            return Err(Error::InvalidArgument(format!("a track of {} channels of lengths {:?}: expected {} channels of one length, at least 1 sample", channels.len(), channels.iter().map(Vec::len).collect::<Vec<_>>(), self.config.audio_channels)));
+            return Err(Error::InvalidArgument(format!(
+                "a track of {} channels of lengths {:?}: expected {} channels of one length, at least 1 sample",
+                channels.len(),
+                channels.iter().map(Vec::len).collect::<Vec<_>>(),
+                self.config.audio_channels
+            )));
         }
         let n = i32::try_from(len).map_err(|_| Error::InvalidArgument(format!("{len} samples: too long for one signal")))?;
         let mix = Array::from_slice(&channels.concat(), &[1, channels.len() as i32, n]);
@@ -509,10 +505,7 @@ impl HtDemucs {
         }
         let (b, length) = (sh[0], sh[2]);
         if length > tl {
-            return Err(Error::InvalidArgument(format!(
-                "HTDemucs input of {length} samples is longer than the model's segment ({tl} samples, {} s); split it into chunks",
-                cfg.segment
-            )));
+            return Err(Error::InvalidArgument(format!("HTDemucs input of {length} samples is longer than the model's segment ({tl} samples, {} s); split it into chunks", cfg.segment)));
         }
         let mix = if length < tl { pad_axis(&mix.as_dtype(Dtype::Float32)?, 2, 0, tl - length, PadMode::Constant)? } else { mix.as_dtype(Dtype::Float32)? };
         let ca = cfg.audio_channels;
@@ -647,7 +640,11 @@ impl Checkpointed for HtDemucs {
                 let rewrite = if cfg.rewrite { Some(load_rewrite(&p.pp("rewrite"), freq, cout, cfg.context_enc)?) } else { None };
                 let dconv = if cfg.dconv_mode & 1 != 0 { Some(load_dconv(cfg, &p, cout)?) } else { None };
                 let layer = EncLayer { conv, dconv, rewrite, freq };
-                if freq { encoder.push(layer) } else { tencoder.push(layer) }
+                if freq {
+                    encoder.push(layer)
+                } else {
+                    tencoder.push(layer)
+                }
             }
         }
         for d in 0..depth {
@@ -666,14 +663,15 @@ impl Checkpointed for HtDemucs {
                 let rewrite = if cfg.rewrite { Some(load_rewrite(&p.pp("rewrite"), freq, cout, cfg.context)?) } else { None };
                 let dconv = if cfg.dconv_mode & 2 != 0 { Some(load_dconv(cfg, &p, cout)?) } else { None };
                 let layer = DecLayer { conv_tr, dconv, rewrite, freq, last: d == depth - 1, pad: k / 4 };
-                if freq { decoder.push(layer) } else { tdecoder.push(layer) }
+                if freq {
+                    decoder.push(layer)
+                } else {
+                    tdecoder.push(layer)
+                }
             }
         }
-        let freq_emb = if cfg.freq_emb > 0.0 {
-            Some(vs.tensor("freq_emb.embedding.weight", &[cfg.freqs_at(1), cfg.channels])?.multiply(mlx_rs::array!((cfg.emb_scale * cfg.freq_emb) as f32))?)
-        } else {
-            None
-        };
+        let freq_emb =
+            if cfg.freq_emb > 0.0 { Some(vs.tensor("freq_emb.embedding.weight", &[cfg.freqs_at(1), cfg.channels])?.multiply(mlx_rs::array!((cfg.emb_scale * cfg.freq_emb) as f32))?) } else { None };
         let inner = cfg.layer_channels(depth - 1);
         let c = cfg.transformer_channels();
         let bottom = if cfg.bottom_channels > 0 {
@@ -696,7 +694,13 @@ impl Checkpointed for HtDemucs {
                 let ws = a.tensor("in_proj_weight", &[3 * c, c])?.split_equal(3, 0)?;
                 let bs = a.tensor("in_proj_bias", &[3 * c])?.split_equal(3, 0)?;
                 let proj = |i: usize| Linear::new(ws[i].clone(), Some(bs[i].clone()));
-                let attn = MultiHeadAttention { query: proj(0)?, key: proj(1)?, value: proj(2)?, out: a.pp("out_proj").dense_linear(c, c, true)?, n_head: cfg.t_heads };
+                let attn = MultiHeadAttention {
+                    query: proj(0)?,
+                    key: proj(1)?,
+                    value: proj(2)?,
+                    out: a.pp("out_proj").dense_linear(c, c, true)?,
+                    n_head: cfg.t_heads,
+                };
                 let norm = |n: &str| LayerNorm::load(&p.pp(n), c);
                 let layer = TLayer {
                     attn,
@@ -710,7 +714,11 @@ impl Checkpointed for HtDemucs {
                     gamma: if cfg.t_layer_scale { Some((p.tensor("gamma_1.scale", &[c])?, p.tensor("gamma_2.scale", &[c])?)) } else { None },
                     gelu: cfg.t_gelu,
                 };
-                if side == "layers" { layers.push(layer) } else { layers_t.push(layer) }
+                if side == "layers" {
+                    layers.push(layer)
+                } else {
+                    layers_t.push(layer)
+                }
             }
         }
         let transformer = Transformer {

@@ -13,15 +13,15 @@ use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::MusicgenConfig;
 use self::t5::T5Encoder;
+use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 use crate::encodec::Encodec;
 use crate::error::{Error, Result};
 use crate::nn::attention::{Mask, MultiHeadAttention};
+pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::nn::linear::{Linear, Weight};
-use crate::nn::quant::Precision;
 use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
-pub use crate::nn::decoder::{DecodeOptions, DecodeState};
-use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
+use crate::nn::quant::Precision;
 use crate::Variant;
 
 struct Layer {

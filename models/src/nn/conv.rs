@@ -22,9 +22,7 @@ pub fn conv_weight_from_torch(w: &Array) -> Result<Array> {
 pub fn conv_transpose1d_weight_from_torch(w: &Array, groups: i32) -> Result<Array> {
     let s = w.shape();
     if s.len() != 3 || groups < 1 || s[0] % groups != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "ConvTranspose1d weight of shape {s:?} with groups={groups}: expected [in, out/groups, k] with in divisible by groups"
-        )));
+        return Err(Error::InvalidArgument(format!("ConvTranspose1d weight of shape {s:?} with groups={groups}: expected [in, out/groups, k] with in divisible by groups")));
     }
     let (cin, cout_g, k) = (s[0], s[1], s[2]);
     let w = w.reshape(&[groups, cin / groups, cout_g, k])?;
@@ -79,7 +77,6 @@ impl Exec {
     }
 }
 
-
 /// Elements `start, start + step, ...` below `stop` along `axis` (1 or 2).
 fn strided(x: &Array, axis: usize, start: i32, stop: i32, step: i32) -> Array {
     let r = (start..stop).stride_by(step);
@@ -131,11 +128,8 @@ impl AxisConv {
             Kernels::Mlx if nd == 3 => ops::conv1d(x, &self.weight, self.stride, self.pad, self.dilation, 1)?,
             Kernels::Mlx => {
                 let (o, k, i) = (self.weight.shape()[0], self.kernel, self.weight.shape()[2]);
-                let (shape, st, pd, dl) = if axis == 1 {
-                    ([o, k, 1, i], (self.stride, 1), (self.pad, 0), (self.dilation, 1))
-                } else {
-                    ([o, 1, k, i], (1, self.stride), (0, self.pad), (1, self.dilation))
-                };
+                let (shape, st, pd, dl) =
+                    if axis == 1 { ([o, k, 1, i], (self.stride, 1), (self.pad, 0), (self.dilation, 1)) } else { ([o, 1, k, i], (1, self.stride), (0, self.pad), (1, self.dilation)) };
                 ops::conv2d(x, self.weight.reshape(&shape)?, st, pd, dl, 1)?
             }
             Kernels::Gemm if self.kernel == 1 && self.stride == 1 => x.matmul(&self.wmat)?,

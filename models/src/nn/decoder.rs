@@ -23,7 +23,12 @@ impl DecodeOptions {
         Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1, kernel: AttentionKernel::Explicit }
     }
     pub fn optimized() -> Self {
-        Self { kv_cache: KvCacheKind::Preallocated, cache_cross: true, eval_every: 8, kernel: AttentionKernel::Fused }
+        Self {
+            kv_cache: KvCacheKind::Preallocated,
+            cache_cross: true,
+            eval_every: 8,
+            kernel: AttentionKernel::Fused,
+        }
     }
     pub fn for_variant(v: Variant) -> Self {
         match v {

@@ -92,10 +92,7 @@ impl Linear {
     pub fn new(weight: Array, bias: Option<Array>) -> Result<Self> {
         let s = weight.shape();
         if s.len() != 2 || bias.as_ref().is_some_and(|b| b.shape() != [s[0]]) {
-            return Err(Error::InvalidArgument(format!(
-                "linear weight {s:?} / bias {:?}: expected [out, in] and [out]",
-                bias.as_ref().map(|b| b.shape().to_vec())
-            )));
+            return Err(Error::InvalidArgument(format!("linear weight {s:?} / bias {:?}: expected [out, in] and [out]", bias.as_ref().map(|b| b.shape().to_vec()))));
         }
         Ok(Self { weight: Weight::Dense(weight), bias })
     }

@@ -23,13 +23,7 @@ impl LstmLayer {
     pub fn new(w_ih: Array, w_hh: Array, b_ih: &Array, b_hh: &Array) -> Result<Self> {
         let (g4, h) = (w_hh.shape()[0], w_hh.shape()[1]);
         if g4 != 4 * h || w_ih.shape()[0] != g4 || b_ih.shape() != [g4] || b_hh.shape() != [g4] {
-            return Err(Error::InvalidArgument(format!(
-                "LSTM weights do not fit together: w_ih {:?}, w_hh {:?}, b_ih {:?}, b_hh {:?}",
-                w_ih.shape(),
-                w_hh.shape(),
-                b_ih.shape(),
-                b_hh.shape()
-            )));
+            return Err(Error::InvalidArgument(format!("LSTM weights do not fit together: w_ih {:?}, w_hh {:?}, b_ih {:?}, b_hh {:?}", w_ih.shape(), w_hh.shape(), b_ih.shape(), b_hh.shape())));
         }
         let w_ih_t = w_ih.t().contiguous()?;
         let w_hh_t = w_hh.t().contiguous()?;
@@ -190,7 +184,6 @@ fn step(xg: &Array, h: &Array, c: &Array, w_hh_t: &Array) -> std::result::Result
     let h = o.multiply(ops::tanh(&c)?)?;
     Ok((h, c))
 }
-
 
 #[cfg(test)]
 mod tests {

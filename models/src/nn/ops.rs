@@ -7,12 +7,7 @@ use crate::error::{Error, Result};
 /// strides). MLX's `slice_update`: the O(1) append of the preallocated KV cache.
 pub fn slice_update(src: &Array, update: &Array, start: &[i32], stop: &[i32]) -> Result<Array> {
     if start.len() != src.ndim() || stop.len() != src.ndim() {
-        return Err(Error::InvalidArgument(format!(
-            "slice_update: {} start / {} stop bounds for a {}-d array",
-            start.len(),
-            stop.len(),
-            src.ndim()
-        )));
+        return Err(Error::InvalidArgument(format!("slice_update: {} start / {} stop bounds for a {}-d array", start.len(), stop.len(), src.ndim())));
     }
     let strides = vec![1i32; start.len()];
     let stream = Stream::thread_local_or_default();
@@ -20,25 +15,10 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i32], stop: &[i32]) ->
     // success and freed here on failure.
     unsafe {
         let mut res = mlx_sys::mlx_array_new();
-        let status = mlx_sys::mlx_slice_update(
-            &mut res,
-            src.as_ptr(),
-            update.as_ptr(),
-            start.as_ptr(),
-            start.len(),
-            stop.as_ptr(),
-            stop.len(),
-            strides.as_ptr(),
-            strides.len(),
-            stream.as_ptr(),
-        );
+        let status = mlx_sys::mlx_slice_update(&mut res, src.as_ptr(), update.as_ptr(), start.as_ptr(), start.len(), stop.as_ptr(), stop.len(), strides.as_ptr(), strides.len(), stream.as_ptr());
         if status != 0 {
             mlx_sys::mlx_array_free(res);
-            return Err(Error::Mlx(format!(
-                "slice_update of {:?} into {:?} at {start:?}..{stop:?} failed",
-                update.shape(),
-                src.shape()
-            )));
+            return Err(Error::Mlx(format!("slice_update of {:?} into {:?} at {start:?}..{stop:?} failed", update.shape(), src.shape())));
         }
         Ok(Array::from_ptr(res))
     }

@@ -13,7 +13,10 @@ pub enum Precision {
     F32,
     F16,
     /// `bits` (8 or 4) per weight, groups of `group_size` (32, 64 or 128) along each row.
-    Int { bits: i32, group_size: i32 },
+    Int {
+        bits: i32,
+        group_size: i32,
+    },
 }
 
 impl Precision {
@@ -95,7 +98,10 @@ impl QuantWeight {
         let want = [[out, inn * bits / 32], [out, inn / group_size], [out, inn / group_size]];
         for ((part, a), w) in ["weight", "scales", "biases"].iter().zip([&packed, &scales, &biases]).zip(want) {
             if a.shape() != w {
-                return Err(Error::Weights { path: name.into(), reason: format!("{name}.{part}: shape {:?}, expected {w:?} for a {bits}-bit [{out}, {inn}] matrix in groups of {group_size}", a.shape()) });
+                return Err(Error::Weights {
+                    path: name.into(),
+                    reason: format!("{name}.{part}: shape {:?}, expected {w:?} for a {bits}-bit [{out}, {inn}] matrix in groups of {group_size}", a.shape()),
+                });
             }
         }
         Ok(Self { packed, scales, biases, bits, group_size, shape })

@@ -106,7 +106,6 @@ impl WhisperConfig {
         })
     }
 
-
     pub fn validate(&self) -> std::result::Result<(), String> {
         crate::config::check_bounds(&[
             ("vocab_size", i64::from(self.vocab_size), 1 << 20),

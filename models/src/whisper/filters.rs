@@ -49,7 +49,12 @@ impl LogitFilters {
                 return Err(Error::InvalidArgument(format!("timestamp tokens from {} (end-of-transcript {}) do not fit a vocabulary of {vocab}", ts.begin, ts.eot)));
             }
         }
-        Ok(Compiled { always: mask(&self.always, vocab)?, at_begin: mask(&self.at_begin, vocab)?, timestamps: self.timestamps, ids: ops::arange::<_, i32>(0, vocab, 1)?.reshape(&[1, vocab])? })
+        Ok(Compiled {
+            always: mask(&self.always, vocab)?,
+            at_begin: mask(&self.at_begin, vocab)?,
+            timestamps: self.timestamps,
+            ids: ops::arange::<_, i32>(0, vocab, 1)?.reshape(&[1, vocab])?,
+        })
     }
 }
 
@@ -76,7 +81,12 @@ pub(crate) struct TimestampState {
 
 impl TimestampState {
     pub(crate) fn new(ts: &Timestamps, rows: i32) -> Result<Self> {
-        Ok(Self { last: ops::zeros::<bool>(&[rows, 1])?, penultimate: ops::ones::<bool>(&[rows, 1])?, last_timestamp: ops::full::<i32>(&[rows, 1], array!(ts.begin - 1))?, sampled: 0 })
+        Ok(Self {
+            last: ops::zeros::<bool>(&[rows, 1])?,
+            penultimate: ops::ones::<bool>(&[rows, 1])?,
+            last_timestamp: ops::full::<i32>(&[rows, 1], array!(ts.begin - 1))?,
+            sampled: 0,
+        })
     }
 
     /// The state after the sampled tokens of each row (host-side, for beam search).

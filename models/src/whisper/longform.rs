@@ -44,13 +44,7 @@ pub struct TimedSegment {
 /// Transcribe mono 16 kHz `samples`. `prompt(encoded)` gives each window's start-of-transcript
 /// sequence, ending in the task token (no `<|notimestamps|>`); it may detect the language from
 /// the encoded window. `progress(done, total)` follows each window.
-pub fn transcribe(
-    model: &Whisper,
-    samples: &[f32],
-    lf: &LongForm,
-    mut prompt: impl FnMut(&Array) -> Result<Vec<i32>>,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<TimedSegment>> {
+pub fn transcribe(model: &Whisper, samples: &[f32], lf: &LongForm, mut prompt: impl FnMut(&Array) -> Result<Vec<i32>>, mut progress: impl FnMut(usize, usize)) -> Result<Vec<TimedSegment>> {
     if samples.is_empty() {
         return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));
     }

@@ -9,22 +9,21 @@ pub mod longform;
 pub mod tokenizer;
 pub mod transcribe;
 
-
 use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::WhisperConfig;
-pub use self::filters::{segments, LogitFilters, Segment, Timestamps};
 use self::filters::TimestampState;
+pub use self::filters::{segments, LogitFilters, Segment, Timestamps};
+use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
+pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::nn::linear::{Linear, Weight};
-use crate::nn::quant::Precision;
 use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
-pub use crate::nn::decoder::{DecodeOptions, DecodeState};
-use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
+use crate::nn::quant::Precision;
 
 struct Mlp {
     fc1: Linear,
@@ -103,11 +102,7 @@ impl Whisper {
         let mel = if mel.ndim() == 2 { mel.reshape(&[1, mel.shape()[0], mel.shape()[1]])? } else { mel.clone() };
         let s = mel.shape();
         if s.len() != 3 || s[1] != self.config.num_mel_bins || s[2] != self.config.n_frames() {
-            return Err(Error::InvalidArgument(format!(
-                "mel of shape {s:?}: expected [batch, {}, {}]",
-                self.config.num_mel_bins,
-                self.config.n_frames()
-            )));
+            return Err(Error::InvalidArgument(format!("mel of shape {s:?}: expected [batch, {}, {}]", self.config.num_mel_bins, self.config.n_frames())));
         }
         let x = mel.transpose_axes(&[0, 2, 1])?;
         let x = gelu(&ops::conv1d(&x, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?)?;
@@ -129,10 +124,7 @@ impl Whisper {
     pub fn decode_step(&self, tokens: &Array, audio: &Array, state: &mut DecodeState) -> Result<Array> {
         let t = tokens.shape()[1];
         if state.offset() + t > self.config.max_target_positions {
-            return Err(Error::InvalidArgument(format!(
-                "decoding past the text context: {} + {t} tokens > {}",
-                state.offset(), self.config.max_target_positions
-            )));
+            return Err(Error::InvalidArgument(format!("decoding past the text context: {} + {t} tokens > {}", state.offset(), self.config.max_target_positions)));
         }
         let pos = self.dec_pos.index(state.offset()..state.offset() + t);
         let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;

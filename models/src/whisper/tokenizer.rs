@@ -34,11 +34,7 @@ impl Tokenizer {
     /// Text of `ids`, special tokens (timestamps included) skipped.
     pub fn decode(&self, ids: &[i32]) -> String {
         let added = self.inner.get_added_tokens_decoder();
-        let text: Vec<u32> = ids
-            .iter()
-            .filter_map(|&i| u32::try_from(i).ok())
-            .filter(|i| !added.contains_key(i) && self.inner.id_to_token(*i).is_some())
-            .collect();
+        let text: Vec<u32> = ids.iter().filter_map(|&i| u32::try_from(i).ok()).filter(|i| !added.contains_key(i) && self.inner.id_to_token(*i).is_some()).collect();
         // Decoding known ids of a byte-level BPE cannot fail; an unknown id is dropped above.
         self.inner.decode(&text, true).unwrap_or_default()
     }

@@ -158,7 +158,14 @@ impl Transcriber {
         let windows = self.windows(samples.len());
         let segments: Vec<TimedSegment> = if long || opts.timestamps {
             let timestamps = Timestamps::new(self.special("<|notimestamps|>")?, eot);
-            let lf = LongForm { decode, beam: opts.beam, filters: self.filters.clone(), timestamps, max_new: MAX_NEW_TOKENS, chunks: ChunkedProcessor::whisper() };
+            let lf = LongForm {
+                decode,
+                beam: opts.beam,
+                filters: self.filters.clone(),
+                timestamps,
+                max_new: MAX_NEW_TOKENS,
+                chunks: ChunkedProcessor::whisper(),
+            };
             longform::transcribe(model, samples, &lf, |enc| prompt(enc, true), &mut progress)?
         } else {
             let len = i32::try_from(samples.len()).map_err(|_| Error::InvalidArgument(format!("{} samples: too long for one signal", samples.len())))?;
