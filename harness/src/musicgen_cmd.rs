@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use models::checkpoint::Checkpointed;
-use models::musicgen::{tokenize_prompt, MusicGen, Sampler};
+use models::musicgen::{tokenize_prompt, AudioRequest, MusicGen, Sampler};
 
 use crate::audio::{write_wav, Audio};
 use crate::hub_args::HubArgs;
@@ -81,7 +81,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let sampler = if args.greedy { Sampler::Greedy } else { Sampler::TopK { top_k: args.top_k, temperature: args.temperature, seed: args.seed } };
     let bar = crate::progress::bar(steps as u64, "steps", args.quiet);
     let t0 = std::time::Instant::now();
-    let samples = model.generate_audio(&ids, &mask, args.seconds, args.guidance, &sampler, args.variant.variant, |d, _| bar.set_position(d as u64))?;
+    let req = AudioRequest { seconds: args.seconds, guidance: args.guidance, sampler, variant: args.variant.variant };
+    let samples = model.generate_audio(&ids, &mask, &req, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let rate = model.codec.config.sampling_rate;
     let n = samples.len();

@@ -107,6 +107,17 @@ impl Sampler {
     }
 }
 
+/// What [`MusicGen::generate_audio`] makes: how many seconds, with which guidance scale and
+/// sampler, on which path.
+#[derive(Debug, Clone)]
+pub struct AudioRequest {
+    pub seconds: f64,
+    /// Classifier-free guidance scale (1 = none).
+    pub guidance: f32,
+    pub sampler: Sampler,
+    pub variant: Variant,
+}
+
 /// HF's `MusicgenSinusoidalPositionalEmbedding`: `[cos | sin]` of position × frequency.
 fn sinusoids(n: i32, d: i32) -> Array {
     let half = d / 2;
@@ -202,14 +213,13 @@ impl MusicGen {
         Ok((steps, frames))
     }
 
-    /// Text to audio: `seconds` of mono samples at the codec's rate for the prompt `ids`/`mask`
-    /// (see [`tokenize_prompt`]), generated with `guidance` and `sampler` on the variant's
-    /// decode path, decoded by EnCodec and cut to length. `progress(step, steps)` follows the
-    /// decode.
-    pub fn generate_audio(&self, ids: &Array, mask: &Array, seconds: f64, guidance: f32, sampler: &Sampler, v: Variant, progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
-        let (steps, frames) = self.steps_for(seconds)?;
-        let codes = self.generate(ids, mask, steps, guidance, sampler, &DecodeOptions::for_variant(v), progress)?;
-        let audio = self.codec.decode(&codes, v)?;
+    /// Text to audio as [`AudioRequest`] asks: mono samples at the codec's rate for the prompt
+    /// `ids`/`mask` (see [`tokenize_prompt`]), decoded by EnCodec and cut to length.
+    /// `progress(step, steps)` follows the decode.
+    pub fn generate_audio(&self, ids: &Array, mask: &Array, req: &AudioRequest, progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
+        let (steps, frames) = self.steps_for(req.seconds)?;
+        let codes = self.generate(ids, mask, steps, req.guidance, &req.sampler, &DecodeOptions::for_variant(req.variant), progress)?;
+        let audio = self.codec.decode(&codes, req.variant)?;
         audio.eval()?;
         let samples = audio.as_slice::<f32>();
         let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as usize;
