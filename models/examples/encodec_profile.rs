@@ -12,9 +12,9 @@ use models::nn::lstm::Recurrence;
 
 fn describe(l: &Layer) -> String {
     match l {
-        Layer::Conv(c) => format!("conv k{} s{} d{} {}->{}", c.kernel, c.stride, c.dilation, c.weight.shape()[2], c.weight.shape()[0]),
+        Layer::Conv(c) => format!("conv k{} s{} d{} {}->{}", c.conv.kernel, c.conv.stride, c.conv.dilation, c.conv.weight.shape()[2], c.conv.weight.shape()[0]),
         Layer::ConvTranspose(c) => format!("convT k{} s{} {}->{}", c.conv.kernel, c.conv.stride, c.conv.weight.shape()[2], c.conv.weight.shape()[0]),
-        Layer::Res(r) => format!("resblock {}ch", r.convs[0].weight.shape()[2]),
+        Layer::Res(r) => format!("resblock {}ch", r.convs[0].conv.weight.shape()[2]),
         Layer::Lstm(l) => format!("lstm {}x{}", l.layers.len(), l.layers[0].hidden_size()),
         Layer::Elu => "elu".into(),
     }

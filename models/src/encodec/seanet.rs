@@ -12,11 +12,10 @@ use mlx_rs::{ops, Array};
 use super::config::{EncodecConfig, PadMode};
 use crate::checkpoint::Vars;
 use crate::error::{Error, Result};
-use crate::nn::conv::conv_weight_from_torch;
 use crate::nn::lstm::{self, LstmLayer, Recurrence};
 pub use crate::nn::ops::pad_axis;
 
-pub use crate::nn::conv::{AxisConvTr, Exec, Kernels, Layout};
+pub use crate::nn::conv::{AxisConv, AxisConvTr, Exec, Kernels, Layout};
 
 /// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as
 /// `max(x, 0) + exp(min(x, 0)) - 1`: MLX's CPU `expm1` is scalar libm and made ELU a tenth of
@@ -32,30 +31,24 @@ fn to_cl(x: &Array) -> Result<Array> {
 }
 
 /// `EncodecConv1d`: a weight-normed `nn.Conv1d` with causal or centred padding, plus the extra
-/// right padding that makes the length a whole number of strides.
+/// right padding that makes the length a whole number of strides; the convolution itself is
+/// the shared [`AxisConv`] (unpadded).
 pub struct Conv {
-    /// MLX layout `[out, k, in]`, weight norm folded.
-    pub weight: Array,
-    /// The same as a `[k * in, out]` matrix for the im2col product.
-    pub wmat: Array,
-    /// And as `[in, k * out]`, every tap at once, for the tap-sum product.
-    pub wtaps: Array,
-    pub bias: Array,
-    pub kernel: i32,
-    pub stride: i32,
-    pub dilation: i32,
+    pub conv: AxisConv,
+    /// The weight as `[in, k * out]`, every tap at once, for the tap-sum product.
+    wtaps: Array,
     pub causal: bool,
     pub pad: PadMode,
 }
 
 impl Conv {
     fn effective_kernel(&self) -> i32 {
-        (self.kernel - 1) * self.dilation + 1
+        (self.conv.kernel - 1) * self.conv.dilation + 1
     }
 
     /// Fixed left and right padding (without the length-dependent extra).
     pub fn fixed_padding(&self) -> (i32, i32) {
-        let total = self.effective_kernel() - self.stride;
+        let total = self.effective_kernel() - self.conv.stride;
         if self.causal {
             (total, 0)
         } else {
@@ -65,14 +58,22 @@ impl Conv {
 
     /// HF `_get_extra_padding_for_conv1d`: the output covers `ceil(len / stride)` frames.
     fn extra_padding(&self, len: i32) -> i32 {
-        (len + self.stride - 1) / self.stride * self.stride - len
+        let s = self.conv.stride;
+        (len + s - 1) / s * s - len
     }
 
-    pub fn new(weight: Array, bias: Array, stride: i32, dilation: i32, causal: bool, pad: PadMode) -> Result<Self> {
-        let (cout, kernel, cin) = (weight.shape()[0], weight.shape()[1], weight.shape()[2]);
-        let wmat = weight.reshape(&[cout, kernel * cin])?.t().contiguous()?;
-        let wtaps = weight.transpose_axes(&[2, 1, 0])?.reshape(&[cin, kernel * cout])?.contiguous()?;
-        Ok(Self { weight, wmat, wtaps, bias, kernel, stride, dilation, causal, pad })
+    /// From the PyTorch weight `[out, in, k]` (weight norm folded).
+    pub fn new(torch_weight: &Array, bias: Array, stride: i32, dilation: i32, causal: bool, pad: PadMode) -> Result<Self> {
+        let conv = AxisConv::new(torch_weight, bias, stride, dilation, 0)?;
+        let (cout, kernel, cin) = (conv.weight.shape()[0], conv.kernel, conv.weight.shape()[2]);
+        let wtaps = conv.weight.transpose_axes(&[2, 1, 0])?.reshape(&[cin, kernel * cout])?.contiguous()?;
+        Ok(Self { conv, wtaps, causal, pad })
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut v = self.conv.arrays().to_vec();
+        v.push(&self.wtaps);
+        v
     }
 
     /// `x` channels-last `[B, T, C]`.
@@ -80,36 +81,26 @@ impl Conv {
         let len = x.shape()[1];
         let (left, right) = self.fixed_padding();
         let x = pad_axis(x, 1, left, right + self.extra_padding(len), self.pad)?;
-        let y = match kernels {
-            Kernels::Mlx => ops::conv1d(&x, &self.weight, self.stride, 0, self.dilation, 1)?,
-            Kernels::Gemm => {
-                let out_len = (x.shape()[1] - self.effective_kernel()) / self.stride + 1;
-                let (cin, cout) = (self.weight.shape()[2], self.weight.shape()[0]);
-                // Tap `i` of output `t` reads input `t * stride + i * dilation`.
-                let tap = |a: &Array, i: i32| {
-                    let start = i * self.dilation;
-                    a.index((.., (start..start + (out_len - 1) * self.stride + 1).stride_by(self.stride), ..))
-                };
-                if self.kernel == 1 && self.stride == 1 {
-                    x.matmul(&self.wmat)?
-                } else if cout < cin {
-                    // Fewer outputs than inputs: multiply every input by all taps at once
-                    // ([T, k * out], smaller than im2col's [T, k * in]), then add the taps'
-                    // shifted products.
-                    let (b, t) = (x.shape()[0], x.shape()[1]);
-                    let z = x.matmul(&self.wtaps)?.reshape(&[b, t, self.kernel, cout])?;
-                    let mut acc = tap(&z.index((.., .., 0, ..)), 0);
-                    for i in 1..self.kernel {
-                        acc = acc.add(tap(&z.index((.., .., i, ..)), i))?;
-                    }
-                    acc
-                } else {
-                    let taps = (0..self.kernel).map(|i| tap(&x, i)).collect::<Vec<_>>();
-                    ops::concatenate(&taps, 2)?.matmul(&self.wmat)?
-                }
+        let c = &self.conv;
+        let (cin, cout) = (c.weight.shape()[2], c.weight.shape()[0]);
+        if kernels == Kernels::Gemm && cout < cin && !(c.kernel == 1 && c.stride == 1) {
+            // Fewer outputs than inputs: multiply every input by all taps at once ([T, k * out],
+            // smaller than im2col's [T, k * in]), then add the taps' shifted products. Tap `i`
+            // of output `t` reads input `t * stride + i * dilation`.
+            let out_len = (x.shape()[1] - self.effective_kernel()) / c.stride + 1;
+            let tap = |a: &Array, i: i32| {
+                let start = i * c.dilation;
+                a.index((.., (start..start + (out_len - 1) * c.stride + 1).stride_by(c.stride), ..))
+            };
+            let (b, t) = (x.shape()[0], x.shape()[1]);
+            let z = x.matmul(&self.wtaps)?.reshape(&[b, t, c.kernel, cout])?;
+            let mut acc = tap(&z.index((.., .., 0, ..)), 0);
+            for i in 1..c.kernel {
+                acc = acc.add(tap(&z.index((.., .., i, ..)), i))?;
             }
-        };
-        Ok(y.add(&self.bias)?)
+            return Ok(acc.add(&c.bias)?);
+        }
+        c.forward(&x, 1, kernels)
     }
 }
 
@@ -311,8 +302,9 @@ pub fn build(cfg: &EncodecConfig, half: Half, vs: &Vars) -> Result<Vec<Layer>> {
     let causal = cfg.use_causal_conv;
     let conv = |p: &Vars, cin: i32, cout: i32, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
         let p = p.pp("conv");
-        let weight = p.derived(conv_weight_from_torch(&weight_normed(&p, [cout, cin, k])?)?);
-        Conv::new(weight, p.tensor("bias", &[cout])?, stride, dilation, causal, pad)
+        let conv = Conv::new(&weight_normed(&p, [cout, cin, k])?, p.tensor("bias", &[cout])?, stride, dilation, causal, pad)?;
+        p.materialize(conv.arrays());
+        Ok(conv)
     };
     let half_vs = vs.pp(half.prefix());
     let mut layers = Vec::new();
