@@ -159,17 +159,20 @@ fn last_axis(x: &Array, a: i32, b: i32) -> Result<Array> {
 /// separation can be checked against it: chunks start every `(1 - overlap) * segment` samples;
 /// each is cut from the signal centred in a window of `valid_length` samples (real neighbouring
 /// samples where there are any, zeros past the ends), run, centre-trimmed back, and blended with
-/// a triangle weight (normalised to peak 1, raised to `transition_power`).
+/// a triangle weight (normalised to peak 1, raised to `transition_power`). Without a
+/// `valid_length` every chunk runs at its own length, the last one shorter (demucs for a model
+/// whose `valid_length(length)` is `length`: HTDemucs with `use_train_segment=False`).
 ///
-/// `batch` chunks go through the model together, stacked along axis 0 (demucs runs one at a
-/// time, `batch: 1`); the result is the same, and a GPU is better used.
+/// `batch` chunks of one length go through the model together, stacked along axis 0 (demucs
+/// runs one at a time, `batch: 1`); the result is the same, and a GPU is better used.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DemucsChunking {
     pub segment: i32,
     pub overlap: f64,
     pub transition_power: f64,
-    /// The input length the model takes (HTDemucs: its training segment).
-    pub valid_length: i32,
+    /// The input length the model takes (HTDemucs: its training segment); `None`: each
+    /// chunk's own length.
+    pub valid_length: Option<i32>,
     /// Chunks per model call.
     pub batch: usize,
 }
@@ -178,7 +181,7 @@ impl DemucsChunking {
     /// `apply_model`'s defaults for the released htdemucs: 7.8 s segments at 44.1 kHz, 25% overlap.
     pub fn htdemucs() -> Self {
         let segment = (7.8f64 * 44_100.0) as i32;
-        Self { segment, overlap: 0.25, transition_power: 1.0, valid_length: segment, batch: 1 }
+        Self { segment, overlap: 0.25, transition_power: 1.0, valid_length: Some(segment), batch: 1 }
     }
 
     fn weight(&self) -> Vec<f32> {
@@ -188,12 +191,12 @@ impl DemucsChunking {
         tri.iter().map(|w| (w / max).powf(self.transition_power) as f32).collect()
     }
 
-    /// Run `f` (input `[B, ..., valid_length]`, output `[B, ..., valid_length]` with any shape
+    /// Run `f` (input `[B, ..., V]`, output `[B, ..., V]` with any shape
     /// between, each of the B rows computed from its own input row) over `x` (`[B, ..., L]`);
     /// returns `f`'s shape with `L` samples. With `batch` above 1, `f` gets up to `batch`
     /// chunks concatenated along axis 0. `progress(done, total)` counts chunks.
     pub fn process(&self, x: &Array, mut f: impl FnMut(&Array) -> Result<Array>, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
-        if self.segment < 2 || self.valid_length < self.segment || !(0.0..1.0).contains(&self.overlap) || self.transition_power < 1.0 || self.batch < 1 {
+        if self.segment < 2 || self.valid_length.is_some_and(|v| v < self.segment) || !(0.0..1.0).contains(&self.overlap) || self.transition_power < 1.0 || self.batch < 1 {
             return Err(Error::InvalidArgument(format!("demucs chunking {self:?}: needs segment >= 2, valid_length >= segment, overlap in [0, 1), transition_power >= 1, batch >= 1")));
         }
         let nd = x.ndim();
@@ -212,17 +215,28 @@ impl DemucsChunking {
         let mut out: Option<Array> = None;
         let mut wsum = vec![0f32; len as usize];
         let mut done = 0;
-        // A chunk's length, and where it sits (centred) in the model's input window.
+        // A chunk's length, the model's input window around it, and where the chunk sits
+        // (centred) in that window.
         let window = |offset: i32| {
             let chunk = self.segment.min(len - offset);
-            (chunk, (self.valid_length - chunk) / 2)
+            let valid = self.valid_length.unwrap_or(chunk);
+            (chunk, valid, (valid - chunk) / 2)
         };
-        for group in offsets.chunks(self.batch) {
+        // Up to `batch` consecutive chunks of one window length per call.
+        let mut groups: Vec<Vec<i32>> = Vec::new();
+        for &o in &offsets {
+            match groups.last_mut() {
+                Some(g) if g.len() < self.batch && window(g[0]).1 == window(o).1 => g.push(o),
+                _ => groups.push(vec![o]),
+            }
+        }
+        for group in &groups {
+            let valid = window(group[0]).1;
             let pieces = group
                 .iter()
                 .map(|&offset| {
-                    let start = offset - window(offset).1;
-                    let end = start + self.valid_length;
+                    let start = offset - window(offset).2;
+                    let end = start + valid;
                     let (a, b) = (start.max(0), end.min(len));
                     pad_axis(&last_axis(x, a, b)?, axis, a - start, end - b, PadMode::Constant)
                 })
@@ -231,19 +245,13 @@ impl DemucsChunking {
             let y = f(&input)?;
             let ys = y.shape();
             let yl = ys[ys.len() - 1];
-            if yl != self.valid_length || ys[0] != rows * group.len() as i32 {
-                return Err(Error::InvalidArgument(format!(
-                    "chunks {}..{}: the model returned {ys:?} for {} chunk(s) of {rows} row(s) and {} samples",
-                    done,
-                    done + group.len(),
-                    group.len(),
-                    self.valid_length
-                )));
+            if yl != valid || ys[0] != rows * group.len() as i32 {
+                return Err(Error::InvalidArgument(format!("chunks {}..{}: the model returned {ys:?} for {} chunk(s) of {rows} row(s) and {} samples", done, done + group.len(), group.len(), valid)));
             }
             let ax = y.ndim() as i32 - 1;
             let mut acc = out.take();
             for (k, &offset) in group.iter().enumerate() {
-                let (chunk, t0) = window(offset);
+                let (chunk, _, t0) = window(offset);
                 let yk = if group.len() == 1 { y.clone() } else { y.index(rows * k as i32..rows * (k as i32 + 1)) };
                 let yk = last_axis(&yk, t0, t0 + chunk)?;
                 let w = &weight[..chunk as usize];
@@ -352,7 +360,7 @@ mod tests {
             for p in [1, 2] {
                 // 300 samples are 6 chunks: batches of 4 leave a partial group.
                 for batch in [1, 2, 4] {
-                    let c = DemucsChunking { segment: 78, overlap: 0.25, transition_power: f64::from(p), valid_length: 78, batch };
+                    let c = DemucsChunking { segment: 78, overlap: 0.25, transition_power: f64::from(p), valid_length: Some(78), batch };
                     let mut calls = Vec::new();
                     let got = c.process(&t[&format!("x{n}")], toy, |d, total| calls.push((d, total))).unwrap().swap_axes(0, 1).unwrap();
                     let chunks = (n as usize).div_ceil(58);
@@ -365,7 +373,7 @@ mod tests {
         }
         let e = DemucsChunking { batch: 0, ..DemucsChunking::htdemucs() }.process(&ramp(&[2, 100]), |x| Ok(x.clone()), |_, _| {}).unwrap_err().to_string();
         assert!(e.contains("batch >= 1"), "{e}");
-        let e = DemucsChunking { valid_length: 10, ..DemucsChunking::htdemucs() }.process(&ramp(&[2, 100]), |x| Ok(x.clone()), |_, _| {}).unwrap_err().to_string();
+        let e = DemucsChunking { valid_length: Some(10), ..DemucsChunking::htdemucs() }.process(&ramp(&[2, 100]), |x| Ok(x.clone()), |_, _| {}).unwrap_err().to_string();
         assert!(e.contains("valid_length"), "{e}");
         assert_eq!(ChunkedProcessor::htdemucs().stride(), 198_450);
         assert_eq!(ChunkedProcessor::phone_constrained().chunk, 132_300);
@@ -379,5 +387,44 @@ mod tests {
         let e = p.process(&ramp(&[1, 30]), |c| Ok(c.index((.., ..5))), |_, _| {}).unwrap_err().to_string();
         assert!(e.contains("returned shape"), "{e}");
         assert!(p.process(&ramp(&[1, 0]), |c| Ok(c.clone()), |_, _| {}).unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn without_a_valid_length_each_chunk_runs_at_its_own_length() {
+        // A model whose output says how long its input was: the last, shorter chunk must see
+        // only itself (demucs for a model with use_train_segment=False), not a padded window.
+        let c = DemucsChunking { segment: 40, overlap: 0.25, transition_power: 1.0, valid_length: None, batch: 3 };
+        let x = ramp(&[1, 95]);
+        let mut lengths = Vec::new();
+        let y = c
+            .process(
+                &x,
+                |chunk| {
+                    let n = chunk.shape()[1];
+                    lengths.push((chunk.shape()[0], n));
+                    Ok(ops::full::<f32>(chunk.shape(), mlx_rs::array!(n as f32))?)
+                },
+                |_, _| {},
+            )
+            .unwrap();
+        // Chunks at 0, 30, 60, 90: two of 40 samples in one call, then 35 and 5 alone.
+        assert_eq!(lengths, [(2, 40), (1, 35), (1, 5)]);
+        let v = y.as_slice::<f32>();
+        assert_eq!(v[0], 40.0);
+        // The end blends the 35- and 5-sample chunks; padded to 40, both would say 40.
+        assert!(v[94] > 5.0 && v[94] < 35.0, "{}", v[94]);
+        // With a valid length, every chunk is run padded to it.
+        let c = DemucsChunking { valid_length: Some(40), ..c };
+        let mut lengths = Vec::new();
+        c.process(
+            &x,
+            |chunk| {
+                lengths.push(chunk.shape()[1]);
+                Ok(chunk.clone())
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert!(lengths.iter().all(|&n| n == 40), "{lengths:?}");
     }
 }

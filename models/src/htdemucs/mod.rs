@@ -416,10 +416,18 @@ impl HtDemucs {
         v
     }
 
-    /// `apply_model`'s chunking for this model: its training segment, 25% overlap.
+    /// `apply_model`'s chunking for this model: its training segment, 25% overlap; every chunk
+    /// padded to the training length, or with `use_train_segment=False` run at its own length
+    /// (demucs' `valid_length`).
     pub fn demucs_chunking(&self) -> DemucsChunking {
         let tl = self.config.training_length();
-        DemucsChunking { segment: tl, overlap: 0.25, transition_power: 1.0, valid_length: tl, batch: 1 }
+        DemucsChunking {
+            segment: tl,
+            overlap: 0.25,
+            transition_power: 1.0,
+            valid_length: self.config.use_train_segment.then_some(tl),
+            batch: 1,
+        }
     }
 
     /// demucs' `separate` on one track: `channels` (the model's channel count, equal lengths,
