@@ -377,7 +377,8 @@ fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     let model = Whisper::load_dir(dir)?;
     let opts = DecodeOptions::for_variant(variant);
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
-    let mel80 = audio::LogMel::new(80)?;
+    // The model's own bin count: 80 through large-v2, 128 for large-v3 and turbo.
+    let log_mel = audio::LogMel::new(model.config.num_mel_bins)?;
     let start = model.config.decoder_start_token_id;
     let mut out = HashMap::new();
     for n in [80usize, 128] {
@@ -391,11 +392,11 @@ fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
         if name == "decoder_input_ids" {
             continue;
         }
-        let mel = mel80.compute(x).with_context(|| format!("log-mel of '{name}'"))?;
+        let mel = log_mel.compute(x).with_context(|| format!("log-mel of '{name}'"))?;
         let enc = model.encode(&mel, opts.kernel)?;
         if name == "audio" {
             out.insert("audio.mel128_head".into(), audio::LogMel::new(128)?.compute(x)?.index((.., ..256)));
-            out.insert("audio.mel".into(), mel);
+            out.insert("audio.mel_head".into(), mel.index((.., ..256)));
             let ids = input_rank(&inputs, "decoder_input_ids", 2)?.as_dtype(Dtype::Int32)?;
             let mut state = model.new_state(&opts);
             let steps = (0..ids.shape()[1]).map(|t| model.decode_step(&ids.index((.., t..t + 1)), &enc, &mut state)).collect::<Result<Vec<_>, _>>()?;

@@ -113,7 +113,8 @@ fn language_detection_picks_the_reference_logits_best_token() {
         let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
         let outputs = weights::read_safetensors(&dir.join("outputs.safetensors")).unwrap();
         assert_eq!(inputs["decoder_input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap().as_slice::<i32>()[0], model.config.decoder_start_token_id);
-        let enc = model.encode(&outputs["audio.mel"], AttentionKernel::Fused).unwrap();
+        let mel = LogMel::new(model.config.num_mel_bins).unwrap().compute(&inputs["audio"]).unwrap();
+        let enc = model.encode(&mel, AttentionKernel::Fused).unwrap();
         let first: Vec<f32> = {
             use mlx_rs::ops::indexing::IndexOp;
             let l = outputs["logits"].index((0, 0, ..));
