@@ -19,7 +19,7 @@ fn min_cosine(a: &Array, b: &Array) -> f32 {
     dot.divide(na.multiply(nb).unwrap()).unwrap().min(None).unwrap().item_cast::<f32>()
 }
 
-const CLIPS: [&str; 8] = ["tone", "noise", "long", "silence", "clipped", "impulse", "dc", "short"];
+const CLIPS: [&str; 11] = ["tone", "noise", "long", "silence", "clipped", "impulse", "dc", "short", "sine", "sweep", "short_tone"];
 
 #[test]
 fn features_match_the_hf_extractor_in_both_modes() {
@@ -60,7 +60,7 @@ fn embeddings_and_logits_match_hf_for_both_variants() {
         for v in [Variant::Naive, Variant::Optimized] {
             let a = model.embed_audio(&batch, v).unwrap();
             let (tp, te) = model.embed_text(ids, mask, v).unwrap();
-            let batched = model.embed_audio_batch(&batch, &[false; 8], v).unwrap();
+            let batched = model.embed_audio_batch(&batch, &[false; CLIPS.len()], v).unwrap();
             let logits = model.logits_per_audio(&a.embeds, &te).unwrap();
             for (name, got) in [("audio.pooled", &a.pooled), ("audio.embeds", &a.embeds), ("text.pooled", &tp), ("text.embeds", &te), ("logits_per_audio", &logits), ("audio.embeds", &batched)] {
                 let (over, err) = excess(got, &outputs[name]);
