@@ -54,11 +54,15 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
-/// A tolerance from the manifest: `{atol, rtol}`, `{exact: true}` or `{cosine: min}`.
+/// A tolerance from the manifest: `{atol, rtol}`, `{exact: true}`, `{cosine: min}`, or for
+/// discrete decisions with recorded margins `{exact: true, margins: NAME, tie: t}`: an element
+/// may differ only where the reference's own margin (output `NAME`, same shape: best minus
+/// second-best score of that decision) is below `t`, a tie at float32 precision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Tolerance {
     Close { atol: f64, rtol: f64 },
+    Decisions { exact: bool, margins: String, tie: f64 },
     Exact { exact: bool },
     Cosine { cosine: f64 },
 }
@@ -68,6 +72,8 @@ pub enum Tolerance {
 pub const MAX_ATOL: f64 = 1e-4;
 pub const MAX_RTOL: f64 = 1e-3;
 pub const MIN_COSINE: f64 = 0.99999;
+/// The largest tie threshold a fixture may state for a decision margin.
+pub const MAX_TIE: f64 = 1e-4;
 
 impl Tolerance {
     /// Refuse a tolerance looser than the ceilings, non-finite, or `exact: false`.
@@ -75,10 +81,14 @@ impl Tolerance {
         let ok = match *self {
             Tolerance::Close { atol, rtol } => (0.0..=MAX_ATOL).contains(&atol) && (0.0..=MAX_RTOL).contains(&rtol),
             Tolerance::Exact { exact } => exact,
+            Tolerance::Decisions { exact, tie, .. } => exact && (0.0..=MAX_TIE).contains(&tie),
             Tolerance::Cosine { cosine } => (MIN_COSINE..=1.0).contains(&cosine),
         };
         if !ok {
-            bail!("manifest.json: the tolerance of '{output}' ({}) is looser than the ceilings (atol <= {MAX_ATOL:e}, rtol <= {MAX_RTOL:e}, cosine >= {MIN_COSINE}, exact: true)", self.describe());
+            bail!(
+                "manifest.json: the tolerance of '{output}' ({}) is looser than the ceilings (atol <= {MAX_ATOL:e}, rtol <= {MAX_RTOL:e}, cosine >= {MIN_COSINE}, exact: true, tie <= {MAX_TIE:e})",
+                self.describe()
+            );
         }
         Ok(())
     }
@@ -87,6 +97,7 @@ impl Tolerance {
         match self {
             Tolerance::Close { atol, rtol } => format!("atol {atol:e}, rtol {rtol:e}"),
             Tolerance::Exact { .. } => "exact".into(),
+            Tolerance::Decisions { tie, .. } => format!("exact, ties < {tie:e}"),
             Tolerance::Cosine { cosine } => format!("cosine >= {cosine}"),
         }
     }
@@ -120,9 +131,16 @@ pub struct Check {
     /// checks (see `mismatches`) and for non-finite output.
     #[serde(default)]
     pub used: Option<f64>,
-    /// Elements outside the tolerance (for exact checks: elements that differ).
+    /// Elements outside the tolerance (for exact checks: elements that differ where the
+    /// reference's decision was not a tie).
     #[serde(default)]
     pub mismatches: u64,
+    /// Decisions with recorded margins: the elements that differ at a tie (accepted), and the
+    /// smallest margin the reference recorded.
+    #[serde(default)]
+    pub ties: u64,
+    #[serde(default)]
+    pub min_margin: Option<f64>,
     pub pass: bool,
 }
 
@@ -157,15 +175,27 @@ fn to_f64(a: &Array) -> Result<Vec<f64>> {
     Ok(a.as_slice::<f32>().iter().map(|&v| f64::from(v)).collect())
 }
 
-/// Compare one output with its reference under `tol`.
-pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Tolerance) -> Result<Check> {
+/// Compare one output with its reference under `tol` (`margins`: the reference's decision
+/// margins, for [`Tolerance::Decisions`]).
+pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Tolerance, margins: Option<&Array>) -> Result<Check> {
     if got.shape() != want.shape() {
         bail!("{variant} output '{name}' has shape {:?}, the reference {:?}", got.shape(), want.shape());
     }
     let (g, w) = (to_f64(got)?, to_f64(want)?);
+    let margin = match (tol, margins) {
+        (Tolerance::Decisions { margins: m, .. }, Some(a)) => {
+            if a.shape() != want.shape() {
+                bail!("the margins '{m}' of '{name}' have shape {:?}, the output {:?}", a.shape(), want.shape());
+            }
+            Some(to_f64(a)?)
+        }
+        (Tolerance::Decisions { margins: m, .. }, None) => bail!("output '{name}': its margins '{m}' are not in outputs.safetensors"),
+        _ => None,
+    };
+    let min_margin = margin.as_ref().map(|m| m.iter().copied().fold(f64::INFINITY, f64::min));
     let (mut max_abs, mut max_rel, mut dot, mut ng, mut nw) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    let (mut finite, mut used, mut mismatches) = (true, 0f64, 0u64);
-    for (a, b) in g.iter().zip(&w) {
+    let (mut finite, mut used, mut mismatches, mut ties) = (true, 0f64, 0u64, 0u64);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         finite &= a.is_finite() && b.is_finite();
         let d = (a - b).abs();
         max_abs = max_abs.max(d);
@@ -178,6 +208,17 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
                 mismatches += u64::from(matches!(d.partial_cmp(&bound), None | Some(std::cmp::Ordering::Greater)));
             }
             Tolerance::Exact { .. } => mismatches += u64::from(a != b),
+            Tolerance::Decisions { tie, .. } => {
+                if a != b {
+                    // A margin that is not finite, or at least the threshold, is no tie.
+                    let m = margin.as_ref().map_or(f64::NAN, |m| m[i]);
+                    if m < *tie {
+                        ties += 1;
+                    } else {
+                        mismatches += 1;
+                    }
+                }
+            }
             Tolerance::Cosine { .. } => {}
         }
         dot += a * b;
@@ -188,12 +229,12 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
     let used = match tol {
         _ if !finite => None,
         Tolerance::Close { .. } => Some(used),
-        Tolerance::Exact { .. } => None,
+        Tolerance::Exact { .. } | Tolerance::Decisions { .. } => None,
         Tolerance::Cosine { cosine: min } => Some(if cosine >= 1.0 { 0.0 } else { (1.0 - cosine) / (1.0 - min).max(f64::MIN_POSITIVE) }),
     };
     let pass = finite
         && match tol {
-            Tolerance::Close { .. } | Tolerance::Exact { .. } => mismatches == 0,
+            Tolerance::Close { .. } | Tolerance::Exact { .. } | Tolerance::Decisions { .. } => mismatches == 0,
             Tolerance::Cosine { cosine: min } => cosine >= *min,
         };
     Ok(Check {
@@ -205,6 +246,8 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
         tolerance: tol.clone(),
         used,
         mismatches,
+        ties,
+        min_margin,
         pass,
     })
 }
@@ -350,8 +393,8 @@ fn run_htdemucs(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> 
 }
 
 /// HF `EncodecModel`: for every input signal, the encoder output, the codes at each bandwidth
-/// the fixture holds, and the decode of the reference codes (so a decode error is not masked
-/// or caused by an encode error).
+/// the fixture holds (teacher-forced by the reference's), and the decode of the reference codes
+/// (so a decode error is not masked or caused by an encode error).
 fn run_encodec(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     let model = Encodec::load_dir(dir)?;
     let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
@@ -360,7 +403,9 @@ fn run_encodec(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
         if let Some((signal, bw)) = name.split_once(".codes@") {
             let audio = inputs.get(signal).with_context(|| format!("inputs.safetensors has codes for '{signal}' but not the signal"))?;
             let bandwidth: f64 = bw.parse().with_context(|| format!("input '{name}': bandwidth '{bw}' is not a number"))?;
-            out.insert(name.clone(), model.encode(audio, Some(bandwidth), variant).with_context(|| format!("encoding '{signal}'"))?);
+            // Teacher-forced by the reference's codes: each level's choice given the
+            // reference's earlier ones, so that a tie at one level does not move the rest.
+            out.insert(name.clone(), model.encode_forced(audio, Some(bandwidth), variant, Some(x)).with_context(|| format!("encoding '{signal}'"))?);
             out.insert(format!("{signal}.decoded@{bw}"), model.decode(x, variant).with_context(|| format!("decoding '{name}'"))?);
         } else if !name.contains('.') {
             out.insert(format!("{name}.embeddings"), model.embed(x, variant).with_context(|| format!("encoding '{name}'"))?);
@@ -369,9 +414,28 @@ fn run_encodec(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     Ok(out)
 }
 
+/// Greedy tokens teacher-forced by the reference's: the decoder fed `start` then the reference
+/// tokens one at a time through the variant's caches, our argmax after each, so that a tie
+/// decided the other way at one step does not change every step after it.
+fn forced_greedy(model: &models::whisper::Whisper, enc: &Array, start: i32, reference: &Array, opts: &models::whisper::DecodeOptions) -> Result<Array> {
+    use mlx_rs::ops::indexing::argmax_axis;
+    let r = reference.as_dtype(Dtype::Int32)?;
+    let (b, n) = (r.shape()[0], r.shape()[1]);
+    let mut state = model.new_state(opts);
+    let mut step = Array::from_slice(&vec![start; b as usize], &[b, 1]);
+    let mut ours = Vec::new();
+    for t in 0..n {
+        let logits = model.decode_step(&step, enc, &mut state)?;
+        ours.push(argmax_axis(logits.index((.., -1, ..)), -1, true)?.as_dtype(Dtype::Int32)?);
+        step = r.index((.., t..t + 1));
+    }
+    Ok(ops::concatenate(&ours, 1)?)
+}
+
 /// HF `WhisperForConditionalGeneration` plus openai-whisper's front end: the mel filters, the
 /// log-mel of every signal, the encoder, teacher-forced logits (fed one token at a time through
-/// the variant's caches) and greedy tokens.
+/// the variant's caches) and greedy tokens (teacher-forced by the reference's where the fixture
+/// records their margins; free-running otherwise).
 fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     use models::whisper::{audio, DecodeOptions, Whisper};
     let model = Whisper::load_dir(dir)?;
@@ -388,6 +452,13 @@ fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
         let n = v.first().map_or(0, Vec::len) as i32;
         Array::from_slice(&v.concat(), &[v.len() as i32, n])
     };
+    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    let greedy = |key: &str, enc: &Array, steps: usize| -> Result<Array> {
+        match refs.get(key) {
+            Some(r) if refs.contains_key(&format!("{key}.margin")) => forced_greedy(&model, enc, start, r, &opts),
+            _ => Ok(tokens(model.greedy(enc, &[start], steps, None, &opts)?)),
+        }
+    };
     for (name, x) in &inputs {
         if name == "decoder_input_ids" {
             continue;
@@ -401,11 +472,11 @@ fn run_whisper(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
             let mut state = model.new_state(&opts);
             let steps = (0..ids.shape()[1]).map(|t| model.decode_step(&ids.index((.., t..t + 1)), &enc, &mut state)).collect::<Result<Vec<_>, _>>()?;
             out.insert("logits".into(), ops::concatenate(&steps, 1)?);
-            out.insert("audio.greedy".into(), tokens(model.greedy(&enc, &[start], 12, None, &opts)?));
+            out.insert("audio.greedy".into(), greedy("audio.greedy", &enc, 12)?);
             out.insert("encoder".into(), enc);
         } else {
             out.insert(format!("{name}.mel_head"), mel.index((.., ..64)));
-            out.insert(format!("{name}.greedy"), tokens(model.greedy(&enc, &[start], 6, None, &opts)?));
+            out.insert(format!("{name}.greedy"), greedy(&format!("{name}.greedy"), &enc, 6)?);
         }
     }
     Ok(out)
@@ -472,7 +543,11 @@ pub fn check_fixture(dir: &Path, variants: &[Variant]) -> Result<(Manifest, Vec<
         let got = run_model(&manifest, dir, variant)?;
         for (name, tol) in &manifest.tolerances {
             let g = got.get(name).with_context(|| format!("our {v} run produced no output '{name}'"))?;
-            checks.push(compare(v, name, g, &want[name], tol)?);
+            let margins = match tol {
+                Tolerance::Decisions { margins, .. } => want.get(margins),
+                _ => None,
+            };
+            checks.push(compare(v, name, g, &want[name], tol, margins)?);
         }
     }
     Ok((manifest, checks))
@@ -572,10 +647,12 @@ fn print_checks(dir: &Path, manifest: &Manifest, checks: &[Check]) {
         let used = match (c.used, &c.tolerance) {
             (Some(u), _) => format!("{:.0}%", u * 100.0),
             (None, Tolerance::Exact { .. }) => format!("{} diff", c.mismatches),
+            (None, Tolerance::Decisions { .. }) => format!("{}+{}t", c.mismatches, c.ties),
             (None, _) => "non-fin.".into(),
         };
+        let margin = c.min_margin.map_or(String::new(), |m| format!("  (smallest reference margin {m:.2e})"));
         println!(
-            "{:<10} {:<20} {:>12.3e} {:>12.3e} {:>10.7} {:>8}  {:<26} {}",
+            "{:<10} {:<20} {:>12.3e} {:>12.3e} {:>10.7} {:>8}  {:<26} {}{margin}",
             c.variant,
             c.output,
             c.max_abs,
@@ -598,10 +675,34 @@ mod tests {
         let fine = Array::from_slice(&[1.0f32, 2.0], &[2]);
         for tol in [Tolerance::Exact { exact: true }, Tolerance::Close { atol: 1e-5, rtol: 1e-4 }, Tolerance::Cosine { cosine: 0.99999 }] {
             for (got, want) in [(&nan, &nan), (&fine, &nan), (&nan, &fine)] {
-                let c = compare("v", "o", got, want, &tol).unwrap();
+                let c = compare("v", "o", got, want, &tol, None).unwrap();
                 assert!(!c.pass && c.used.is_none(), "{tol:?}: {c:?}");
             }
-            assert!(compare("v", "o", &fine, &fine, &tol).unwrap().pass);
+            assert!(compare("v", "o", &fine, &fine, &tol, None).unwrap().pass);
         }
+    }
+
+    #[test]
+    fn a_decision_may_differ_only_where_the_reference_margin_is_a_tie() {
+        let tol = Tolerance::Decisions { exact: true, margins: "m".into(), tie: 1e-6 };
+        tol.check("codes").unwrap();
+        let want = Array::from_slice(&[3i32, 7, 1, 4], &[4]);
+        let margins = Array::from_slice(&[0.5f32, 1.6e-8, 0.2, f32::NAN], &[4]);
+        // Element 1 differs at a margin of 1.6e-8: a tie, accepted and counted.
+        let got = Array::from_slice(&[3i32, 8, 1, 4], &[4]);
+        let c = compare("v", "codes", &got, &want, &tol, Some(&margins)).unwrap();
+        assert!(c.pass && c.ties == 1 && c.mismatches == 0, "{c:?}");
+        assert!(c.min_margin.unwrap() < 2e-8, "{c:?}");
+        // Element 2 differs at a margin of 0.2: a failure, whatever else ties.
+        let got = Array::from_slice(&[3i32, 8, 2, 4], &[4]);
+        let c = compare("v", "codes", &got, &want, &tol, Some(&margins)).unwrap();
+        assert!(!c.pass && c.mismatches == 1 && c.ties == 1, "{c:?}");
+        // A margin that is not a number never excuses a difference.
+        let got = Array::from_slice(&[3i32, 7, 1, 5], &[4]);
+        assert!(!compare("v", "codes", &got, &want, &tol, Some(&margins)).unwrap().pass);
+        // No margins recorded, or a loose threshold: refused.
+        assert!(compare("v", "codes", &want, &want, &tol, None).is_err());
+        assert!(Tolerance::Decisions { exact: true, margins: "m".into(), tie: 0.1 }.check("codes").is_err());
+        assert!(Tolerance::Decisions { exact: true, margins: "m".into(), tie: f64::NAN }.check("codes").is_err());
     }
 }

@@ -46,8 +46,10 @@ enum Source {
         /// The precision recorded in the file's metadata (float32 when none is).
         precision: Precision,
     },
-    /// Each tensor from its own key, derived from the seed and the order of the requests.
-    Random { seed: u64, init: InitFn, count: u64 },
+    /// Each tensor from its own key, derived from the seed and the rank of its name among all
+    /// the model's names (`ranks`, from a dry build), so that the values do not depend on the
+    /// order the model asks in; without ranks, zeros that are never evaluated (the dry build).
+    Random { seed: u64, init: InitFn, ranks: Option<BTreeMap<String, u64>> },
 }
 
 #[derive(Default)]
@@ -136,9 +138,28 @@ impl Store {
         Self::new(tensors, &meta, &path.display().to_string())
     }
 
-    /// Random tensors of every declared shape, filled as `init(name, shape)` says.
-    pub fn random(seed: u64, init: InitFn) -> Self {
-        Self::with_source(&format!("random weights (seed {seed})"), Source::Random { seed, init, count: 0 })
+    /// Random tensors of every declared shape, filled as `init(name, shape)` says: tensor `i`
+    /// of the sorted `names` from key `seed * 1000003 + i` (a model of any size reproduces,
+    /// and a tensor's values do not move when code around it changes).
+    pub fn random(seed: u64, init: InitFn, names: impl IntoIterator<Item = String>) -> Self {
+        let mut sorted: Vec<String> = names.into_iter().collect();
+        sorted.sort();
+        let ranks = sorted.into_iter().enumerate().map(|(i, n)| (n, i as u64)).collect();
+        Self::with_source(&format!("random weights (seed {seed})"), Source::Random { seed, init, ranks: Some(ranks) })
+    }
+
+    /// A store that hands out zeros of every declared shape, lazily (never evaluated): a build
+    /// from it lists the model's names ([`Store::names`]) at no cost.
+    pub fn dry() -> Self {
+        fn zeros(_: &str, _: &[i32]) -> Init {
+            Init::Zeros
+        }
+        Self::with_source("a dry build", Source::Random { seed: 0, init: zeros, ranks: None })
+    }
+
+    /// Every name taken so far.
+    pub fn names(&self) -> Vec<String> {
+        self.state.borrow().1.declared.keys().cloned().collect()
     }
 
     fn with_source(name: &str, source: Source) -> Self {
@@ -214,9 +235,12 @@ impl Store {
                     return zeros();
                 }
             }
-            Source::Random { seed, init, count } => {
-                let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(*count))?;
-                *count += 1;
+            Source::Random { seed, init, ranks } => {
+                let Some(ranks) = ranks else {
+                    return zeros();
+                };
+                let rank = *ranks.get(&name).ok_or_else(|| Error::InvalidArgument(format!("{name}: not among the names of the dry build")))?;
+                let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(rank))?;
                 Weight::Dense(match init(&name, shape) {
                     Init::Ones => mlx_rs::ops::ones::<f32>(shape)?,
                     Init::Zeros => mlx_rs::ops::zeros::<f32>(shape)?,
@@ -406,9 +430,13 @@ pub trait Checkpointed: Sized {
         Self::random_as(config, seed, None)
     }
 
-    /// [`Self::random`] with the matrices stored at `precision`.
+    /// [`Self::random`] with the matrices stored at `precision`. A dry build lists the names
+    /// first, so each tensor's values depend only on the seed and its name's rank.
     fn random_as(config: Self::Config, seed: u64, precision: Option<Precision>) -> Result<Self> {
-        Ok(Self::from_store(config, Store::random(seed, Self::init).convert_to(precision))?.0)
+        config.validate().map_err(|reason| Error::Config { path: "random weights".into(), reason })?;
+        let dry = Store::dry();
+        Self::build(config.clone(), &dry.root())?;
+        Ok(Self::from_store(config, Store::random(seed, Self::init, dry.names()).convert_to(precision))?.0)
     }
 
     /// Convert the checkpoint in `dir` to `precision` and write it to `out` (a
@@ -491,7 +519,7 @@ mod tests {
 
     #[test]
     fn a_name_taken_twice_is_a_model_bug_and_named() {
-        let store = Store::random(1, |_, _| Init::Zeros);
+        let store = Store::random(1, |_, _| Init::Zeros, ["a".to_string()]);
         let vs = store.root();
         vs.tensor("a", &[2]).unwrap();
         vs.tensor("a", &[2]).unwrap();
@@ -502,7 +530,7 @@ mod tests {
     #[test]
     fn random_stores_fill_by_name_and_reproduce() {
         let fill = |seed| {
-            let store = Store::random(seed, |n, _| if n.ends_with("gain") { Init::Ones } else { Init::Normal(1.0) });
+            let store = Store::random(seed, |n, _| if n.ends_with("gain") { Init::Ones } else { Init::Normal(1.0) }, ["m.gain".to_string(), "m.w".to_string()]);
             let vs = store.root().pp("m");
             let (g, w) = (vs.tensor("gain", &[3]).unwrap(), vs.tensor("w", &[3]).unwrap());
             store.finish().unwrap();

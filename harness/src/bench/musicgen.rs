@@ -70,7 +70,7 @@ fn conditioning(model: &MusicGen) -> Result<Conditioning> {
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
     let all =
-        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps";
+        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps, fused attention";
     let decode = |size: &'static str, steps: usize, name: Option<&str>, optimized: DecodeOptions, timed: String, heavy: bool| Spec {
         id: match name {
             Some(n) => format!("musicgen/decode-{size}-{steps}-{n}"),
@@ -100,7 +100,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
         ("cross-cache", DecodeOptions { cache_cross: true, ..naive }, "cached cross-attention K/V alone"),
         ("eval-interval", DecodeOptions { eval_every: 8, ..naive }, "eval every 8 steps alone"),
     ] {
-        out.push(decode("small", 500, Some(name), o, format!("naive = all three off; optimized = {what}"), true));
+        out.push(decode("small", 500, Some(name), o, format!("naive = all four off (explicit attention); optimized = {what}, the rest as naive"), true));
     }
     // Weight precision: medium's decoder (linears, codebook embeddings, heads) at fp32, fp16,
     // int8 or int4 (groups of 64), 50 steps, both variants.

@@ -97,9 +97,15 @@ impl Encodec {
     /// Codes `[B, Q, T]` (int32) for audio `[B, C, L]` at `bandwidth` kbps (one of the
     /// configured `target_bandwidths`; `None` picks the lowest, as HF does). `T = ceil(L / hop)`.
     pub fn encode(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant) -> Result<Array> {
+        self.encode_forced(audio, bandwidth, variant, None)
+    }
+
+    /// [`Self::encode`] with the residual quantizer teacher-forced by `forced` codes
+    /// ([`Rvq::encode_forced`]): each level's choice given the reference's earlier ones.
+    pub fn encode_forced(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant, forced: Option<&Array>) -> Result<Array> {
         let nq = self.config.quantizers_for_bandwidth(bandwidth)?;
         let emb = self.embeddings_cl(audio, variant)?;
-        let codes = self.quantizer.encode(&emb, nq, variant == Variant::Naive)?;
+        let codes = self.quantizer.encode_forced(&emb, nq, variant == Variant::Naive, forced)?;
         codes.eval()?;
         Ok(codes)
     }

@@ -30,7 +30,20 @@ impl Rvq {
     /// Codes `[B, Q, T]` (int32) for channels-last embeddings `[B, T, D]` with the first
     /// `nq` codebooks. `eval_each` forces evaluation after every codebook (the naive path).
     pub fn encode(&self, x: &Array, nq: i32, eval_each: bool) -> Result<Array> {
+        self.encode_forced(x, nq, eval_each, None)
+    }
+
+    /// [`Self::encode`], each level's residual taken from `forced`'s codes (`[B, >= nq, T]`,
+    /// e.g. a reference's) rather than this encoder's own choice: teacher forcing, so that one
+    /// near-tie decided the other way does not change every level after it.
+    pub fn encode_forced(&self, x: &Array, nq: i32, eval_each: bool, forced: Option<&Array>) -> Result<Array> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        if let Some(f) = forced {
+            let s = f.shape();
+            if s.len() != 3 || s[0] != b || s[1] < nq || s[2] != t {
+                return Err(Error::InvalidArgument(format!("forced codes {s:?}: expected [{b}, >= {nq}, {t}]")));
+            }
+        }
         let mut residual = x.reshape(&[b * t, d])?;
         let mut codes = Vec::with_capacity(nq as usize);
         for q in 0..nq as usize {
@@ -39,7 +52,11 @@ impl Rvq {
             let xs = residual.square()?.sum_axes(&[1], true)?;
             let dist = xs.subtract(residual.matmul(embed.t())?.multiply(mlx_rs::array!(2.0f32))?)?.add(&self.sq_norms[q])?.negative()?;
             let idx = argmax_axis(&dist, -1, false)?.as_dtype(Dtype::Int32)?;
-            residual = residual.subtract(embed.take_axis(&idx, 0)?)?;
+            let taken = match forced {
+                Some(f) => f.index((.., q as i32, ..)).reshape(&[b * t])?.as_dtype(Dtype::Int32)?,
+                None => idx.clone(),
+            };
+            residual = residual.subtract(embed.take_axis(&taken, 0)?)?;
             if eval_each {
                 mlx_rs::transforms::eval([&idx, &residual])?;
             }
