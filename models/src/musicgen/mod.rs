@@ -16,23 +16,13 @@ use self::t5::T5Encoder;
 use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 use crate::encodec::Encodec;
 use crate::error::{Error, Result};
-use crate::nn::attention::{Mask, MultiHeadAttention};
+use crate::nn::attention::Mask;
+use crate::nn::decoder::DecoderLayer;
 pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::nn::linear::{Linear, Weight};
 use crate::nn::norm::LayerNorm;
-use crate::nn::ops::gelu;
 use crate::nn::quant::Precision;
 use crate::Variant;
-
-struct Layer {
-    attn: MultiHeadAttention,
-    attn_ln: LayerNorm,
-    cross: MultiHeadAttention,
-    cross_ln: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    ff_ln: LayerNorm,
-}
 
 pub struct MusicGen {
     pub config: MusicgenConfig,
@@ -42,7 +32,7 @@ pub struct MusicGen {
     embed: Vec<Weight>,
     /// Sinusoidal positions `[max_positions, d]`.
     positions: Array,
-    layers: Vec<Layer>,
+    layers: Vec<DecoderLayer>,
     final_ln: LayerNorm,
     heads: Vec<Weight>,
     pub codec: Encodec,
@@ -175,12 +165,8 @@ impl MusicGen {
         for (k, e) in self.embed.iter().enumerate() {
             h = e.rows(&codes.index((.., k as i32, ..)))?.add(&h)?;
         }
-        let kernel = state.kernel();
         for (i, l) in self.layers.iter().enumerate() {
-            let (self_cache, cache) = state.layer(i);
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal, kernel)?)?;
-            h = h.add(l.cross.cross_attention_masked(&l.cross_ln.forward(&h)?, &cond.states, cache, Mask::Additive(&cond.mask), kernel)?)?;
-            h = h.add(l.fc2.forward(&gelu(&l.fc1.forward(&l.ff_ln.forward(&h)?)?)?)?)?;
+            h = l.forward(&h, &cond.states, Mask::Additive(&cond.mask), state, i)?;
         }
         state.advance(t);
         let h = self.final_ln.forward(&h)?;
@@ -297,20 +283,7 @@ impl Checkpointed for MusicGen {
         let enc_to_dec = if config.text_encoder.d_model != h { Some(vs.pp("enc_to_dec_proj").dense_linear(h, config.text_encoder.d_model, true)?) } else { None };
         let dec = vs.pp("decoder.model.decoder");
         let embed = (0..d.num_codebooks).map(|k| dec.matrix(&format!("embed_tokens.{k}.weight"), [d.vocab_size + 1, h])).collect::<Result<Vec<_>>>()?;
-        let layers = (0..d.num_hidden_layers)
-            .map(|i| {
-                let l = dec.pp(format!("layers.{i}"));
-                Ok(Layer {
-                    attn: MultiHeadAttention::load(&l.pp("self_attn"), h, d.num_attention_heads, false)?,
-                    attn_ln: LayerNorm::load(&l.pp("self_attn_layer_norm"), h)?,
-                    cross: MultiHeadAttention::load(&l.pp("encoder_attn"), h, d.num_attention_heads, false)?,
-                    cross_ln: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), h)?,
-                    fc1: l.pp("fc1").linear(d.ffn_dim, h, false)?,
-                    fc2: l.pp("fc2").linear(h, d.ffn_dim, false)?,
-                    ff_ln: LayerNorm::load(&l.pp("final_layer_norm"), h)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..d.num_hidden_layers).map(|i| DecoderLayer::load(&dec.pp(format!("layers.{i}")), h, d.num_attention_heads, d.ffn_dim, false)).collect::<Result<Vec<_>>>()?;
         let final_ln = LayerNorm::load(&dec.pp("layer_norm"), h)?;
         let heads = (0..d.num_codebooks).map(|k| vs.matrix(&format!("decoder.lm_heads.{k}.weight"), [d.vocab_size, h])).collect::<Result<Vec<_>>>()?;
         let positions = sinusoids(d.max_position_embeddings, h);

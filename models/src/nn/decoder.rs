@@ -1,8 +1,14 @@
 //! What an autoregressive decoder (Whisper's, MusicGen's) carries between steps, and the seed's
 //! decode optimizations as independent switches.
+use mlx_rs::Array;
+
+use crate::checkpoint::Vars;
 use crate::error::Result;
-use crate::nn::attention::{AttentionKernel, CrossKvCache};
+use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use crate::nn::kv_cache::{new_cache, KvCache, KvCacheKind};
+use crate::nn::linear::Linear;
+use crate::nn::norm::LayerNorm;
+use crate::nn::ops::gelu;
 use crate::Variant;
 
 /// The seed's decode optimizations, each on its own switch so a report can attribute gains.
@@ -86,5 +92,46 @@ impl DecodeState {
             c.reorder(rows)?;
         }
         Ok(())
+    }
+}
+
+/// One pre-norm decoder layer as HF's Whisper and MusicGen decoders have it: causal
+/// self-attention through a KV cache, cross-attention over the encoder (or text) states, and a
+/// GELU feed-forward, each added to the residual stream after its layer norm.
+pub struct DecoderLayer {
+    pub attn: MultiHeadAttention,
+    pub attn_ln: LayerNorm,
+    pub cross: MultiHeadAttention,
+    pub cross_ln: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub ff_ln: LayerNorm,
+}
+
+impl DecoderLayer {
+    /// HF's names under `vs` (`self_attn`, `self_attn_layer_norm`, `encoder_attn`,
+    /// `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), `d` wide with `heads` heads
+    /// and `ffn` hidden units; `bias`: whether the projections carry biases (Whisper's do,
+    /// MusicGen's do not).
+    pub fn load(vs: &Vars, d: i32, heads: i32, ffn: i32, bias: bool) -> Result<Self> {
+        Ok(Self {
+            attn: MultiHeadAttention::load(&vs.pp("self_attn"), d, heads, bias)?,
+            attn_ln: LayerNorm::load(&vs.pp("self_attn_layer_norm"), d)?,
+            cross: MultiHeadAttention::load(&vs.pp("encoder_attn"), d, heads, bias)?,
+            cross_ln: LayerNorm::load(&vs.pp("encoder_attn_layer_norm"), d)?,
+            fc1: vs.pp("fc1").linear(ffn, d, bias)?,
+            fc2: vs.pp("fc2").linear(d, ffn, bias)?,
+            ff_ln: LayerNorm::load(&vs.pp("final_layer_norm"), d)?,
+        })
+    }
+
+    /// The layer on the new positions `h`: cross-attention over `xa` under `mask`, both caches
+    /// of layer `i` of `state`.
+    pub fn forward(&self, h: &Array, xa: &Array, mask: Mask<'_>, state: &mut DecodeState, i: usize) -> Result<Array> {
+        let kernel = state.kernel();
+        let (self_cache, cross_cache) = state.layer(i);
+        let h = h.add(self.attn.self_attention(&self.attn_ln.forward(h)?, Some(self_cache), Mask::Causal, kernel)?)?;
+        let h = h.add(self.cross.cross_attention_masked(&self.cross_ln.forward(&h)?, xa, cross_cache, mask, kernel)?)?;
+        Ok(h.add(self.fc2.forward(&gelu(&self.fc1.forward(&self.ff_ln.forward(&h)?)?)?)?)?)
     }
 }

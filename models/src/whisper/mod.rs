@@ -19,6 +19,7 @@ use crate::checkpoint::{transformer_init, Checkpointed, Init, Vars};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::conv::conv_weight_from_torch;
+use crate::nn::decoder::DecoderLayer;
 pub use crate::nn::decoder::{DecodeOptions, DecodeState};
 use crate::nn::linear::{Linear, Weight};
 use crate::nn::norm::LayerNorm;
@@ -39,15 +40,6 @@ impl Mlp {
 struct EncoderLayer {
     attn: MultiHeadAttention,
     attn_ln: LayerNorm,
-    mlp: Mlp,
-    mlp_ln: LayerNorm,
-}
-
-struct DecoderLayer {
-    attn: MultiHeadAttention,
-    attn_ln: LayerNorm,
-    cross: MultiHeadAttention,
-    cross_ln: LayerNorm,
     mlp: Mlp,
     mlp_ln: LayerNorm,
 }
@@ -128,12 +120,8 @@ impl Whisper {
         }
         let pos = self.dec_pos.index(state.offset()..state.offset() + t);
         let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;
-        let kernel = state.kernel();
         for (i, l) in self.dec_layers.iter().enumerate() {
-            let (self_cache, cache) = state.layer(i);
-            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, Some(self_cache), Mask::Causal, kernel)?)?;
-            h = h.add(l.cross.cross_attention(&l.cross_ln.forward(&h)?, audio, cache, kernel)?)?;
-            h = h.add(l.mlp.forward(&l.mlp_ln.forward(&h)?)?)?;
+            h = l.forward(&h, audio, Mask::None, state, i)?;
         }
         state.advance(t);
         let h = self.dec_ln.forward(&h)?;
@@ -359,19 +347,7 @@ impl Checkpointed for Whisper {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let dec_layers = (0..c.decoder_layers)
-            .map(|i| {
-                let l = dec.pp(format!("layers.{i}"));
-                Ok(DecoderLayer {
-                    attn: MultiHeadAttention::load(&l.pp("self_attn"), d, c.decoder_attention_heads, true)?,
-                    attn_ln: LayerNorm::load(&l.pp("self_attn_layer_norm"), d)?,
-                    cross: MultiHeadAttention::load(&l.pp("encoder_attn"), d, c.decoder_attention_heads, true)?,
-                    cross_ln: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), d)?,
-                    mlp: mlp(&l, c.decoder_ffn_dim)?,
-                    mlp_ln: LayerNorm::load(&l.pp("final_layer_norm"), d)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let dec_layers = (0..c.decoder_layers).map(|i| DecoderLayer::load(&dec.pp(format!("layers.{i}")), d, c.decoder_attention_heads, c.decoder_ffn_dim, true)).collect::<Result<Vec<_>>>()?;
         let conv = |name: &str, cin: i32| -> Result<(Array, Array)> {
             let p = enc.pp(name);
             Ok((p.derived(conv_weight_from_torch(&p.tensor("weight", &[d, cin, 3])?)?), p.tensor("bias", &[d])?))
