@@ -256,7 +256,7 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
 fn run_model(manifest: &Manifest, dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     match manifest.model.as_str() {
         "attention" => run_attention(dir, variant),
-        "encodec24k" | "encodec32k" => run_encodec(dir, variant),
+        "encodec24k" | "encodec32k" | "encodec-alt" => run_encodec(dir, variant),
         "whisper" => run_whisper(dir, variant),
         "musicgen" => run_musicgen(dir, variant),
         "htdemucs" => run_htdemucs(dir, variant),

@@ -20,7 +20,7 @@ fn attention_fixtures_pass_for_both_variants() {
 
 #[test]
 fn encodec_fixtures_pass_for_both_variants() {
-    for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1"] {
+    for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1", "encodec-alt-s0"] {
         let checks = passing_checks(name);
         // Every signal (the test audio and six edge cases) is checked for embeddings, codes
         // and decoded audio, in both variants.
