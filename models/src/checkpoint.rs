@@ -541,4 +541,24 @@ mod tests {
         assert_eq!(fill(5).1, w);
         assert_ne!(fill(6).1, w);
     }
+
+    #[test]
+    fn random_values_depend_on_the_name_not_on_the_order_of_requests() {
+        let names = ["a.w".to_string(), "b.w".to_string()];
+        let fill = |first: &str, second: &str| {
+            let store = Store::random(9, |_, _| Init::Normal(1.0), names.clone());
+            let vs = store.root();
+            let x = vs.tensor(first, &[4]).unwrap();
+            let y = vs.tensor(second, &[4]).unwrap();
+            store.finish().unwrap();
+            (x.as_slice::<f32>().to_vec(), y.as_slice::<f32>().to_vec())
+        };
+        let (a1, b1) = fill("a.w", "b.w");
+        let (b2, a2) = fill("b.w", "a.w");
+        assert_eq!((a1, b1), (a2, b2));
+        // A dry build hands out zeros and lists what was asked for.
+        let dry = Store::dry();
+        dry.root().pp("m").tensor("w", &[2]).unwrap();
+        assert_eq!(dry.names(), ["m.w"]);
+    }
 }
