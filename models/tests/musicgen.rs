@@ -60,6 +60,9 @@ fn musicgen_matches_hf_on_both_seeds() {
                 }
             }
         }
+        // Teacher-forced by the reference's codes, each step's choice is still the reference's.
+        let forced = model.generate_forced(&ids, mask, steps, 3.0, &DecodeOptions::optimized(), &want).unwrap();
+        assert_eq!(forced.as_slice::<i32>(), want.as_slice::<i32>(), "{seed}: teacher-forced codes differ");
         // Guidance matters: without it the codes differ.
         let plain = model.generate_greedy(&ids, mask, steps, 1.0, &DecodeOptions::optimized()).unwrap();
         assert_ne!(plain.as_slice::<i32>(), want.as_slice::<i32>(), "{seed}: guidance changed nothing");

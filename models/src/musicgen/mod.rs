@@ -222,7 +222,29 @@ impl MusicGen {
 
     /// [`Self::generate`] from conditioning already computed (with the guidance batch
     /// appended when `guidance` is above 1).
-    pub fn generate_from(&self, cond: &Conditioning, steps: usize, guidance: f32, sampler: &Sampler, opts: &DecodeOptions, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
+    pub fn generate_from(&self, cond: &Conditioning, steps: usize, guidance: f32, sampler: &Sampler, opts: &DecodeOptions, progress: impl FnMut(usize, usize)) -> Result<Array> {
+        self.generate_inner(cond, (steps, guidance), sampler, opts, None, progress)
+    }
+
+    /// Greedy generation teacher-forced by `forced` codes (`[B, K, frames]`, delay undone, e.g.
+    /// a reference's): each step's choice is ours, given the reference's earlier codes, so that
+    /// a tie decided the other way at one step does not change every step after it.
+    pub fn generate_forced(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions, forced: &Array) -> Result<Array> {
+        let cond = self.condition(ids, mask, guidance > 1.0)?;
+        self.generate_inner(&cond, (steps, guidance), &Sampler::Greedy, opts, Some(forced), |_, _| {})
+    }
+
+    /// The generation loop: `(steps, guidance)`, choices by `sampler`, inputs from those
+    /// choices or from `forced` codes.
+    fn generate_inner(
+        &self,
+        cond: &Conditioning,
+        (steps, guidance): (usize, f32),
+        sampler: &Sampler,
+        opts: &DecodeOptions,
+        forced: Option<&Array>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Array> {
         let d = &self.config.decoder;
         let kb = d.num_codebooks;
         let total = steps as i32 + 1;
@@ -239,6 +261,16 @@ impl MusicGen {
         let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
         let mut columns: Vec<Array> = Vec::new();
         let every = opts.eval_every.max(1) as usize;
+        let forced = match forced {
+            Some(f) => {
+                let want = [b, kb, total - kb];
+                if f.shape() != want {
+                    return Err(Error::InvalidArgument(format!("forced codes {:?}: expected {want:?}", f.shape())));
+                }
+                Some(f.as_dtype(Dtype::Int32)?)
+            }
+            None => None,
+        };
         for step in 0..steps {
             let logits = self.decode_step(&input, cond, &mut state)?.index((.., .., -1, ..)); // [rows, K, V]
             let logits = if cfg {
@@ -252,6 +284,15 @@ impl MusicGen {
             let keep: Vec<bool> = (0..kb).map(|k| valid(k, t)).collect();
             let next = ops::select(Array::from_slice(&keep, &[1, kb]), &next, mlx_rs::array!(pad))?;
             columns.push(next.clone());
+            // The next input: our choice, or under teacher forcing the reference's (codebook
+            // k's frame t - 1 - k, padding outside the delay pattern).
+            let next = match &forced {
+                Some(f) => {
+                    let cols = (0..kb).map(|k| if valid(k, t) { Ok(f.index((.., k, t - 1 - k))) } else { Ok(ops::full::<i32>(&[b], mlx_rs::array!(pad))?) }).collect::<Result<Vec<_>>>()?;
+                    ops::stack(&cols, 1)?
+                }
+                None => next,
+            };
             let col = next.reshape(&[b, kb, 1])?;
             input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
             if (step + 1) % every == 0 || step + 1 == steps {
