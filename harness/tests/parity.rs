@@ -11,7 +11,7 @@ fn parity(dir: &Path) -> Output {
 
 #[test]
 fn attention_fixtures_pass_for_both_variants() {
-    for name in ["attention-s0", "attention-s1"] {
+    for name in ["attention-s0", "attention-s1", "attention-alt-s0"] {
         let checks = passing_checks(name);
         assert_eq!(checks.len(), 4, "two outputs x two variants");
         assert!(checks.iter().all(|c| c["pass"] == true && c["max_abs"].as_f64().unwrap() < 1e-5));
