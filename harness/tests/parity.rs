@@ -98,10 +98,10 @@ fn htdemucs_fixtures_pass_for_both_variants() {
 
 #[test]
 fn clap_fixtures_pass_for_both_variants() {
-    for name in ["clap-s0", "clap-s1"] {
+    for name in ["clap-s0", "clap-s1", "clap-alt-s0"] {
         let checks = passing_checks(name);
         let mut outs: Vec<String> = ["audio.embeds", "audio.pooled", "audio.patch_embeds", "text.embeds", "text.pooled", "logits_per_audio"].map(String::from).to_vec();
-        for clip in ["tone", "noise", "long", "silence", "clipped", "impulse", "dc", "short"] {
+        for clip in ["tone", "noise", "long", "silence", "clipped", "impulse", "dc", "short", "sine", "sweep", "short_tone"] {
             outs.push(format!("{clip}.features"));
             outs.push(format!("{clip}.is_longer"));
         }
