@@ -260,6 +260,7 @@ fn run_model(manifest: &Manifest, dir: &Path, variant: Variant) -> Result<HashMa
         "whisper" => run_whisper(dir, variant),
         "musicgen" => run_musicgen(dir, variant),
         "htdemucs" => run_htdemucs(dir, variant),
+        "htdemucs-th" => run_htdemucs_th(dir, variant),
         "clap" => run_clap(dir, variant),
         "clap-fused" => run_clap_fused(dir, variant),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
@@ -388,6 +389,24 @@ fn run_htdemucs(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> 
                 out.insert(format!("audio.transformer.{k}"), v.context("transformer taps")?);
             }
         }
+    }
+    Ok(out)
+}
+
+/// demucs' own `.th` checkpoints in a repo folder (`repo/`): each model or bag `models.json`
+/// names, loaded as `separate --repo` loads it, separating the `mix` as demucs' `Separator`.
+fn run_htdemucs_th(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
+    use models::htdemucs::{pretrained::LocalRepo, Chunking};
+    let names: std::collections::BTreeMap<String, String> = read_json(&dir.join("models.json"))?;
+    let repo = LocalRepo::open(&dir.join("repo"))?;
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let mix = input_rank(&inputs, "mix", 2)?;
+    let channels: Vec<Vec<f32>> = (0..mix.shape()[0]).map(|c| mix.index(c).as_slice::<f32>().to_vec()).collect();
+    let mut out = HashMap::new();
+    for (key, name) in names {
+        let bag = repo.load(&name)?;
+        let y = bag.separate_track(&channels, variant, |m| Chunking::Demucs(m.demucs_chunking()), |_, _| {}).with_context(|| format!("separating with {name}"))?;
+        out.insert(format!("{key}.separated"), y);
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use models::checkpoint::Checkpointed;
 use models::chunked::ChunkedProcessor;
+use models::htdemucs::pretrained::{self, Bag, CacheOptions, LocalRepo, Remote};
 use models::htdemucs::{Chunking, HtDemucs};
 
 use crate::audio::{read_wav, resample, write_wav, Audio};
@@ -22,10 +23,27 @@ pub struct Args {
     /// written beside it and moved in together at the end, so it holds all of them or none.
     #[arg(short, long, value_name = "DIR")]
     output: PathBuf,
-    /// An HTDemucs folder: config.json (demucs' constructor arguments) and model.safetensors
-    /// (its state_dict).
+    /// The model: a released name (htdemucs, htdemucs_ft: a bag of four fine-tuned models,
+    /// htdemucs_6s: six sources with guitar and piano) or signature, downloaded on first use
+    /// from demucs' release location into --cache-dir and checked against its checksum; with
+    /// --repo, a signature or bag name in that folder; or the path of a demucs `.th` file.
+    #[arg(short = 'n', long, value_name = "NAME|FILE.th", default_value = "htdemucs", conflicts_with = "model_dir")]
+    model: String,
+    /// A demucs repo folder, as demucs' --repo: `SIG-CHECKSUM.th` checkpoints and `NAME.yaml`
+    /// bags (models, per-source weights, segment). --model is then looked up there.
+    #[arg(long, value_name = "DIR", conflicts_with = "model_dir")]
+    repo: Option<PathBuf>,
+    /// Where released checkpoints are cached [default: torch hub's, $TORCH_HOME/hub/checkpoints
+    /// or ~/.cache/torch/hub/checkpoints, so models demucs already downloaded are reused].
     #[arg(long, value_name = "DIR")]
-    model_dir: PathBuf,
+    cache_dir: Option<PathBuf>,
+    /// Never download: a released model must already be in the cache.
+    #[arg(long)]
+    offline: bool,
+    /// An HTDemucs folder instead of --model: config.json (demucs' constructor arguments) and
+    /// model.safetensors (its state_dict).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
     /// How the track is split: `demucs` is apply_model's (training-length segments, centred
     /// context, triangle weights; matches demucs); `overlap` is the seed's ChunkedProcessor
     /// (--chunk-seconds chunks, triangular overlap-add); `whole` runs the track in one pass
@@ -71,12 +89,40 @@ fn to_channels(audio: &Audio, want: usize) -> Result<Vec<Vec<f32>>> {
     })
 }
 
+/// The model or bag `args` name.
+fn load(args: &Args) -> Result<Bag> {
+    if let Some(dir) = &args.model_dir {
+        return Ok(Bag::single(HtDemucs::load_dir(dir)?));
+    }
+    let path = std::path::Path::new(&args.model);
+    if args.model.ends_with(".th") || path.is_file() {
+        if args.repo.is_some() {
+            bail!("--model {}: a checkpoint file needs no --repo", args.model);
+        }
+        return Ok(Bag::single(pretrained::load_th(path)?));
+    }
+    if let Some(repo) = &args.repo {
+        return Ok(LocalRepo::open(repo)?.load(&args.model)?);
+    }
+    let cache = CacheOptions { dir: args.cache_dir.clone(), offline: args.offline };
+    let quiet = args.quiet;
+    Ok(Remote::released().load(&args.model, &cache, &mut |url| {
+        if !quiet {
+            eprintln!("downloading {url} into {}", cache.folder().map(|d| d.display().to_string()).unwrap_or_default());
+        }
+    })?)
+}
+
 pub fn run(args: &Args) -> Result<ExitCode> {
     // Before any work: where the sources go (never over the input or the model).
-    crate::outputs::refuse_overwrite("-o", &args.output, &[("the input", &args.input), ("--model-dir", &args.model_dir)])?;
+    let model_path = args.model_dir.clone().unwrap_or_else(|| PathBuf::from(&args.model));
+    crate::outputs::refuse_overwrite("-o", &args.output, &[("the input", &args.input), ("the model", &model_path)])?;
+    if let Some(repo) = &args.repo {
+        crate::outputs::refuse_overwrite("-o", &args.output, &[("--repo", repo)])?;
+    }
     let staged = crate::outputs::StagedDir::create("-o", &args.output)?;
-    let model = HtDemucs::load_dir(&args.model_dir)?;
-    let cfg = &model.config;
+    let model = load(args)?;
+    let cfg = model.config();
     let wav = read_wav(&args.input)?;
     let rate = cfg.samplerate as u32;
     let chans: Vec<Vec<f32>> = to_channels(&wav, cfg.audio_channels as usize).with_context(|| format!("{}", args.input.display()))?.iter().map(|c| resample(c, wav.sample_rate, rate)).collect();
@@ -90,22 +136,24 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             if !(0.0..1.0).contains(&args.overlap) {
                 bail!("--overlap {}: must lie in [0, 1)", args.overlap);
             }
-            let batch = args.batch.map_or_else(|| models::htdemucs::segment_batch(variant), |b| b as usize);
-            Chunking::Demucs(models::chunked::DemucsChunking { overlap: args.overlap, batch, ..model.demucs_chunking() })
+            None
         }
         "overlap" => {
             let chunk = (args.chunk_seconds * f64::from(rate)).round();
             if !(chunk >= 2.0 && chunk <= f64::from(cfg.training_length())) {
                 bail!("--chunk-seconds {}: must be positive and at most the model's segment ({} s)", args.chunk_seconds, cfg.segment);
             }
-            Chunking::Overlap(ChunkedProcessor::new(chunk as i32, args.overlap)?)
+            Some(Chunking::Overlap(ChunkedProcessor::new(chunk as i32, args.overlap)?))
         }
-        _ => Chunking::Whole,
+        _ => Some(Chunking::Whole),
     };
+    // demucs' chunking follows each model's own segment.
+    let batch = args.batch.map_or_else(|| models::htdemucs::segment_batch(variant), |b| b as usize);
+    let chunking_of = |m: &HtDemucs| chunking.unwrap_or_else(|| Chunking::Demucs(models::chunked::DemucsChunking { overlap: args.overlap, batch, ..m.demucs_chunking() }));
     mlx_rs::memory::reset_peak_memory()?;
     let bar = crate::progress::bar(1, "chunks", args.quiet);
     let t0 = Instant::now();
-    let out = model.separate_track(&chans, variant, chunking, |done, total| {
+    let out = model.separate_track(&chans, variant, chunking_of, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

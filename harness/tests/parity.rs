@@ -96,6 +96,19 @@ fn htdemucs_fixtures_pass_for_both_variants() {
     }
 }
 
+/// demucs' own `.th` files (a weighted bag of two, a 6-source model) against its `Separator`.
+#[test]
+fn htdemucs_checkpoint_fixtures_pass_for_both_variants() {
+    let checks = passing_checks("htdemucs-th-s0");
+    for out in ["bag.separated", "six.separated"] {
+        assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{out} in both variants");
+    }
+    assert_eq!(checks.len(), 4);
+    for c in &checks {
+        assert_eq!(c["pass"], true, "{c}");
+    }
+}
+
 #[test]
 fn clap_fixtures_pass_for_both_variants() {
     for name in ["clap-s0", "clap-s1", "clap-alt-s0"] {

@@ -145,3 +145,31 @@ fn outputs_never_replace_files_nor_leave_the_output_folder() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("partial")).collect();
     assert!(leftovers.is_empty(), "no staging folder left behind: {leftovers:?}");
 }
+
+/// `separate` on demucs' own checkpoints: a bag by name from a repo folder, a single `.th` file
+/// by path, and a released name that is not cached with downloads off.
+#[test]
+fn demucs_checkpoints_by_name_path_and_bag() {
+    let (dir, input) = short_track();
+    let repo = fixture("htdemucs-th-s0").join("repo");
+    let run = |args: &[&str], out: &Path| Command::new(env!("CARGO_BIN_EXE_harness")).arg("separate").arg(&input).arg("-o").arg(out).arg("--quiet").args(args).output().unwrap();
+    let out = dir.path().join("bag");
+    let o = run(&["--model", "bag", "--repo", repo.to_str().unwrap()], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for s in ["drums", "bass", "other", "vocals"] {
+        let (spec, x) = read(&out.join(format!("{s}.wav")));
+        assert_eq!((spec.channels, x.len()), (2, 2000));
+    }
+    let out = dir.path().join("six");
+    let th = repo.join("sixx0002-fa72d13a.th");
+    let o = run(&["--model", th.to_str().unwrap()], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 6);
+    assert!(out.join("guitar.wav").is_file() && out.join("piano.wav").is_file());
+    let cache = dir.path().join("cache");
+    let e = err(run(&["--model", "htdemucs_ft", "--offline", "--cache-dir", cache.to_str().unwrap()], &dir.path().join("ft")));
+    assert!(e.contains("f7e0c4bc-ba3fe64a.th") && e.contains("downloads are off") && e.contains("https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"), "{e}");
+    let e = err(run(&["--model", "nope", "--repo", repo.to_str().unwrap()], &dir.path().join("nope")));
+    assert!(e.contains("nope is neither a checkpoint signature nor a bag"), "{e}");
+    assert!(!dir.path().join("ft").exists() && !dir.path().join("nope").exists(), "no output on failure");
+}

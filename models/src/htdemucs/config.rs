@@ -52,6 +52,11 @@ pub struct HtDemucsConfig {
     pub samplerate: i32,
     pub segment: f64,
     pub use_train_segment: bool,
+    /// The segment as demucs' checkpoints give it, an exact `Fraction` (numerator,
+    /// denominator), when it came from one: `int(segment * samplerate)` is then exact (343980
+    /// samples for 39/5 s at 44.1 kHz, where the float 7.8 gives 343979).
+    #[serde(skip)]
+    pub segment_fraction: Option<(i64, i64)>,
 }
 
 impl Default for HtDemucsConfig {
@@ -103,6 +108,7 @@ impl Default for HtDemucsConfig {
             samplerate: 44100,
             segment: 10.0,
             use_train_segment: true,
+            segment_fraction: None,
         }
     }
 }
@@ -116,7 +122,10 @@ impl HtDemucsConfig {
 
     /// Samples in the training segment, the length the model runs on.
     pub fn training_length(&self) -> i32 {
-        (self.segment * f64::from(self.samplerate)) as i32
+        match self.segment_fraction {
+            Some((n, d)) if d > 0 => (i128::from(self.samplerate) * i128::from(n) / i128::from(d)).clamp(0, i128::from(i32::MAX)) as i32,
+            _ => (self.segment * f64::from(self.samplerate)) as i32,
+        }
     }
 
     /// Output channels of encoder layer `i` (frequency and time branches alike).

@@ -11,6 +11,7 @@
 //! BLAS products ([`crate::nn::conv::Kernels::Gemm`]).
 pub mod config;
 pub mod layers;
+pub mod pretrained;
 pub mod spec;
 
 use mlx_rs::ops::indexing::IndexOp;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use mlx_rs::Array;
 
-pub use pickle::{TensorRef, Value};
 use pickle::Dtype;
+pub use pickle::{TensorRef, Value};
 
 /// A `torch.save` file read: its pickled object and the storages its tensors view.
 pub struct TorchFile {

@@ -368,7 +368,7 @@ fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String> {
     let Value::Dict(d) = target else {
         return Err(format!("SETITEMS on a {}", target.type_name()));
     };
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("SETITEMS with a key and no value".into());
     }
     let mut d = d.borrow_mut();

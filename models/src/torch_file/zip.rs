@@ -38,7 +38,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 /// The range `[start, start + len)` when it lies inside `total` bytes.
 fn within(start: u64, len: u64, total: usize) -> Option<Range<usize>> {
     let end = start.checked_add(len)?;
-    (end <= total as u64).then(|| start as usize..end as usize)
+    (end <= total as u64).then_some(start as usize..end as usize)
 }
 
 impl<'a> Zip<'a> {
@@ -149,7 +149,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A stored zip of `files`, as Python's zipfile writes one.
