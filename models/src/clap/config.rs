@@ -217,8 +217,9 @@ impl ModelConfig for ClapConfig {
             if h.min(w) < a.window_size {
                 return Err(format!("audio_config: stage {i} is smaller ({h}x{w} tokens) than the window {} (HF cannot run it either)", a.window_size));
             }
-            if h % a.window_size != 0 || w % a.window_size != 0 {
-                return Err(format!("audio_config: stage {i} ({h}x{w} tokens) is not a whole number of {}x{} windows", a.window_size, a.window_size));
+            // A stage that is not a whole number of windows is padded to one, as HF pads it.
+            if i + 1 < a.depths.len() && (h % 2 != 0 || w % 2 != 0) {
+                return Err(format!("audio_config: stage {i} ({h}x{w} tokens) has an odd side, which patch merging cannot halve"));
             }
             if *heads < 1 || (a.patch_embeds_hidden_size << i) % heads != 0 {
                 return Err(format!("audio_config: stage {i}'s width {} does not split into {heads} heads", a.patch_embeds_hidden_size << i));

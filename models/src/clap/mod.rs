@@ -88,8 +88,11 @@ impl SwinBlock {
         let (b, c) = (x.shape()[0], x.shape()[2]);
         let ws = self.window;
         let y = self.ln1.forward(x)?.reshape(&[b, h, w, c])?;
+        // HF pads the grid (after the norm, with zeros) to whole windows and crops back after.
+        let (hp, wp) = (padded(h, ws), padded(w, ws));
+        let y = if (hp, wp) != (h, w) { ops::pad(&y, &[(0, 0), (0, hp - h), (0, wp - w), (0, 0)], None, None)? } else { y };
         let y = if self.shift > 0 { roll_back(&roll_back(&y, self.shift, 1)?, self.shift, 2)? } else { y };
-        let win = y.reshape(&[b, h / ws, ws, w / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
+        let win = y.reshape(&[b, hp / ws, ws, wp / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
         let mask = match &self.shifted_mask {
             Some(m) => {
                 if b > 1 {
@@ -101,8 +104,9 @@ impl SwinBlock {
             None => self.bias.clone(),
         };
         let a = attend(&self.attn, &win, Mask::Additive(&mask), v)?;
-        let a = a.reshape(&[b, h / ws, w / ws, ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[b, h, w, c])?;
+        let a = a.reshape(&[b, hp / ws, wp / ws, ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[b, hp, wp, c])?;
         let a = if self.shift > 0 { roll(&roll(&a, self.shift, 1)?, self.shift, 2)? } else { a };
+        let a = if (hp, wp) != (h, w) { a.index((.., ..h, ..w)) } else { a };
         let x = x.add(a.reshape(&[b, h * w, c])?)?;
         let m = self.fc2.forward(&gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
         Ok(x.add(m)?)
@@ -360,6 +364,11 @@ fn relative_index(ws: i32) -> Vec<i32> {
     v
 }
 
+/// `n` rounded up to whole windows of `ws`.
+fn padded(n: i32, ws: i32) -> i32 {
+    (n + ws - 1) / ws * ws
+}
+
 /// The shifted-window mask `[windows, 1, N, N]`: 0 within a region, -100 across.
 fn shift_mask(h: i32, w: i32, ws: i32, shift: i32) -> Array {
     let region = |i: i32, n: i32| i32::from(i >= n - ws) + i32::from(i >= n - shift);
@@ -571,7 +580,7 @@ impl Checkpointed for Clap {
                 let bias = p.derived(table.take_axis(&index, 0)?.reshape(&[n, n, heads])?.transpose_axes(&[2, 0, 1])?.expand_dims(0)?);
                 // HF: no shift once the grid is no larger than a window.
                 let shift = if j % 2 == 1 && h.min(wd) > ws { ws / 2 } else { 0 };
-                let shifted_mask = if shift > 0 { Some(p.derived(bias.add(shift_mask(h, wd, ws, shift))?)) } else { None };
+                let shifted_mask = if shift > 0 { Some(p.derived(bias.add(shift_mask(padded(h, ws), padded(wd, ws), ws, shift))?)) } else { None };
                 blocks.push(SwinBlock {
                     ln1: ln(&p.pp("layernorm_before"), c, a.layer_norm_eps)?,
                     attn: mha(&sa, &p.pp("attention.output.dense"), c, heads, a.qkv_bias)?,
