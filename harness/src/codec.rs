@@ -26,7 +26,8 @@ pub struct Args {
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
     /// The codec: a folder with config.json and model.safetensors, or a Hugging Face hub id
-    /// (facebook/encodec_24khz, facebook/encodec_32khz). `decode` defaults to the model named
+    /// (facebook/encodec_24khz, facebook/encodec_32khz, facebook/encodec_48khz: chunked and
+    /// normalised, its codes file holds each chunk's scale). `decode` defaults to the model named
     /// in the codes file.
     #[arg(long, value_name = "DIR|REPO")]
     model: Option<String>,
@@ -45,7 +46,7 @@ enum Command {
         /// Output codes file (.safetensors).
         #[arg(short, long, value_name = "PATH")]
         output: PathBuf,
-        /// Target bandwidth in kbps; one of the model's (24 kHz: 1.5 3 6 12 24; 32 kHz: 2.2).
+        /// Target bandwidth in kbps; one of the model's (24 kHz: 1.5 3 6 12 24; 32 kHz: 2.2; 48 kHz: 3 6 12 24).
         /// Default: the lowest.
         #[arg(short, long)]
         bandwidth: Option<f64>,
@@ -102,15 +103,23 @@ pub fn load(spec: &str, revision: &str, hub: &HubArgs) -> Result<Loaded> {
     Ok(Loaded { model, name: spec.to_string(), revision: resolved })
 }
 
-/// A safetensors file of one int32 tensor plus string metadata, written atomically.
-fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
-    let codes = codes.as_dtype(Dtype::Int32)?;
+/// A safetensors file of the int32 `codes` (and, for a framed model, the float32 `scales` of
+/// its frames) plus string metadata, written atomically.
+fn write_codes(path: &Path, codes: &Array, scales: Option<&Array>, meta: &BTreeMap<&str, String>) -> Result<()> {
+    let codes = codes.as_dtype(Dtype::Int32)?.contiguous()?;
     codes.eval()?;
-    let data: Vec<u8> = codes.as_slice::<i32>().iter().flat_map(|v| v.to_le_bytes()).collect();
-    let header = serde_json::json!({
+    let mut data: Vec<u8> = codes.as_slice::<i32>().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut header = serde_json::json!({
         "codes": {"dtype": "I32", "shape": codes.shape(), "data_offsets": [0, data.len()]},
         "__metadata__": meta,
     });
+    if let Some(sc) = scales {
+        let sc = sc.as_dtype(Dtype::Float32)?.contiguous()?;
+        sc.eval()?;
+        let start = data.len();
+        data.extend(sc.as_slice::<f32>().iter().flat_map(|v| v.to_le_bytes()));
+        header["scales"] = serde_json::json!({"dtype": "F32", "shape": sc.shape(), "data_offsets": [start, data.len()]});
+    }
     let mut h = serde_json::to_vec(&header)?;
     while h.len() % 8 != 0 {
         h.push(b' ');
@@ -125,10 +134,19 @@ fn write_codes(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Res
 /// is data, checked before anything is allocated from it.
 const MAX_FRAMES: u64 = 1 << 24;
 
+/// A codes file's contents: `[1, Q, T]` codes, or for a framed model (encodec_48khz) `[F, 1,
+/// Q, T]` codes with their `[F, 1]` scales.
+pub struct CodesFile {
+    pub codes: Array,
+    pub scales: Option<Array>,
+    pub meta: HashMap<String, String>,
+}
+
 /// Read a codes file written by `encode`, whatever its name: the safetensors header is parsed
-/// and checked here (one int32 tensor `codes` of shape [1, codebooks, frames]), and the data
-/// read from the offsets it gives.
-fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
+/// and checked here (an int32 tensor `codes` of shape [1, codebooks, frames], or [chunks, 1,
+/// codebooks, frames] with a float32 `scales` [chunks, 1]), and the data read from the offsets
+/// it gives.
+fn read_codes(path: &Path) -> Result<CodesFile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     // The strict safetensors check: the length prefix, the header, every tensor's offsets.
     let tensors = weights::parse_header(path, &bytes, bytes.len() as u64)?;
@@ -136,16 +154,31 @@ fn read_codes(path: &Path) -> Result<(Array, HashMap<String, String>)> {
     prefix.copy_from_slice(&bytes[..8]);
     let head_end = 8 + u64::from_le_bytes(prefix) as usize;
     let info = tensors.get("codes").with_context(|| format!("{} holds no 'codes' tensor (was it written by `harness codec encode`?)", path.display()))?;
-    if info.dtype != "I32" || info.shape.len() != 3 || info.shape[0] != 1 || info.shape[1] == 0 || info.shape[1] > 64 || info.shape[2] == 0 || info.shape[2] > MAX_FRAMES {
-        bail!("{}: codes are {} {:?}; expected int32 [1, 1..64 codebooks, 1..{MAX_FRAMES} frames]", path.display(), info.dtype, info.shape);
+    let sh = &info.shape;
+    let plain = sh.len() == 3 && sh[0] == 1 && (1..=64).contains(&sh[1]) && (1..=MAX_FRAMES).contains(&sh[2]);
+    let framed = sh.len() == 4 && sh[0] >= 1 && sh[1] == 1 && (1..=64).contains(&sh[2]) && sh[3] >= 1 && sh[0].saturating_mul(sh[3]) <= MAX_FRAMES;
+    if info.dtype != "I32" || !(plain || framed) {
+        bail!("{}: codes are {} {:?}; expected int32 [1, 1..64 codebooks, 1..{MAX_FRAMES} frames] (or [chunks, 1, codebooks, frames])", path.display(), info.dtype, info.shape);
     }
-    let data = &bytes[head_end + info.offsets.0 as usize..head_end + info.offsets.1 as usize];
-    let values: Vec<i32> = data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = |offsets: (u64, u64)| &bytes[head_end + offsets.0 as usize..head_end + offsets.1 as usize];
+    let values: Vec<i32> = data(info.offsets).chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let scales = match (tensors.get("scales"), framed) {
+        (None, false) => None,
+        (Some(s), true) if s.dtype == "F32" && s.shape == [sh[0], 1] => {
+            let v: Vec<f32> = data(s.offsets).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                bail!("{}: scales must be positive and finite", path.display());
+            }
+            Some(Array::from_slice(&v, &[sh[0] as i32, 1]))
+        }
+        (None, true) => None,
+        (Some(s), _) => bail!("{}: scales are {} {:?}; expected float32 [{}, 1] beside [chunks, 1, codebooks, frames] codes", path.display(), s.dtype, s.shape, sh[0]),
+    };
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..head_end]).with_context(|| format!("{}: header is not JSON", path.display()))?;
     let meta: HashMap<String, String> =
         header.get("__metadata__").and_then(|m| m.as_object()).map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()).unwrap_or_default();
     let shape: Vec<i32> = info.shape.iter().map(|&d| d as i32).collect();
-    Ok((Array::from_slice(&values, &shape), meta))
+    Ok(CodesFile { codes: Array::from_slice(&values, &shape), scales, meta })
 }
 
 /// The `samples` a codes file records: a positive count no longer than the decode.
@@ -185,9 +218,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let x = Array::from_slice(&flat, &[1, wav.channels.len() as i32, n as i32]);
             let bw = bandwidth.unwrap_or(cfg.target_bandwidths[0]);
             let t0 = std::time::Instant::now();
-            let codes = loaded.model.encode(&x, Some(bw), model.variant.variant)?;
+            let (codes, scales, last_pad) = if loaded.model.framed() {
+                let f = loaded.model.encode_frames(&x, Some(bw), model.variant.variant, None)?;
+                (f.codes, f.scales, Some(f.last_pad))
+            } else {
+                (loaded.model.encode(&x, Some(bw), model.variant.variant)?, None, None)
+            };
             let secs = t0.elapsed().as_secs_f64();
-            let meta = BTreeMap::from([
+            let mut meta = BTreeMap::from([
                 ("format", "mlx-audio-bench encodec codes v1".to_string()),
                 ("model", loaded.name.clone()),
                 ("revision", loaded.revision.clone()),
@@ -196,8 +234,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 ("samples", n.to_string()),
                 ("bandwidth", bw.to_string()),
             ]);
-            write_codes(output, &codes, &meta)?;
+            if let Some(p) = last_pad {
+                meta.insert("last_pad", p.to_string());
+            }
+            write_codes(output, &codes, scales.as_ref(), &meta)?;
             let s = codes.shape();
+            let s = if s.len() == 4 { vec![s[1], s[2], s[0] * s[3]] } else { s.to_vec() };
             eprintln!(
                 "{}: {:.2} s of audio -> {} codebooks x {} frames at {bw} kbps in {:.3} s ({:.1}x real time) -> {}",
                 input.display(),
@@ -212,10 +254,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Command::Decode { input, output, stream_chunk, pcm16, model } => {
             crate::outputs::check_file("-o", output)?;
             crate::outputs::refuse_overwrite("-o", output, &[("the input", input)])?;
-            let (codes, meta) = read_codes(input)?;
-            if codes.ndim() != 3 || codes.shape()[0] != 1 {
-                bail!("{}: codes of shape {:?}; expected [1, codebooks, frames]", input.display(), codes.shape());
-            }
+            let CodesFile { codes, scales, meta } = read_codes(input)?;
             let spec = model.model.clone().or_else(|| meta.get("model").cloned()).unwrap_or_else(|| DEFAULT_MODEL.into());
             let revision = if model.model.is_none() { meta.get("revision").filter(|r| r.len() == 40).cloned().unwrap_or(model.hub.revision.clone()) } else { model.hub.revision.clone() };
             let loaded = load(&spec, &revision, &model.hub)?;
@@ -225,7 +264,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     bail!("{} was encoded at {rate} Hz by {}, but {} runs at {} Hz", input.display(), meta.get("model").map_or("?", |s| s.as_str()), loaded.name, cfg.sampling_rate);
                 }
             }
-            let (nq, cb) = (codes.shape()[1], cfg.codebook_size);
+            let framed = codes.ndim() == 4;
+            if framed != loaded.model.framed() {
+                bail!(
+                    "{}: {} codes, but {} encodes {}",
+                    input.display(),
+                    if framed { "chunked" } else { "unchunked" },
+                    loaded.name,
+                    if loaded.model.framed() { "in chunks (was this file written by another model?)" } else { "in one piece" }
+                );
+            }
+            let (nq, cb) = (codes.shape()[codes.ndim() - 2], cfg.codebook_size);
             if nq > cfg.num_quantizers() {
                 bail!("{}: {nq} codebooks, but {} has {}", input.display(), loaded.name, cfg.num_quantizers());
             }
@@ -235,6 +284,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let v = model.variant.variant;
             let t0 = std::time::Instant::now();
             let y = match stream_chunk {
+                None if framed => {
+                    let last_pad = match meta.get("last_pad").map(|p| p.parse::<i32>()) {
+                        None => 0,
+                        Some(Ok(p)) if (0..codes.shape()[3]).contains(&p) => p,
+                        Some(_) => bail!("{}: metadata 'last_pad' is {:?}; expected 0 to {} frames", input.display(), meta.get("last_pad"), codes.shape()[3] - 1),
+                    };
+                    let scales = scales.map(|s| s.reshape(&[-1, 1])).transpose()?;
+                    loaded.model.decode_frames(&models::encodec::Frames { codes: codes.clone(), scales, last_pad }, v)?
+                }
                 None => loaded.model.decode(&codes, v)?,
                 Some(n) => {
                     let n = *n as i32;
@@ -258,7 +316,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             };
             let secs = t0.elapsed().as_secs_f64();
             let keep = recorded_samples(&meta, y.shape()[2], input)?;
-            let y = y.index((0, .., ..keep)).as_dtype(Dtype::Float32)?;
+            let y = y.index((0, .., ..keep)).as_dtype(Dtype::Float32)?.contiguous()?;
             y.eval()?;
             let flat = y.as_slice::<f32>();
             let channels: Vec<Vec<f32>> = flat.chunks(keep as usize).map(<[f32]>::to_vec).collect();
@@ -266,8 +324,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             eprintln!(
                 "{}: {} codebooks x {} frames -> {:.2} s of audio in {:.3} s -> {}",
                 input.display(),
-                codes.shape()[1],
-                codes.shape()[2],
+                nq,
+                codes.shape()[codes.ndim() - 1] * if framed { codes.shape()[0] } else { 1 },
                 f64::from(keep) / f64::from(cfg.sampling_rate),
                 secs,
                 output.display()
@@ -280,11 +338,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// For the parser fuzz test (`fuzz_parsers.rs`).
 #[cfg(test)]
 pub(crate) fn write_codes_for_tests(path: &Path, codes: &Array, meta: &BTreeMap<&str, String>) -> Result<()> {
-    write_codes(path, codes, meta)
+    write_codes(path, codes, None, meta)
 }
 
 /// For the parser fuzz test (`fuzz_parsers.rs`).
 #[cfg(test)]
 pub(crate) fn read_codes_for_tests(path: &Path) -> Result<(Array, HashMap<String, String>)> {
-    read_codes(path)
+    read_codes(path).map(|f| (f.codes, f.meta))
 }

@@ -37,10 +37,11 @@ pub struct Args {
     variant: VariantArg,
 }
 
-fn rows(a: &Array) -> Vec<Vec<f32>> {
+fn rows(a: &Array) -> Result<Vec<Vec<f32>>> {
     let (n, d) = (a.shape()[0] as usize, a.shape()[1] as usize);
+    let a = a.contiguous()?;
     let v = a.as_slice::<f32>();
-    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
+    Ok((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect())
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -78,17 +79,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         (Some(a), Some(t)) => {
             let cos = a.matmul(t.t())?;
             let logits = model.logits_per_audio(a, t)?;
-            Some((rows(&cos), rows(&logits)))
+            Some((rows(&cos)?, rows(&logits)?))
         }
         _ => None,
     };
     if args.json {
         let mut v = serde_json::json!({});
         if let Some(a) = &audio_embeds {
-            v["audio"] = serde_json::json!(args.audio.iter().zip(rows(a)).map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "embedding": e})).collect::<Vec<_>>());
+            v["audio"] = serde_json::json!(args.audio.iter().zip(rows(a)?).map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "embedding": e})).collect::<Vec<_>>());
         }
         if let Some(t) = &text_embeds {
-            v["text"] = serde_json::json!(args.text.iter().zip(rows(t)).map(|(s, e)| serde_json::json!({"text": s, "embedding": e})).collect::<Vec<_>>());
+            v["text"] = serde_json::json!(args.text.iter().zip(rows(t)?).map(|(s, e)| serde_json::json!({"text": s, "embedding": e})).collect::<Vec<_>>());
         }
         if let Some((cos, logits)) = &sims {
             v["cosine"] = serde_json::json!(cos);
@@ -99,12 +100,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let show = |e: &[f32]| e.iter().take(6).map(|x| format!("{x:+.4}")).collect::<Vec<_>>().join(" ");
     if let Some(a) = &audio_embeds {
-        for (p, e) in args.audio.iter().zip(rows(a)) {
+        for (p, e) in args.audio.iter().zip(rows(a)?) {
             println!("audio {}: [{} ...] ({} dims)", p.display(), show(&e), e.len());
         }
     }
     if let Some(t) = &text_embeds {
-        for (s, e) in args.text.iter().zip(rows(t)) {
+        for (s, e) in args.text.iter().zip(rows(t)?) {
             println!("text {s:?}: [{} ...] ({} dims)", show(&e), e.len());
         }
     }

@@ -256,7 +256,7 @@ pub fn compare(variant: &str, name: &str, got: &Array, want: &Array, tol: &Toler
 fn run_model(manifest: &Manifest, dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
     match manifest.model.as_str() {
         "attention" => run_attention(dir, variant),
-        "encodec24k" | "encodec32k" | "encodec-alt" => run_encodec(dir, variant),
+        "encodec24k" | "encodec32k" | "encodec48k" | "encodec-alt" => run_encodec(dir, variant),
         "whisper" => run_whisper(dir, variant),
         "musicgen" => run_musicgen(dir, variant),
         "htdemucs" => run_htdemucs(dir, variant),
@@ -422,11 +422,28 @@ fn run_encodec(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
         if let Some((signal, bw)) = name.split_once(".codes@") {
             let audio = inputs.get(signal).with_context(|| format!("inputs.safetensors has codes for '{signal}' but not the signal"))?;
             let bandwidth: f64 = bw.parse().with_context(|| format!("input '{name}': bandwidth '{bw}' is not a number"))?;
+            if model.framed() {
+                // Chunked and normalised (encodec_48khz): frames [F, B, Q, T] with a scale each,
+                // teacher-forced frame by frame; decoded from the reference's codes and scales.
+                let frames = model.encode_frames(audio, Some(bandwidth), variant, Some(x)).with_context(|| format!("encoding '{signal}'"))?;
+                out.insert(name.clone(), frames.codes);
+                if let Some(s) = frames.scales {
+                    out.insert(format!("{signal}.scales@{bw}"), s);
+                }
+                let last_pad = input_values::<i32>(&inputs, &format!("{signal}.last_pad@{bw}"), Dtype::Int32, 1, Some(1))?[0];
+                let scales = inputs.get(&format!("{signal}.scales@{bw}")).cloned();
+                let reference = models::encodec::Frames { codes: x.clone(), scales, last_pad };
+                out.insert(format!("{signal}.decoded@{bw}"), model.decode_frames(&reference, variant).with_context(|| format!("decoding '{name}'"))?);
+                continue;
+            }
             // Teacher-forced by the reference's codes: each level's choice given the
             // reference's earlier ones, so that a tie at one level does not move the rest.
             out.insert(name.clone(), model.encode_forced(audio, Some(bandwidth), variant, Some(x)).with_context(|| format!("encoding '{signal}'"))?);
             out.insert(format!("{signal}.decoded@{bw}"), model.decode(x, variant).with_context(|| format!("decoding '{name}'"))?);
         } else if !name.contains('.') {
+            if name.contains('@') {
+                continue;
+            }
             out.insert(format!("{name}.embeddings"), model.embed(x, variant).with_context(|| format!("encoding '{name}'"))?);
         }
     }

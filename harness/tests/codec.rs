@@ -169,3 +169,28 @@ fn codes_files_read_back_from_anywhere_and_inputs_are_never_overwritten() {
     assert!(e.contains("code 99999 is outside"), "{e}");
     assert!(!dir.path().join("z.wav").exists() && !dir.path().join("w.wav").exists());
 }
+
+/// A chunked, normalised codec (the encodec_48khz settings of the encodec48k-s0 fixture): the
+/// codes file holds each chunk's codes and scale; decoding overlap-adds the chunks back to the
+/// input's length; streaming is refused by name.
+#[test]
+fn chunked_codecs_round_trip_with_their_scales() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let model = fixture("encodec48k-s0");
+    let m = model.to_str().unwrap();
+    // 5000 stereo samples: three 1920-sample chunks every 1900 samples.
+    let x: Vec<f32> = (0..10_000).map(|i| ((i / 2) as f32 * if i % 2 == 0 { 0.03 } else { 0.07 }).sin() * 0.3).collect();
+    write_wav(Path::new(&d("in.wav")), 48_000, 2, &x);
+    let log = ok(&harness(&["codec", "encode", &d("in.wav"), "-o", &d("codes.safetensors"), "--model", m, "--bandwidth", "6"], dir.path()));
+    assert!(log.contains("4 codebooks x 18 frames at 6 kbps"), "{log}");
+    ok(&harness(&["codec", "decode", &d("codes.safetensors"), "-o", &d("out.wav"), "--model", m], dir.path()));
+    let (rate, y) = read_wav(Path::new(&d("out.wav")));
+    assert_eq!((rate, y.len()), (48_000, 10_000));
+    assert!(y.iter().all(|v| v.is_finite()) && y.iter().any(|v| v.abs() > 1e-3));
+    let e = fail(&harness(&["codec", "decode", &d("codes.safetensors"), "-o", &d("s.wav"), "--model", m, "--stream-chunk", "2"], dir.path()));
+    assert!(e.contains("cannot stream"), "{e}");
+    // A codes file of an unchunked codec is not decoded by a chunked one.
+    let e = fail(&harness(&["codec", "decode", &d("codes.safetensors"), "-o", &d("w.wav"), "--model", fixture("encodec32k-s0").to_str().unwrap()], dir.path()));
+    assert!(e.contains("48000 Hz") || e.contains("chunked"), "{e}");
+}

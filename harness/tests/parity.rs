@@ -20,8 +20,13 @@ fn attention_fixtures_pass_for_both_variants() {
 
 #[test]
 fn encodec_fixtures_pass_for_both_variants() {
-    for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1", "encodec-alt-s0"] {
+    // encodec48k-s0: the encodec_48khz settings (GroupNorm, chunks with overlap, per-chunk
+    // normalisation), whose scales are checked too.
+    for name in ["encodec24k-s0", "encodec24k-s1", "encodec32k-s0", "encodec32k-s1", "encodec-alt-s0", "encodec48k-s0"] {
         let checks = passing_checks(name);
+        if name == "encodec48k-s0" {
+            assert!(checks.iter().filter(|c| c["output"].as_str().unwrap().contains(".scales@")).count() >= 14, "{name}: scales of every signal");
+        }
         // Every signal (the test audio and six edge cases) is checked for embeddings, codes
         // and decoded audio, in both variants.
         for signal in ["audio", "silence", "clipped", "impulse", "dc", "short", "tiny"] {

@@ -121,6 +121,22 @@ impl EncodecConfig {
         }
     }
 
+    /// The configuration of `facebook/encodec_48khz`: stereo, GroupNorm after every
+    /// convolution, each 1 s chunk (1% overlap) normalised by its RMS.
+    pub fn encodec_48khz() -> Self {
+        Self {
+            sampling_rate: 48_000,
+            audio_channels: 2,
+            target_bandwidths: vec![3.0, 6.0, 12.0, 24.0],
+            normalize: true,
+            chunk_length_s: Some(1.0),
+            overlap: Some(0.01),
+            norm_type: "time_group_norm".into(),
+            use_causal_conv: false,
+            ..Self::encodec_24khz()
+        }
+    }
+
     /// Everything this implementation relies on, with a message that names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         crate::config::check_bounds(&[
@@ -178,11 +194,16 @@ impl EncodecConfig {
         if self.target_bandwidths.is_empty() || self.target_bandwidths.iter().any(|b| !(b.is_finite() && *b > 0.0)) {
             return Err(format!("target_bandwidths must be positive numbers, got {:?}", self.target_bandwidths));
         }
-        if self.norm_type != "weight_norm" {
-            return Err(format!("norm_type '{}' is not supported (only 'weight_norm', which the 24 and 32 kHz models use)", self.norm_type));
+        if self.norm_type != "weight_norm" && self.norm_type != "time_group_norm" {
+            return Err(format!("norm_type '{}' is not supported (weight_norm or time_group_norm, as HF)", self.norm_type));
         }
-        if self.chunk_length_s.is_some() || self.normalize {
-            return Err("chunked, normalised encoding (chunk_length_s / normalize, as in encodec_48khz) is not supported".into());
+        if let Some(c) = self.chunk_length_s {
+            if !(c.is_finite() && c > 0.0 && c <= 3600.0) || self.chunk_length().is_none_or(|n| n < 1) {
+                return Err(format!("chunk_length_s {c}: must be positive, at most an hour, and at least one sample"));
+            }
+            if self.overlap.is_some_and(|o| !(0.0..1.0).contains(&o)) {
+                return Err(format!("overlap {:?}: must lie in [0, 1)", self.overlap));
+            }
         }
         if !self.use_causal_conv && self.trim_right_ratio != 1.0 {
             return Err("trim_right_ratio != 1.0 only makes sense for causal convolutions".into());
@@ -204,6 +225,19 @@ impl EncodecConfig {
             "replicate" => Ok(PadMode::Replicate),
             m => Err(format!("pad_mode '{m}' is not supported (reflect, constant or replicate)")),
         }
+    }
+
+    /// Samples per encoded chunk (`chunk_length_s` at the rate; HF's `chunk_length`), when the
+    /// model encodes in chunks (encodec_48khz).
+    pub fn chunk_length(&self) -> Option<i32> {
+        self.chunk_length_s.map(|c| (c * f64::from(self.sampling_rate)).clamp(0.0, f64::from(i32::MAX)) as i32)
+    }
+
+    /// Samples between chunk starts (HF's `chunk_stride`): `(1 - overlap) * chunk_length`, at
+    /// least 1; the whole chunk without an overlap.
+    pub fn chunk_stride(&self) -> Option<i32> {
+        let n = self.chunk_length()?;
+        Some(self.overlap.map_or(n, |o| (((1.0 - o) * f64::from(n)) as i32).max(1)))
     }
 
     pub fn codebook_dim(&self) -> i32 {
@@ -262,17 +296,21 @@ mod tests {
         assert_eq!((c32.hop_length(), c32.frame_rate(), c32.num_quantizers()), (640, 50, 4));
         assert_eq!(c32.quantizers_for_bandwidth(None).unwrap(), 4);
         assert!(c24.validate().is_ok() && c32.validate().is_ok());
+        let c48 = EncodecConfig::encodec_48khz();
+        assert_eq!((c48.hop_length(), c48.frame_rate(), c48.num_quantizers(), c48.chunk_length(), c48.chunk_stride()), (320, 150, 16, Some(48_000), Some(47_520)));
+        assert!(c48.validate().is_ok());
     }
 
     #[test]
     fn bad_configs_name_the_field() {
         for (json, want) in [
             (r#"{"codebook_size": 1000}"#, "codebook_size must be a power of 2"),
-            (r#"{"norm_type": "time_group_norm"}"#, "norm_type 'time_group_norm'"),
+            (r#"{"norm_type": "batch_norm"}"#, "norm_type 'batch_norm'"),
             (r#"{"pad_mode": "circular"}"#, "pad_mode 'circular'"),
             (r#"{"upsampling_ratios": []}"#, "upsampling_ratios"),
             (r#"{"hidden_size": 0}"#, "hidden_size must be at least 1"),
-            (r#"{"chunk_length_s": 1.0, "normalize": true}"#, "chunked"),
+            (r#"{"chunk_length_s": -1.0, "normalize": true}"#, "chunk_length_s -1"),
+            (r#"{"chunk_length_s": 1.0, "overlap": 1.0}"#, "overlap"),
             (r#"{"hidden_size": "big"}"#, "invalid type"),
             (r#"{"target_bandwidths": [0.01]}"#, "allow no quantizer"),
         ] {

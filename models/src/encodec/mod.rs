@@ -12,7 +12,8 @@ pub mod rvq;
 pub mod seanet;
 pub mod stream;
 
-use mlx_rs::{Array, Dtype};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{ops, Array, Dtype};
 
 pub use self::config::EncodecConfig;
 use self::rvq::Rvq;
@@ -94,6 +95,19 @@ impl Encodec {
         tr(&self.embeddings_cl(audio, variant)?)
     }
 
+    /// Whether the model encodes in frames ([`Self::encode_frames`]): in chunks, or each
+    /// normalised by its own scale (encodec_48khz).
+    pub fn framed(&self) -> bool {
+        self.config.chunk_length_s.is_some() || self.config.normalize
+    }
+
+    fn refuse_framed(&self, what: &str) -> Result<()> {
+        if self.framed() {
+            return Err(Error::InvalidArgument(format!("this EnCodec {what}s in normalised chunks (chunk_length_s / normalize, as encodec_48khz): use {what}_frames")));
+        }
+        Ok(())
+    }
+
     /// Codes `[B, Q, T]` (int32) for audio `[B, C, L]` at `bandwidth` kbps (one of the
     /// configured `target_bandwidths`; `None` picks the lowest, as HF does). `T = ceil(L / hop)`.
     pub fn encode(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant) -> Result<Array> {
@@ -103,11 +117,97 @@ impl Encodec {
     /// [`Self::encode`] with the residual quantizer teacher-forced by `forced` codes
     /// ([`Rvq::encode_forced`]): each level's choice given the reference's earlier ones.
     pub fn encode_forced(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant, forced: Option<&Array>) -> Result<Array> {
+        self.refuse_framed("encode")?;
+        self.encode_frame(audio, bandwidth, variant, forced)
+    }
+
+    fn encode_frame(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant, forced: Option<&Array>) -> Result<Array> {
         let nq = self.config.quantizers_for_bandwidth(bandwidth)?;
         let emb = self.embeddings_cl(audio, variant)?;
         let codes = self.quantizer.encode_forced(&emb, nq, variant == Variant::Naive, forced)?;
         codes.eval()?;
         Ok(codes)
+    }
+
+    /// HF's `encode` for every configuration: the audio cut into `chunk_length` pieces every
+    /// `chunk_stride` samples (one piece without chunking), each divided by the RMS of its mono
+    /// mix plus 1e-8 when `normalize`, and encoded. `forced`, `[F, B, Q, T]`, teacher-forces
+    /// the quantizer frame by frame (see [`Self::encode_forced`]).
+    pub fn encode_frames(&self, audio: &Array, bandwidth: Option<f64>, variant: Variant, forced: Option<&Array>) -> Result<Frames> {
+        self.check_audio(audio)?;
+        let len = audio.shape()[2];
+        let (chunk, stride) = match (self.config.chunk_length(), self.config.chunk_stride()) {
+            (Some(c), Some(s)) => (c, s),
+            _ => (len, len),
+        };
+        let starts: Vec<i32> = (0..len).step_by(stride.max(1) as usize).collect();
+        if let Some(f) = forced {
+            if f.ndim() != 4 || f.shape()[0] != starts.len() as i32 {
+                return Err(Error::InvalidArgument(format!("forced codes {:?}: expected [{} frames, B, Q, T]", f.shape(), starts.len())));
+            }
+        }
+        let (mut codes, mut scales) = (Vec::new(), Vec::new());
+        for (i, &offset) in starts.iter().enumerate() {
+            let frame = audio.index((.., .., offset..(offset + chunk).min(len))).as_dtype(Dtype::Float32)?;
+            let frame = if self.config.normalize {
+                let mono = frame.mean_axes(&[1], true)?;
+                let scale = mono.square()?.mean_axes(&[2], true)?.sqrt()?.add(mlx_rs::array!(1e-8f32))?;
+                scales.push(scale.reshape(&[-1])?);
+                frame.divide(&scale)?
+            } else {
+                frame
+            };
+            // The reference's codes of this frame, without the last frame's padding.
+            let hop = self.config.hop_length();
+            let frames_here = (frame.shape()[2] + hop - 1) / hop;
+            let forced_i = forced.map(|f| f.index((i as i32, .., .., ..frames_here)));
+            let c = self.encode_frame(&frame, bandwidth, variant, forced_i.as_ref())?;
+            codes.push(c);
+        }
+        // HF pads the last frame's codes with zeros to the others' length, and says by how much.
+        let t = codes[0].shape()[2];
+        let last_pad = t - codes[codes.len() - 1].shape()[2];
+        if last_pad > 0 {
+            let last = codes.pop().unwrap_or_else(|| unreachable!());
+            codes.push(ops::pad(&last, &[(0, 0), (0, 0), (0, last_pad)], None, None)?);
+        }
+        let codes = ops::stack(&codes, 0)?;
+        let scales = if scales.is_empty() { None } else { Some(ops::stack(&scales, 0)?) };
+        Ok(Frames { codes, scales, last_pad })
+    }
+
+    /// HF's `decode` for every configuration: each frame decoded and multiplied by its scale,
+    /// then (chunked models) overlap-added with linear fades over `chunk_stride`.
+    pub fn decode_frames(&self, frames: &Frames, variant: Variant) -> Result<Array> {
+        let s = frames.codes.shape();
+        if s.len() != 4 || s[0] < 1 || frames.last_pad < 0 || frames.last_pad >= s[3] {
+            return Err(Error::InvalidArgument(format!("frames of codes {s:?} with {} padded: expected [frames, B, Q, T] and less padding than T", frames.last_pad)));
+        }
+        if let Some(sc) = &frames.scales {
+            if sc.shape() != [s[0], s[1]] || !crate::nn::ops::all_finite(sc)? {
+                return Err(Error::InvalidArgument(format!("scales of shape {:?}: expected finite [{}, {}]", sc.shape(), s[0], s[1])));
+            }
+        }
+        let stride = match self.config.chunk_stride() {
+            Some(st) => st,
+            None if s[0] == 1 => 1,
+            None => return Err(Error::InvalidArgument(format!("{} frames for a model that encodes in one", s[0]))),
+        };
+        let mut decoded = Vec::new();
+        for i in 0..s[0] {
+            let mut c = frames.codes.index(i);
+            if i == s[0] - 1 && frames.last_pad > 0 {
+                c = c.index((.., .., ..s[3] - frames.last_pad));
+            }
+            let mut y = self.decode_frame(&c, variant)?;
+            if let Some(sc) = &frames.scales {
+                y = y.multiply(sc.index(i).reshape(&[-1, 1, 1])?)?;
+            }
+            decoded.push(y);
+        }
+        let out = if decoded.len() == 1 { decoded.pop().unwrap_or_else(|| unreachable!()) } else { linear_overlap_add(&decoded, stride)? };
+        out.eval()?;
+        Ok(out)
     }
 
     /// Quantized embeddings channels-last `[B, T, D]` for checked codes.
@@ -120,6 +220,11 @@ impl Encodec {
 
     /// Audio `[B, C, T * hop]` for codes `[B, Q, T]`, as HF's `decode` (no trimming).
     pub fn decode(&self, codes: &Array, variant: Variant) -> Result<Array> {
+        self.refuse_framed("decode")?;
+        self.decode_frame(codes, variant)
+    }
+
+    fn decode_frame(&self, codes: &Array, variant: Variant) -> Result<Array> {
         let codes = self.check_codes(codes)?;
         let q = self.quantized_cl(&codes, variant)?;
         let y = match variant {
@@ -144,6 +249,47 @@ impl Encodec {
     pub fn streaming_decoder(&self, variant: Variant) -> stream::StreamingDecoder<&Self> {
         stream::StreamingDecoder::new(self, variant)
     }
+}
+
+/// What [`Encodec::encode_frames`] gives, as HF's `EncodecEncoderOutput`.
+pub struct Frames {
+    /// `[F, B, Q, T]` int32; the last frame padded with `last_pad` zero codes.
+    pub codes: Array,
+    /// Each frame's normalisation scale `[F, B]`, when the model normalises.
+    pub scales: Option<Array>,
+    pub last_pad: i32,
+}
+
+/// HF's `_linear_overlap_add`: frames `[B, C, L_i]` placed every `stride` samples, each
+/// weighted by a triangle over the first frame's length, divided by the summed weights.
+fn linear_overlap_add(frames: &[Array], stride: i32) -> Result<Array> {
+    let n = frames[0].shape()[2];
+    let last = frames[frames.len() - 1].shape()[2];
+    let total = stride * (frames.len() as i32 - 1) + last;
+    // linspace(0, 1, n + 2)[1:-1], then 0.5 - |t - 0.5|.
+    let weight: Vec<f32> = (1..=n).map(|i| f64::from(i) / f64::from(n + 1)).map(|t| (0.5 - (t - 0.5).abs()) as f32).collect();
+    let mut sum_weight = vec![0f32; total as usize];
+    let mut out: Option<Array> = None;
+    for (i, f) in frames.iter().enumerate() {
+        let (offset, len) = (i as i32 * stride, f.shape()[2]);
+        if offset + len > total || len > n {
+            return Err(Error::InvalidArgument(format!("frame {i} of {len} samples at {offset} does not fit the overlap-add of {total}")));
+        }
+        let w = &weight[..len as usize];
+        for (k, v) in w.iter().enumerate() {
+            sum_weight[offset as usize + k] += v;
+        }
+        let placed = ops::pad(&f.multiply(Array::from_slice(w, &[1, 1, len]))?, &[(0, 0), (0, 0), (offset, total - offset - len)], None, None)?;
+        out = Some(match out {
+            None => placed,
+            Some(o) => o.add(&placed)?,
+        });
+    }
+    if sum_weight.iter().any(|&v| v <= 0.0) {
+        return Err(Error::InvalidArgument("overlap-add: a sample no frame covers (stride longer than the frames)".into()));
+    }
+    let out = out.ok_or_else(|| Error::InvalidArgument("overlap-add of no frames".into()))?;
+    Ok(out.divide(Array::from_slice(&sum_weight, &[1, 1, total]))?)
 }
 
 impl Checkpointed for Encodec {

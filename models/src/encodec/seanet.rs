@@ -30,15 +30,35 @@ fn to_cl(x: &Array) -> Result<Array> {
     Ok(x.transpose_axes(&[0, 2, 1])?)
 }
 
-/// `EncodecConv1d`: a weight-normed `nn.Conv1d` with causal or centred padding, plus the extra
-/// right padding that makes the length a whole number of strides; the convolution itself is
-/// the shared [`AxisConv`] (unpadded).
+/// `nn.GroupNorm(1, C)` after a convolution (`norm_type = "time_group_norm"`, as in
+/// encodec_48khz): one mean and variance over all channels and the whole time axis per item,
+/// then a per-channel gain and bias. It sees the whole signal, so it cannot stream.
+pub struct GroupNorm {
+    pub weight: Array,
+    pub bias: Array,
+}
+
+impl GroupNorm {
+    /// `x` channels-last `[B, T, C]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let mean = x.mean_axes(&[1, 2], true)?;
+        let centred = x.subtract(&mean)?;
+        let var = centred.square()?.mean_axes(&[1, 2], true)?;
+        let normed = centred.multiply(ops::rsqrt(&var.add(mlx_rs::array!(1e-5f32))?)?)?;
+        Ok(normed.multiply(&self.weight)?.add(&self.bias)?)
+    }
+}
+
+/// `EncodecConv1d`: a weight-normed `nn.Conv1d` (or a plain one followed by a [`GroupNorm`])
+/// with causal or centred padding, plus the extra right padding that makes the length a whole
+/// number of strides; the convolution itself is the shared [`AxisConv`] (unpadded).
 pub struct Conv {
     pub conv: AxisConv,
     /// The weight as `[in, k * out]`, every tap at once, for the tap-sum product.
     wtaps: Array,
     pub causal: bool,
     pub pad: PadMode,
+    pub norm: Option<GroupNorm>,
 }
 
 impl Conv {
@@ -67,17 +87,28 @@ impl Conv {
         let conv = AxisConv::new(torch_weight, bias, stride, dilation, 0)?;
         let (cout, kernel, cin) = (conv.weight.shape()[0], conv.kernel, conv.weight.shape()[2]);
         let wtaps = conv.weight.transpose_axes(&[2, 1, 0])?.reshape(&[cin, kernel * cout])?.contiguous()?;
-        Ok(Self { conv, wtaps, causal, pad })
+        Ok(Self { conv, wtaps, causal, pad, norm: None })
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
         let mut v = self.conv.arrays().to_vec();
         v.push(&self.wtaps);
+        if let Some(n) = &self.norm {
+            v.extend([&n.weight, &n.bias]);
+        }
         v
     }
 
     /// `x` channels-last `[B, T, C]`.
     pub fn forward(&self, x: &Array, kernels: Kernels) -> Result<Array> {
+        let y = self.conv_only(x, kernels)?;
+        match &self.norm {
+            Some(n) => n.forward(&y),
+            None => Ok(y),
+        }
+    }
+
+    fn conv_only(&self, x: &Array, kernels: Kernels) -> Result<Array> {
         let len = x.shape()[1];
         let (left, right) = self.fixed_padding();
         let x = pad_axis(x, 1, left, right + self.extra_padding(len), self.pad)?;
@@ -111,16 +142,22 @@ pub struct ConvTranspose {
     pub conv: AxisConvTr,
     /// Samples trimmed on each side.
     pub trim: (i32, i32),
+    /// Applied before the trim, as HF does (its statistics include the trimmed samples).
+    pub norm: Option<GroupNorm>,
 }
 
 impl ConvTranspose {
     /// From the PyTorch weight `[in, out, k]` (weight norm folded).
     pub fn new(torch_weight: &Array, bias: Array, stride: i32, trim: (i32, i32)) -> Result<Self> {
-        Ok(Self { conv: AxisConvTr::new(torch_weight, bias, stride)?, trim })
+        Ok(Self { conv: AxisConvTr::new(torch_weight, bias, stride)?, trim, norm: None })
     }
 
     pub fn forward(&self, x: &Array, kernels: Kernels) -> Result<Array> {
         let y = self.conv.forward(x, 1, kernels)?;
+        let y = match &self.norm {
+            Some(n) => n.forward(&y)?,
+            None => y,
+        };
         let n = y.shape()[1];
         Ok(y.index((.., self.trim.0..n - self.trim.1, ..)))
     }
@@ -300,10 +337,21 @@ fn weight_normed(p: &Vars, shape: [i32; 3]) -> Result<Array> {
 pub fn build(cfg: &EncodecConfig, half: Half, vs: &Vars) -> Result<Vec<Layer>> {
     let pad = cfg.pad().map_err(Error::InvalidArgument)?;
     let causal = cfg.use_causal_conv;
+    let group_norm = cfg.norm_type == "time_group_norm";
+    // Weight norm folded, or (time_group_norm) a plain weight and a norm after the convolution.
+    let kernel = |c: &Vars, shape: [i32; 3]| if group_norm { c.tensor("weight", &shape) } else { weight_normed(c, shape) };
+    let norm = |p: &Vars, cout: i32| -> Result<Option<GroupNorm>> {
+        if !group_norm {
+            return Ok(None);
+        }
+        let n = p.pp("norm");
+        Ok(Some(GroupNorm { weight: n.tensor("weight", &[cout])?, bias: n.tensor("bias", &[cout])? }))
+    };
     let conv = |p: &Vars, cin: i32, cout: i32, k: i32, stride: i32, dilation: i32| -> Result<Conv> {
-        let p = p.pp("conv");
-        let conv = Conv::new(&weight_normed(&p, [cout, cin, k])?, p.tensor("bias", &[cout])?, stride, dilation, causal, pad)?;
-        p.materialize(conv.arrays());
+        let c = p.pp("conv");
+        let mut conv = Conv::new(&kernel(&c, [cout, cin, k])?, c.tensor("bias", &[cout])?, stride, dilation, causal, pad)?;
+        conv.norm = norm(p, cout)?;
+        c.materialize(conv.arrays());
         Ok(conv)
     };
     let half_vs = vs.pp(half.prefix());
@@ -322,11 +370,15 @@ pub fn build(cfg: &EncodecConfig, half: Half, vs: &Vars) -> Result<Vec<Layer>> {
             }
             Spec::ConvT { cin, cout, k, stride } => {
                 let c = p.pp("conv");
-                let weight = weight_normed(&c, [cin, cout, k])?;
+                let weight = kernel(&c, [cin, cout, k])?;
                 let total = k - stride;
                 let right = if causal { (f64::from(total) * cfg.trim_right_ratio).ceil() as i32 } else { total / 2 };
-                let layer = ConvTranspose::new(&weight, c.tensor("bias", &[cout])?, stride, (total - right, right))?;
+                let mut layer = ConvTranspose::new(&weight, c.tensor("bias", &[cout])?, stride, (total - right, right))?;
+                layer.norm = norm(&p, cout)?;
                 c.materialize(layer.conv.arrays());
+                if let Some(n) = &layer.norm {
+                    c.materialize([&n.weight, &n.bias]);
+                }
                 Layer::ConvTranspose(layer)
             }
             Spec::Lstm { dim } => {

@@ -144,6 +144,9 @@ impl<M: Deref<Target = Encodec>> StreamingDecoder<M> {
         if self.finished {
             return Err(Error::InvalidArgument("push after finish: start a new streaming decoder".into()));
         }
+        if self.model.framed() || self.model.config.norm_type == "time_group_norm" {
+            return Err(Error::InvalidArgument("this EnCodec cannot stream: its GroupNorm and per-chunk normalisation see a whole chunk (encodec_48khz); decode it whole".into()));
+        }
         let codes = self.model.check_codes(codes)?;
         let b = codes.shape()[0];
         if *self.batch.get_or_insert(b) != b {
