@@ -82,11 +82,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let bar = crate::progress::bar(steps as u64, "steps", args.quiet);
     let t0 = std::time::Instant::now();
     let req = AudioRequest { seconds: args.seconds, guidance: args.guidance, sampler, variant: args.variant.variant };
-    let samples = model.generate_audio(&ids, &mask, &req, |d, _| bar.set_position(d as u64))?;
+    let channels = model.generate_audio(&ids, &mask, &req, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let rate = model.codec.config.sampling_rate;
-    let n = samples.len();
-    write_wav(&args.output, &Audio { sample_rate: rate, channels: vec![samples] }, false).with_context(|| format!("writing {}", args.output.display()))?;
+    let n = channels.first().map_or(0, Vec::len);
+    write_wav(&args.output, &Audio { sample_rate: rate, channels }, false).with_context(|| format!("writing {}", args.output.display()))?;
     if !args.quiet {
         let secs = t0.elapsed().as_secs_f64();
         eprintln!("{}: {:.2} s of audio, {steps} steps, {secs:.2} s in all ({:.1} ms per step with the decode)", args.output.display(), n as f64 / f64::from(rate), 1e3 * secs / steps as f64);

@@ -558,7 +558,7 @@ fn run_musicgen(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> 
         Some(r) if refs.contains_key("generate.codes.margin") => model.generate_forced(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts, r)?,
         _ => model.generate_greedy(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts)?,
     };
-    out.insert("generate.audio".into(), model.codec.decode(&generated, variant)?);
+    out.insert("generate.audio".into(), model.decode_audio(&generated, variant)?);
     out.insert("generate.codes".into(), generated);
     Ok(out)
 }

@@ -8,9 +8,13 @@ mod common;
 use common::fixture;
 
 fn model_dir() -> tempfile::TempDir {
+    model_dir_of("musicgen-s0")
+}
+
+fn model_dir_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture("musicgen-s0").join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(fixture(name).join(f), dir.path().join(f)).unwrap();
     }
     let special = |id: u32, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let mut vocab = vec![serde_json::json!(["<pad>", 0.0]), serde_json::json!(["</s>", 0.0]), serde_json::json!(["<unk>", 0.0]), serde_json::json!(["▁", -2.0])];
@@ -210,4 +214,20 @@ fn contradictory_or_oversized_requests_are_refused_before_work() {
     let e = err(&run(&["--model-dir", m, "--prompt", "x", "--seconds", "0.1", "-o", "/nonexistent-dir/o.wav", "--quiet"]));
     assert!(e.contains("does not exist"), "{e}");
     assert!(!out.exists());
+}
+
+/// A stereo MusicGen (the musicgen-stereo-s0 fixture) writes a two-channel WAV, its left and
+/// right channels decoded from their own codebooks.
+#[test]
+fn stereo_models_write_two_channels() {
+    let model = model_dir_of("musicgen-stereo-s0");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s.wav");
+    ok(&harness(&["--model-dir", model.path().to_str().unwrap(), "--prompt", "slow jazz", "--seconds", "0.2", "--greedy", "--quiet", "-o", out.to_str().unwrap()]));
+    let mut r = hound::WavReader::open(&out).unwrap();
+    assert_eq!((r.spec().channels, r.spec().sample_rate), (2, 32_000));
+    let s: Vec<f32> = r.samples::<f32>().map(Result::unwrap).collect();
+    assert_eq!(s.len(), 2 * 6400);
+    let (left, right): (Vec<f32>, Vec<f32>) = (s.iter().step_by(2).copied().collect(), s.iter().skip(1).step_by(2).copied().collect());
+    assert!(left.iter().all(|v| v.is_finite()) && left != right, "two different channels");
 }

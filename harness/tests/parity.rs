@@ -70,7 +70,8 @@ fn whisper_fixtures_pass_for_both_variants() {
 
 #[test]
 fn musicgen_fixtures_pass_for_both_variants() {
-    for name in ["musicgen-s0", "musicgen-s1", "musicgen-alt-s0"] {
+    // musicgen-stereo-s0: 8 codebooks interleaving left and right, decoded channel by channel.
+    for name in ["musicgen-s0", "musicgen-s1", "musicgen-alt-s0", "musicgen-stereo-s0"] {
         let checks = passing_checks(name);
         for out in ["text.states", "logits", "generate.codes", "generate.audio"] {
             assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{name}: {out} in both variants");

@@ -115,8 +115,11 @@ impl ModelConfig for MusicgenConfig {
         if d.activation_function != "gelu" {
             return Err(format!("decoder.activation_function \"{}\": only \"gelu\" is implemented", d.activation_function));
         }
-        if d.audio_channels != 1 {
-            return Err(format!("decoder.audio_channels {}: only mono MusicGen is implemented", d.audio_channels));
+        if !(d.audio_channels == 1 || d.audio_channels == 2) || d.num_codebooks % d.audio_channels != 0 {
+            return Err(format!("decoder.audio_channels {} with {} codebooks: mono, or stereo with an even number of codebooks (left and right interleaved)", d.audio_channels, d.num_codebooks));
+        }
+        if self.audio_encoder.audio_channels != 1 || self.audio_encoder.chunk_length_s.is_some() || self.audio_encoder.normalize {
+            return Err("audio_encoder: MusicGen's codec is a mono, unchunked EnCodec (stereo decodes each channel's codebooks with it)".into());
         }
         if d.vocab_size != self.audio_encoder.codebook_size {
             return Err(format!("decoder.vocab_size {} differs from audio_encoder.codebook_size {}", d.vocab_size, self.audio_encoder.codebook_size));

@@ -189,7 +189,7 @@ impl MusicGen {
             return Err(Error::InvalidArgument(format!("{seconds} s: the length must be a positive number of seconds")));
         }
         let rate = f64::from(self.codec.config.frame_rate());
-        let kb = self.config.decoder.num_codebooks as usize;
+        let kb = self.channel_codebooks() as usize;
         let frames = (seconds * rate).round().max(1.0) as usize;
         let steps = frames + kb - 1;
         let limit = self.config.decoder.max_position_embeddings as usize;
@@ -199,17 +199,55 @@ impl MusicGen {
         Ok((steps, frames))
     }
 
-    /// Text to audio as [`AudioRequest`] asks: mono samples at the codec's rate for the prompt
-    /// `ids`/`mask` (see [`tokenize_prompt`]), decoded by EnCodec and cut to length.
-    /// `progress(step, steps)` follows the decode.
-    pub fn generate_audio(&self, ids: &Array, mask: &Array, req: &AudioRequest, progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
+    /// Audio channels (2 for the stereo checkpoints, whose codebooks interleave left and right).
+    pub fn audio_channels(&self) -> i32 {
+        self.config.decoder.audio_channels
+    }
+
+    /// Codebooks per channel: the length of the delay pattern.
+    pub fn channel_codebooks(&self) -> i32 {
+        self.config.decoder.num_codebooks / self.audio_channels()
+    }
+
+    /// Codebook `k`'s delay in steps: its index within its channel (left and right codebooks
+    /// alternate, so stereo codebooks `2j` and `2j + 1` both run `j` steps behind).
+    fn delay(&self, k: i32) -> i32 {
+        k / self.audio_channels()
+    }
+
+    /// Audio `[B, channels, T * hop]` for codes `[B, K, T]`: EnCodec decodes each channel's
+    /// codebooks (stereo: the even ones left, the odd ones right), as HF's `generate`.
+    pub fn decode_audio(&self, codes: &Array, variant: Variant) -> Result<Array> {
+        let c = self.audio_channels();
+        if c == 1 {
+            return self.codec.decode(codes, variant);
+        }
+        let k = codes.shape().get(1).copied().unwrap_or(0);
+        let parts = (0..c)
+            .map(|ch| {
+                let idx: Vec<i32> = (ch..k).step_by(c as usize).collect();
+                self.codec.decode(&codes.take_axis(Array::from_slice(&idx, &[idx.len() as i32]), 1)?, variant)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ops::concatenate(&parts, 1)?)
+    }
+
+    /// Text to audio as [`AudioRequest`] asks: one sample list per channel at the codec's rate
+    /// for the prompt `ids`/`mask` (see [`tokenize_prompt`]), decoded by EnCodec and cut to
+    /// length. `progress(step, steps)` follows the decode.
+    pub fn generate_audio(&self, ids: &Array, mask: &Array, req: &AudioRequest, progress: impl FnMut(usize, usize)) -> Result<Vec<Vec<f32>>> {
         let (steps, frames) = self.steps_for(req.seconds)?;
         let codes = self.generate(ids, mask, steps, req.guidance, &req.sampler, &DecodeOptions::for_variant(req.variant), progress)?;
-        let audio = self.codec.decode(&codes, req.variant)?;
-        audio.eval()?;
-        let samples = audio.as_slice::<f32>();
-        let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as usize;
-        Ok(samples[..n.min(samples.len())].to_vec())
+        let audio = self.decode_audio(&codes, req.variant)?;
+        let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as i32;
+        let n = n.min(audio.shape()[2]);
+        (0..audio.shape()[1])
+            .map(|c| {
+                let ch = audio.index((0, c, ..n)).contiguous()?;
+                ch.eval()?;
+                Ok(ch.as_slice::<f32>().to_vec())
+            })
+            .collect()
     }
 
     /// [`Self::generate_greedy`] with any [`Sampler`]; `progress(done, steps)` follows each
@@ -247,23 +285,26 @@ impl MusicGen {
     ) -> Result<Array> {
         let d = &self.config.decoder;
         let kb = d.num_codebooks;
+        // The delay pattern runs over each channel's codebooks.
+        let kc = self.channel_codebooks();
         let total = steps as i32 + 1;
-        if total < 2 * kb - 1 {
-            return Err(Error::InvalidArgument(format!("{steps} steps: the delay pattern of {kb} codebooks needs at least {}", 2 * kb - 2)));
+        if total < 2 * kc - 1 {
+            return Err(Error::InvalidArgument(format!("{steps} steps: the delay pattern of {kc} codebooks needs at least {}", 2 * kc - 2)));
         }
         let cfg = guidance > 1.0;
         let rows = cond.states.shape()[0];
         let b = if cfg { rows / 2 } else { rows };
         let pad = d.pad_token_id;
-        // Position t of codebook k is generated when k < t < k + total - kb + 1, else padding.
-        let valid = |k: i32, t: i32| k < t && t < k + total - kb + 1;
+        // Position t of codebook k (delay d) is generated when d < t < d + total - kc + 1, else
+        // padding.
+        let valid = |k: i32, t: i32| self.delay(k) < t && t < self.delay(k) + total - kc + 1;
         let mut state = self.new_state(opts, steps);
         let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
         let mut columns: Vec<Array> = Vec::new();
         let every = opts.eval_every.max(1) as usize;
         let forced = match forced {
             Some(f) => {
-                let want = [b, kb, total - kb];
+                let want = [b, kb, total - kc];
                 if f.shape() != want {
                     return Err(Error::InvalidArgument(format!("forced codes {:?}: expected {want:?}", f.shape())));
                 }
@@ -288,7 +329,7 @@ impl MusicGen {
             // k's frame t - 1 - k, padding outside the delay pattern).
             let next = match &forced {
                 Some(f) => {
-                    let cols = (0..kb).map(|k| if valid(k, t) { Ok(f.index((.., k, t - 1 - k))) } else { Ok(ops::full::<i32>(&[b], mlx_rs::array!(pad))?) }).collect::<Result<Vec<_>>>()?;
+                    let cols = (0..kb).map(|k| if valid(k, t) { Ok(f.index((.., k, t - 1 - self.delay(k)))) } else { Ok(ops::full::<i32>(&[b], mlx_rs::array!(pad))?) }).collect::<Result<Vec<_>>>()?;
                     ops::stack(&cols, 1)?
                 }
                 None => next,
@@ -300,10 +341,10 @@ impl MusicGen {
                 progress(step + 1, steps);
             }
         }
-        // Undo the delay: codebook k's frame f sits at step f + k (column f + k of the new ones).
+        // Undo the delay: codebook k's frame f sits at step f + delay(k).
         let all = ops::stack(&columns, 2)?; // [B, K, steps]
-        let frames = total - kb;
-        let per: Vec<Array> = (0..kb).map(|k| all.index((.., k..k + 1, k..k + frames))).collect();
+        let frames = total - kc;
+        let per: Vec<Array> = (0..kb).map(|k| all.index((.., k..k + 1, self.delay(k)..self.delay(k) + frames))).collect();
         let codes = ops::concatenate(&per, 1)?;
         codes.eval()?;
         Ok(codes)
