@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use models::checkpoint::Checkpointed;
+use models::musicgen::chroma::{ChromaConfig, ChromaExtractor};
 use models::musicgen::{tokenize_prompt, AudioRequest, MusicGen, Sampler};
 
-use crate::audio::{write_wav, Audio};
+use crate::audio::{read_wav, resample, write_wav, Audio};
 use crate::hub_args::HubArgs;
 
 #[derive(clap::Args)]
@@ -26,6 +27,12 @@ pub struct Args {
     /// What to play, in words.
     #[arg(long)]
     prompt: String,
+    /// A melody to follow (MusicGen Melody models only, e.g. facebook/musicgen-melody): a WAV
+    /// file, any rate and channel count (mixed to mono, resampled to the extractor's rate, the
+    /// first 30 s used), turned into chroma as HF's feature extractor does
+    /// (preprocessor_config.json in the model folder, else its defaults).
+    #[arg(long, value_name = "WAV")]
+    melody: Option<PathBuf>,
     /// Length of the music, in seconds (50 decode steps each, plus 3 for the delay pattern).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -54,6 +61,22 @@ pub struct Args {
     quiet: bool,
 }
 
+/// The chroma `[1, frames, bins]` of the melody in `path`, with the extractor settings of the
+/// model folder `dir`.
+fn melody_chroma(path: &std::path::Path, dir: &std::path::Path) -> Result<mlx_rs::Array> {
+    let pre = dir.join("preprocessor_config.json");
+    let config: ChromaConfig = if pre.is_file() {
+        serde_json::from_str(&std::fs::read_to_string(&pre).with_context(|| format!("reading {}", pre.display()))?).with_context(|| format!("{}: not a feature extractor config", pre.display()))?
+    } else {
+        ChromaConfig::default()
+    };
+    let ex = ChromaExtractor::new(config)?;
+    let wav = read_wav(path).with_context(|| format!("--melody {}", path.display()))?;
+    let mono = resample(&wav.mono(), wav.sample_rate, ex.config.sampling_rate);
+    let c = ex.extract(&mono).with_context(|| format!("--melody {}", path.display()))?;
+    Ok(mlx_rs::Array::from_slice(&c.one_hot, &[1, c.frames as i32, ex.config.num_chroma as i32]))
+}
+
 /// The longest prompt, in T5 tokens.
 const MAX_PROMPT_TOKENS: i32 = 512;
 
@@ -70,7 +93,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let model_files: Vec<(&str, PathBuf)> = ["config.json", "model.safetensors", "tokenizer.json"].iter().map(|f| (*f, dir.join(f))).collect();
     let inputs: Vec<(&str, &std::path::Path)> = model_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
     crate::outputs::refuse_overwrite("-o", &args.output, &inputs)?;
+    if let Some(m) = &args.melody {
+        crate::outputs::refuse_overwrite("-o", &args.output, &[("--melody", m)])?;
+    }
     let model = MusicGen::load_dir_as(&dir, args.quant.precision()?)?;
+    let chroma = match &args.melody {
+        None => None,
+        Some(_) if !model.is_melody() => bail!("--melody: {} has no melody conditioning (a MusicGen Melody checkpoint such as facebook/musicgen-melody has)", dir.display()),
+        Some(path) => Some(melody_chroma(path, &dir)?),
+    };
     let (ids, mask) = tokenize_prompt(&dir.join("tokenizer.json"), &args.prompt)?;
     // T5 was trained on 512 tokens; a longer prompt only costs time (a 20,000-word one took
     // minutes) and says nothing more to the model.
@@ -81,7 +112,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let sampler = if args.greedy { Sampler::Greedy } else { Sampler::TopK { top_k: args.top_k, temperature: args.temperature, seed: args.seed } };
     let bar = crate::progress::bar(steps as u64, "steps", args.quiet);
     let t0 = std::time::Instant::now();
-    let req = AudioRequest { seconds: args.seconds, guidance: args.guidance, sampler, variant: args.variant.variant };
+    let req = AudioRequest { seconds: args.seconds, guidance: args.guidance, sampler, variant: args.variant.variant, chroma };
     let channels = model.generate_audio(&ids, &mask, &req, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let rate = model.codec.config.sampling_rate;

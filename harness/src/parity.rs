@@ -548,15 +548,32 @@ fn run_musicgen(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> 
     let codes = dec.reshape(&[rows / k, k, t])?;
     let mut out = HashMap::new();
     out.insert("text.states".into(), model.text.forward(&ids, Some(mask))?);
-    let cond = model.condition(&ids, mask, false)?;
-    let mut state = model.new_state(&opts, t as usize);
+    // MusicGen Melody: our chroma of the melodies, and the reference's conditioning the rest.
+    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    let chroma = if model.is_melody() {
+        let audio = input_rank(&inputs, "melody.audio", 2)?;
+        let ex = models::musicgen::chroma::ChromaExtractor::new(read_json(&dir.join("preprocessor_config.json"))?)?;
+        let mut ours = Vec::new();
+        for b in 0..audio.shape()[0] {
+            let c = ex.extract(audio.index(b).as_slice::<f32>())?;
+            ours.push(Array::from_slice(&c.one_hot, &[1, c.frames as i32, ex.config.num_chroma as i32]));
+        }
+        out.insert("melody.chroma".into(), ops::concatenate(&ours, 0)?);
+        Some(refs.get("melody.chroma").context("outputs.safetensors has no melody.chroma")?.clone())
+    } else {
+        None
+    };
+    let cond = model.condition_with(&ids, mask, chroma.as_ref(), false)?;
+    let mut state = model.new_state_for(&cond, &opts, t as usize);
     let steps = (0..t).map(|i| model.decode_step(&codes.index((.., .., i..i + 1)), &cond, &mut state)).collect::<Result<Vec<_>, _>>()?;
     out.insert("logits".into(), ops::concatenate(&steps, 2)?.reshape(&[rows, t, -1])?);
     // Teacher-forced by the reference's codes where the fixture records their margins.
-    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
     let generated = match refs.get("generate.codes") {
-        Some(r) if refs.contains_key("generate.codes.margin") => model.generate_forced(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts, r)?,
-        _ => model.generate_greedy(&ids, mask, gen.max_new_tokens, gen.guidance_scale, &opts)?,
+        Some(r) if refs.contains_key("generate.codes.margin") => model.generate_forced_with(&ids, mask, chroma.as_ref(), gen.max_new_tokens, gen.guidance_scale, &opts, r)?,
+        _ => {
+            let cond = model.condition_with(&ids, mask, chroma.as_ref(), gen.guidance_scale > 1.0)?;
+            model.generate_from(&cond, gen.max_new_tokens, gen.guidance_scale, &models::musicgen::Sampler::Greedy, &opts, |_, _| {})?
+        }
     };
     out.insert("generate.audio".into(), model.decode_audio(&generated, variant)?);
     out.insert("generate.codes".into(), generated);

@@ -231,3 +231,32 @@ fn stereo_models_write_two_channels() {
     let (left, right): (Vec<f32>, Vec<f32>) = (s.iter().step_by(2).copied().collect(), s.iter().skip(1).step_by(2).copied().collect());
     assert!(left.iter().all(|v| v.is_finite()) && left != right, "two different channels");
 }
+
+/// MusicGen Melody (the musicgen-melody-s0 fixture) follows `--melody`: a different melody
+/// gives different music; a model without melody conditioning refuses one by name.
+#[test]
+fn melody_models_follow_the_melody() {
+    let model = model_dir_of("musicgen-melody-s0");
+    std::fs::copy(fixture("musicgen-melody-s0").join("preprocessor_config.json"), model.path().join("preprocessor_config.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    for (name, freq) in [("a.wav", 261.63f32), ("b.wav", 440.0)] {
+        let spec = hound::WavSpec { channels: 1, sample_rate: 16_000, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+        let mut w = hound::WavWriter::create(p(name), spec).unwrap();
+        for i in 0..16_000 {
+            w.write_sample((2.0 * std::f32::consts::PI * freq * i as f32 / 16_000.0).sin() * 0.5).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+    let m = model.path().to_str().unwrap();
+    let run = |melody: &str, out: &str| harness(&["--model-dir", m, "--prompt", "slow jazz", "--seconds", "0.2", "--greedy", "--quiet", "--melody", &p(melody), "-o", &p(out)]);
+    ok(&run("a.wav", "out_a.wav"));
+    ok(&run("b.wav", "out_b.wav"));
+    let read = |f: &str| hound::WavReader::open(p(f)).unwrap().samples::<f32>().map(Result::unwrap).collect::<Vec<f32>>();
+    let (a, b) = (read("out_a.wav"), read("out_b.wav"));
+    assert_eq!(a.len(), 6400);
+    assert!(a.iter().all(|v| v.is_finite()) && a != b, "the melody changes the music");
+    let plain = model_dir();
+    let e = err(&harness(&["--model-dir", plain.path().to_str().unwrap(), "--prompt", "jazz", "--seconds", "0.2", "--melody", &p("a.wav"), "-o", &p("x.wav")]));
+    assert!(e.contains("no melody conditioning"), "{e}");
+}

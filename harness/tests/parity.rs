@@ -71,10 +71,13 @@ fn whisper_fixtures_pass_for_both_variants() {
 #[test]
 fn musicgen_fixtures_pass_for_both_variants() {
     // musicgen-stereo-s0: 8 codebooks interleaving left and right, decoded channel by channel.
-    for name in ["musicgen-s0", "musicgen-s1", "musicgen-alt-s0", "musicgen-stereo-s0"] {
+    // musicgen-melody-s0: MusicGen Melody (chroma and text as a prefix, no cross-attention).
+    for name in ["musicgen-s0", "musicgen-s1", "musicgen-alt-s0", "musicgen-stereo-s0", "musicgen-melody-s0"] {
         let checks = passing_checks(name);
-        for out in ["text.states", "logits", "generate.codes", "generate.audio"] {
-            assert_eq!(checks.iter().filter(|c| c["output"] == out).count(), 2, "{name}: {out} in both variants");
+        let outs: &[&str] =
+            if name.contains("melody") { &["text.states", "logits", "generate.codes", "generate.audio", "melody.chroma"] } else { &["text.states", "logits", "generate.codes", "generate.audio"] };
+        for out in outs {
+            assert_eq!(checks.iter().filter(|c| c["output"] == *out).count(), 2, "{name}: {out} in both variants");
         }
         for c in &checks {
             assert_eq!(c["pass"], true, "{name}: {c}");

@@ -64,7 +64,7 @@ fn conditioning(model: &MusicGen) -> Result<Conditioning> {
     let states = random::normal::<f32>(&[2, 12, d], None, None, &random::key(31)?)?;
     let mask = mlx_rs::ops::concatenate(&[mlx_rs::ops::zeros::<f32>(&[1, 1, 1, 12])?, mlx_rs::ops::full::<f32>(&[1, 1, 1, 12], mlx_rs::array!(f32::MIN))?], 0)?;
     mlx_rs::transforms::eval([&states, &mask])?;
-    Ok(Conditioning { states, mask })
+    Ok(Conditioning { states, mask, prefix: false })
 }
 
 pub fn specs(_scale: Scale) -> Vec<Spec> {

@@ -67,6 +67,22 @@ pub struct MusicgenConfig {
     pub text_encoder: T5Config,
     pub decoder: DecoderConfig,
     pub audio_encoder: EncodecConfig,
+    /// HF `MusicgenMelodyConfig` (`model_type` "musicgen_melody"): chroma bins of the melody.
+    #[serde(default)]
+    pub num_chroma: Option<i32>,
+    /// MusicGen Melody: chroma frames the melody prefix is repeated or cut to.
+    #[serde(default)]
+    pub chroma_length: Option<i32>,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+impl MusicgenConfig {
+    /// MusicGen Melody (`facebook/musicgen-melody`): a decoder without cross-attention, whose
+    /// conditioning (the melody's chroma, then the text states) is a prefix of its sequence.
+    pub fn is_melody(&self) -> bool {
+        self.model_type.as_deref() == Some("musicgen_melody") || self.num_chroma.is_some()
+    }
 }
 
 impl ModelConfig for MusicgenConfig {
@@ -121,6 +137,12 @@ impl ModelConfig for MusicgenConfig {
         if self.audio_encoder.audio_channels != 1 || self.audio_encoder.chunk_length_s.is_some() || self.audio_encoder.normalize {
             return Err("audio_encoder: MusicGen's codec is a mono, unchunked EnCodec (stereo decodes each channel's codebooks with it)".into());
         }
+        if self.is_melody() {
+            let (c, l) = (self.num_chroma.unwrap_or(12), self.chroma_length.unwrap_or(235));
+            if !(1..=128).contains(&c) || !(1..=100_000).contains(&l) {
+                return Err(format!("num_chroma {c} / chroma_length {l}: out of range"));
+            }
+        }
         if d.vocab_size != self.audio_encoder.codebook_size {
             return Err(format!("decoder.vocab_size {} differs from audio_encoder.codebook_size {}", d.vocab_size, self.audio_encoder.codebook_size));
         }
@@ -164,6 +186,9 @@ impl MusicgenConfig {
                 activation_function: "gelu".into(),
             },
             audio_encoder: EncodecConfig::encodec_32khz(),
+            num_chroma: None,
+            chroma_length: None,
+            model_type: None,
         })
     }
 }

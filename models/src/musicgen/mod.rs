@@ -3,6 +3,7 @@
 //! guidance, and EnCodec to turn codes into audio. Decoding has the seed's switches
 //! ([`DecodeOptions`]): the KV cache kind, cross-attention K/V cached or recomputed, and the
 //! eval interval.
+pub mod chroma;
 pub mod config;
 pub mod t5;
 
@@ -29,6 +30,8 @@ pub struct MusicGen {
     pub text: T5Encoder,
     /// T5 width to decoder width, when they differ.
     enc_to_dec: Option<Linear>,
+    /// MusicGen Melody: chroma to decoder width (when they differ), chroma bins, prefix length.
+    melody: Option<(Option<Linear>, i32, i32)>,
     embed: Vec<Weight>,
     /// Sinusoidal positions `[max_positions, d]`.
     positions: Array,
@@ -39,10 +42,12 @@ pub struct MusicGen {
 }
 
 /// Text conditioning ready for the decoder: projected states `[B, S, d]` and the additive
-/// cross-attention mask `[B, 1, 1, S]`.
+/// cross-attention mask `[B, 1, 1, S]`; or for MusicGen Melody (`prefix`) the sequence the
+/// decoder's own tokens follow (chroma, then text; the mask unused).
 pub struct Conditioning {
     pub states: Array,
     pub mask: Array,
+    pub prefix: bool,
 }
 
 /// Token ids `[1, L]` and attention mask of `prompt` through the T5 `tokenizer.json` at `path`
@@ -106,6 +111,8 @@ pub struct AudioRequest {
     pub guidance: f32,
     pub sampler: Sampler,
     pub variant: Variant,
+    /// MusicGen Melody: the melody's chroma `[1, frames, num_chroma]` (see [`chroma`]).
+    pub chroma: Option<Array>,
 }
 
 /// HF's `MusicgenSinusoidalPositionalEmbedding`: `[cos | sin]` of position × frequency.
@@ -130,6 +137,20 @@ impl MusicGen {
     /// Text states for the decoder, with the classifier-free-guidance batch appended when
     /// `guidance` is set: zero states, fully masked (HF's "null" conditioning).
     pub fn condition(&self, ids: &Array, mask: &Array, guidance: bool) -> Result<Conditioning> {
+        self.condition_with(ids, mask, None, guidance)
+    }
+
+    /// Whether this is MusicGen Melody (conditioned on a melody's chroma as well as text).
+    pub fn is_melody(&self) -> bool {
+        self.melody.is_some()
+    }
+
+    /// [`Self::condition`] with a melody: `chroma` `[B, frames, num_chroma]` (see
+    /// [`chroma::ChromaExtractor`]) for MusicGen Melody, as HF's generate prepares it: the text
+    /// states masked, the chroma (or, without one, a constant first bin) projected and repeated
+    /// or cut to `chroma_length` frames, then chroma before text; the guidance half has zero
+    /// text and the constant chroma. Models without melody refuse a chroma.
+    pub fn condition_with(&self, ids: &Array, mask: &Array, chroma: Option<&Array>, guidance: bool) -> Result<Conditioning> {
         let mut states = self.text.forward(ids, Some(mask))?;
         if let Some(p) = &self.enc_to_dec {
             states = p.forward(&states)?;
@@ -139,15 +160,55 @@ impl MusicGen {
             states = ops::concatenate(&[states.clone(), ops::zeros_like(&states)?], 0)?;
             mask = ops::concatenate(&[mask.clone(), ops::zeros_like(&mask)?], 0)?;
         }
-        let s = mask.shape().to_vec();
-        let additive = ops::subtract(mlx_rs::array!(1.0f32), &mask)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[s[0], 1, 1, s[1]])?;
-        Ok(Conditioning { states, mask: additive })
+        let Some((proj, bins, length)) = &self.melody else {
+            if chroma.is_some() {
+                return Err(Error::InvalidArgument("a melody was given, but this MusicGen has no melody conditioning (use facebook/musicgen-melody)".into()));
+            }
+            let s = mask.shape().to_vec();
+            let additive = ops::subtract(mlx_rs::array!(1.0f32), &mask)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[s[0], 1, 1, s[1]])?;
+            return Ok(Conditioning { states, mask: additive, prefix: false });
+        };
+        let b = ids.shape()[0];
+        let text = states.multiply(mask.expand_dims(-1)?)?;
+        // The null melody: all energy in the first bin.
+        let null = |frames: i32| -> Result<Array> {
+            let mut v = vec![0f32; (b * frames * bins) as usize];
+            v.iter_mut().step_by(*bins as usize).for_each(|x| *x = 1.0);
+            Ok(Array::from_slice(&v, &[b, frames, *bins]))
+        };
+        let audio = match chroma {
+            Some(c) => {
+                if c.ndim() != 3 || c.shape()[0] != b || c.shape()[2] != *bins || c.shape()[1] < 1 {
+                    return Err(Error::InvalidArgument(format!("chroma of shape {:?}: expected [{b}, frames >= 1, {bins}]", c.shape())));
+                }
+                c.as_dtype(Dtype::Float32)?
+            }
+            None => null(1)?,
+        };
+        let audio = if guidance { ops::concatenate(&[audio.clone(), null(audio.shape()[1])?], 0)? } else { audio };
+        let audio = match proj {
+            Some(p) => p.forward(&audio)?,
+            None => audio,
+        };
+        let frames = audio.shape()[1];
+        let repeats = (*length + frames - 1) / frames;
+        let audio = if repeats > 1 { ops::tile(&audio, &[1, repeats, 1])? } else { audio };
+        let audio = audio.index((.., ..*length, ..));
+        let states = ops::concatenate(&[audio, text], 1)?;
+        Ok(Conditioning { states, mask, prefix: true })
     }
 
     /// Fresh decoder state for up to `steps` positions (a preallocated cache is sized to it).
     pub fn new_state(&self, opts: &DecodeOptions, steps: usize) -> DecodeState {
         let max = (steps as i32).clamp(1, self.config.decoder.max_position_embeddings);
         DecodeState::new(self.layers.len(), opts, max)
+    }
+
+    /// [`Self::new_state`] for decoding after `cond`, whose prefix (MusicGen Melody) takes
+    /// positions too.
+    pub fn new_state_for(&self, cond: &Conditioning, opts: &DecodeOptions, steps: usize) -> DecodeState {
+        let extra = if cond.prefix { cond.states.shape()[1] as usize } else { 0 };
+        self.new_state(opts, steps + extra)
     }
 
     /// Logits `[B, K, T, vocab]` for codes `[B, K, T]` following what `state` has seen.
@@ -158,17 +219,30 @@ impl MusicGen {
             return Err(Error::InvalidArgument(format!("codes of shape {s:?}: expected [batch, {}, steps]", d.num_codebooks)));
         }
         let t = s[2];
-        if state.offset() + t > d.max_position_embeddings {
+        // MusicGen Melody: the first step runs the conditioning prefix before the tokens.
+        let prefix = if cond.prefix && state.offset() == 0 { Some(&cond.states) } else { None };
+        let p = prefix.map_or(0, |x| x.shape()[1]);
+        if state.offset() + p + t > d.max_position_embeddings {
             return Err(Error::InvalidArgument(format!("decoding past {} positions", d.max_position_embeddings)));
         }
-        let mut h = self.positions.index(state.offset()..state.offset() + t);
+        let mut h: Option<Array> = None;
         for (k, e) in self.embed.iter().enumerate() {
-            h = e.rows(&codes.index((.., k as i32, ..)))?.add(&h)?;
+            let x = e.rows(&codes.index((.., k as i32, ..)))?;
+            h = Some(match h {
+                None => x,
+                Some(h) => h.add(x)?,
+            });
         }
+        let mut h = h.ok_or_else(|| Error::InvalidArgument("no codebooks".into()))?;
+        if let Some(x) = prefix {
+            h = ops::concatenate(&[x.clone(), h], 1)?;
+        }
+        let mut h = h.add(self.positions.index(state.offset()..state.offset() + p + t))?;
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h, &cond.states, Mask::Additive(&cond.mask), state, i)?;
         }
-        state.advance(t);
+        state.advance(p + t);
+        let h = if p > 0 { h.index((.., p.., ..)) } else { h };
         let h = self.final_ln.forward(&h)?;
         let logits: Vec<Array> = self.heads.iter().map(|w| w.matmul_t(&h)).collect::<Result<_>>()?;
         Ok(ops::stack(&logits, 1)?)
@@ -237,7 +311,8 @@ impl MusicGen {
     /// length. `progress(step, steps)` follows the decode.
     pub fn generate_audio(&self, ids: &Array, mask: &Array, req: &AudioRequest, progress: impl FnMut(usize, usize)) -> Result<Vec<Vec<f32>>> {
         let (steps, frames) = self.steps_for(req.seconds)?;
-        let codes = self.generate(ids, mask, steps, req.guidance, &req.sampler, &DecodeOptions::for_variant(req.variant), progress)?;
+        let cond = self.condition_with(ids, mask, req.chroma.as_ref(), req.guidance > 1.0)?;
+        let codes = self.generate_from(&cond, steps, req.guidance, &req.sampler, &DecodeOptions::for_variant(req.variant), progress)?;
         let audio = self.decode_audio(&codes, req.variant)?;
         let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as i32;
         let n = n.min(audio.shape()[2]);
@@ -268,7 +343,13 @@ impl MusicGen {
     /// a reference's): each step's choice is ours, given the reference's earlier codes, so that
     /// a tie decided the other way at one step does not change every step after it.
     pub fn generate_forced(&self, ids: &Array, mask: &Array, steps: usize, guidance: f32, opts: &DecodeOptions, forced: &Array) -> Result<Array> {
-        let cond = self.condition(ids, mask, guidance > 1.0)?;
+        self.generate_forced_with(ids, mask, None, steps, guidance, opts, forced)
+    }
+
+    /// [`Self::generate_forced`] with a melody's `chroma` (MusicGen Melody).
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_forced_with(&self, ids: &Array, mask: &Array, chroma: Option<&Array>, steps: usize, guidance: f32, opts: &DecodeOptions, forced: &Array) -> Result<Array> {
+        let cond = self.condition_with(ids, mask, chroma, guidance > 1.0)?;
         self.generate_inner(&cond, (steps, guidance), &Sampler::Greedy, opts, Some(forced), |_, _| {})
     }
 
@@ -298,7 +379,7 @@ impl MusicGen {
         // Position t of codebook k (delay d) is generated when d < t < d + total - kc + 1, else
         // padding.
         let valid = |k: i32, t: i32| self.delay(k) < t && t < self.delay(k) + total - kc + 1;
-        let mut state = self.new_state(opts, steps);
+        let mut state = self.new_state_for(cond, opts, steps);
         let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
         let mut columns: Vec<Array> = Vec::new();
         let every = opts.eval_every.max(1) as usize;
@@ -363,13 +444,21 @@ impl Checkpointed for MusicGen {
         let d = config.decoder.clone();
         let h = d.hidden_size;
         let enc_to_dec = if config.text_encoder.d_model != h { Some(vs.pp("enc_to_dec_proj").dense_linear(h, config.text_encoder.d_model, true)?) } else { None };
+        let melody = if config.is_melody() {
+            let bins = config.num_chroma.unwrap_or(12);
+            let proj = if bins != h { Some(vs.pp("audio_enc_to_dec_proj").dense_linear(h, bins, true)?) } else { None };
+            Some((proj, bins, config.chroma_length.unwrap_or(235)))
+        } else {
+            None
+        };
         let dec = vs.pp("decoder.model.decoder");
         let embed = (0..d.num_codebooks).map(|k| dec.matrix(&format!("embed_tokens.{k}.weight"), [d.vocab_size + 1, h])).collect::<Result<Vec<_>>>()?;
-        let layers = (0..d.num_hidden_layers).map(|i| DecoderLayer::load(&dec.pp(format!("layers.{i}")), h, d.num_attention_heads, d.ffn_dim, false)).collect::<Result<Vec<_>>>()?;
+        let cross = melody.is_none();
+        let layers = (0..d.num_hidden_layers).map(|i| DecoderLayer::load_with(&dec.pp(format!("layers.{i}")), h, d.num_attention_heads, d.ffn_dim, false, cross)).collect::<Result<Vec<_>>>()?;
         let final_ln = LayerNorm::load(&dec.pp("layer_norm"), h)?;
         let heads = (0..d.num_codebooks).map(|k| vs.matrix(&format!("decoder.lm_heads.{k}.weight"), [d.vocab_size, h])).collect::<Result<Vec<_>>>()?;
         let positions = sinusoids(d.max_position_embeddings, h);
-        Ok(Self { config, text, enc_to_dec, embed, positions, layers, final_ln, heads, codec })
+        Ok(Self { config, text, enc_to_dec, melody, embed, positions, layers, final_ln, heads, codec })
     }
 
     fn init(name: &str, shape: &[i32]) -> Init {

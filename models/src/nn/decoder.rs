@@ -97,12 +97,12 @@ impl DecodeState {
 
 /// One pre-norm decoder layer as HF's Whisper and MusicGen decoders have it: causal
 /// self-attention through a KV cache, cross-attention over the encoder (or text) states, and a
-/// GELU feed-forward, each added to the residual stream after its layer norm.
+/// GELU feed-forward, each added to the residual stream after its layer norm. MusicGen Melody's
+/// layers have no cross-attention (its conditioning is a prefix of the sequence).
 pub struct DecoderLayer {
     pub attn: MultiHeadAttention,
     pub attn_ln: LayerNorm,
-    pub cross: MultiHeadAttention,
-    pub cross_ln: LayerNorm,
+    pub cross: Option<(MultiHeadAttention, LayerNorm)>,
     pub fc1: Linear,
     pub fc2: Linear,
     pub ff_ln: LayerNorm,
@@ -114,11 +114,16 @@ impl DecoderLayer {
     /// and `ffn` hidden units; `bias`: whether the projections carry biases (Whisper's do,
     /// MusicGen's do not).
     pub fn load(vs: &Vars, d: i32, heads: i32, ffn: i32, bias: bool) -> Result<Self> {
+        Self::load_with(vs, d, heads, ffn, bias, true)
+    }
+
+    /// [`Self::load`], without the cross-attention when `cross` is false.
+    pub fn load_with(vs: &Vars, d: i32, heads: i32, ffn: i32, bias: bool, cross: bool) -> Result<Self> {
+        let cross = if cross { Some((MultiHeadAttention::load(&vs.pp("encoder_attn"), d, heads, bias)?, LayerNorm::load(&vs.pp("encoder_attn_layer_norm"), d)?)) } else { None };
         Ok(Self {
             attn: MultiHeadAttention::load(&vs.pp("self_attn"), d, heads, bias)?,
             attn_ln: LayerNorm::load(&vs.pp("self_attn_layer_norm"), d)?,
-            cross: MultiHeadAttention::load(&vs.pp("encoder_attn"), d, heads, bias)?,
-            cross_ln: LayerNorm::load(&vs.pp("encoder_attn_layer_norm"), d)?,
+            cross,
             fc1: vs.pp("fc1").linear(ffn, d, bias)?,
             fc2: vs.pp("fc2").linear(d, ffn, bias)?,
             ff_ln: LayerNorm::load(&vs.pp("final_layer_norm"), d)?,
@@ -131,7 +136,10 @@ impl DecoderLayer {
         let kernel = state.kernel();
         let (self_cache, cross_cache) = state.layer(i);
         let h = h.add(self.attn.self_attention(&self.attn_ln.forward(h)?, Some(self_cache), Mask::Causal, kernel)?)?;
-        let h = h.add(self.cross.cross_attention_masked(&self.cross_ln.forward(&h)?, xa, cross_cache, mask, kernel)?)?;
+        let h = match &self.cross {
+            Some((cross, ln)) => h.add(cross.cross_attention_masked(&ln.forward(&h)?, xa, cross_cache, mask, kernel)?)?,
+            None => h,
+        };
         Ok(h.add(self.fc2.forward(&gelu(&self.fc1.forward(&self.ff_ln.forward(&h)?)?)?)?)?)
     }
 }
