@@ -42,6 +42,41 @@ fn incremental_decoding_matches_full_pass_for_both_caches() {
     }
 }
 
+/// A staged cache (positions held apart between commits, attention over the two parts) gives
+/// the full pass's result: with commits every few steps, past the in-graph commit bound
+/// without them, across growth, and with beam-style row reordering on both parts.
+#[test]
+fn staged_cache_matches_full_pass() {
+    let attn = mha(32, 4);
+    let x = randn(&[2, 48, 32], 9);
+    let full = attn.self_attention(&x, None, Mask::Causal, AttentionKernel::Fused).unwrap();
+    for (commit_every, capacity) in [(Some(3), 64), (Some(1), 8), (None, 64), (Some(5), 4)] {
+        let mut cache = PreallocCache::staged(capacity);
+        let mut outs = vec![attn.self_attention(&x.index((.., ..4, ..)), Some(&mut cache), Mask::Causal, AttentionKernel::Fused).unwrap()];
+        for t in 4..48 {
+            outs.push(attn.self_attention(&x.index((.., t..t + 1, ..)), Some(&mut cache), Mask::Causal, AttentionKernel::Fused).unwrap());
+            if commit_every.is_some_and(|n| (t + 1) % n == 0) {
+                outs.last().unwrap().eval().unwrap();
+                cache.commit().unwrap();
+            }
+        }
+        assert_eq!(cache.offset(), 48);
+        let err = max_abs_diff(&ops::concatenate(&outs, 1).unwrap(), &full);
+        assert!(err < 1e-5, "commits every {commit_every:?} (capacity {capacity}): max error {err}");
+    }
+    // Swapping the two batch rows mid-sequence swaps them in what follows, pending part included.
+    let mut cache = PreallocCache::staged(64);
+    attn.self_attention(&x.index((.., ..4, ..)), Some(&mut cache), Mask::Causal, AttentionKernel::Fused).unwrap();
+    for t in 4..7 {
+        attn.self_attention(&x.index((.., t..t + 1, ..)), Some(&mut cache), Mask::Causal, AttentionKernel::Fused).unwrap();
+    }
+    cache.reorder(&Array::from_slice(&[1i32, 0], &[2])).unwrap();
+    let swapped = ops::concatenate(&[x.index((1..2, ..8, ..)), x.index((0..1, ..8, ..))], 0).unwrap();
+    let y = attn.self_attention(&swapped.index((.., 7..8, ..)), Some(&mut cache), Mask::Causal, AttentionKernel::Fused).unwrap();
+    let want = attn.self_attention(&swapped, None, Mask::Causal, AttentionKernel::Fused).unwrap().index((.., 7..8, ..));
+    assert!(max_abs_diff(&y, &want) < 1e-5);
+}
+
 #[test]
 fn preallocated_cache_keeps_its_buffer_when_it_fits() {
     let mut cache = PreallocCache::new(32);

@@ -419,6 +419,7 @@ impl MusicGen {
             input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
             if (step + 1) % every == 0 || step + 1 == steps {
                 input.eval()?;
+                state.commit()?;
                 progress(step + 1, steps);
             }
         }

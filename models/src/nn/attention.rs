@@ -3,10 +3,11 @@
 //! strategy: the self-attention [`KvCache`] kind, and cross-attention K/V recomputed every
 //! step or computed once and cached ([`CrossKvCache`]).
 use mlx_rs::fast::ScaledDotProductAttentionMask;
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
-use crate::nn::kv_cache::KvCache;
+use crate::nn::kv_cache::{KvCache, KvParts};
 use crate::nn::linear::Linear;
 
 /// How attention weights are computed.
@@ -137,9 +138,35 @@ impl MultiHeadAttention {
                 ops::softmax_axis(&s, -1, true)?.matmul(v)?
             }
         };
+        self.merge_heads(&o)
+    }
+
+    /// `[B, H, L, D]` heads to `[B, L, C]`, then the output projection.
+    fn merge_heads(&self, o: &Array) -> Result<Array> {
         let sh = o.shape();
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[sh[0], sh[2], sh[1] * sh[3]])?;
         self.out.forward(&o)
+    }
+
+    /// Attention over keys in two parts (a staged cache's committed history `ck`, `cv` and its
+    /// recent positions `rk`, `rv`, the queries' own last): one softmax over both parts'
+    /// scores, so no concatenation of the history is needed. A causal mask applies to the
+    /// recent part, whose last `L_q` positions are the queries'.
+    pub fn attend_parts(&self, q: &Array, (ck, cv): (&Array, &Array), (rk, rv): (&Array, &Array), mask: Mask<'_>) -> Result<Array> {
+        let scale = mlx_rs::array!((self.head_dim() as f32).powf(-0.5));
+        let (lq, lr, lc) = (q.shape()[2], rk.shape()[2], ck.shape()[2]);
+        let sc = q.matmul(ck.transpose_axes(&[0, 1, 3, 2])?)?.multiply(&scale)?;
+        let mut sr = q.matmul(rk.transpose_axes(&[0, 1, 3, 2])?)?.multiply(&scale)?;
+        if matches!(mask, Mask::Causal) && lq > 1 {
+            sr = sr.add(causal_mask(lq, lr)?)?;
+        }
+        let mut s = ops::concatenate(&[sc, sr], 3)?;
+        if let Mask::Additive(a) = mask {
+            s = s.add(a)?;
+        }
+        let p = ops::softmax_axis(&s, -1, true)?;
+        let o = p.index((.., .., .., ..lc)).matmul(cv)?.add(p.index((.., .., .., lc..)).matmul(rv)?)?;
+        self.merge_heads(&o)
     }
 
     /// Self-attention over `x` (`[B, T, C]`). With a cache, `x` holds only the new positions
@@ -147,11 +174,14 @@ impl MultiHeadAttention {
     pub fn self_attention(&self, x: &Array, cache: Option<&mut dyn KvCache>, mask: Mask<'_>, kernel: AttentionKernel) -> Result<Array> {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let (k, v) = self.project_kv(x)?;
-        let (k, v) = match cache {
-            Some(c) => c.update_and_fetch(&k, &v)?,
-            None => (k, v),
+        let parts = match cache {
+            Some(c) => c.update_and_fetch_parts(&k, &v)?,
+            None => KvParts { committed: None, recent: (k, v) },
         };
-        self.attend(&q, &k, &v, mask, kernel)
+        match &parts.committed {
+            None => self.attend(&q, &parts.recent.0, &parts.recent.1, mask, kernel),
+            Some((ck, cv)) => self.attend_parts(&q, (ck, cv), (&parts.recent.0, &parts.recent.1), mask),
+        }
     }
 
     /// Cross-attention of `x` over the encoder output `xa`. With a cache, K/V are computed on

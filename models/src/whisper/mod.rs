@@ -177,6 +177,7 @@ impl Whisper {
             let order = mlx_rs::ops::argsort_axis(&logprobs.negative()?, -1)?.index((.., ..k));
             let vals = logprobs.take_along_axis(&order, -1)?;
             mlx_rs::transforms::eval([&order, &vals])?;
+            state.commit()?;
             let (ids, lps) = (order.as_dtype(Dtype::Int32)?, vals);
             ids.eval()?;
             let (ids, lps) = (ids.as_slice::<i32>().to_vec(), lps.as_slice::<f32>().to_vec());
@@ -305,6 +306,7 @@ impl Whisper {
                 let stacked = ops::stack(&pending, 1)?;
                 // Evaluating the tokens evaluates everything they depend on, caches included.
                 stacked.eval()?;
+                state.commit()?;
                 let n = pending.len();
                 let vals = stacked.as_slice::<i32>().to_vec();
                 pending.clear();
