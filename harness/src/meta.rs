@@ -75,6 +75,7 @@ pub fn collect(kind: DeviceKind) -> Meta {
         device_class: device_class(kind).into(),
         precision: Some(c.precision.into()),
         cpu_model: runtime::cpu_model(),
+        read_bandwidth_bytes_per_s: None,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: memory_bytes(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),

@@ -296,7 +296,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if !skipped.is_empty() && !args.quiet {
         eprintln!("Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}", skipped.len(), skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
     }
-    let meta = meta::collect(kind);
+    let mut meta = meta::collect(kind);
+    meta.read_bandwidth_bytes_per_s = read_bandwidth().ok();
     if let Some(b) = &baseline {
         compare::check_compatible_meta(&b.meta, &meta, args.force)?;
     }
@@ -365,6 +366,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
 
+    report::fill_step_floors(&mut results, meta.read_bandwidth_bytes_per_s);
     let mut rep = Report {
         schema_version: report::SCHEMA_VERSION,
         meta,
@@ -507,6 +509,23 @@ struct Timed {
 
 /// Seconds on the monotonic clock since the first call: what the timing loop reads (tests give
 /// it a clock of their own).
+/// The rate at which the default device streams weights through a matrix-vector product, as
+/// a decode step does: the best of five products of an 8192 x 8192 float32 matrix (256 MiB)
+/// with a vector, bytes per second.
+fn read_bandwidth() -> Result<f64> {
+    let n = 8192;
+    let a = mlx_rs::random::normal::<f32>(&[n, n], None, None, &mlx_rs::random::key(1)?)?;
+    let x = mlx_rs::random::normal::<f32>(&[n, 1], None, None, &mlx_rs::random::key(2)?)?;
+    mlx_rs::transforms::eval([&a, &x])?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        a.matmul(&x)?.eval()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(f64::from(n) * f64::from(n) * 4.0 / best)
+}
+
 fn real_clock() -> f64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_secs_f64()

@@ -58,6 +58,11 @@ impl Workload for Generate {
     }
 }
 
+/// Weights a decode step of `size` reads at precision `p` (the floor's numerator).
+fn step_bytes(size: &str, p: Precision) -> Option<f64> {
+    MusicgenConfig::preset(size).ok().map(|c| c.decoder_step_weight_bytes(p.bytes_per_weight()))
+}
+
 /// Conditioning from 12 random text states (T5 output width), projected, with the null half.
 fn conditioning(model: &MusicGen) -> Result<Conditioning> {
     let d = model.config.decoder.hidden_size;
@@ -83,7 +88,11 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             timed: format!("{steps} greedy decode steps ({:.1} s of audio at 50 Hz) with the delay pattern; {timed}", steps as f64 / 50.0),
             note: name.map(|_| "one optimization at a time, so the report attributes the combined gain".to_string()),
         },
-        work: Work { tokens: Some(steps as f64), ..Work::default() },
+        work: Work {
+            tokens: Some(steps as f64),
+            weight_bytes_per_token: step_bytes(size, Precision::F32),
+            ..Work::default()
+        },
         heavy,
         build: Box::new(move |_| {
             let model = MusicGen::random(MusicgenConfig::preset(size)?, 41)?;
@@ -114,7 +123,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 timed: format!("50 greedy decode steps with the delay pattern; {all}"),
                 note: Some("ms per step and peak memory by weight precision".into()),
             },
-            work: Work { tokens: Some(50.0), ..Work::default() },
+            work: Work { tokens: Some(50.0), weight_bytes_per_token: step_bytes("medium", p), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
                 let model = MusicGen::random_as(MusicgenConfig::preset("medium")?, 41, Some(p))?;

@@ -17,6 +17,11 @@ use crate::report::{Work, WorkloadInfo};
 /// `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>` in the large-v3 vocabulary.
 const SOT: [i32; 4] = [50258, 50259, 50360, 50364];
 
+/// Weights a turbo decode step reads at precision `p` (the floor's numerator).
+fn step_bytes(p: Precision) -> Option<f64> {
+    turbo(None).ok().map(|c| c.decoder_step_weight_bytes(p.bytes_per_weight()))
+}
+
 fn turbo(encoder_layers: Option<i32>) -> Result<WhisperConfig> {
     let mut c = WhisperConfig::preset("large-v3-turbo")?;
     if let Some(n) = encoder_layers {
@@ -147,7 +152,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 timed: format!("greedy decoding of {tokens} tokens; {SWITCHES}"),
                 note: None,
             },
-            work: Work { tokens: Some(tokens as f64), ..Work::default() },
+            work: Work { tokens: Some(tokens as f64), weight_bytes_per_token: step_bytes(Precision::F32), ..Work::default() },
             heavy: tokens > 64,
             build: Box::new(move |_| {
                 Ok(Box::new(Decode {
@@ -173,7 +178,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 timed: format!("greedy decoding of 224 tokens; naive = all four decode switches off (explicit attention); optimized = {what}, the rest as naive"),
                 note: Some("one optimization at a time, so the report attributes the combined gain".into()),
             },
-            work: Work { tokens: Some(224.0), ..Work::default() },
+            work: Work { tokens: Some(224.0), weight_bytes_per_token: step_bytes(Precision::F32), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
                 Ok(Box::new(Decode {
@@ -197,7 +202,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
                 timed: format!("greedy decoding of 64 tokens; {SWITCHES}"),
                 note: Some("against whisper/decode-64 (fp32): the speed and memory of quantized weights".into()),
             },
-            work: Work { tokens: Some(64.0), ..Work::default() },
+            work: Work { tokens: Some(64.0), weight_bytes_per_token: step_bytes(p), ..Work::default() },
             heavy: true,
             build: Box::new(move |_| {
                 let model = Whisper::random_as(turbo(Some(1))?, 11, Some(p))?;

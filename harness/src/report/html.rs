@@ -178,7 +178,11 @@ pub fn render(r: &Report) -> Result<String> {
     for w in &r.workloads {
         for (name, v) in &w.variants {
             let t = &v.throughput;
-            let thr = [t.realtime_factor.map(|x| format!("{x:.1}x real time")), t.tokens_per_s.map(|x| format!("{x:.1} tokens/s")), t.items_per_s.map(|x| format!("{x:.1} items/s"))]
+            let per_step = t.ms_per_token.filter(|_| w.work.weight_bytes_per_token.is_some()).map(|ms| match t.floor_ms_per_token {
+                Some(f) => format!("{ms:.2} ms/step, {:.1}x the {f:.2} ms weight-bandwidth floor", ms / f),
+                None => format!("{ms:.2} ms/step"),
+            });
+            let thr = [t.realtime_factor.map(|x| format!("{x:.1}x real time")), t.tokens_per_s.map(|x| format!("{x:.1} tokens/s")), t.items_per_s.map(|x| format!("{x:.1} items/s")), per_step]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()

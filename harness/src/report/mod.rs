@@ -203,6 +203,10 @@ pub struct Meta {
     pub cpu_model: String,
     pub cores: usize,
     pub memory_bytes: Option<u64>,
+    /// The rate the device streamed weights at in a matrix-vector product at the start of a
+    /// bench run (8192 x 8192 float32, best of five), bytes per second: the decode floors' basis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bandwidth_bytes_per_s: Option<f64>,
     pub os: String,
     pub blas: String,
 }
@@ -276,6 +280,11 @@ pub struct Work {
     /// Items (clips, batches' members, calls) per run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<f64>,
+    /// Decoding: bytes of weights one step must read (the decoder's matrices and output heads
+    /// at their stored precision; cached cross-attention K/V and embedding rows left out),
+    /// which bounds a step from below at the device's memory bandwidth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_bytes_per_token: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +296,13 @@ pub struct Throughput {
     pub tokens_per_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_per_s: Option<f64>,
+    /// Milliseconds per token (decode step), median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_per_token: Option<f64>,
+    /// The weight-bandwidth floor of a step: `weight_bytes_per_token` at the measured read
+    /// bandwidth (`meta.read_bandwidth_bytes_per_s`), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_ms_per_token: Option<f64>,
 }
 
 impl Throughput {
@@ -296,6 +312,22 @@ impl Throughput {
             realtime_factor: per(work.audio_seconds),
             tokens_per_s: per(work.tokens),
             items_per_s: per(work.items),
+            ms_per_token: work.tokens.filter(|&t| t > 0.0).map(|t| 1e3 * median_s / t),
+            floor_ms_per_token: None,
+        }
+    }
+}
+
+/// Fill every decoding result's floor per step from the weights it reads and `bandwidth`
+/// (bytes per second).
+pub fn fill_step_floors(workloads: &mut [WorkloadResult], bandwidth: Option<f64>) {
+    for w in workloads {
+        let floor = match (w.work.weight_bytes_per_token, bandwidth) {
+            (Some(bytes), Some(bw)) if bw > 0.0 => Some(1e3 * bytes / bw),
+            _ => None,
+        };
+        for v in w.variants.values_mut() {
+            v.throughput.floor_ms_per_token = floor;
         }
     }
 }
@@ -469,6 +501,7 @@ pub fn sample_report(scale: f64) -> Report {
             device_class: "cpu".into(),
             precision: Some("fp32".into()),
             cpu_model: "Test CPU".into(),
+            read_bandwidth_bytes_per_s: None,
             cores: 2,
             memory_bytes: Some(24 << 30),
             os: "linux x86_64".into(),
@@ -505,6 +538,22 @@ pub fn sample_report(scale: f64) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_steps_are_reported_against_the_weight_bandwidth_floor() {
+        let work = Work { tokens: Some(50.0), weight_bytes_per_token: Some(2e9), ..Work::default() };
+        let t = Throughput::from_work(&work, 2.0);
+        assert_eq!(t.ms_per_token, Some(40.0));
+        let mut r = sample_report(1.0);
+        r.workloads[0].work = work;
+        fill_step_floors(&mut r.workloads, Some(4e12));
+        // 2 GB at 4 TB/s: 0.5 ms.
+        assert!(r.workloads[0].variants.values().all(|v| v.throughput.floor_ms_per_token == Some(0.5)));
+        // Without a bandwidth, or without weights, there is no floor.
+        fill_step_floors(&mut r.workloads, None);
+        assert!(r.workloads[0].variants.values().all(|v| v.throughput.floor_ms_per_token.is_none()));
+        assert_eq!(Throughput::from_work(&Work::default(), 1.0).ms_per_token, None);
+    }
 
     #[test]
     fn json_round_trip() {

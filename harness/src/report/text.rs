@@ -39,6 +39,30 @@ pub fn render(r: &Report) -> String {
         if let Some(n) = &w.info.note {
             let _ = writeln!(s, "    note: {n}");
         }
+        // Decoding: time per step against the weight-bandwidth floor.
+        let steps: Vec<String> = w
+            .variants
+            .iter()
+            .filter_map(|(name, v)| {
+                let t = &v.throughput;
+                let ms = t.ms_per_token?;
+                Some(match t.floor_ms_per_token {
+                    Some(f) => format!("{name} {ms:.2} ms ({:.1}x the floor)", ms / f),
+                    None => format!("{name} {ms:.2} ms"),
+                })
+            })
+            .collect();
+        if !steps.is_empty() && w.work.weight_bytes_per_token.is_some() {
+            let floor = w.variants.values().find_map(|v| v.throughput.floor_ms_per_token);
+            let bytes = w.work.weight_bytes_per_token.unwrap_or(0.0) / f64::from(1 << 20);
+            let _ = writeln!(
+                s,
+                "    per step: {}; floor {} ({bytes:.0} MiB of weights at {})",
+                steps.join(", "),
+                floor.map_or("unknown".into(), |f| format!("{f:.2} ms")),
+                r.meta.read_bandwidth_bytes_per_s.map_or("an unmeasured bandwidth".into(), |b| format!("{:.1} GB/s measured", b / 1e9))
+            );
+        }
     }
     if r.workloads.iter().any(|w| w.peer.is_some()) {
         let _ = writeln!(s, "\nAgainst the peers, same machine (ours/peer: optimized median over the peer's; below 1, ours is faster):");

@@ -78,6 +78,17 @@ pub struct MusicgenConfig {
 }
 
 impl MusicgenConfig {
+    /// Weights one decode step reads, at `bytes_per_weight` (see `Precision`): every layer's
+    /// self-attention, the cross-attention's query and output (its K/V cached), the
+    /// feed-forward, and the codebook heads; embedding rows and norms left out.
+    pub fn decoder_step_weight_bytes(&self, bytes_per_weight: f64) -> f64 {
+        let d = &self.decoder;
+        let (h, ffn) = (f64::from(d.hidden_size), f64::from(d.ffn_dim));
+        let cross = if self.is_melody() { 0.0 } else { 2.0 * h * h };
+        let layer = 4.0 * h * h + cross + 2.0 * h * ffn;
+        (f64::from(d.num_hidden_layers) * layer + f64::from(d.num_codebooks) * f64::from(d.vocab_size) * h) * bytes_per_weight
+    }
+
     /// MusicGen Melody (`facebook/musicgen-melody`): a decoder without cross-attention, whose
     /// conditioning (the melody's chroma, then the text states) is a prefix of its sequence.
     pub fn is_melody(&self) -> bool {

@@ -22,6 +22,16 @@ pub enum Precision {
 impl Precision {
     pub const DEFAULT_GROUP_SIZE: i32 = 64;
 
+    /// Bytes a matrix stored at this precision takes per weight (quantized: the codes plus a
+    /// float32 scale and bias per group).
+    pub fn bytes_per_weight(self) -> f64 {
+        match self {
+            Precision::F32 => 4.0,
+            Precision::F16 => 2.0,
+            Precision::Int { bits, group_size } => f64::from(bits) / 8.0 + 8.0 / f64::from(group_size.max(1)),
+        }
+    }
+
     pub fn int(bits: i32, group_size: i32) -> Result<Self> {
         if bits != 8 && bits != 4 {
             return Err(Error::InvalidArgument(format!("{bits}-bit quantization: only 8 and 4 are supported")));

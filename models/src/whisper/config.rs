@@ -74,6 +74,15 @@ pub struct WhisperConfig {
 }
 
 impl WhisperConfig {
+    /// Weights one decode step reads, at `bytes_per_weight`: every decoder layer's
+    /// self-attention, the cross-attention's query and output (its K/V cached), the
+    /// feed-forward, and the logits (the token embedding, tied); embedding rows left out.
+    pub fn decoder_step_weight_bytes(&self, bytes_per_weight: f64) -> f64 {
+        let (d, ffn) = (f64::from(self.d_model), f64::from(self.decoder_ffn_dim));
+        let layer = 6.0 * d * d + 2.0 * d * ffn;
+        (f64::from(self.decoder_layers) * layer + f64::from(self.vocab_size) * d) * bytes_per_weight
+    }
+
     /// A published size: tiny, tiny.en, base, small, medium, large-v3, large-v3-turbo.
     pub fn preset(name: &str) -> Result<Self> {
         let (d, enc, dec, heads, mels, vocab) = match name {
