@@ -510,10 +510,10 @@ struct Timed {
 /// Seconds on the monotonic clock since the first call: what the timing loop reads (tests give
 /// it a clock of their own).
 /// The rate at which the default device streams weights through a matrix-vector product, as
-/// a decode step does: the best of five products of an 8192 x 8192 float32 matrix (256 MiB)
-/// with a vector, bytes per second.
+/// a decode step does: the best of five products of a 16384 x 16384 float32 matrix (1 GiB,
+/// large enough that a GPU's launch costs little beside it) with a vector, bytes per second.
 fn read_bandwidth() -> Result<f64> {
-    let n = 8192;
+    let n = 16384;
     let a = mlx_rs::random::normal::<f32>(&[n, n], None, None, &mlx_rs::random::key(1)?)?;
     let x = mlx_rs::random::normal::<f32>(&[n, 1], None, None, &mlx_rs::random::key(2)?)?;
     mlx_rs::transforms::eval([&a, &x])?;

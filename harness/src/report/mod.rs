@@ -204,7 +204,7 @@ pub struct Meta {
     pub cores: usize,
     pub memory_bytes: Option<u64>,
     /// The rate the device streamed weights at in a matrix-vector product at the start of a
-    /// bench run (8192 x 8192 float32, best of five), bytes per second: the decode floors' basis.
+    /// bench run (16384 x 16384 float32, best of five), bytes per second: the decode floors' basis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_bandwidth_bytes_per_s: Option<f64>,
     pub os: String,

@@ -12,7 +12,10 @@
 //! buffer alone between evaluations: new keys and values wait in a small pending block, the
 //! attention reads the buffer's committed part and the block ([`KvParts`]), and
 //! [`KvCache::commit`], called once the steps are evaluated, writes the block in with one
-//! update that can reuse the buffer.
+//! update that can reuse the buffer. On the CPU that took eval-every-8 from 0.56x to
+//! 0.84-0.98x of evaluating every step; on a GPU (H200), where the copy is cheap and the split
+//! attention costs extra kernels, it measured slower than the plain cache (0.63x against
+//! 1.19x), so decoders stage only on the CPU.
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
