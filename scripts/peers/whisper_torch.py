@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch (HF transformers WhisperForConditionalGeneration) timing of `whisper/transcribe-30s`:
+"""PyTorch (HF transformers WhisperForConditionalGeneration) timing of Whisper's workloads:
 large-v3-turbo at real size with random weights, 30 s of noise, log-mel (HF's feature
-extractor, 128 bins), the encoder, and 224 greedy tokens decoded with HF's KV cache (fixed
-length, as ours: random weights would stop anywhere). Phases are timed separately.
+extractor, 128 bins), the encoder, and greedy tokens decoded with HF's KV cache (fixed length,
+as ours: random weights would stop anywhere). Phases are timed separately and each is the peer
+of its own workload: `whisper/transcribe-30s` (all three), `whisper/encode-30s` (log-mel and
+encoder), `whisper/decode-N` for --tokens N (the decode phase) and `whisper/decode-64` (64
+tokens decoded from the same encoder output, timed on their own).
 
     OPENBLAS_NUM_THREADS=1 target/release/harness bench -m whisper/transcribe-30s --variant optimized
     python scripts/peers/whisper_torch.py --threads 1 > whisper.jsonl
@@ -16,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from peerlib import add_common, emit, peer_name, setup, sync
+from peerlib import add_common, emit, peer_name, setup, sync, timed
 
 
 def main():
@@ -37,6 +40,14 @@ def main():
     audio = (0.1 * np.random.default_rng(0).standard_normal(480_000)).astype(np.float32)
     sot = torch.tensor([[50258, 50259, 50360, 50364]], device=a.device)
 
+    def decode(enc, tokens):
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        ids = sot
+        for _ in range(tokens):
+            out = model(encoder_outputs=(enc,), decoder_input_ids=ids, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            ids = out.logits[:, -1].argmax(-1, keepdim=True)
+
     def run():
         sync(a.device)
         t0 = time.perf_counter()
@@ -47,21 +58,26 @@ def main():
             enc = model.model.encoder(feats).last_hidden_state
             sync(a.device)
             t2 = time.perf_counter()
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            ids = sot
-            for _ in range(a.tokens):
-                out = model(encoder_outputs=(enc,), decoder_input_ids=ids, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                ids = out.logits[:, -1].argmax(-1, keepdim=True)
+            decode(enc, a.tokens)
         sync(a.device)
         t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2, t3 - t0
+        return t1 - t0, t2 - t1, t3 - t2, t3 - t0, enc
 
     run()  # warm-up
     runs = [run() for _ in range(a.repeats)]
     med = lambda i: 1e3 * statistics.median(r[i] for r in runs)
-    emit("whisper/transcribe-30s", [r[3] for r in runs], peer_name(a, f"transformers {transformers.__version__} WhisperForConditionalGeneration"),
-         f"HF log-mel (numpy, CPU), encoder, {a.tokens} greedy tokens with HF's KV cache")
+    name = peer_name(a, f"transformers {transformers.__version__} WhisperForConditionalGeneration")
+    emit("whisper/transcribe-30s", [r[3] for r in runs], name, f"HF log-mel (numpy, CPU), encoder, {a.tokens} greedy tokens with HF's KV cache")
+    emit("whisper/encode-30s", [r[0] + r[1] for r in runs], name, "HF log-mel (numpy, CPU) and the 32-layer encoder")
+    emit(f"whisper/decode-{a.tokens}", [r[2] for r in runs], name, f"{a.tokens} greedy tokens with HF's KV cache after the 4-token start sequence")
+    if a.tokens != 64:
+        enc = runs[-1][4]
+
+        def decode64():
+            with torch.no_grad():
+                decode(enc, 64)
+
+        emit("whisper/decode-64", timed(a, decode64), name, "64 greedy tokens with HF's KV cache after the 4-token start sequence")
     print(f"# phases (median ms): mel {med(0):.1f}, encoder {med(1):.1f}, decode {med(2):.1f}")
 
 
