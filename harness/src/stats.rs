@@ -37,6 +37,52 @@ pub struct Summary {
     /// smallest coverage >= 95% the sample size allows ([min, max] below 6 samples). Wider than
     /// the bootstrap for small samples; the regression gate uses it.
     pub median_ci_exact: Interval,
+    /// Coefficient of variation: `std_dev / mean`.
+    #[serde(default)]
+    pub cv: f64,
+    /// Samples outside Tukey's fences, as criterion classifies them.
+    #[serde(default)]
+    pub outliers: Outliers,
+}
+
+/// criterion's outlier classes: beyond 1.5 interquartile ranges from the quartiles is mild,
+/// beyond 3 severe, on either side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outliers {
+    pub low_severe: usize,
+    pub low_mild: usize,
+    pub high_mild: usize,
+    pub high_severe: usize,
+}
+
+impl Outliers {
+    pub fn total(&self) -> usize {
+        self.low_severe + self.low_mild + self.high_mild + self.high_severe
+    }
+}
+
+/// Classify `xs` by Tukey's fences (at least 4 samples; none below that).
+pub fn outliers(xs: &[f64]) -> Outliers {
+    let mut o = Outliers::default();
+    if xs.len() < 4 {
+        return o;
+    }
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let (q1, q3) = (quantile_sorted(&s, 0.25), quantile_sorted(&s, 0.75));
+    let iqr = q3 - q1;
+    for &x in xs {
+        if x < q1 - 3.0 * iqr {
+            o.low_severe += 1;
+        } else if x < q1 - 1.5 * iqr {
+            o.low_mild += 1;
+        } else if x > q3 + 3.0 * iqr {
+            o.high_severe += 1;
+        } else if x > q3 + 1.5 * iqr {
+            o.high_mild += 1;
+        }
+    }
+    o
 }
 
 /// SplitMix64: small, fast, good enough for resampling indices.
@@ -150,6 +196,8 @@ pub fn summarize(xs: &[f64]) -> Summary {
         std_dev: var.sqrt(),
         median_ci: bootstrap(xs, 0x5EED_0001, median),
         median_ci_exact: median_ci_order_statistics(xs),
+        cv: if mean > 0.0 { var.sqrt() / mean } else { 0.0 },
+        outliers: outliers(xs),
     }
 }
 
@@ -221,6 +269,20 @@ pub fn change(baseline: &[f64], current: &[f64]) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outliers_follow_tukeys_fences_and_cv_is_relative_spread() {
+        // Quartiles 3.5 and 10.5 (numpy's), IQR 7: mild below -7 or above 21, severe below
+        // -17.5 or above 31.5.
+        let xs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, -9.0, 25.0, 40.0];
+        let o = outliers(&xs);
+        assert_eq!((o.low_severe, o.low_mild, o.high_mild, o.high_severe), (0, 1, 1, 1), "{o:?}");
+        assert_eq!(outliers(&[1.0, 1.0, 1.0]).total(), 0, "too few samples to judge");
+        let s = summarize(&[1.0, 1.0, 1.0, 1.0]);
+        assert_eq!((s.cv, s.outliers.total()), (0.0, 0));
+        let s = summarize(&[9.0, 11.0]);
+        assert!((s.cv - 2f64.sqrt() / 10.0).abs() < 1e-12);
+    }
 
     #[test]
     fn order_statistics_match_known_values() {

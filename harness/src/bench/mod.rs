@@ -452,6 +452,7 @@ impl Plan {
 fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: Plan, bar: &ProgressBar, save: Option<&crate::accuracy::OutputsDir>) -> Result<WorkloadResult> {
     let mut w = (spec.build)(scale)?;
     bar.set_message(spec.id.clone());
+    let load_before = report::load_average();
     let mut timed = Timed::default();
     match order {
         Order::Blocked => {
@@ -497,6 +498,7 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
         variants: out,
         speedup,
         peer: None,
+        load: load_before.zip(report::load_average()).map(|(before, after)| report::LoadChange { before, after }),
     })
 }
 

@@ -206,6 +206,16 @@ pub fn render(r: &Report) -> Result<String> {
         }
     }
     let _ = writeln!(h, "</table>");
+    let noisy = super::text::noise_lines(r);
+    if noisy.is_empty() {
+        let _ = writeln!(h, "<p>Noise: no outliers (criterion's rule), every coefficient of variation under 5%, the load steady.</p>");
+    } else {
+        let _ = writeln!(h, "<p>Noise (outliers by criterion's rule; a coefficient of variation above 5%; load changes):</p><ul>");
+        for l in noisy {
+            let _ = writeln!(h, "<li>{}</li>", esc(&l));
+        }
+        let _ = writeln!(h, "</ul>");
+    }
 
     // Naive vs optimized, per model.
     let mut models: Vec<&str> = r.workloads.iter().map(|w| w.model.as_str()).collect();

@@ -367,6 +367,31 @@ pub struct WorkloadResult {
     /// The incumbent's time for the same task on the same machine (`--peer`), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<Peer>,
+    /// The machine's one-minute load average before and after this workload's runs (where
+    /// the OS reports one): a change says something else ran meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoadChange {
+    pub before: f64,
+    pub after: f64,
+}
+
+impl LoadChange {
+    /// A change of at least one busy core's worth.
+    pub fn changed(&self) -> bool {
+        (self.after - self.before).abs() >= 1.0
+    }
+}
+
+/// The one-minute load average, where the OS reports one.
+pub fn load_average() -> Option<f64> {
+    let mut l = [0f64; 3];
+    // SAFETY: getloadavg writes at most the 3 doubles it is given.
+    let n = unsafe { libc::getloadavg(l.as_mut_ptr(), 3) };
+    (n >= 1).then_some(l[0])
 }
 
 impl WorkloadResult {
@@ -521,6 +546,7 @@ pub fn sample_report(scale: f64) -> Report {
             merged_from: vec![],
         },
         workloads: vec![WorkloadResult {
+            load: None,
             id: "blocks/decode-step-cache-64".into(),
             model: "blocks".into(),
             info: WorkloadInfo { size: "d 1280".into(), input: "64 cached tokens".into(), timed: "8 steps".into(), note: None },

@@ -29,6 +29,7 @@ pub fn render(r: &Report) -> String {
             first = false;
         }
     }
+    noise(&mut s, r);
     let _ = writeln!(s, "\nWhat ran:");
     for w in &r.workloads {
         let _ = writeln!(s, "  {}: {}; input {}; timed: {}", w.id, w.info.size, w.info.input, w.info.timed);
@@ -147,4 +148,42 @@ pub fn render_comparison(c: &Comparison) -> String {
         }
     }
     s
+}
+
+/// Noise warnings: outliers by criterion's rule, a coefficient of variation above 5%, and a
+/// load average that moved during a workload; one line saying so when there are none.
+fn noise(s: &mut String, r: &Report) {
+    let lines = noise_lines(r);
+    if lines.is_empty() {
+        let _ = writeln!(s, "\nNoise: no outliers (criterion's rule), every coefficient of variation under 5%, the load steady.");
+    } else {
+        let _ = writeln!(s, "\nNoise (outliers by criterion's rule; a coefficient of variation above 5%; load changes):");
+        for l in lines {
+            let _ = writeln!(s, "  {l}");
+        }
+    }
+}
+
+/// One warning per noisy variant or load change (see [`noise`]), for the text and HTML reports.
+pub fn noise_lines(r: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    for w in &r.workloads {
+        for (name, v) in &w.variants {
+            let (o, cv) = (&v.stats.outliers, v.stats.cv);
+            let mut what = Vec::new();
+            if o.total() > 0 {
+                what.push(format!("{} outlier(s) of {} ({} severe; {} low, {} high)", o.total(), v.stats.n, o.low_severe + o.high_severe, o.low_mild + o.low_severe, o.high_mild + o.high_severe));
+            }
+            if cv > 0.05 {
+                what.push(format!("coefficient of variation {:.0}%", 100.0 * cv));
+            }
+            if !what.is_empty() {
+                lines.push(format!("{} {name}: {}", w.id, what.join(", ")));
+            }
+        }
+        if let Some(l) = w.load.filter(|l| l.changed()) {
+            lines.push(format!("{}: the load average moved from {:.1} to {:.1} during its runs (something else ran)", w.id, l.before, l.after));
+        }
+    }
+    lines
 }
