@@ -297,7 +297,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         eprintln!("Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}", skipped.len(), skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
     }
     let mut meta = meta::collect(kind);
-    meta.read_bandwidth_bytes_per_s = read_bandwidth().ok();
+    // The decode floors' basis, measured only when a decode workload will use it.
+    if selected.iter().any(|s| s.work.weight_bytes_per_token.is_some()) {
+        meta.read_bandwidth_bytes_per_s = read_bandwidth().ok();
+    }
     if let Some(b) = &baseline {
         compare::check_compatible_meta(&b.meta, &meta, args.force)?;
     }

@@ -166,10 +166,12 @@ impl Encodec {
         }
         // HF pads the last frame's codes with zeros to the others' length, and says by how much.
         let t = codes[0].shape()[2];
-        let last_pad = t - codes[codes.len() - 1].shape()[2];
-        if last_pad > 0 {
-            let last = codes.pop().unwrap_or_else(|| unreachable!());
-            codes.push(ops::pad(&last, &[(0, 0), (0, 0), (0, last_pad)], None, None)?);
+        let mut last_pad = 0;
+        if let Some(last) = codes.last_mut() {
+            last_pad = t - last.shape()[2];
+            if last_pad > 0 {
+                *last = ops::pad(&*last, &[(0, 0), (0, 0), (0, last_pad)], None, None)?;
+            }
         }
         let codes = ops::stack(&codes, 0)?;
         let scales = if scales.is_empty() { None } else { Some(ops::stack(&scales, 0)?) };
@@ -205,7 +207,10 @@ impl Encodec {
             }
             decoded.push(y);
         }
-        let out = if decoded.len() == 1 { decoded.pop().unwrap_or_else(|| unreachable!()) } else { linear_overlap_add(&decoded, stride)? };
+        let out = match decoded.as_slice() {
+            [one] => one.clone(),
+            _ => linear_overlap_add(&decoded, stride)?,
+        };
         out.eval()?;
         Ok(out)
     }

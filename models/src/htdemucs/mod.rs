@@ -436,6 +436,14 @@ impl HtDemucs {
     /// normalisation undone: `[sources, audio_channels, L]`. Output that is not finite (broken
     /// weights) is refused.
     pub fn separate_track(&self, channels: &[Vec<f32>], variant: Variant, chunking: Chunking, progress: impl FnMut(usize, usize)) -> Result<Array> {
+        let track = self.normalise_track(channels)?;
+        let out = self.separate(&track.mix, variant, chunking, progress)?;
+        track.restore(&out.index(0))
+    }
+
+    /// `channels` (the model's channel count, equal lengths) as `[1, C, L]`, normalised by the
+    /// mono mix's mean and standard deviation as demucs' `Separator` does.
+    pub fn normalise_track(&self, channels: &[Vec<f32>]) -> Result<NormalisedTrack> {
         let len = channels.first().map_or(0, Vec::len);
         if channels.len() != self.config.audio_channels as usize || len == 0 || channels.iter().any(|c| c.len() != len) {
             return Err(Error::InvalidArgument(format!(
@@ -450,14 +458,8 @@ impl HtDemucs {
         let mono: Vec<f64> = (0..len).map(|i| channels.iter().map(|c| f64::from(c[i])).sum::<f64>() / channels.len() as f64).collect();
         let mean = mono.iter().sum::<f64>() / len as f64;
         let std = if len > 1 { (mono.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64).sqrt() } else { 0.0 } + 1e-8;
-        let normed = mix.subtract(mlx_rs::array!(mean as f32))?.divide(mlx_rs::array!(std as f32))?;
-        let out = self.separate(&normed, variant, chunking, progress)?;
-        let out = out.multiply(mlx_rs::array!(std as f32))?.add(mlx_rs::array!(mean as f32))?.index(0);
-        out.eval()?;
-        if !crate::nn::ops::all_finite(&out)? {
-            return Err(Error::InvalidArgument("the separation produced NaN or infinite samples (broken weights?)".into()));
-        }
-        Ok(out)
+        let mix = mix.subtract(mlx_rs::array!(mean as f32))?.divide(mlx_rs::array!(std as f32))?;
+        Ok(NormalisedTrack { mix, mean: mean as f32, std: std as f32 })
     }
 
     /// Separate `mix` (`[B, audio_channels, L]`, any length) into `[B, sources,
@@ -573,6 +575,27 @@ impl HtDemucs {
         let out = xt.add(&wave)?;
         let out = if length < tl { out.index((.., .., .., ..length)) } else { out };
         phase(&mut taps, || "istft + sum".into(), &[&out])?;
+        Ok(out)
+    }
+}
+
+/// A track normalised for separation, and how to undo it.
+pub struct NormalisedTrack {
+    /// `[1, audio_channels, L]`.
+    pub mix: Array,
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl NormalisedTrack {
+    /// Sources separated from the normalised mix (`[sources, audio_channels, L]`) back at the
+    /// track's scale, evaluated. Output that is not finite (broken weights) is refused.
+    pub fn restore(&self, sources: &Array) -> Result<Array> {
+        let out = sources.multiply(mlx_rs::array!(self.std))?.add(mlx_rs::array!(self.mean))?;
+        out.eval()?;
+        if !crate::nn::ops::all_finite(&out)? {
+            return Err(Error::InvalidArgument("the separation produced NaN or infinite samples (broken weights?)".into()));
+        }
         Ok(out)
     }
 }

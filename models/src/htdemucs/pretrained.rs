@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
 use sha2::{Digest, Sha256};
 
@@ -217,15 +218,18 @@ impl Bag {
         self.models[0].sources()
     }
 
-    /// [`HtDemucs::separate_track`] by every model, weighted per source and normalised by the
-    /// total weight, as `apply_model` does for a bag. `chunking` gives each model's chunking;
+    /// [`HtDemucs::separate_track`] for the bag, as demucs' `Separator` with `apply_model`: the
+    /// track normalised once, every model's sources weighted per source and divided by the
+    /// total weight, the normalisation undone. `chunking` gives each model's chunking;
     /// `progress(done, total)` counts chunks over all models.
     pub fn separate_track(&self, channels: &[Vec<f32>], variant: Variant, chunking: impl Fn(&HtDemucs) -> Chunking, mut progress: impl FnMut(usize, usize)) -> Result<Array> {
         let n = self.models.len();
+        // The models agree on channels (checked in `new`).
+        let track = self.models[0].normalise_track(channels)?;
         let mut sum: Option<Array> = None;
         let mut totals = vec![0.0f32; self.sources().len()];
         for (i, (model, w)) in self.models.iter().zip(&self.weights).enumerate() {
-            let out = model.separate_track(channels, variant, chunking(model), |done, total| progress(i * total + done, n * total))?;
+            let out = model.separate(&track.mix, variant, chunking(model), |done, total| progress(i * total + done, n * total))?.index(0);
             let ws = Array::from_slice(w, &[w.len() as i32, 1, 1]);
             let weighted = out.multiply(&ws)?;
             sum = Some(match sum {
@@ -237,9 +241,7 @@ impl Bag {
             }
         }
         let sum = sum.ok_or_else(|| Error::InvalidArgument("a bag of no models".into()))?;
-        let out = sum.divide(Array::from_slice(&totals, &[totals.len() as i32, 1, 1]))?;
-        out.eval()?;
-        Ok(out)
+        track.restore(&sum.divide(Array::from_slice(&totals, &[totals.len() as i32, 1, 1]))?)
     }
 }
 

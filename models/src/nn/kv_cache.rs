@@ -137,8 +137,7 @@ impl PreallocCache {
         let s = pk.shape().to_vec();
         let p = s[2];
         let committed = self.offset - p;
-        self.offset = committed;
-        self.ensure_room(&pk, &pv, p)?;
+        self.ensure_room(&pk, &pv, committed, p)?;
         let (start, stop) = ([0, 0, committed, 0], [s[0], s[1], committed + p, s[3]]);
         // The old handles go out of scope before the evaluation, so the update may reuse them.
         let (bk, bv) = {
@@ -149,7 +148,6 @@ impl PreallocCache {
             mlx_rs::transforms::eval([&bk, &bv])?;
         }
         self.buffers = Some((bk, bv));
-        self.offset = committed + p;
         Ok(())
     }
 
@@ -157,8 +155,10 @@ impl PreallocCache {
         self.capacity
     }
 
-    fn ensure_room(&mut self, k: &Array, v: &Array, t: i32) -> Result<()> {
-        let needed = self.offset + t;
+    /// Room for `t` more positions after the `used` ones in the buffers (growing them, keeping
+    /// the used part).
+    fn ensure_room(&mut self, k: &Array, v: &Array, used: i32, t: i32) -> Result<()> {
+        let needed = used + t;
         let grow = |old: Option<&Array>, like: &Array, cap: i32| -> Result<Array> {
             let s = like.shape();
             let fresh = ops::zeros_dtype(&[s[0], s[1], cap, s[3]], like.dtype())?;
@@ -175,8 +175,8 @@ impl PreallocCache {
             Some(_) if needed > self.capacity => {
                 let cap = (needed + self.step - 1) / self.step * self.step;
                 let (ok, ov) = self.buffers.take().ok_or_else(|| Error::Mlx("cache buffers vanished".into()))?;
-                let ok = ok.index((.., .., ..self.offset, ..));
-                let ov = ov.index((.., .., ..self.offset, ..));
+                let ok = ok.index((.., .., ..used, ..));
+                let ov = ov.index((.., .., ..used, ..));
                 self.buffers = Some((grow(Some(&ok), k, cap)?, grow(Some(&ov), v, cap)?));
                 self.capacity = cap;
             }
@@ -192,14 +192,11 @@ impl KvCache for PreallocCache {
     }
 
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
-        let s = k.shape();
-        if s.len() != 4 || v.shape() != s {
-            return Err(Error::InvalidArgument(format!("cache update: keys {:?} and values {:?} must be [B, H, t, D]", s, v.shape())));
-        }
+        let s = check_kv(k, v)?;
         // Whole histories are asked for: staged positions go in first.
         self.commit_pending(false)?;
         let t = s[2];
-        self.ensure_room(k, v, t)?;
+        self.ensure_room(k, v, self.offset, t)?;
         let (bk, bv) = self.buffers.take().ok_or_else(|| Error::Mlx("cache buffers vanished".into()))?;
         let (start, stop) = ([0, 0, self.offset, 0], [s[0], s[1], self.offset + t, s[3]]);
         // Move the buffers into the update so MLX may reuse them in place.
@@ -226,10 +223,7 @@ impl KvCache for PreallocCache {
         if !self.staged || self.buffers.is_none() {
             return Ok(KvParts { committed: None, recent: self.update_and_fetch(k, v)? });
         }
-        let s = k.shape();
-        if s.len() != 4 || v.shape() != s {
-            return Err(Error::InvalidArgument(format!("cache update: keys {:?} and values {:?} must be [B, H, t, D]", s, v.shape())));
-        }
+        let s = check_kv(k, v)?;
         if self.pending_len() >= MAX_PENDING {
             self.commit_pending(false)?;
         }
@@ -250,6 +244,15 @@ impl KvCache for PreallocCache {
     fn commit(&mut self) -> Result<()> {
         self.commit_pending(true)
     }
+}
+
+/// The shape of keys `k`, which must be `[B, H, t, D]` as values `v` are.
+fn check_kv(k: &Array, v: &Array) -> Result<Vec<i32>> {
+    let s = k.shape();
+    if s.len() != 4 || v.shape() != s {
+        return Err(Error::InvalidArgument(format!("cache update: keys {:?} and values {:?} must be [B, H, t, D]", s, v.shape())));
+    }
+    Ok(s.to_vec())
 }
 
 /// Build a boxed cache of the given kind.
