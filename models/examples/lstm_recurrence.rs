@@ -1,6 +1,7 @@
 //! EnCodec's LSTM at the 32 kHz model's size (2 layers of 1024, 250 steps = 5 s of frames):
-//! the recurrence as separate MLX ops, layer after layer, against the compiled wavefront, median of ROUNDS
-//! runs each, interleaved, with the largest difference between the two outputs.
+//! the recurrence as separate MLX ops, layer after layer, against the compiled wavefront and (with
+//! MLX's CUDA backend) the fused kernel per layer, median of ROUNDS runs each, interleaved, with
+//! the largest difference from the separate ops.
 //!
 //!     cargo run --release -p models --example lstm_recurrence [-- ROUNDS STEPS DIM]
 use std::time::Instant;
@@ -24,22 +25,29 @@ fn main() -> anyhow::Result<()> {
         h.eval()?;
         Ok((t.elapsed().as_secs_f64() * 1e3, h))
     };
-    let (mut ops_ms, mut comp_ms) = (Vec::new(), Vec::new());
-    let mut diff = 0f32;
+    let recs = [Recurrence::Ops, Recurrence::Compiled, Recurrence::Fused];
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); recs.len()];
+    let mut diff = [0f32; 3];
     for r in 0..=rounds {
-        let (a, ya) = run(Recurrence::Ops)?;
-        let (b, yb) = run(Recurrence::Compiled)?;
-        diff = diff.max(ya.subtract(&yb)?.abs()?.max(None)?.item_cast::<f32>());
-        if r > 0 {
-            ops_ms.push(a);
-            comp_ms.push(b);
+        let mut reference = None;
+        for (i, &rec) in recs.iter().enumerate() {
+            let (t, y) = run(rec)?;
+            let base = reference.get_or_insert_with(|| y.clone());
+            diff[i] = diff[i].max(base.subtract(&y)?.abs()?.max(None)?.item_cast::<f32>());
+            if r > 0 {
+                ms[i].push(t);
+            }
         }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (a, b) = (med(&mut ops_ms), med(&mut comp_ms));
-    println!("lstm 2x{dim}, {steps} steps, median of {rounds}: ops, layer after layer {a:.2} ms; compiled wavefront {b:.2} ms; {:.2}x; max |diff| {diff:.2e}", a / b);
+    let m: Vec<f64> = ms.iter_mut().map(med).collect();
+    let fused = if models::nn::lstm_cuda::fits(dim, 1) { "fused kernel per layer" } else { "fused (not available here: runs as the wavefront)" };
+    println!("lstm 2x{dim}, {steps} steps, median of {rounds}, device {}:", models::runtime::default_device_kind()?);
+    println!("  ops, layer after layer {:.2} ms", m[0]);
+    println!("  compiled wavefront     {:.2} ms  {:.2}x  max |diff| {:.2e}", m[1], m[0] / m[1], diff[1]);
+    println!("  {fused} {:.2} ms  {:.2}x  max |diff| {:.2e}", m[2], m[0] / m[2], diff[2]);
     Ok(())
 }

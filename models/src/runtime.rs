@@ -300,3 +300,39 @@ pub fn backend(kind: DeviceKind) -> &'static str {
         (DeviceKind::Gpu, false) => "cuda",
     }
 }
+
+/// The number of streaming multiprocessors of CUDA device 0, when this process runs MLX's CUDA
+/// backend (libcuda loaded); `None` on the CPU-only and Metal builds. Read through the driver API
+/// that libmlx already loaded, so nothing new is linked.
+pub fn cuda_sm_count() -> Option<i32> {
+    static COUNT: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        type GetDevice = unsafe extern "C" fn(*mut i32, i32) -> i32;
+        type GetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+        // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT in cuda.h.
+        const MULTIPROCESSOR_COUNT: i32 = 16;
+        let lib = CString::new("libcuda.so.1").ok()?;
+        let (get_name, attr_name) = (CString::new("cuDeviceGet").ok()?, CString::new("cuDeviceGetAttribute").ok()?);
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library already in the process (never
+        // loads one); the two symbols have the driver API's documented C signatures, and are
+        // called with valid out-pointers. The handle's reference is released with dlclose.
+        unsafe {
+            let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+            if handle.is_null() {
+                return None;
+            }
+            let (get, attr) = (libc::dlsym(handle, get_name.as_ptr()), libc::dlsym(handle, attr_name.as_ptr()));
+            let mut count = None;
+            if !get.is_null() && !attr.is_null() {
+                let get: GetDevice = std::mem::transmute(get);
+                let attr: GetAttribute = std::mem::transmute(attr);
+                let (mut dev, mut n) = (0i32, 0i32);
+                if get(&mut dev, 0) == 0 && attr(&mut n, MULTIPROCESSOR_COUNT, dev) == 0 && n > 0 {
+                    count = Some(n);
+                }
+            }
+            libc::dlclose(handle);
+            count
+        }
+    })
+}

@@ -223,6 +223,50 @@ fn lstm_gate_math() {
     assert!(layer.forward(&bad).is_err(), "wrong input width must be refused");
 }
 
+/// Every recurrence against torch.nn.LSTM on every device (on the CPU and Metal, `Fused` runs
+/// as the compiled wavefront); on a CUDA GPU the fused kernel also against the step-by-step ops
+/// at EnCodec 32 kHz's size (2 x 1024 over 250 steps), batched, and from a carried state.
+#[test]
+fn lstm_recurrences_match_torch_on_every_device() {
+    use models::nn::lstm::{forward_stack, Recurrence};
+    let f = fixtures();
+    let before = models::runtime::default_device_kind().unwrap();
+    let w = |seed: u64, shape: &[i32], scale: f32| mlx_rs::random::normal::<f32>(shape, None, None, &mlx_rs::random::key(seed).unwrap()).unwrap().multiply(mlx_rs::array!(scale)).unwrap();
+    for kind in devices() {
+        mlx_rs::Device::set_default(&kind.device());
+        let layer = LstmLayer::new(get(&f, "lstm.w_ih").clone(), get(&f, "lstm.w_hh").clone(), get(&f, "lstm.b_ih"), get(&f, "lstm.b_hh")).unwrap();
+        for rec in [Recurrence::Ops, Recurrence::Compiled, Recurrence::Fused] {
+            let (out, state) = forward_stack(std::slice::from_ref(&layer), get(&f, "lstm.x"), None, rec).unwrap();
+            assert_close(&format!("lstm out, {rec:?} on {kind}"), &out, get(&f, "lstm.out"), 1e-5, 1e-4);
+            assert_close(&format!("lstm h, {rec:?} on {kind}"), &state[0].0, get(&f, "lstm.h"), 1e-5, 1e-4);
+            assert_close(&format!("lstm c, {rec:?} on {kind}"), &state[0].1, get(&f, "lstm.c"), 1e-5, 1e-4);
+        }
+        let fused_here = models::nn::lstm_cuda::available();
+        println!("{kind}: fused CUDA kernel {}", if fused_here { "runs" } else { "not available, Fused runs as the compiled wavefront" });
+        for (hidden, batch, steps, with_state) in [(1024, 1, 250, false), (100, 3, 7, true), (6, 2, 1, true), (512, 8, 40, false)] {
+            let scale = 1.0 / (hidden as f32).sqrt();
+            let layers: Vec<LstmLayer> = (0..2u64)
+                .map(|l| {
+                    LstmLayer::new(w(10 * l, &[4 * hidden, hidden], scale), w(10 * l + 1, &[4 * hidden, hidden], scale), &w(10 * l + 2, &[4 * hidden], scale), &w(10 * l + 3, &[4 * hidden], scale))
+                        .unwrap()
+                })
+                .collect();
+            let x = w(99, &[steps, batch, hidden], 1.0);
+            let state: Vec<(Array, Array)> = (0..2u64).map(|l| (w(50 + l, &[batch, hidden], 0.5), w(60 + l, &[batch, hidden], 0.5))).collect();
+            let st = with_state.then_some(&state[..]);
+            let (ya, sa) = forward_stack(&layers, &x, st, Recurrence::Ops).unwrap();
+            let (yb, sb) = forward_stack(&layers, &x, st, Recurrence::Fused).unwrap();
+            let what = format!("{hidden} units x {batch} rows x {steps} steps on {kind}");
+            assert_close(&format!("fused y, {what}"), &yb, &ya, 1e-5, 1e-4);
+            for (l, ((ha, ca), (hb, cb))) in sa.iter().zip(&sb).enumerate() {
+                assert_close(&format!("fused h of layer {l}, {what}"), hb, ha, 1e-5, 1e-4);
+                assert_close(&format!("fused c of layer {l}, {what}"), cb, ca, 1e-5, 1e-4);
+            }
+        }
+    }
+    mlx_rs::Device::set_default(&before.device());
+}
+
 #[test]
 fn take_and_take_along_axis() {
     let f = fixtures();

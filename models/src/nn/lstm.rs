@@ -86,7 +86,20 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
         hs.push(h);
         cs.push(c);
     }
+    let rec = match rec {
+        Recurrence::Fused if !layers.iter().all(|l| super::lstm_cuda::fits(l.hidden_size(), b)) => Recurrence::Compiled,
+        other => other,
+    };
     let y = match rec {
+        Recurrence::Fused => {
+            let mut y = x.clone();
+            for (l, layer) in layers.iter().enumerate() {
+                let xg = y.matmul(&layer.w_ih_t)?.add(&layer.bias)?;
+                let (seq, h, c) = super::lstm_cuda::layer(&xg, &layer.w_hh_t, &hs[l], &cs[l])?.ok_or_else(|| Error::Mlx(format!("fused LSTM: layer {l} did not fit one launch")))?;
+                (y, hs[l], cs[l]) = (seq, h, c);
+            }
+            y
+        }
         Recurrence::Ops => {
             let mut y = x.clone();
             for (l, layer) in layers.iter().enumerate() {
@@ -170,6 +183,10 @@ pub enum Recurrence {
     /// elementwise gate math fuses into one kernel per layer, the graph is traced once instead
     /// of rebuilt every step, and a 2-layer LSTM takes T + 1 calls instead of 2T steps.
     Compiled,
+    /// Each layer's whole recurrence in one CUDA kernel ([`super::lstm_cuda`]): one launch per
+    /// layer instead of one call per step. Where it cannot run (CPU, Metal, a layer too wide for
+    /// the GPU's resident blocks) the stack runs as [`Recurrence::Compiled`].
+    Fused,
 }
 
 /// The gate math of one step, PyTorch's gate order (i, f, g, o).

@@ -7,6 +7,7 @@ pub mod host;
 pub mod kv_cache;
 pub mod linear;
 pub mod lstm;
+pub mod lstm_cuda;
 pub mod norm;
 pub mod ops;
 pub mod profile;
