@@ -49,5 +49,26 @@ fn main() -> anyhow::Result<()> {
     println!("  ops, layer after layer {:.2} ms", m[0]);
     println!("  compiled wavefront     {:.2} ms  {:.2}x  max |diff| {:.2e}", m[1], m[0] / m[1], diff[1]);
     println!("  {fused} {:.2} ms  {:.2}x  max |diff| {:.2e}", m[2], m[0] / m[2], diff[2]);
+    if models::nn::lstm_cuda::fits(dim, 1) {
+        // Where the fused kernel's time goes: one layer, the whole kernel and with parts left out.
+        use models::nn::lstm_cuda::{layer_probe, Probe};
+        let xg = random::normal::<f32>(&[steps, 1, 4 * dim], None, None, &random::key(5)?)?;
+        let z = mlx_rs::ops::zeros::<f32>(&[1, dim])?;
+        let w_hh_t = w(1, &[dim, 4 * dim])?;
+        mlx_rs::transforms::eval([&xg, &z, &w_hh_t])?;
+        for probe in [Probe::Full, Probe::NoBarrier, Probe::NoProduct, Probe::WeightsFromMemory] {
+            let mut v = Vec::new();
+            for r in 0..=rounds {
+                let t = Instant::now();
+                let (y, _, _) = layer_probe(&xg, &w_hh_t, &z, &z, probe)?.ok_or_else(|| anyhow::anyhow!("the layer does not fit"))?;
+                y.eval()?;
+                if r > 0 {
+                    v.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let t = med(&mut v);
+            println!("  one layer, {probe:?}: {t:.3} ms, {:.2} us per step", t * 1e3 / steps as f64);
+        }
+    }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! Each block owns `U` hidden units (their four gate rows) and keeps its slice of `W_hh^T` in
 //! registers for the whole sequence; its threads split the dot products over `KSL` slices of the
 //! hidden vector and add the parts in shared memory. After each step every block publishes its
-//! units' `h` and waits at a grid barrier (an atomic counter) before reading the full `h` back.
+//! units' `h` and raises its flag, then waits for every block's flag (a grid barrier) before
+//! reading the full `h` back.
 //!
 //! A grid barrier needs every block resident at once: the kernel is launched only when its
 //! blocks number at most the GPU's multiprocessors (one block of 256 threads always fits one),
@@ -37,12 +38,11 @@ const SOURCE: &str = r#"
   const int j = blockIdx.x * U + u;
   const int k0 = ks * KS;
   const int T = xg_shape[0];
-  const int target_step = gridDim.x;
   float w[KS];
 #pragma unroll
   for (int i = 0; i < KS; ++i) {
     const int k = k0 + i;
-    w[i] = (ks < KSL && j < H && k < H) ? w_hh_t[(size_t)k * 4 * H + g * H + j] : 0.0f;
+    w[i] = (PROBE != 3 && j < H && k < H) ? w_hh_t[(size_t)k * 4 * H + g * H + j] : 0.0f;
   }
   const int ob = tid / U, ou = tid % U, oj = blockIdx.x * U + ou;
   const bool owner = tid < NB * U && oj < H;
@@ -58,14 +58,16 @@ const SOURCE: &str = r#"
       hs[idx] = v;
     }
     __syncthreads();
-    if (ks < KSL) {
+    if (PROBE != 2) {
 #pragma unroll
       for (int bb = 0; bb < NB; ++bb) {
         const float* hb = hs + bb * HP + k0;
         float acc = 0.0f;
 #pragma unroll
         for (int i = 0; i < KS; ++i) {
-          acc = fmaf(w[i], hb[i], acc);
+          const int k = k0 + i;
+          const float wi = (PROBE == 3) ? ((j < H && k < H) ? __ldg(&w_hh_t[(size_t)k * 4 * H + g * H + j]) : 0.0f) : w[i];
+          acc = fmaf(wi, hb[i], acc);
         }
         part[(ks * NB + bb) * ROWS + rr] = acc;
       }
@@ -91,14 +93,17 @@ const SOURCE: &str = r#"
       __threadfence();
     }
     __syncthreads();
-    if (t + 1 < T) {
+    // Grid barrier: each block raises its own flag to t + 1; thread i waits for block i's
+    // (no read-modify-write on a shared counter, so no contention between the pollers).
+    if (t + 1 < T && PROBE != 1) {
       if (tid == 0) {
-        atomicAdd(sync, 1);
-        const int want = target_step * (t + 1);
-        while (*(volatile int*)sync < want) {
-        }
-        __threadfence();
+        *(volatile int*)(sync + blockIdx.x) = t + 1;
       }
+      for (int b = tid; b < gridDim.x; b += blockDim.x) {
+        while (*(volatile int*)(sync + b) < t + 1) {
+        }
+      }
+      __threadfence();
       __syncthreads();
     }
   }
@@ -154,6 +159,24 @@ pub fn fits(hidden: i32, batch: i32) -> bool {
 /// `w_hh_t` (`[H, 4H]`); returns `(y [T, B, H], h_T, c_T)`, or `None` when the layer does not
 /// fit one launch on this GPU (or there is no CUDA GPU).
 pub fn layer(xg: &Array, w_hh_t: &Array, h0: &Array, c0: &Array) -> Result<Option<(Array, Array, Array)>> {
+    layer_probe(xg, w_hh_t, h0, c0, Probe::Full)
+}
+
+/// What a launch of [`layer_probe`] leaves out, to see where the kernel's time goes
+/// (`--example lstm_recurrence`). Only [`Probe::Full`] computes the LSTM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Full = 0,
+    /// No grid barrier between steps (blocks read whatever `h` is there: wrong results).
+    NoBarrier = 1,
+    /// No `h @ W_hh^T` products (wrong results).
+    NoProduct = 2,
+    /// `W_hh^T` read from memory every step instead of kept in registers (right results).
+    WeightsFromMemory = 3,
+}
+
+/// [`layer`] with parts of the kernel left out ([`Probe`]).
+pub fn layer_probe(xg: &Array, w_hh_t: &Array, h0: &Array, c0: &Array, probe: Probe) -> Result<Option<(Array, Array, Array)>> {
     let Some(sms) = crate::runtime::cuda_sm_count().filter(|_| crate::runtime::on_gpu()) else {
         return Ok(None);
     };
@@ -167,7 +190,7 @@ pub fn layer(xg: &Array, w_hh_t: &Array, h0: &Array, c0: &Array) -> Result<Optio
     };
     let f32 = |a: &Array| -> Result<Array> { Ok(a.as_dtype(Dtype::Float32)?) };
     let inputs = [f32(xg)?, f32(w_hh_t)?, f32(h0)?, f32(c0)?];
-    let outs = launch(&inputs, &p, t, b, hidden)?;
+    let outs = launch(&inputs, &p, t, b, hidden, probe)?;
     let mut it = outs.into_iter();
     match (it.next(), it.next(), it.next()) {
         (Some(y), Some(h), Some(c)) => Ok(Some((y, h, c))),
@@ -202,7 +225,7 @@ fn cstrings(names: &[&str]) -> Result<Vec<CString>> {
     names.iter().map(|n| CString::new(*n).map_err(|_| Error::Mlx(format!("kernel name {n:?} holds a NUL")))).collect()
 }
 
-fn launch(inputs: &[Array; 4], p: &Plan, t: i32, b: i32, hidden: i32) -> Result<Vec<Array>> {
+fn launch(inputs: &[Array; 4], p: &Plan, t: i32, b: i32, hidden: i32, probe: Probe) -> Result<Vec<Array>> {
     let input_names = cstrings(&["xg", "w_hh_t", "h0", "c0"])?;
     let output_names = cstrings(&["y", "h_out", "c_out", "sync"])?;
     let in_ptrs: Vec<*const c_char> = input_names.iter().map(|s| s.as_ptr()).collect();
@@ -212,8 +235,8 @@ fn launch(inputs: &[Array; 4], p: &Plan, t: i32, b: i32, hidden: i32) -> Result<
         CString::new(SOURCE).map_err(|e| Error::Mlx(e.to_string()))?,
         CString::new("").map_err(|e| Error::Mlx(e.to_string()))?,
     );
-    let templates = cstrings(&["H", "U", "KSL", "KS", "NB"])?;
-    let values = [hidden, p.units, p.slices, p.per_slice, b];
+    let templates = cstrings(&["H", "U", "KSL", "KS", "NB", "PROBE"])?;
+    let values = [hidden, p.units, p.slices, p.per_slice, b, probe as i32];
     let arrays: Vec<mlx_sys::mlx_array> = inputs.iter().map(Array::as_ptr).collect();
     let stream = Stream::thread_local_or_default();
     // SAFETY: every pointer passed lives until the call returns (the CStrings and `arrays` above);
@@ -233,11 +256,11 @@ fn launch(inputs: &[Array; 4], p: &Plan, t: i32, b: i32, hidden: i32) -> Result<
         ok(mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(h.config, [t, b, hidden].as_ptr(), 3, mlx_sys::mlx_dtype__MLX_FLOAT32), "output y")?;
         ok(mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(h.config, hb.as_ptr(), 2, mlx_sys::mlx_dtype__MLX_FLOAT32), "output h")?;
         ok(mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(h.config, hb.as_ptr(), 2, mlx_sys::mlx_dtype__MLX_FLOAT32), "output c")?;
-        ok(mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(h.config, [1].as_ptr(), 1, mlx_sys::mlx_dtype__MLX_INT32), "output sync")?;
+        ok(mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(h.config, [p.blocks].as_ptr(), 1, mlx_sys::mlx_dtype__MLX_INT32), "output sync")?;
         // The grid is counted in threads, as in Metal: blocks x THREADS.
         ok(mlx_sys::mlx_fast_cuda_kernel_config_set_grid(h.config, p.blocks * THREADS, 1, 1), "grid")?;
         ok(mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(h.config, THREADS, 1, 1), "block")?;
-        // Zero-filled outputs: the barrier counter must start at 0.
+        // Zero-filled outputs: every block's barrier flag starts at step 0.
         ok(mlx_sys::mlx_fast_cuda_kernel_config_set_init_value(h.config, 0.0), "init value")?;
         for (n, v) in templates.iter().zip(values) {
             ok(mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(h.config, n.as_ptr(), v), "template argument")?;
