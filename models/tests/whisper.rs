@@ -32,12 +32,21 @@ fn every_switch_combination_decodes_the_same_tokens() {
         for cache_cross in [false, true] {
             for eval_every in [1, 3, 8, 64] {
                 for kernel in [AttentionKernel::Explicit, AttentionKernel::Fused] {
-                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel };
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false };
                     assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
                 }
             }
         }
     }
+    // The compiled fixed-shape step (it brings its own buffers and attention), from a one- and
+    // a several-token start, at every eval interval.
+    for eval_every in [1, 3, 8] {
+        let opts = DecodeOptions { fixed_step: true, eval_every, ..DecodeOptions::naive() };
+        assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
+    }
+    let sot = [model.config.decoder_start_token_id, model.config.decoder_start_token_id + 1];
+    let long = model.greedy(&enc, &sot, 12, None, &DecodeOptions::naive()).unwrap();
+    assert_eq!(model.greedy(&enc, &sot, 12, None, &DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }).unwrap(), long);
 }
 
 #[test]

@@ -75,7 +75,7 @@ fn conditioning(model: &MusicGen) -> Result<Conditioning> {
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
     let all =
-        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention";
+        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention, and on a GPU the compiled fixed-shape step";
     let decode = |size: &'static str, steps: usize, name: Option<&str>, optimized: DecodeOptions, timed: String, heavy: bool| Spec {
         id: match name {
             Some(n) => format!("musicgen/decode-{size}-{steps}-{n}"),
@@ -108,8 +108,9 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
         ("kv-cache", DecodeOptions { kv_cache: KvCacheKind::Preallocated, ..naive }, "the preallocated KV cache alone"),
         ("cross-cache", DecodeOptions { cache_cross: true, ..naive }, "cached cross-attention K/V alone"),
         ("eval-interval", DecodeOptions { eval_every: 8, ..naive }, "eval every 8 steps alone"),
+        ("fixed-step", DecodeOptions { fixed_step: true, ..naive }, "the compiled fixed-shape step alone (its own preallocated buffers and fused attention)"),
     ] {
-        out.push(decode("small", 500, Some(name), o, format!("naive = all four off (explicit attention); optimized = {what}, the rest as naive"), true));
+        out.push(decode("small", 500, Some(name), o, format!("naive = all five off (explicit attention); optimized = {what}, the rest as naive"), true));
     }
     // Weight precision: medium's decoder (linears, codebook embeddings, heads) at fp32, fp16,
     // int8 or int4 (groups of 64), 50 steps, both variants.

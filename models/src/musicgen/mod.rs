@@ -237,11 +237,8 @@ impl MusicGen {
         if let Some(x) = prefix {
             h = ops::concatenate(&[x.clone(), h], 1)?;
         }
-        let mut h = h.add(self.positions.index(state.offset()..state.offset() + p + t))?;
-        for (i, l) in self.layers.iter().enumerate() {
-            h = l.forward(&h, &cond.states, Mask::Additive(&cond.mask), state, i)?;
-        }
-        state.advance(p + t);
+        let h = h.add(self.positions.index(state.offset()..state.offset() + p + t))?;
+        let h = state.forward_layers(&self.layers, &h, &cond.states, Mask::Additive(&cond.mask))?;
         let h = if p > 0 { h.index((.., p.., ..)) } else { h };
         let h = self.final_ln.forward(&h)?;
         let logits: Vec<Array> = self.heads.iter().map(|w| w.matmul_t(&h)).collect::<Result<_>>()?;

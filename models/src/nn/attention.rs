@@ -84,7 +84,7 @@ impl MultiHeadAttention {
     }
 
     /// `[B, T, n_head * d]` -> `[B, n_head, T, d]`.
-    fn split_heads(&self, x: &Array) -> Result<Array> {
+    pub(crate) fn split_heads(&self, x: &Array) -> Result<Array> {
         let s = x.shape();
         if s.len() != 3 {
             return Err(Error::InvalidArgument(format!("attention input {s:?}: expected [B, T, C]")));
@@ -142,7 +142,7 @@ impl MultiHeadAttention {
     }
 
     /// `[B, H, L, D]` heads to `[B, L, C]`, then the output projection.
-    fn merge_heads(&self, o: &Array) -> Result<Array> {
+    pub(crate) fn merge_heads(&self, o: &Array) -> Result<Array> {
         let sh = o.shape();
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[sh[0], sh[2], sh[1] * sh[3]])?;
         self.out.forward(&o)

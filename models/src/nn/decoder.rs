@@ -5,6 +5,7 @@ use mlx_rs::Array;
 use crate::checkpoint::Vars;
 use crate::error::Result;
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
+use crate::nn::fixed_step::FixedStack;
 use crate::nn::kv_cache::{new_cache_staged, KvCache, KvCacheKind};
 use crate::nn::linear::Linear;
 use crate::nn::norm::LayerNorm;
@@ -22,11 +23,22 @@ pub struct DecodeOptions {
     pub eval_every: u32,
     /// Attention weights by MLX's fused kernel, or explicit softmax (naive).
     pub kernel: AttentionKernel,
+    /// The layer stack as one compiled graph with the same shapes at every step (keys and
+    /// values over the full capacity under a mask, the position an array; see
+    /// [`crate::nn::fixed_step`]). It replaces the KV cache kind and the attention kernel
+    /// (always MLX's fused attention over a preallocated buffer) and caches the cross K/V.
+    pub fixed_step: bool,
 }
 
 impl DecodeOptions {
     pub fn naive() -> Self {
-        Self { kv_cache: KvCacheKind::Concat, cache_cross: false, eval_every: 1, kernel: AttentionKernel::Explicit }
+        Self {
+            kv_cache: KvCacheKind::Concat,
+            cache_cross: false,
+            eval_every: 1,
+            kernel: AttentionKernel::Explicit,
+            fixed_step: false,
+        }
     }
     /// The seed's optimizations. Evaluating every 8 steps pays only on a GPU, where it lets
     /// MLX batch several steps' launches (H200: blocks/eval-interval 1.19x); on the CPU, where a
@@ -38,6 +50,7 @@ impl DecodeOptions {
             cache_cross: true,
             eval_every: if crate::runtime::on_gpu() { 8 } else { 1 },
             kernel: AttentionKernel::Fused,
+            fixed_step: crate::runtime::on_gpu(),
         }
     }
     pub fn for_variant(v: Variant) -> Self {
@@ -55,6 +68,7 @@ pub struct DecodeState {
     cache_cross: bool,
     kernel: AttentionKernel,
     offset: i32,
+    fixed: Option<FixedStack>,
 }
 
 impl DecodeState {
@@ -70,6 +84,7 @@ impl DecodeState {
             cache_cross: opts.cache_cross,
             kernel: opts.kernel,
             offset: 0,
+            fixed: opts.fixed_step.then(|| FixedStack::new(capacity)),
         }
     }
 
@@ -103,8 +118,38 @@ impl DecodeState {
         Ok(())
     }
 
+    /// Run `layers` on the new positions `h` (cross-attention over `xa` under `mask`) and
+    /// record them: the fixed-shape step when the options ask for it, else layer by layer
+    /// through the caches.
+    pub fn forward_layers(&mut self, layers: &[DecoderLayer], h: &Array, xa: &Array, mask: Mask<'_>) -> Result<Array> {
+        let t = h.shape().get(1).copied().unwrap_or(0);
+        let offset = self.offset;
+        let h = match &mut self.fixed {
+            Some(f) => {
+                let m = match mask {
+                    Mask::Additive(a) => Some(a),
+                    Mask::None => None,
+                    Mask::Causal => return Err(crate::error::Error::InvalidArgument("a causal cross-attention mask".into())),
+                };
+                f.forward(layers, h, xa, m, offset)?
+            }
+            None => {
+                let mut h = h.clone();
+                for (i, l) in layers.iter().enumerate() {
+                    h = l.forward(&h, xa, mask, self, i)?;
+                }
+                h
+            }
+        };
+        self.advance(t);
+        Ok(h)
+    }
+
     /// Keep the batch rows `rows` of every self-attention cache (beam search).
     pub fn reorder(&mut self, rows: &mlx_rs::Array) -> Result<()> {
+        if let Some(f) = &mut self.fixed {
+            f.reorder(rows)?;
+        }
         for c in &mut self.self_caches {
             c.reorder(rows)?;
         }
@@ -116,6 +161,7 @@ impl DecodeState {
 /// self-attention through a KV cache, cross-attention over the encoder (or text) states, and a
 /// GELU feed-forward, each added to the residual stream after its layer norm. MusicGen Melody's
 /// layers have no cross-attention (its conditioning is a prefix of the sequence).
+#[derive(Clone)]
 pub struct DecoderLayer {
     pub attn: MultiHeadAttention,
     pub attn_ln: LayerNorm,

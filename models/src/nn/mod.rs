@@ -3,6 +3,7 @@ pub mod attention;
 pub mod cache;
 pub mod conv;
 pub mod decoder;
+pub mod fixed_step;
 pub mod host;
 pub mod kv_cache;
 pub mod linear;

@@ -29,6 +29,7 @@ pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: 
 }
 
 /// A `torch.nn.LayerNorm` with its affine weights (PyTorch's eps, 1e-5).
+#[derive(Clone)]
 pub struct LayerNorm {
     pub weight: Array,
     pub bias: Array,

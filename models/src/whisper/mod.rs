@@ -119,11 +119,8 @@ impl Whisper {
             return Err(Error::InvalidArgument(format!("decoding past the text context: {} + {t} tokens > {}", state.offset(), self.config.max_target_positions)));
         }
         let pos = self.dec_pos.index(state.offset()..state.offset() + t);
-        let mut h = self.embed_tokens.rows(tokens)?.add(&pos)?;
-        for (i, l) in self.dec_layers.iter().enumerate() {
-            h = l.forward(&h, audio, Mask::None, state, i)?;
-        }
-        state.advance(t);
+        let h = self.embed_tokens.rows(tokens)?.add(&pos)?;
+        let h = state.forward_layers(&self.dec_layers, &h, audio, Mask::None)?;
         let h = self.dec_ln.forward(&h)?;
         self.embed_tokens.matmul_t(&h)
     }
