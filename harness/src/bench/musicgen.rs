@@ -75,7 +75,7 @@ fn conditioning(model: &MusicGen) -> Result<Conditioning> {
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
     let all =
-        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention, and on a GPU the compiled fixed-shape step";
+        "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache sized to the steps, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention; the compiled fixed-shape step off (on top of the rest it measured 0.79-0.99x)";
     let decode = |size: &'static str, steps: usize, name: Option<&str>, optimized: DecodeOptions, timed: String, heavy: bool| Spec {
         id: match name {
             Some(n) => format!("musicgen/decode-{size}-{steps}-{n}"),

@@ -139,7 +139,7 @@ impl Transcribe {
     }
 }
 
-const SWITCHES: &str = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache with O(1) slice updates, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention, and on a GPU the compiled fixed-shape step";
+const SWITCHES: &str = "naive = concatenating KV cache, cross-attention K/V recomputed every step, eval every step, explicit attention; optimized = preallocated cache with O(1) slice updates, cross-attention K/V cached, eval every 8 steps on a GPU (every step on the CPU, where deferring measured slower: blocks/eval-interval), fused attention; the compiled fixed-shape step off (on top of the rest it measured 0.79-0.99x)";
 
 pub fn specs(_scale: Scale) -> Vec<Spec> {
     let mut out = Vec::new();
