@@ -11,7 +11,9 @@
 //!
 //! A grid barrier needs every block resident at once: the kernel is launched only when its
 //! blocks number at most the GPU's multiprocessors (one block of 256 threads always fits one),
-//! which [`plan`] checks with the driver's count. Metal gives no such forward-progress
+//! which [`plan`] checks with the driver's count. Should a block still never arrive (a GPU
+//! shared under MPS with a thread limit), the wait gives up after about two seconds and the
+//! steps not computed come out NaN instead of the process hanging. Metal gives no such forward-progress
 //! guarantee across threadgroups, so Apple GPUs keep the compiled wavefront.
 use std::ffi::{c_char, CString};
 
@@ -28,6 +30,8 @@ const SMEM_LIMIT: i32 = 48 * 1024;
 
 const SOURCE: &str = r#"
   constexpr int ROWS = 4 * U;
+  // About two seconds of waiting at one barrier (a step takes microseconds).
+  constexpr long long SPIN_LIMIT = 4000000000LL;
   constexpr int HP = KSL * KS;
   extern __shared__ float smem[];
   float* hs = smem;
@@ -48,7 +52,9 @@ const SOURCE: &str = r#"
   const bool owner = tid < NB * U && oj < H;
   float c = owner ? c0[ob * H + oj] : 0.0f;
   float h = owner ? h0[ob * H + oj] : 0.0f;
-  for (int t = 0; t < T; ++t) {
+  bool stalled = false;
+  int t = 0;
+  for (; t < T; ++t) {
     for (int idx = tid; idx < NB * HP; idx += blockDim.x) {
       const int bb = idx / HP, k = idx % HP;
       float v = 0.0f;
@@ -100,12 +106,30 @@ const SOURCE: &str = r#"
         *(volatile int*)(sync + blockIdx.x) = t + 1;
       }
       for (int b = tid; b < gridDim.x; b += blockDim.x) {
+        const long long start = clock64();
         while (*(volatile int*)(sync + b) < t + 1) {
+          if (clock64() - start > SPIN_LIMIT) {
+            stalled = true;
+            break;
+          }
         }
       }
       __threadfence();
-      __syncthreads();
+      stalled = __syncthreads_or(stalled);
+      if (stalled) {
+        break;
+      }
     }
+  }
+  if (stalled && owner) {
+    // A block never arrived (the GPU could not hold them all at once): end rather than hang,
+    // and leave NaN where the steps not computed would be, so the result cannot pass for one.
+    const float not_a_number = __int_as_float(0x7fffffff);
+    for (int s = t + 1; s < T; ++s) {
+      y[((size_t)s * NB + ob) * H + oj] = not_a_number;
+    }
+    h = not_a_number;
+    c = not_a_number;
   }
   if (owner) {
     h_out[ob * H + oj] = h;
