@@ -64,33 +64,10 @@ fn decode(path: &Path, name: &str, dtype: u8, bytes: &[u8]) -> Result<Vec<f32>> 
         1 => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
         2 => bytes.chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
         3 => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
-        4 => bytes.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        4 => bytes.chunks_exact(2).map(|c| crate::torch_file::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
         5 => bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect(),
         d => return Err(bad(path, format!("variable '{name}': dtype {d} is not supported (int8 quantized weights need their scales)"))),
     })
-}
-
-/// IEEE half to single precision.
-fn half_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let frac = u32::from(h & 0x3ff);
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: normalise.
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
 }
 
 fn read_vars(path: &Path) -> Result<(HashMap<String, Var>, String)> {
@@ -215,7 +192,7 @@ pub fn read(path: &Path) -> Result<Ct2Whisper> {
 
 #[cfg(test)]
 mod tests {
-    use super::half_to_f32;
+    use crate::torch_file::f16_to_f32 as half_to_f32;
 
     #[test]
     fn half_precision_decodes() {
