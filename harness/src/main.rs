@@ -72,6 +72,9 @@ fn main() -> ExitCode {
         }
     }
     precision.apply();
+    // Before the first array: MLX's CPU build mallocs and frees every array, and glibc's default
+    // maps and unmaps the large ones, zeroing fresh pages each time (see the function).
+    runtime::retain_freed_memory();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(args) => bench::run(&args),

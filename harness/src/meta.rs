@@ -80,5 +80,6 @@ pub fn collect(kind: DeviceKind) -> Meta {
         memory_bytes: memory_bytes(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         blas: runtime::blas_info().map_or_else(|| "none loaded".into(), |b| b.describe()),
+        host_allocator: runtime::host_allocator().map(str::to_string),
     }
 }

@@ -52,6 +52,13 @@ pub struct Args {
     /// `bench --conformance` and `merge --conformance`.
     #[arg(short = 'o', long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// When the CPU host kernels (softmax, GELU, sigmoid, GLU, ELU, group norm, attention and
+    /// axis-1 convolutions computed outside MLX's graph) take over: `auto` from their size
+    /// threshold, as bench runs them (the committed fixtures' tiny models mostly stay below it);
+    /// `always` for every array, so the fixtures check the host kernels too; `never` keeps MLX's
+    /// own ops. Only the CPU backend has them.
+    #[arg(long, value_parser = ["auto", "always", "never"], default_value = "auto")]
+    host_kernels: String,
 }
 
 /// A tolerance from the manifest: `{atol, rtol}`, `{exact: true}`, `{cosine: min}`, or for
@@ -659,6 +666,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Some(d) = &args.device {
         runtime::select_device(d.parse()?)?;
     }
+    models::nn::host::set_min_elements(match args.host_kernels.as_str() {
+        "always" => 0,
+        "never" => usize::MAX,
+        _ => models::nn::host::MIN_ELEMENTS,
+    });
     let c = crate::meta::computed(runtime::default_device_kind()?);
     let mut conf = Conformance {
         device_kind: c.device_kind.into(),

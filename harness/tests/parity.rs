@@ -270,3 +270,19 @@ fn fixture_inputs_of_the_wrong_rank_or_dtype_are_refused_by_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'x' has shape") && err.contains("expected 3"), "{err}");
 }
+
+/// The CPU host kernels forced on for every array (`--host-kernels always`): the fixtures'
+/// tiny models otherwise stay below their size threshold. One fixture per model family whose
+/// forward passes go through them (attention, GELU, sigmoid and GLU, ELU, group norm, axis-1
+/// convolutions), every check passing within its tolerance.
+#[test]
+fn fixtures_pass_with_the_host_kernels_forced_on() {
+    for name in ["htdemucs-s0", "encodec24k-s0", "whisper-s0", "clap-s0", "musicgen-s0"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["parity", "--json", "--device", "cpu", "--host-kernels", "always", "--fixture"]).arg(fixture(name)).output().unwrap();
+        assert!(o.status.success(), "{name}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let checks: Vec<&serde_json::Value> = v["fixtures"].as_array().unwrap().iter().flat_map(|r| r["checks"].as_array().unwrap()).collect();
+        assert!(checks.len() >= 4, "{name}: {} checks", checks.len());
+        assert!(checks.iter().all(|c| c["pass"] == true), "{name}: {checks:?}");
+    }
+}

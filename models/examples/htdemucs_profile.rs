@@ -11,6 +11,7 @@ use models::nn::conv::{Exec, Kernels, Layout};
 use models::nn::lstm::Recurrence;
 
 fn main() -> anyhow::Result<()> {
+    models::runtime::retain_freed_memory();
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2);
     let cfg = HtDemucsConfig::htdemucs();
     let model = HtDemucs::random(cfg.clone(), 1)?;

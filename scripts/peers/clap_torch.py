@@ -36,7 +36,7 @@ def main():
         feats = fe([wave], sampling_rate=48000, return_tensors="pt")["input_features"].to(a.device)
         for b in [int(x) for x in a.batches.split(",")]:
             fb = feats.expand(b, -1, -1, -1).contiguous()
-            emit(f"clap/embed-audio-batch-{b}", timed(a, lambda: model.get_audio_features(input_features=fb)), peer, "get_audio_features on precomputed features")
+            emit(f"clap/embed-audio-batch-{b}", timed(a, lambda fb=fb: model.get_audio_features(input_features=fb)), peer, "get_audio_features on precomputed features")
         ids = torch.randint(3, 50265, (8, 16), generator=torch.Generator().manual_seed(7)).to(a.device)
         mask = torch.ones_like(ids)
         emit("clap/embed-text", timed(a, lambda: model.get_text_features(input_ids=ids, attention_mask=mask)), peer, "get_text_features, 8 texts of 16 tokens")

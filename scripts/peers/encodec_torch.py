@@ -50,7 +50,8 @@ def main():
         audio = 0.1 * torch.randn(1, 1, 5 * cfg.sampling_rate, device=a.device)
         with torch.no_grad():
             codes = m.encode(audio, bandwidth=bw).audio_codes
-            run = (lambda: m.decode(codes, [None])) if what == "decode" else (lambda: m.encode(audio, bandwidth=bw))
+            # Bound now: in serve mode the calls run after the loop has moved on.
+            run = (lambda m=m, codes=codes: m.decode(codes, [None])) if what == "decode" else (lambda m=m, audio=audio, bw=bw: m.encode(audio, bandwidth=bw))
             emit(wid, timed(a, run), peer, f"{what}, {bw} kbps, codes {list(codes.shape)}")
 
 

@@ -16,6 +16,7 @@ import argparse
 
 import torch
 
+import peerlib
 from peerlib import add_common, emit, peer_name, setup, timed
 
 SIZES = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
@@ -56,7 +57,9 @@ def main():
             model.audio_encoder.decode = lambda codes, *x, **k: type("O", (), {"audio_values": codes})()
             run = lambda: model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, **kw)
             emit(f"musicgen/decode-{a.size}-{a.steps}", timed(a, run), peer, f"{a.steps} decode steps, T5 and EnCodec outside")
-            model.audio_encoder.decode = full_decode
+            if not peerlib.SERVE:
+                # Served, the decode runs later: EnCodec stays skipped for it.
+                model.audio_encoder.decode = full_decode
         else:
             wid = f"musicgen/generate-10s-{a.size}" if a.steps == 500 else f"musicgen/generate-{a.size}-{a.steps}"
             emit(wid, timed(a, lambda: model.generate(input_ids=ids, attention_mask=mask, **kw)), peer,

@@ -5,6 +5,7 @@ mod clap_model;
 pub mod encodec;
 mod htdemucs;
 pub mod musicgen;
+pub mod peer_proc;
 pub mod processes;
 pub mod whisper;
 pub mod workload;
@@ -131,8 +132,19 @@ pub struct Args {
     conformance: Option<PathBuf>,
     /// Peer timings of the same workloads on this machine, as JSON lines from
     /// scripts/peers/*.py (repeatable): the report shows them beside ours, per task.
-    #[arg(long = "peer", value_name = "FILE")]
+    #[arg(long = "peer", value_name = "FILE", conflicts_with = "run_peers")]
     peers: Vec<PathBuf>,
+    /// Run PyTorch's implementation of each workload that has one (scripts/peers/) in the same
+    /// run, its timed calls alternating with ours round by round, on as many threads as ours
+    /// (OPENBLAS_NUM_THREADS, else the cores this process may use). With --targets on the CPU,
+    /// every row is then judged as ours/PyTorch at most 1. Needs the peer environment:
+    /// scripts/setup-peers.sh makes it (pinned torch, transformers, demucs).
+    #[arg(long = "peers")]
+    run_peers: bool,
+    /// The Python of the peer environment [default: $HARNESS_PEERS_PYTHON, else
+    /// .peers-venv/bin/python in the repository].
+    #[arg(long, value_name = "PATH", requires = "run_peers")]
+    peers_python: Option<PathBuf>,
 }
 
 /// A regression threshold: a finite percentage, at least 0 (NaN or infinity would pass any
@@ -280,6 +292,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if args.processes > 1 && args.save_outputs.is_some() {
         bail!("--save-outputs runs in one process: leave out --processes");
     }
+    if args.processes > 1 && args.run_peers {
+        bail!("--peers runs in one process: leave out --processes");
+    }
+    let peers_python = args.run_peers.then(|| peer_proc::python(args.peers_python.as_deref(), &repo_root())).map(|p| check_peer_python(&p).map(|()| p)).transpose()?;
     let outputs_dir = args.save_outputs.as_deref().map(crate::accuracy::OutputsDir::create).transpose()?;
 
     if let Some(d) = &args.device {
@@ -292,7 +308,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let variants = args.variant.variant.list();
     let order = args.order.resolve(kind);
     let wanted: Vec<&Spec> = specs.iter().filter(|s| args.models.is_empty() || args.models.iter().any(|m| m == s.model || *m == s.id)).collect();
-    let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) = wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id));
+    // With --targets, the workloads this device class's rows are judged on run, heavy or not.
+    let judged = if args.targets { table.peer_workloads_of(meta::device_class(kind)) } else { vec![] };
+    let (selected, skipped): (Vec<&Spec>, Vec<&Spec>) = wanted.into_iter().partition(|s| !s.heavy || kind == DeviceKind::Gpu || args.heavy || args.models.contains(&s.id) || judged.contains(&s.id));
     if !skipped.is_empty() && !args.quiet {
         eprintln!("Skipping {} heavy workload(s) on the CPU (pass --heavy, or name one with -m): {}", skipped.len(), skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
     }
@@ -360,12 +378,24 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         let total = selected.len() as u64 * variants.len() as u64 * u64::from(warmup + iterations);
         let bar = crate::progress::bar(total, "runs", args.quiet);
+        let mut server: Option<peer_proc::PeerServer> = None;
         for spec in &selected {
+            if let Some(py) = &peers_python {
+                // One peer process per model, started when its first workload comes up.
+                if server.as_ref().is_none_or(|s| s.model != spec.model) && peer_proc::script_for(spec.model).is_some() {
+                    // The last model's peer goes first: two models' weights need not coexist.
+                    drop(server.take());
+                    bar.set_message(format!("{} (starting the PyTorch peer)", spec.id));
+                    server = Some(peer_proc::PeerServer::start(py, &repo_root().join("scripts/peers"), spec.model, kind.as_str(), peer_proc::threads())?);
+                }
+            }
+            let peer = server.as_mut().filter(|s| s.model == spec.model && s.workloads.contains_key(&spec.id));
             bar.set_message(format!("{} (building)", spec.id));
             let plan = Plan { warmup, iterations, max_time };
-            let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref()).with_context(|| format!("workload {}", spec.id))?;
+            let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref(), peer).with_context(|| format!("workload {}", spec.id))?;
             results.push(r);
         }
+        drop(server);
         bar.finish_and_clear();
     }
 
@@ -432,6 +462,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The repository the harness was built from (or HARNESS_REPO_ROOT): where the peer scripts
+/// and the peer environment are.
+fn repo_root() -> PathBuf {
+    std::env::var_os("HARNESS_REPO_ROOT").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+/// The peer environment imports what the peer scripts need, before any timing starts.
+fn check_peer_python(py: &Path) -> Result<()> {
+    let how = "make it with scripts/setup-peers.sh, or name one with --peers-python (or HARNESS_PEERS_PYTHON)";
+    if !py.exists() {
+        bail!("--peers: no peer environment at {}: {how}", py.display());
+    }
+    let out = std::process::Command::new(py)
+        .args(["-c", "import torch, transformers, demucs, numpy; print(torch.__version__, transformers.__version__)"])
+        .output()
+        .with_context(|| format!("--peers: cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!("--peers: {} lacks the peer packages ({}): {how}", py.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed"));
+    }
+    Ok(())
+}
+
 /// How many runs a workload gets.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -452,11 +504,22 @@ impl Plan {
 
 /// Time one workload's variants in `order`. MLX peak and active memory are read around every
 /// timed run, the peak reset before each.
-fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: Plan, bar: &ProgressBar, save: Option<&crate::accuracy::OutputsDir>) -> Result<WorkloadResult> {
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    spec: &Spec,
+    scale: Scale,
+    variants: &[Variant],
+    order: Order,
+    plan: Plan,
+    bar: &ProgressBar,
+    save: Option<&crate::accuracy::OutputsDir>,
+    peer: Option<&mut peer_proc::PeerServer>,
+) -> Result<WorkloadResult> {
     let mut w = (spec.build)(scale)?;
     bar.set_message(spec.id.clone());
     let load_before = report::load_average();
     let mut timed = Timed::default();
+    let mut peer_run = peer.map(|p| PeerRun { server: p, id: spec.id.as_str(), samples: Vec::new() });
     match order {
         Order::Blocked => {
             // Each variant its own warm-up and its share of the time budget.
@@ -467,11 +530,28 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
                 if std::env::var_os("HARNESS_BLOCKED_KEEP_CACHE").is_none() {
                     mlx_rs::memory::clear_cache()?;
                 }
-                time_rounds(w.as_mut(), &[v], share, bar, &mut timed, &real_clock)?;
+                time_rounds(w.as_mut(), &[v], share, bar, &mut timed, &real_clock, None)?;
+            }
+            if let Some(p) = peer_run.as_mut() {
+                time_rounds(w.as_mut(), &[], share, bar, &mut timed, &real_clock, Some(p))?;
             }
         }
-        Order::Interleaved | Order::Auto => time_rounds(w.as_mut(), variants, plan, bar, &mut timed, &real_clock)?,
+        Order::Interleaved | Order::Auto => time_rounds(w.as_mut(), variants, plan, bar, &mut timed, &real_clock, peer_run.as_mut())?,
     }
+    let peer_result = match peer_run {
+        Some(run) if !run.samples.is_empty() => {
+            let m = &run.server.workloads[&spec.id];
+            let how = format!("run in this bench process's rounds, alternating with ours, {} thread(s) each", run.server.threads);
+            Some(report::Peer {
+                name: m.peer.clone(),
+                median_s: stats::median(&run.samples),
+                samples_s: run.samples,
+                precision: m.precision.clone(),
+                note: Some(m.note.as_ref().map_or(how.clone(), |n| format!("{n}; {how}"))),
+            })
+        }
+        _ => None,
+    };
     if let Some(dir) = save {
         let mut named = Vec::new();
         for &v in variants {
@@ -500,7 +580,7 @@ fn measure(spec: &Spec, scale: Scale, variants: &[Variant], order: Order, plan: 
         work: spec.work,
         variants: out,
         speedup,
-        peer: None,
+        peer: peer_result,
         load: load_before.zip(report::load_average()).map(|(before, after)| report::LoadChange { before, after }),
     })
 }
@@ -538,7 +618,17 @@ fn real_clock() -> f64 {
 
 /// Warm up, then time rounds of `variants` (one run each per round, alternating which goes
 /// first), adding to `timed`. `clock` gives seconds.
-fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed, clock: &dyn Fn() -> f64) -> Result<()> {
+/// A peer taking part in the rounds: its server, the workload id, its samples so far.
+struct PeerRun<'a> {
+    server: &'a mut peer_proc::PeerServer,
+    id: &'a str,
+    samples: Vec<f64>,
+}
+
+/// Warm up, then time rounds of `variants` (one run each per round, alternating which goes
+/// first), adding to `timed`; a `peer` runs once per round too, first or last in turn (its
+/// samples are its own clock's). `clock` gives seconds.
+fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan, bar: &ProgressBar, timed: &mut Timed, clock: &dyn Fn() -> f64, mut peer: Option<&mut PeerRun>) -> Result<()> {
     let mut round_s: f64 = 0.0;
     let warm_start = clock();
     for i in 0..plan.warmup {
@@ -547,6 +637,9 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
             w.prepare(v)?;
             w.run(v)?;
             bar.inc(1);
+        }
+        if let Some(p) = peer.as_deref_mut() {
+            p.server.run(p.id)?;
         }
         round_s = clock() - t;
         // A round longer than a quarter of the budget is warm after one; and the warm-ups
@@ -565,6 +658,11 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
     while rounds.is_none_or(|r| round < r) {
         let started = clock();
         let order: Vec<Variant> = if round % 2 == 0 { variants.to_vec() } else { variants.iter().rev().copied().collect() };
+        let peer_first = round % 2 == 1;
+        if let Some(p) = peer.as_deref_mut().filter(|_| peer_first) {
+            let s = p.server.run(p.id)?;
+            p.samples.push(s);
+        }
         for v in order {
             w.prepare(v)?;
             mlx_rs::memory::reset_peak_memory()?;
@@ -578,6 +676,10 @@ fn time_rounds(w: &mut dyn workload::Workload, variants: &[Variant], plan: Plan,
             let e = timed.memory.entry(v).or_insert(m);
             e.peak_bytes = e.peak_bytes.max(m.peak_bytes);
             bar.inc(1);
+        }
+        if let Some(p) = peer.as_deref_mut().filter(|_| !peer_first) {
+            let s = p.server.run(p.id)?;
+            p.samples.push(s);
         }
         if rounds.is_none() {
             let r = plan.rounds(clock() - started);
@@ -633,7 +735,7 @@ mod tests {
     fn time(w: &mut Mock, variants: &[Variant], plan: Plan) -> Timed {
         let now = w.now.clone();
         let mut timed = Timed::default();
-        time_rounds(w, variants, plan, &ProgressBar::hidden(), &mut timed, &move || now.get()).unwrap();
+        time_rounds(w, variants, plan, &ProgressBar::hidden(), &mut timed, &move || now.get(), None).unwrap();
         timed
     }
 

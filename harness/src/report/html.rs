@@ -119,7 +119,7 @@ pub fn render(r: &Report) -> Result<String> {
     let _ = writeln!(h, "<h1>Benchmark report</h1>");
     let _ = writeln!(
         h,
-        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}<br>commit {}{}{} · harness {} · <b>{}</b> · warm-up {}, iterations {}{}</p>",
+        "<p>{} · MLX {} · {} ({}, device class <b>{}</b>) · {} · {} cores{} · BLAS: {}{}<br>commit {}{}{} · harness {} · <b>{}</b> · warm-up {}, iterations {}{}</p>",
         esc(&m.time),
         esc(&m.mlx_version),
         esc(&m.device_name),
@@ -129,6 +129,7 @@ pub fn render(r: &Report) -> Result<String> {
         m.cores,
         m.memory_bytes.map_or(String::new(), |b| format!(", {}", format_bytes(b))),
         esc(&m.blas),
+        m.host_allocator.as_deref().map_or(String::new(), |a| format!(" · host allocator: {}", esc(a))),
         esc(m.git_commit.as_deref().unwrap_or("unknown")),
         if m.git_dirty == Some(true) { " (dirty)" } else { "" },
         match &m.build_commit {
@@ -344,6 +345,7 @@ pub fn render(r: &Report) -> Result<String> {
             Verdict::Miss => ("miss", "MISS"),
             Verdict::NoTarget => ("muted", "no target"),
             Verdict::NotMeasured => ("muted", "not measured"),
+            Verdict::NoPeer => ("muted", "no peer"),
         };
         let _ = writeln!(
             h,

@@ -209,6 +209,10 @@ pub struct Meta {
     pub read_bandwidth_bytes_per_s: Option<f64>,
     pub os: String,
     pub blas: String,
+    /// How the host allocator was set for the run (`runtime::retain_freed_memory`); absent where
+    /// it was left as the C library has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_allocator: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +437,8 @@ pub enum Verdict {
     NoTarget,
     /// The row's workload did not run (filtered out, or not implemented yet).
     NotMeasured,
+    /// A row judged against the peer ran, but no peer time was measured (`--peers`).
+    NoPeer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -531,6 +537,7 @@ pub fn sample_report(scale: f64) -> Report {
             memory_bytes: Some(24 << 30),
             os: "linux x86_64".into(),
             blas: "OpenBLAS 0.3.21".into(),
+            host_allocator: None,
         },
         settings: Settings {
             quick: true,

@@ -86,6 +86,7 @@ pub fn render(r: &Report) -> String {
                 Verdict::Miss => "MISS",
                 Verdict::NoTarget => "no target",
                 Verdict::NotMeasured => "not measured",
+                Verdict::NoPeer => "no peer",
             };
             let _ = writeln!(
                 s,

@@ -19,8 +19,12 @@ pub use crate::nn::conv::{AxisConv, AxisConvTr, Exec, Kernels, Layout};
 
 /// `nn.ELU()` (alpha 1): `x` where positive, `exp(x) - 1` elsewhere, as
 /// `max(x, 0) + exp(min(x, 0)) - 1`: MLX's CPU `expm1` is scalar libm and made ELU a tenth of
-/// the decoder's time; the difference near 0 is below 1e-7 absolute.
+/// the decoder's time; the difference near 0 is below 1e-7 absolute. Large float32 arrays on
+/// the CPU backend take the host kernel ([`crate::nn::host::elu`]), MLX's `exp` being scalar.
 pub fn elu(x: &Array) -> Result<Array> {
+    if x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        return crate::nn::host::elu(x);
+    }
     let zero = mlx_rs::array!(0.0f32);
     let neg = ops::exp(&ops::minimum(x, &zero)?)?.subtract(mlx_rs::array!(1.0f32))?;
     Ok(ops::maximum(x, &zero)?.add(&neg)?)

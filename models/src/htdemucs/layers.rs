@@ -74,6 +74,11 @@ impl GridConv {
 /// demucs folds bins into the batch before the DConv).
 fn group_norm1(x: &Array, w: &Array, b: &Array, layout: Layout) -> Result<Array> {
     let nd = x.ndim() as i32;
+    if layout == Layout::ChannelsLast && (nd == 3 || nd == 4) && x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        let s: Vec<usize> = x.shape().iter().map(|&d| d as usize).collect();
+        let dims = if nd == 4 { [s[0], s[1], s[2], s[3]] } else { [s[0], s[1], 1, s[2]] };
+        return crate::nn::host::group_norm_bafc(x, dims, Some(w), Some(b), 1e-5);
+    }
     let axes: Vec<i32> = match (layout, nd) {
         (Layout::ChannelsLast, 4) => vec![1, 3],
         _ => (1..nd).collect(),
@@ -100,7 +105,7 @@ pub fn glu_channels(x: &Array, layout: Layout) -> Result<Array> {
         Layout::ChannelsLast => glu(x),
         Layout::ChannelsFirst => {
             let parts = x.split_equal(2, 1)?;
-            Ok(parts[0].multiply(ops::sigmoid(&parts[1])?)?)
+            Ok(parts[0].multiply(crate::nn::ops::sigmoid(&parts[1])?)?)
         }
     }
 }

@@ -103,6 +103,20 @@ impl MultiHeadAttention {
         let scale = (self.head_dim() as f32).powf(-0.5);
         let (lq, lk) = (q.shape()[2], k.shape()[2]);
         let causal_needed = matches!(mask, Mask::Causal) && lq > 1;
+        let (qs, ks) = (q.shape(), k.shape());
+        if kernel == AttentionKernel::Fused && matches!(mask, Mask::None | Mask::Causal) && q.dtype() == mlx_rs::Dtype::Float32 && qs.len() == 4 && ks.len() == 4 {
+            let heads = (qs[0] * qs[1]) as usize;
+            if crate::nn::host_attention::pays(heads, lq as usize, lk as usize) && (!causal_needed || lq <= lk) {
+                // The heads back in `[B, L, H * D]` (for the usual split, a view of the
+                // projection), attended on the host, straight into the output projection.
+                let merged = |a: &Array| -> Result<Array> {
+                    let s = a.shape();
+                    Ok(a.transpose_axes(&[0, 2, 1, 3])?.reshape(&[s[0], s[2], s[1] * s[3]])?)
+                };
+                let o = crate::nn::host_attention::attention(&merged(q)?, &merged(k)?, &merged(v)?, qs[1] as usize, scale, causal_needed)?;
+                return self.out.forward(&o);
+            }
+        }
         let o = match kernel {
             AttentionKernel::Fused if host_softmax_pays(q, k) => {
                 // On the CPU backend MLX's fused attention is the composed ops, and its softmax

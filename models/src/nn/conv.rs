@@ -133,6 +133,10 @@ impl AxisConv {
                 ops::conv2d(x, self.weight.reshape(&shape)?, st, pd, dl, 1)?
             }
             Kernels::Gemm if self.kernel == 1 && self.stride == 1 => x.matmul(&self.wmat)?,
+            Kernels::Gemm if axis == 1 && crate::nn::host_conv::pays(x, self.stride, x.size() / x.shape()[nd - 1] as usize * self.bias.size()) => {
+                // The taps read in place on the host, bias included (see the module).
+                return crate::nn::host_conv::conv_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride, self.dilation, self.pad);
+            }
             Kernels::Gemm => {
                 let x = pad_axis(x, axis as i32, self.pad, self.pad, PadMode::Constant)?;
                 let len = x.shape()[axis];

@@ -12,6 +12,11 @@ pub fn group_norm(x: &Array, groups: i32, weight: Option<&Array>, bias: Option<&
         return Err(Error::InvalidArgument(format!("group_norm: {c} channels do not split into {groups} groups")));
     }
     let n = shape[0];
+    if groups == 1 && x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        // Large single-group norms on the CPU backend: one host pass per statistic.
+        let rest = shape[1..shape.len() - 1].iter().map(|&d| d as usize).product::<usize>();
+        return crate::nn::host::group_norm_bafc(x, [n as usize, rest, 1, c as usize], weight, bias, eps);
+    }
     let xg = x.reshape(&[n, -1, groups, c / groups])?;
     let mut y = crate::nn::ops::standardize(&xg, &[1, 3], eps)?.reshape(&shape)?;
     if let Some(w) = weight {

@@ -31,9 +31,22 @@ pub fn all_finite(x: &Array) -> Result<bool> {
 }
 
 /// Gated linear unit over the last axis: `a * sigmoid(b)` where `[a, b] = split(x, 2, -1)`.
+/// Large float32 arrays on the CPU backend take the host kernel ([`crate::nn::host`]).
 pub fn glu(x: &Array) -> Result<Array> {
+    if x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        return crate::nn::host::glu_last_axis(x);
+    }
     let parts = x.split_equal(2, -1)?;
     Ok(parts[0].multiply(mlx_rs::ops::sigmoid(&parts[1])?)?)
+}
+
+/// The logistic sigmoid. Large float32 arrays on the CPU backend take the host kernel, MLX's
+/// CPU `exp` being scalar there.
+pub fn sigmoid(x: &Array) -> Result<Array> {
+    if x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
+        return crate::nn::host::sigmoid_f32(x);
+    }
+    Ok(mlx_rs::ops::sigmoid(x)?)
 }
 
 /// `torch.nn.functional.pad` modes.

@@ -1,0 +1,96 @@
+//! The CPU host kernels against MLX's own composition of the same operation, at the sizes that
+//! dominate HTDemucs' and EnCodec's forward passes: median wall time of each, side by side in
+//! alternating rounds, and the largest difference between the two results.
+//!
+//!     OPENBLAS_NUM_THREADS=1 taskset -c 0 cargo run --release -p models --example host_kernels_ab [-- ROUNDS]
+use std::time::Instant;
+
+use mlx_rs::{ops, Array};
+use models::nn::{host, host_attention};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time(f: &dyn Fn() -> anyhow::Result<Array>) -> anyhow::Result<(f64, Array)> {
+    let t = Instant::now();
+    let y = f()?;
+    y.eval()?;
+    Ok((t.elapsed().as_secs_f64() * 1e3, y))
+}
+
+fn main() -> anyhow::Result<()> {
+    models::runtime::retain_freed_memory();
+    let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let key = |i| mlx_rs::random::key(i).unwrap();
+    let x4 = mlx_rs::random::normal::<f32>(&[1, 336, 512, 96], None, None, &key(1))?;
+    let w = mlx_rs::random::normal::<f32>(&[96], None, None, &key(2))?;
+    let b = mlx_rs::random::normal::<f32>(&[96], None, None, &key(3))?;
+    let (q, k, v) = (
+        mlx_rs::random::normal::<f32>(&[1, 2688, 512], None, None, &key(4))?,
+        mlx_rs::random::normal::<f32>(&[1, 2688, 512], None, None, &key(5))?,
+        mlx_rs::random::normal::<f32>(&[1, 2688, 512], None, None, &key(6))?,
+    );
+    let e = mlx_rs::random::normal::<f32>(&[1, 120_000, 64], None, None, &key(7))?;
+    mlx_rs::transforms::eval([&x4, &w, &b, &q, &k, &v, &e])?;
+    let heads = |a: &Array| a.reshape(&[1, 2688, 8, 64]).and_then(|a| a.transpose_axes(&[0, 2, 1, 3]));
+    type Case<'a> = (&'a str, Box<dyn Fn() -> anyhow::Result<Array> + 'a>, Box<dyn Fn() -> anyhow::Result<Array> + 'a>);
+    let cases: Vec<Case> = vec![
+        (
+            "GroupNorm(1) per bin [1,336,512,96]",
+            Box::new(|| {
+                let y = models::nn::ops::standardize(&x4, &[1, 3], 1e-5)?;
+                Ok(y.multiply(&w)?.add(&b)?)
+            }),
+            Box::new(|| Ok(host::group_norm_bafc(&x4, [1, 336, 512, 96], Some(&w), Some(&b), 1e-5)?)),
+        ),
+        (
+            "GLU [1,336,512,96]",
+            Box::new(|| {
+                let p = x4.split_equal(2, -1)?;
+                Ok(p[0].multiply(ops::sigmoid(&p[1])?)?)
+            }),
+            Box::new(|| Ok(host::glu_last_axis(&x4)?)),
+        ),
+        (
+            "ELU [1,120000,64]",
+            Box::new(|| {
+                let zero = mlx_rs::array!(0.0f32);
+                Ok(ops::maximum(&e, &zero)?.add(ops::exp(&ops::minimum(&e, &zero)?)?.subtract(mlx_rs::array!(1.0f32))?)?)
+            }),
+            Box::new(|| Ok(host::elu(&e)?)),
+        ),
+        (
+            "attention 8 x 2688 x 2688, d 64",
+            Box::new(|| {
+                let o = mlx_rs::fast::scaled_dot_product_attention(heads(&q)?, heads(&k)?, heads(&v)?, 0.125, None, None)?;
+                Ok(o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[1, 2688, 512])?)
+            }),
+            Box::new(|| Ok(host_attention::attention(&q, &k, &v, 8, 0.125, false)?)),
+        ),
+    ];
+    println!("{:40} {:>12} {:>12} {:>8} {:>10}", "operation", "MLX ms", "host ms", "ratio", "max diff");
+    for (name, mlx, hostk) in &cases {
+        let (mut a, mut h) = (Vec::new(), Vec::new());
+        let mut diff = 0f32;
+        for r in 0..=rounds {
+            // Alternate which goes first; round 0 is the warm-up.
+            let ((ta, ya), (th, yh)) = if r % 2 == 0 {
+                let x = time(mlx.as_ref())?;
+                (x, time(hostk.as_ref())?)
+            } else {
+                let y = time(hostk.as_ref())?;
+                (time(mlx.as_ref())?, y)
+            };
+            if r > 0 {
+                a.push(ta);
+                h.push(th);
+            }
+            diff = diff.max(ya.subtract(&yh)?.abs()?.max(None)?.item_cast::<f32>());
+        }
+        let (ma, mh) = (median(a), median(h));
+        println!("{name:40} {ma:12.1} {mh:12.1} {:8.2} {diff:10.2e}", ma / mh);
+    }
+    Ok(())
+}

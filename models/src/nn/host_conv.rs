@@ -1,0 +1,167 @@
+//! Convolution along axis 1 of a channels-last activation on the CPU backend, as one BLAS
+//! product per tap accumulated into the output, reading the input in place.
+//!
+//! The im2col formulation ([`crate::nn::conv::AxisConv`] with `Kernels::Gemm`) pads the input
+//! into a copy, then gathers every tap's strided view into one `[rows, k * C]` matrix: two
+//! copies through MLX's general strided copy, the larger `k` times the input (for HTDemucs'
+//! dilated DConv convolutions, three times a 66 MB activation per layer). Along axis 1 every
+//! tap is a plain sub-matrix of the input instead: rows `t * stride + j * dilation - pad` of a
+//! `[B, T, C]` activation are evenly spaced (leading dimension `stride * C`), and for a 4-d
+//! `[B, T, F, C]` activation at stride 1 the `(t, f)` rows of a tap are contiguous. So each tap
+//! is one `sgemm` with `beta = 1` over the output rows whose input is inside the array, the
+//! padding being rows not read rather than zeros written. Output rows are split over threads.
+use std::ffi::c_int;
+
+use mlx_rs::Array;
+
+use crate::error::{Error, Result};
+use crate::nn::host_blas::{blas, Sgemm, NO_TRANS, ROW_MAJOR};
+
+/// Whether the host convolution applies: float32 on the CPU backend with a BLAS, a large enough
+/// output, and a layout it reads in place (any stride for 3-d input, stride 1 for 4-d).
+pub fn pays(x: &Array, stride: i32, out_elements: usize) -> bool {
+    let nd = x.ndim();
+    x.dtype() == mlx_rs::Dtype::Float32 && (nd == 3 || (nd == 4 && stride == 1)) && crate::nn::host::pays(out_elements) && blas().is_some()
+}
+
+/// Output length of a convolution over `len` samples.
+fn out_len(len: i32, kernel: i32, stride: i32, dilation: i32, pad: i32) -> i32 {
+    let eff = (kernel - 1) * dilation + 1;
+    (len + 2 * pad - eff).div_euclid(stride) + 1
+}
+
+/// `y[b, t, .., o] = bias[o] + sum_j sum_c x[b, t * stride + j * dilation - pad, .., c] w[j * C + c, o]`
+/// with zeros outside `x`: `x` `[B, T, C]` or `[B, T, F, C]` (stride 1), `wmat` `[kernel * C, O]`
+/// taps major, `bias` `[O]`. Returns `[B, T_out, (F,) O]`, float32, computed on the host.
+pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i32, dilation: i32, pad: i32) -> Result<Array> {
+    let shape = x.shape().to_vec();
+    let nd = shape.len();
+    let bad = |why: &str| Error::InvalidArgument(format!("host convolution of {shape:?} (kernel {kernel}, stride {stride}, dilation {dilation}, pad {pad}) with weights {:?}: {why}", wmat.shape()));
+    if !(nd == 3 || nd == 4) || kernel < 1 || stride < 1 || dilation < 1 || pad < 0 || (nd == 4 && stride != 1) {
+        return Err(bad("unsupported shape or parameters"));
+    }
+    let (nb, t_in, c) = (shape[0] as usize, shape[1] as usize, shape[nd - 1] as usize);
+    let r = if nd == 4 { shape[2] as usize } else { 1 };
+    let (ws, o) = (wmat.shape().to_vec(), bias.size());
+    if ws.len() != 2 || ws[0] as usize != kernel as usize * c || ws[1] as usize != o {
+        return Err(bad("weights do not match"));
+    }
+    let t_out = out_len(shape[1], kernel, stride, dilation, pad);
+    if t_out < 1 {
+        return Err(bad("no output"));
+    }
+    let t_out = t_out as usize;
+    let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host convolution: no cblas_sgemm in the process".into()))?.sgemm;
+    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
+    let (x, w, bv) = (f32c(x)?, f32c(wmat)?, f32c(bias)?);
+    mlx_rs::transforms::eval([&x, &w, &bv])?;
+    fn slice(a: &Array) -> Result<&[f32]> {
+        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host convolution input: {e}")))
+    }
+    let (xd, wd, bd) = (slice(&x)?, slice(&w)?, slice(&bv)?);
+    let mut out = vec![0f32; nb * t_out * r * o];
+    for row in out.chunks_exact_mut(o) {
+        row.copy_from_slice(bd);
+    }
+    let (k, s, d, p) = (kernel as usize, stride as usize, dilation as usize, pad as usize);
+    // Output positions `t` whose tap `j` reads inside the input: `0 <= t*s + j*d - p < t_in`.
+    let valid = |j: usize| -> Option<(usize, usize)> {
+        let lo = p.saturating_sub(j * d).div_ceil(s);
+        let last_in = (t_in - 1 + p).checked_sub(j * d)?;
+        let hi = (last_in / s).min(t_out - 1);
+        (lo <= hi).then_some((lo, hi + 1))
+    };
+    let workers = crate::nn::host::threads().min(nb * t_out).max(1);
+    let per = (nb * t_out).div_ceil(workers);
+    let out_ptr = crate::nn::host_blas::SendPtr(out.as_mut_ptr());
+    let _one = crate::nn::host_blas::single_threaded(workers);
+    std::thread::scope(|sc| {
+        for wi in 0..workers {
+            let valid = &valid;
+            sc.spawn(move || {
+                // This worker's output positions, as (batch, t) flattened.
+                let (g0, g1) = (wi * per, ((wi + 1) * per).min(nb * t_out));
+                for bi in 0..nb {
+                    let (b0, b1) = (g0.max(bi * t_out), g1.min((bi + 1) * t_out));
+                    if b0 >= b1 {
+                        continue;
+                    }
+                    let (w0, w1) = (b0 - bi * t_out, b1 - bi * t_out);
+                    for j in 0..k {
+                        let Some((lo, hi)) = valid(j) else { continue };
+                        let (lo, hi) = (lo.max(w0), hi.min(w1));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let t_src = lo * s + j * d - p;
+                        let (m, lda) = if r == 1 { (hi - lo, s * c) } else { ((hi - lo) * r, c) };
+                        // SAFETY: rows `t_src + i * s` (3-d) or `t_src * r + i` (4-d, stride
+                        // 1) for `i < m` are inside batch `bi` of `x` by `valid`; the output
+                        // rows `lo..hi` of batch `bi` are this worker's alone; the weights are
+                        // tap `j`'s `C x O` block.
+                        unsafe {
+                            let a = xd.as_ptr().add((bi * t_in + t_src) * r * c);
+                            let bw = wd.as_ptr().add(j * c * o);
+                            let y = out_ptr.get().add((bi * t_out + lo) * r * o);
+                            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m as c_int, o as c_int, c as c_int, 1.0, a, lda as c_int, bw, o as c_int, 1.0, y, o as c_int);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut out_shape = shape.clone();
+    out_shape[1] = t_out as i32;
+    out_shape[nd - 1] = o as i32;
+    crate::nn::host::array_from_vec(out, &out_shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_mlx_convolution() {
+        if blas().is_none() {
+            eprintln!("no cblas_sgemm in this process: nothing to compare");
+            return;
+        }
+        let key = |i| mlx_rs::random::key(i).unwrap();
+        // (shape, out channels, kernel, stride, dilation, pad): padded and unpadded, strided,
+        // dilated, 4-d at stride 1, a batch of two, a kernel longer than the padding.
+        type Case<'a> = (&'a [i32], i32, i32, i32, i32, i32);
+        let cases: &[Case] =
+            &[(&[1, 50, 6], 5, 3, 1, 1, 1), (&[2, 37, 4], 7, 8, 4, 1, 2), (&[1, 40, 3], 2, 3, 1, 4, 4), (&[1, 23, 5], 3, 7, 1, 1, 0), (&[2, 9, 4, 6], 5, 3, 1, 2, 2), (&[1, 64, 8], 16, 4, 2, 1, 0)];
+        for (i, &(shape, o, kernel, stride, dil, pad)) in cases.iter().enumerate() {
+            let c = *shape.last().unwrap();
+            let x = mlx_rs::random::normal::<f32>(shape, None, None, &key(2 * i as u64)).unwrap();
+            // MLX layout [O, K, C]; the taps-major matrix [K * C, O].
+            let w = mlx_rs::random::normal::<f32>(&[o, kernel, c], None, None, &key(2 * i as u64 + 1)).unwrap();
+            let wmat = w.reshape(&[o, kernel * c]).unwrap().t();
+            let bias = mlx_rs::random::normal::<f32>(&[o], None, None, &key(100 + i as u64)).unwrap();
+            let got = conv_axis1(&x, &wmat, &bias, kernel, stride, dil, pad).unwrap();
+            let want = if shape.len() == 3 {
+                mlx_rs::ops::conv1d(&x, &w, stride, pad, dil, 1).unwrap()
+            } else {
+                mlx_rs::ops::conv2d(&x, w.reshape(&[o, kernel, 1, c]).unwrap(), (stride, 1), (pad, 0), (dil, 1), 1).unwrap()
+            }
+            .add(&bias)
+            .unwrap();
+            assert_eq!(got.shape(), want.shape(), "case {i}");
+            let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
+            assert!(err < 1e-5, "case {i}: max abs diff {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read_in_place() {
+        let x = mlx_rs::Array::zeros::<f32>(&[1, 8, 4, 3]).unwrap();
+        let w = mlx_rs::Array::zeros::<f32>(&[9, 2]).unwrap();
+        let b = mlx_rs::Array::zeros::<f32>(&[2]).unwrap();
+        // 4-d at stride 2, mismatched weights, a kernel longer than the input.
+        assert!(conv_axis1(&x, &w, &b, 3, 2, 1, 0).is_err());
+        assert!(conv_axis1(&x, &w, &b, 2, 1, 1, 0).is_err());
+        let long = mlx_rs::Array::zeros::<f32>(&[30, 2]).unwrap();
+        assert!(conv_axis1(&x, &long, &b, 10, 1, 1, 0).is_err());
+    }
+}
