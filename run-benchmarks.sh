@@ -15,4 +15,11 @@ else
   (cd "$root" && cargo build --release --locked -p harness) >&2
 fi
 export HARNESS_REPO_ROOT="$root"
+# --peers: PyTorch runs beside ours; its environment is made on request (once, needs the network).
+for a in "$@"; do
+  if [ "$a" = --peers ]; then
+    "$root/scripts/setup-peers.sh"
+    break
+  fi
+done
 exec "$bin" bench "$@"

@@ -100,6 +100,10 @@ pub fn render(r: &Report) -> String {
                 if peers { peer_cells(t) } else { String::new() }
             );
         }
+        if r.targets.iter().any(|t| t.verdict == Verdict::NoPeer) {
+            let _ = writeln!(s, "  'no peer': on this device class a row's target is PyTorch's time on the same machine, measured in the same run:");
+            let _ = writeln!(s, "  ./run-benchmarks.sh --targets --peers (scripts/setup-peers.sh makes the pinned PyTorch environment, once)");
+        }
     }
     if let Some(c) = &r.conformance {
         let _ = writeln!(s, "\nConformance: {}", c.headline());

@@ -198,6 +198,11 @@ impl AxisConvTr {
                 let (shape, st) = if axis == 1 { ([o, k, 1, i], (self.stride, 1)) } else { ([o, 1, k, i], (1, self.stride)) };
                 ops::conv_transpose2d(x, self.weight.reshape(&shape)?, st, (0, 0), (1, 1), (0, 0), 1)?
             }
+            Kernels::Gemm if nd == 3 && axis == 1 && crate::nn::host_conv::pays(x, 1, (x.shape()[1] * self.stride) as usize * self.bias.size()) => {
+                // Each tap one product into rows `stride` apart, on the host (see the module).
+                let full = crate::nn::host_conv::conv_transpose_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride)?;
+                return Ok(full);
+            }
             Kernels::Gemm => {
                 // y[t*s + j] += x[t] W[j]: all taps of all frames in one product, then the m
                 // stride-sized blocks each frame produced are added at frames t..t+m.

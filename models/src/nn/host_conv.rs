@@ -116,6 +116,69 @@ pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i3
     crate::nn::host::array_from_vec(out, &out_shape)
 }
 
+/// The transposed convolution along axis 1 of a `[B, T, C]` activation, untrimmed:
+/// `y[b, t * stride + j, o] = bias[o] + sum_c x[b, t, c] w[c, j * O + o]`, `T_out = (T - 1) *
+/// stride + kernel`. `wmat` is `[C, m * stride * O]` (taps major within a row, the kernel
+/// zero-padded to `m` strides; taps past `kernel` are skipped). Tap `j` is one `sgemm` whose
+/// output rows are `stride` apart (leading dimension `stride * O`), accumulated with `beta = 1`
+/// into rows other taps also reach; threads split the output channels, so no two write the
+/// same element.
+pub fn conv_transpose_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i32) -> Result<Array> {
+    let shape = x.shape().to_vec();
+    let (ws, o) = (wmat.shape().to_vec(), bias.size());
+    let bad = |why: &str| Error::InvalidArgument(format!("host transposed convolution of {shape:?} (kernel {kernel}, stride {stride}) with weights {ws:?}: {why}"));
+    if shape.len() != 3 || kernel < 1 || stride < 1 || shape[1] < 1 {
+        return Err(bad("unsupported shape or parameters"));
+    }
+    let (nb, t_in, c) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+    let (k, s) = (kernel as usize, stride as usize);
+    let m = k.div_ceil(s);
+    if ws.len() != 2 || ws[0] as usize != c || ws[1] as usize != m * s * o || o == 0 {
+        return Err(bad("weights do not match"));
+    }
+    let t_out = (t_in - 1) * s + k;
+    let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host transposed convolution: no cblas_sgemm in the process".into()))?.sgemm;
+    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
+    let (x, w, bv) = (f32c(x)?, f32c(wmat)?, f32c(bias)?);
+    mlx_rs::transforms::eval([&x, &w, &bv])?;
+    fn slice(a: &Array) -> Result<&[f32]> {
+        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host transposed convolution input: {e}")))
+    }
+    let (xd, wd, bd) = (slice(&x)?, slice(&w)?, slice(&bv)?);
+    let mut out = vec![0f32; nb * t_out * o];
+    for row in out.chunks_exact_mut(o) {
+        row.copy_from_slice(bd);
+    }
+    let workers = crate::nn::host::threads().min(o).max(1);
+    let per = o.div_ceil(workers);
+    let out_ptr = crate::nn::host_blas::SendPtr(out.as_mut_ptr());
+    let _one = crate::nn::host_blas::single_threaded(workers);
+    std::thread::scope(|sc| {
+        for wi in 0..workers {
+            let (o0, o1) = (wi * per, ((wi + 1) * per).min(o));
+            if o0 >= o1 {
+                continue;
+            }
+            sc.spawn(move || {
+                for bi in 0..nb {
+                    for j in 0..k {
+                        // SAFETY: input rows `0..t_in` of batch `bi`; the weights' columns
+                        // `j * O + o0 .. j * O + o1` of every row; output rows `t * s + j` for
+                        // `t < t_in` (below `t_out`), columns `o0..o1`, this worker's alone.
+                        unsafe {
+                            let a = xd.as_ptr().add(bi * t_in * c);
+                            let bw = wd.as_ptr().add(j * o + o0);
+                            let y = out_ptr.get().add((bi * t_out + j) * o + o0);
+                            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, t_in as c_int, (o1 - o0) as c_int, c as c_int, 1.0, a, c as c_int, bw, (m * s * o) as c_int, 1.0, y, (s * o) as c_int);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    crate::nn::host::array_from_vec(out, &[nb as i32, t_out as i32, o as i32])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +214,35 @@ mod tests {
             let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
             assert!(err < 1e-5, "case {i}: max abs diff {err}");
         }
+    }
+
+    #[test]
+    fn transposed_matches_mlx() {
+        if blas().is_none() {
+            eprintln!("no cblas_sgemm in this process: nothing to compare");
+            return;
+        }
+        let key = |i| mlx_rs::random::key(i).unwrap();
+        // (batch, length, in, out, kernel, stride): kernel a multiple of the stride or not,
+        // stride 1, a single frame.
+        for (i, &(b, t, c, o, kernel, stride)) in [(1, 20, 6, 5, 8, 4), (2, 13, 4, 7, 10, 4), (1, 9, 3, 2, 3, 1), (1, 1, 5, 3, 16, 8)].iter().enumerate() {
+            let x = mlx_rs::random::normal::<f32>(&[b, t, c], None, None, &key(40 + i as u64)).unwrap();
+            // PyTorch's ConvTranspose1d weight [in, out, k], padded to m strides as AxisConvTr does.
+            let wt = mlx_rs::random::normal::<f32>(&[c, o, kernel], None, None, &key(50 + i as u64)).unwrap();
+            let m = (kernel + stride - 1) / stride;
+            let padded = if m * stride > kernel { mlx_rs::ops::concatenate(&[wt.clone(), mlx_rs::ops::zeros::<f32>(&[c, o, m * stride - kernel]).unwrap()], 2).unwrap() } else { wt.clone() };
+            let wmat = padded.transpose_axes(&[0, 2, 1]).unwrap().reshape(&[c, m * stride * o]).unwrap();
+            let bias = mlx_rs::random::normal::<f32>(&[o], None, None, &key(60 + i as u64)).unwrap();
+            let got = conv_transpose_axis1(&x, &wmat, &bias, kernel, stride).unwrap();
+            // MLX's own: weight [out, k, in].
+            let w_mlx = wt.transpose_axes(&[1, 2, 0]).unwrap();
+            let want = mlx_rs::ops::conv_transpose1d(&x, &w_mlx, stride, 0, 1, 0, 1).unwrap().add(&bias).unwrap();
+            assert_eq!(got.shape(), want.shape(), "case {i}");
+            let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
+            assert!(err < 1e-5, "case {i}: max abs diff {err}");
+        }
+        let x = mlx_rs::Array::zeros::<f32>(&[1, 4, 3]).unwrap();
+        assert!(conv_transpose_axis1(&x, &mlx_rs::Array::zeros::<f32>(&[3, 7]).unwrap(), &mlx_rs::Array::zeros::<f32>(&[2]).unwrap(), 4, 2).is_err());
     }
 
     #[test]
