@@ -152,3 +152,78 @@ fn run_compare_and_regression_gate() {
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Against baseline"));
 }
+
+/// A stand-in for the peer environment's Python: answers the import check and then speaks
+/// serve.py's protocol (scripts/peers/peerlib.py) with a fixed time, so `--peers` is tested
+/// without PyTorch. It records its arguments.
+fn fake_peer_python(dir: &Path, seconds: &str) -> std::path::PathBuf {
+    let py = dir.join("python");
+    let script = format!(
+        r#"#!/usr/bin/env bash
+[ "$1" = -c ] && exit 0
+echo "$@" > "{args}"
+while IFS= read -r line; do
+  case "$line" in
+    *'"list"'*) echo '{{"workloads": {{"clap/embed-text": {{"peer": "fake PyTorch", "note": "text", "precision": "fp32"}}}}}}' ;;
+    *'"run"'*) echo '{{"seconds": {seconds}}}' ;;
+    *) echo '{{"error": "bad request"}}' ;;
+  esac
+done
+"#,
+        args = dir.join("args").display()
+    );
+    std::fs::write(&py, script).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    py
+}
+
+#[test]
+fn peers_run_in_the_same_rounds_and_a_missing_environment_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let py = fake_peer_python(dir.path(), "0.5");
+    let o =
+        bench(&["--device", "cpu", "-m", "clap/embed-text", "--variant", "optimized", "-w", "1", "-i", "3", "--quiet", "--peers", "--peers-python", py.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let peer = &r["workloads"][0]["peer"];
+    // One sample per timed round (the warm-up's call is not kept), the peer's own clock.
+    assert_eq!(peer["samples_s"].as_array().unwrap().len(), r["workloads"][0]["variants"]["optimized"]["samples_s"].as_array().unwrap().len());
+    assert_eq!(peer["median_s"], 0.5);
+    assert_eq!(peer["name"], "fake PyTorch");
+    assert!(peer["note"].as_str().unwrap().contains("alternating with ours"), "{peer}");
+    // The peer got the CLAP script, on the CPU, with a thread count.
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert!(args.contains("serve.py clap_torch.py") && args.contains("--device cpu") && args.contains("--threads"), "{args}");
+
+    // No environment: refused before anything is timed, naming the way to make one.
+    let o = bench(&["--device", "cpu", "-m", "clap/embed-text", "--peers", "--peers-python", "/nonexistent/python", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("setup-peers.sh"), "{}", stderr(&o));
+    // A peer that reports a time that is no time stops the run with its name.
+    let bad = fake_peer_python(dir.path(), "-1");
+    let o = bench(&[
+        "--device",
+        "cpu",
+        "-m",
+        "clap/embed-text",
+        "--variant",
+        "optimized",
+        "-w",
+        "1",
+        "-i",
+        "3",
+        "--quiet",
+        "--peers",
+        "--peers-python",
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("clap peer timed clap/embed-text"), "{}", stderr(&o));
+}

@@ -392,7 +392,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let peer = server.as_mut().filter(|s| s.model == spec.model && s.workloads.contains_key(&spec.id));
             bar.set_message(format!("{} (building)", spec.id));
             let plan = Plan { warmup, iterations, max_time };
-            let r = measure(spec, scale, &variants, order, plan, &bar, outputs_dir.as_ref(), peer).with_context(|| format!("workload {}", spec.id))?;
+            // A heavy workload that runs only because a targets row is judged on it runs only
+            // the variant the row judges (on the CPU, the turbo encoder's naive variant alone
+            // would take minutes per round).
+            let only_judged = spec.heavy && kind == DeviceKind::Cpu && !args.heavy && !args.models.contains(&spec.id) && judged.contains(&spec.id);
+            let vs: Vec<Variant> = if only_judged { variants.iter().copied().filter(|&v| v == Variant::Optimized).collect() } else { variants.clone() };
+            if vs.is_empty() {
+                continue;
+            }
+            let r = measure(spec, scale, &vs, order, plan, &bar, outputs_dir.as_ref(), peer).with_context(|| format!("workload {}", spec.id))?;
             results.push(r);
         }
         drop(server);
