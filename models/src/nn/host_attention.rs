@@ -16,7 +16,7 @@ use mlx_rs::Array;
 
 use crate::error::{Error, Result};
 
-use crate::nn::host_blas::{blas, Sgemm, NO_TRANS, ROW_MAJOR, TRANS};
+use crate::nn::host_blas::{blas, f32_data, Sgemm, NO_TRANS, ROW_MAJOR, TRANS};
 
 /// Whether the host kernel is available and worth it for one head's `l_q x l_k` scores: float32
 /// on the CPU backend, a BLAS in the process, and scores large enough (at least 128 keys and
@@ -44,13 +44,9 @@ pub fn attention(q: &Array, k: &Array, v: &Array, n_head: usize, scale: f32, cau
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host attention: no cblas_sgemm in the process".into()))?.sgemm;
     let (b, lq, lk, c) = (qs[0] as usize, qs[1] as usize, ks[1] as usize, qs[2] as usize);
     let d = c / n_head;
-    let as_f32 = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let (q, k, v) = (as_f32(q)?, as_f32(k)?, as_f32(v)?);
-    mlx_rs::transforms::eval([&q, &k, &v])?;
-    fn slice(a: &Array) -> Result<&[f32]> {
-        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host attention input: {e}")))
-    }
-    let (qd, kd, vd) = (slice(&q)?, slice(&k)?, slice(&v)?);
+    let [q, k, v] = crate::nn::host_blas::host_operands(q, k, v)?;
+    let what = "host attention";
+    let (qd, kd, vd) = (f32_data(&q, what)?, f32_data(&k, what)?, f32_data(&v, what)?);
     let mut out = vec![0f32; b * lq * c];
     if out.is_empty() || lk == 0 {
         return crate::nn::host::array_from_vec(out, &qs);

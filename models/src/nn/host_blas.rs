@@ -3,6 +3,24 @@
 use std::ffi::{c_int, CString};
 use std::sync::OnceLock;
 
+use mlx_rs::Array;
+
+use crate::error::{Error, Result};
+
+/// Three arrays as row-major float32 (views and other dtypes copied), evaluated together: a
+/// host kernel's operands, read through [`f32_data`].
+pub(crate) fn host_operands(a: &Array, b: &Array, c: &Array) -> Result<[Array; 3]> {
+    let f = |x: &Array| -> Result<Array> { Ok(x.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
+    let v = [f(a)?, f(b)?, f(c)?];
+    mlx_rs::transforms::eval(v.iter())?;
+    Ok(v)
+}
+
+/// The data of an evaluated row-major float32 array; `what` names the kernel in errors.
+pub(crate) fn f32_data<'a>(a: &'a Array, what: &str) -> Result<&'a [f32]> {
+    a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("{what} input: {e}")))
+}
+
 pub(crate) const ROW_MAJOR: c_int = 101;
 pub(crate) const NO_TRANS: c_int = 111;
 pub(crate) const TRANS: c_int = 112;

@@ -15,7 +15,7 @@ use std::ffi::c_int;
 use mlx_rs::Array;
 
 use crate::error::{Error, Result};
-use crate::nn::host_blas::{blas, Sgemm, NO_TRANS, ROW_MAJOR};
+use crate::nn::host_blas::{blas, f32_data, Sgemm, NO_TRANS, ROW_MAJOR};
 
 /// Whether the host convolution applies: float32 on the CPU backend with a BLAS, a large enough
 /// output, and a layout it reads in place (any stride for 3-d input, stride 1 for 4-d).
@@ -52,13 +52,9 @@ pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i3
     }
     let t_out = t_out as usize;
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host convolution: no cblas_sgemm in the process".into()))?.sgemm;
-    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let (x, w, bv) = (f32c(x)?, f32c(wmat)?, f32c(bias)?);
-    mlx_rs::transforms::eval([&x, &w, &bv])?;
-    fn slice(a: &Array) -> Result<&[f32]> {
-        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host convolution input: {e}")))
-    }
-    let (xd, wd, bd) = (slice(&x)?, slice(&w)?, slice(&bv)?);
+    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let what = "host convolution";
+    let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
     let mut out = vec![0f32; nb * t_out * r * o];
     for row in out.chunks_exact_mut(o) {
         row.copy_from_slice(bd);
@@ -138,13 +134,9 @@ pub fn conv_transpose_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, 
     }
     let t_out = (t_in - 1) * s + k;
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host transposed convolution: no cblas_sgemm in the process".into()))?.sgemm;
-    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let (x, w, bv) = (f32c(x)?, f32c(wmat)?, f32c(bias)?);
-    mlx_rs::transforms::eval([&x, &w, &bv])?;
-    fn slice(a: &Array) -> Result<&[f32]> {
-        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("host transposed convolution input: {e}")))
-    }
-    let (xd, wd, bd) = (slice(&x)?, slice(&w)?, slice(&bv)?);
+    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let what = "host transposed convolution";
+    let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
     let mut out = vec![0f32; nb * t_out * o];
     for row in out.chunks_exact_mut(o) {
         row.copy_from_slice(bd);
