@@ -5,11 +5,16 @@ use models::runtime::{self, DeviceKind};
 
 use crate::report::Meta;
 
+/// The repository the harness was built from, or `HARNESS_REPO_ROOT` (run-benchmarks.sh sets
+/// it): its git facts, the peer scripts and the peer environment are there.
+pub fn repo_root() -> std::path::PathBuf {
+    std::env::var_os("HARNESS_REPO_ROOT").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), std::path::PathBuf::from)
+}
+
 /// Git facts of the repository the harness was built from (or HARNESS_REPO_ROOT), wherever it
 /// is run from.
 fn git(args: &[&str]) -> Option<String> {
-    let root = std::env::var("HARNESS_REPO_ROOT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/..").to_string());
-    let out = Command::new("git").arg("-C").arg(root).args(args).output().ok()?;
+    let out = Command::new("git").arg("-C").arg(repo_root()).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

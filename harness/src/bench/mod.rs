@@ -295,7 +295,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if args.processes > 1 && args.run_peers {
         bail!("--peers runs in one process: leave out --processes");
     }
-    let peers_python = args.run_peers.then(|| peer_proc::python(args.peers_python.as_deref(), &repo_root())).map(|p| check_peer_python(&p).map(|()| p)).transpose()?;
+    let peers_python = args.run_peers.then(|| peer_proc::python(args.peers_python.as_deref(), &meta::repo_root())).map(|p| check_peer_python(&p).map(|()| p)).transpose()?;
     let outputs_dir = args.save_outputs.as_deref().map(crate::accuracy::OutputsDir::create).transpose()?;
 
     if let Some(d) = &args.device {
@@ -386,7 +386,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     // The last model's peer goes first: two models' weights need not coexist.
                     drop(server.take());
                     bar.set_message(format!("{} (starting the PyTorch peer)", spec.id));
-                    server = Some(peer_proc::PeerServer::start(py, &repo_root().join("scripts/peers"), spec.model, kind.as_str(), peer_proc::threads())?);
+                    server = Some(peer_proc::PeerServer::start(py, &meta::repo_root().join("scripts/peers"), spec.model, kind.as_str(), peer_proc::threads())?);
                 }
             }
             let peer = server.as_mut().filter(|s| s.model == spec.model && s.workloads.contains_key(&spec.id));
@@ -468,12 +468,6 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The repository the harness was built from (or HARNESS_REPO_ROOT): where the peer scripts
-/// and the peer environment are.
-fn repo_root() -> PathBuf {
-    std::env::var_os("HARNESS_REPO_ROOT").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// The peer environment imports what the peer scripts need, before any timing starts.

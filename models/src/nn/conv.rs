@@ -200,8 +200,7 @@ impl AxisConvTr {
             }
             Kernels::Gemm if nd == 3 && axis == 1 && crate::nn::host_conv::pays(x, 1, (x.shape()[1] * self.stride) as usize * self.bias.size()) => {
                 // Each tap one product into rows `stride` apart, on the host (see the module).
-                let full = crate::nn::host_conv::conv_transpose_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride)?;
-                return Ok(full);
+                return crate::nn::host_conv::conv_transpose_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride);
             }
             Kernels::Gemm => {
                 // y[t*s + j] += x[t] W[j]: all taps of all frames in one product, then the m

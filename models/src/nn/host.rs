@@ -175,6 +175,15 @@ mod avx2 {
     pub unsafe fn glu(src: &[f32], dst: &mut [f32], n: usize) {
         super::glu_generic(src, dst, n)
     }
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn row_sums(row: &[f32], mean: f32) -> (f64, f64) {
+        super::row_sums(row, mean)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn norm_row(src: &[f32], dst: &mut [f32], mean: f32, rstd: f32, w: Option<&[f32]>, b: Option<&[f32]>) {
+        super::norm_row(src, dst, mean, rstd, w, b)
+    }
 }
 
 pub(crate) fn has_avx2() -> bool {
@@ -331,24 +340,11 @@ fn norm_row(src: &[f32], dst: &mut [f32], mean: f32, rstd: f32, w: Option<&[f32]
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2_norm {
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn row_sums(row: &[f32], mean: f32) -> (f64, f64) {
-        super::row_sums(row, mean)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn norm_row(src: &[f32], dst: &mut [f32], mean: f32, rstd: f32, w: Option<&[f32]>, b: Option<&[f32]>) {
-        super::norm_row(src, dst, mean, rstd, w, b)
-    }
-}
-
 fn row_sums_any(row: &[f32], mean: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { avx2_norm::row_sums(row, mean) };
+        return unsafe { avx2::row_sums(row, mean) };
     }
     row_sums(row, mean)
 }
@@ -357,7 +353,7 @@ fn norm_row_any(src: &[f32], dst: &mut [f32], mean: f32, rstd: f32, w: Option<&[
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: as above.
-        return unsafe { avx2_norm::norm_row(src, dst, mean, rstd, w, b) };
+        return unsafe { avx2::norm_row(src, dst, mean, rstd, w, b) };
     }
     norm_row(src, dst, mean, rstd, w, b)
 }
@@ -417,7 +413,8 @@ pub fn group_norm_bafc(x: &Array, dims: [usize; 4], weight: Option<&Array>, bias
                         })
                     })
                     .collect();
-                hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+                // A worker's panic goes on up: an empty part would read as zero statistics.
+                hs.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
             });
             let mut acc = vec![(0f64, 0f64); nf];
             for p in parts {
