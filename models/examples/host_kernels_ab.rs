@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use mlx_rs::{ops, Array};
-use models::nn::{host, host_attention};
+use models::nn::quant::{Precision, QuantWeight};
+use models::nn::{host, host_attention, host_quant};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -33,7 +34,13 @@ fn main() -> anyhow::Result<()> {
         mlx_rs::random::normal::<f32>(&[1, 2688, 512], None, None, &key(6))?,
     );
     let e = mlx_rs::random::normal::<f32>(&[1, 120_000, 64], None, None, &key(7))?;
-    mlx_rs::transforms::eval([&x4, &w, &b, &q, &k, &v, &e])?;
+    // Whisper turbo's logits: one token against the [51866, 1280] embedding.
+    let xv = mlx_rs::random::normal::<f32>(&[1, 1, 1280], None, None, &key(8))?;
+    let wv = mlx_rs::random::normal::<f32>(&[51866, 1280], None, None, &key(9))?;
+    mlx_rs::transforms::eval([&x4, &w, &b, &q, &k, &v, &e, &xv, &wv])?;
+    let q8 = QuantWeight::quantize(&wv, Precision::int(8, 64)?)?;
+    let q4 = QuantWeight::quantize(&wv, Precision::int(4, 64)?)?;
+    let mlx_q = |w: &QuantWeight| -> anyhow::Result<Array> { Ok(ops::quantized_matmul(&xv, &w.packed, &w.scales, &w.biases, true, w.group_size, w.bits)?) };
     let heads = |a: &Array| a.reshape(&[1, 2688, 8, 64]).and_then(|a| a.transpose_axes(&[0, 2, 1, 3]));
     type Case<'a> = (&'a str, Box<dyn Fn() -> anyhow::Result<Array> + 'a>, Box<dyn Fn() -> anyhow::Result<Array> + 'a>);
     let cases: Vec<Case> = vec![
@@ -69,6 +76,11 @@ fn main() -> anyhow::Result<()> {
             }),
             Box::new(|| Ok(host_attention::attention(&q, &k, &v, 8, 0.125, false)?)),
         ),
+        ("int8/g64 [1,1280] x [51866,1280]^T", Box::new(|| mlx_q(&q8)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q8)?))),
+        ("int4/g64 [1,1280] x [51866,1280]^T", Box::new(|| mlx_q(&q4)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q4)?))),
+        // Not the same product: MLX's float32 matrix-vector product against the host's int8 one
+        // (their difference is the quantization error).
+        ("fp32 MLX against int8 host, same shape", Box::new(|| Ok(xv.matmul(wv.t())?)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q8)?))),
     ];
     println!("{:40} {:>12} {:>12} {:>8} {:>10}", "operation", "MLX ms", "host ms", "ratio", "max diff");
     for (name, mlx, hostk) in &cases {

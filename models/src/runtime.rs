@@ -166,9 +166,13 @@ impl BlasInfo {
     /// One-line description for reports.
     pub fn describe(&self) -> String {
         let shim = if self.gemv_shim { ", matrix-vector products via sgemv" } else { "" };
+        let spin = match std::env::var(BLAS_SPIN_VAR) {
+            Ok(v) if self.is_openblas() => format!(", idle workers spin 2^{} cycles ({BLAS_SPIN_VAR}={v})", v.trim()),
+            _ => String::new(),
+        };
         match &self.config {
-            Some(cfg) => format!("{cfg} ({}{shim})", self.library),
-            None => format!("{}{shim}", self.library),
+            Some(cfg) => format!("{cfg} ({}{shim}{spin})", self.library),
+            None => format!("{}{shim}{spin}", self.library),
         }
     }
 }
@@ -200,6 +204,39 @@ pub fn blas_info() -> Option<BlasInfo> {
             Some(cstr_to_string(f()).trim().to_string())
         });
         Some(BlasInfo { library, config, gemv_shim })
+    }
+}
+
+/// OpenBLAS reads how long an idle worker thread spins (2^N cycles, yielding the core in a loop)
+/// before it sleeps from this variable, once, when the library loads.
+pub const BLAS_SPIN_VAR: &str = "OPENBLAS_THREAD_TIMEOUT";
+
+/// The spin this project's programs run with: 2^20 cycles, about 0.3 ms. OpenBLAS' default,
+/// 2^28 (about 0.1 s), keeps its worker spinning through a whole decode step, since every
+/// multithreaded matrix-vector product wakes it again: on a 2-core CPU it then takes a core from
+/// the host kernels' threads. Measured on this project's 2-core EPYC (bench, 1 warm-up + 3):
+/// Whisper turbo's int8 64-token decode 4.49 s at the default, 3.54 s at 2^20; float32 4.02 and
+/// 4.06 s; EnCodec 5 s decode 1.30 and 1.22 s; CLAP 10 s 0.35 and 0.28 s; MusicGen small's
+/// 50 steps 9.27 and 9.38 s. At 2^4 (sleep at once) the MusicGen decode lost 11%.
+pub const BLAS_SPIN_LOG2_CYCLES: u32 = 20;
+
+/// Where the process's BLAS is OpenBLAS and [`BLAS_SPIN_VAR`] is unset, run this same program
+/// again with it set to [`BLAS_SPIN_LOG2_CYCLES`] (the variable is read only when the library
+/// loads, before `main`). Returns when there is nothing to do, or when the new program could
+/// not be started (then this one carries on with OpenBLAS' default). A value already in the
+/// environment, e.g. OpenBLAS' own default `28`, is kept.
+pub fn shorten_blas_spin() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os(BLAS_SPIN_VAR).is_some() || !blas_info().is_some_and(|b| b.is_openblas()) {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        // `exec` returns only on failure.
+        let _ = std::process::Command::new(&exe).arg0(arg0).args(args).env(BLAS_SPIN_VAR, BLAS_SPIN_LOG2_CYCLES.to_string()).exec();
     }
 }
 

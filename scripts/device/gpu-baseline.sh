@@ -129,5 +129,28 @@ case "$step" in
     python3 scripts/peers/op_overhead_torch.py --device cuda -n 2000
     [ "${PROFILE_HTDEMUCS:-0}" = 1 ] && .device/ex/htdemucs_batch 60 3
     ;;
+  launch)
+    # Where a decode step's time goes (issue 21): MLX's CUDA back end batches up to
+    # MLX_MAX_OPS_PER_BUFFER kernels into one CUDA graph (100 on a Hopper), updating a cached
+    # executable graph when the topology repeats. Each setting in its own process, with the
+    # process's CPU time beside its wall time (a host-bound step keeps one core busy).
+    w="-m musicgen/decode-medium-50-fp32 -m whisper/decode-64 -m whisper/encode-30s -m whisper/transcribe-30s"
+    TIMEFORMAT="wall %R s, user %U s, sys %S s"
+    for cfg in default MLX_USE_CUDA_GRAPHS=0 MLX_MAX_OPS_PER_BUFFER=20 MLX_MAX_OPS_PER_BUFFER=400 MLX_MAX_OPS_PER_BUFFER=2000; do
+      echo "== $cfg"
+      # shellcheck disable=SC2086
+      time env $([ $cfg = default ] || echo $cfg) harness bench --device gpu --quiet --variant optimized $w -w 1 -i 5 \
+        --html /tmp/l.html -o "$out/launch-${cfg//[=_]/-}.json" > /tmp/l.txt 2>&1
+      grep -E "^(musicgen|whisper)/|median" /tmp/l.txt | head -8
+    done
+    # Kernels per decode step: MLX writes each committed CUDA graph as a dot file; the step count
+    # differs by 2 x 450 between the two MusicGen small decodes and by 2 x 160 between the Whisper ones (2 runs each).
+    for m in musicgen/decode-small-50 musicgen/decode-small-500 whisper/decode-64 whisper/decode-224; do
+      rm -rf /tmp/dots && mkdir /tmp/dots
+      MLX_SAVE_CUDA_GRAPHS_DOT_FILE=/tmp/dots/g harness bench --device gpu --quiet --variant optimized -m $m -w 0 -i 2 \
+        --html /tmp/d.html -o /tmp/d.json > /dev/null 2>&1
+      echo "$m: graphs $(ls /tmp/dots | wc -l), kernel nodes $(cat /tmp/dots/* | grep -c -i 'kernel'), nodes $(cat /tmp/dots/* | grep -c -- '->' ) edges"
+    done | tee "$out/kernels-per-step.txt"
+    ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

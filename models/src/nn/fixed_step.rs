@@ -83,7 +83,8 @@ impl FixedStack {
                 self.step_masked = masked;
             }
             let step = self.step.as_mut().ok_or_else(|| Error::Mlx("fixed-shape decode: no compiled step".into()))?;
-            step(&args).map_err(|e| Error::Mlx(e.to_string()))?
+            // The first call traces the stack: MLX's ops only, no host kernels in the trace.
+            crate::nn::host::while_tracing(|| step(&args)).map_err(|e| Error::Mlx(e.to_string()))?
         } else {
             stack(layers, &args, masked)?
         };

@@ -482,9 +482,29 @@ pub fn min_elements() -> usize {
     MIN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether an array of `elements` should take the host kernels: large, and MLX on the CPU.
+thread_local! {
+    /// Set while a function is traced for `mx.compile`: its arrays are placeholders that cannot
+    /// be evaluated, so a host kernel cannot run there.
+    static TRACING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` (a call that may trace a function for `mx.compile`) with the host kernels off on
+/// this thread, so the traced graph holds MLX's own ops.
+pub fn while_tracing<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TRACING.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TRACING.with(|t| t.replace(true)));
+    f()
+}
+
+/// Whether an array of `elements` should take the host kernels: large, MLX on the CPU, and no
+/// function being traced on this thread ([`while_tracing`]).
 pub fn pays(elements: usize) -> bool {
-    elements >= MIN.load(std::sync::atomic::Ordering::Relaxed) && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu)
+    elements >= MIN.load(std::sync::atomic::Ordering::Relaxed) && !TRACING.with(|t| t.get()) && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu)
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ pub fn forward_stack(layers: &[LstmLayer], x: &Array, state: Option<&[(Array, Ar
                     }
                 }
                 let f = fns.entry((lo, hi)).or_insert_with(|| Box::new(mlx_rs::transforms::compile::compile(move |a: &[Array]| wave(lo, hi, a), false)));
-                let new = f(&args)?;
+                let new = crate::nn::host::while_tracing(|| f(&args))?;
                 if new.len() != 2 * (hi - lo + 1) {
                     return Err(Error::InvalidArgument(format!("compiled LSTM call returned {} arrays for layers {lo}..={hi}", new.len())));
                 }

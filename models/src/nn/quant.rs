@@ -123,6 +123,9 @@ impl QuantWeight {
 
     /// `x @ W^T`.
     pub fn matmul_t(&self, x: &Array) -> Result<Array> {
+        if crate::nn::host_quant::pays(self, x) {
+            return crate::nn::host_quant::matmul_t(x, self);
+        }
         Ok(ops::quantized_matmul(x, &self.packed, &self.scales, &self.biases, true, self.group_size, self.bits)?)
     }
 
