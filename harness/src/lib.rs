@@ -7,6 +7,7 @@ pub mod codec;
 pub mod doctor;
 pub mod embed_cmd;
 mod fuzz_parsers;
+pub mod history;
 pub mod hub_args;
 pub mod merge;
 pub mod meta;

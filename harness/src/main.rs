@@ -37,6 +37,12 @@ enum Command {
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
+    /// Trends over many recorded reports: a chart per workload and machine with its intervals,
+    /// the commits where a step happened, and a summary for CI logs.
+    History(harness::history::Args),
+    /// File bench reports into a history folder under their machine and commit (as `bench
+    /// --record` does).
+    Record(harness::history::RecordArgs),
     /// Transcribe a WAV with Whisper (greedy or beam search; language detection on
     /// multilingual models; overlapping 30 s windows with segment timestamps for long audio).
     Transcribe(whisper_cmd::TranscribeArgs),
@@ -93,6 +99,8 @@ fn main() -> ExitCode {
         Command::Merge(args) => harness::merge::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
         Command::Accuracy(args) => harness::accuracy::run(&args),
+        Command::History(args) => harness::history::run(&args),
+        Command::Record(args) => harness::history::run_record(&args),
     };
     match result {
         Ok(code) => code,

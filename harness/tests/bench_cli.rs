@@ -83,9 +83,19 @@ fn run_compare_and_regression_gate() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path().join("r.json");
     let common = ["--device", "cpu", "-w", "1", "-i", "9", "--quiet", "-m", "blocks/decode-step-cache-64"];
-    let o = bench(&[&common[..], &["-o", r.to_str().unwrap()]].concat());
+    let history = dir.path().join("history");
+    let o = bench(&[&common[..], &["-o", r.to_str().unwrap(), "--record", history.to_str().unwrap()]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(r.exists() && dir.path().join("r.html").exists(), "JSON and HTML written");
+    // --record filed a copy under the machine's folder, which `history` reads.
+    let recorded: Vec<_> = walk(&history);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(std::fs::read(&recorded[0]).unwrap(), std::fs::read(&r).unwrap());
+    let page = dir.path().join("history.html");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness")).args(["history", history.to_str().unwrap(), "--html", page.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 report(s)"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(std::fs::read_to_string(&page).unwrap().contains("blocks/decode-step-cache-64"));
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
     let w = &report["workloads"][0];
@@ -151,6 +161,20 @@ fn run_compare_and_regression_gate() {
     let o = bench(&[&common[..], &["-o", r2.to_str().unwrap(), "-c", r.to_str().unwrap()]].concat());
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Against baseline"));
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A stand-in for the peer environment's Python: answers the import check and then speaks

@@ -149,7 +149,9 @@ case "$step" in
       rm -rf /tmp/dots && mkdir /tmp/dots
       MLX_SAVE_CUDA_GRAPHS_DOT_FILE=/tmp/dots/g harness bench --device gpu --quiet --variant optimized -m $m -w 0 -i 2 \
         --html /tmp/d.html -o /tmp/d.json > /dev/null 2>&1
-      echo "$m: graphs $(ls /tmp/dots | wc -l), kernel nodes $(cat /tmp/dots/* | grep -c -i 'kernel'), nodes $(cat /tmp/dots/* | grep -c -- '->' ) edges"
+      # A node is a line declaring a shape; its label names the node type (KERNEL, MEMSET, ...).
+      echo "$m: graphs $(ls /tmp/dots | wc -l), nodes $(cat /tmp/dots/* | grep -c 'shape=') ($(cat /tmp/dots/* | grep 'shape=' | grep -c -i 'kernel') kernels), edges $(cat /tmp/dots/* | grep -c -- '->')"
+      [ "$m" = whisper/decode-224 ] && cp "$(ls /tmp/dots/* | tail -1)" "$out/graph-sample.dot"
     done | tee "$out/kernels-per-step.txt"
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;

@@ -141,6 +141,10 @@ pub struct Args {
     /// scripts/setup-peers.sh makes it (pinned torch, transformers, demucs).
     #[arg(long = "peers")]
     run_peers: bool,
+    /// Also file the report into this history folder, under its machine and commit
+    /// (DIR/MACHINE/TIME-COMMIT.json), for `harness history`.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
     /// The Python of the peer environment [default: $HARNESS_PEERS_PYTHON, else
     /// .peers-venv/bin/python in the repository].
     #[arg(long, value_name = "PATH", requires = "run_peers")]
@@ -149,7 +153,7 @@ pub struct Args {
 
 /// A regression threshold: a finite percentage, at least 0 (NaN or infinity would pass any
 /// slowdown).
-fn parse_threshold(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_threshold(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a finite percentage of at least 0")),
@@ -289,6 +293,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     crate::outputs::check_report_paths(&output, &html_path, &inputs)?;
     check_writable(&output)?;
     check_writable(&html_path)?;
+    if let Some(d) = args.record.as_deref().filter(|d| d.exists() && !d.is_dir()) {
+        bail!("--record {}: not a folder", d.display());
+    }
     if args.processes > 1 && args.save_outputs.is_some() {
         bail!("--save-outputs runs in one process: leave out --processes");
     }
@@ -446,6 +453,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("Targets from: {}", table.source);
     }
     println!("\nReports: {} and {}", output.display(), html_path.display());
+    if let Some(dir) = &args.record {
+        println!("Recorded: {}", crate::history::record(&rep, dir)?.display());
+    }
     if let Some(d) = saved {
         println!("Outputs: {} (compare two such folders with `harness accuracy`)", d.display());
     }
