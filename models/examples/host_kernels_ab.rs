@@ -36,8 +36,10 @@ fn main() -> anyhow::Result<()> {
     let e = mlx_rs::random::normal::<f32>(&[1, 120_000, 64], None, None, &key(7))?;
     // Whisper turbo's logits: one token against the [51866, 1280] embedding.
     let xv = mlx_rs::random::normal::<f32>(&[1, 1, 1280], None, None, &key(8))?;
+    // Two rows: a guided (CFG) decode step.
+    let xv2 = mlx_rs::random::normal::<f32>(&[2, 1, 1280], None, None, &key(10))?;
     let wv = mlx_rs::random::normal::<f32>(&[51866, 1280], None, None, &key(9))?;
-    mlx_rs::transforms::eval([&x4, &w, &b, &q, &k, &v, &e, &xv, &wv])?;
+    mlx_rs::transforms::eval([&x4, &w, &b, &q, &k, &v, &e, &xv, &xv2, &wv])?;
     let q8 = QuantWeight::quantize(&wv, Precision::int(8, 64)?)?;
     let q4 = QuantWeight::quantize(&wv, Precision::int(4, 64)?)?;
     let mlx_q = |w: &QuantWeight| -> anyhow::Result<Array> { Ok(ops::quantized_matmul(&xv, &w.packed, &w.scales, &w.biases, true, w.group_size, w.bits)?) };
@@ -78,6 +80,8 @@ fn main() -> anyhow::Result<()> {
         ),
         ("int8/g64 [1,1280] x [51866,1280]^T", Box::new(|| mlx_q(&q8)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q8)?))),
         ("int4/g64 [1,1280] x [51866,1280]^T", Box::new(|| mlx_q(&q4)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q4)?))),
+        ("int8/g64 [2,1280] x [51866,1280]^T", Box::new(|| Ok(ops::quantized_matmul(&xv2, &q8.packed, &q8.scales, &q8.biases, true, 64, 8)?)), Box::new(|| Ok(host_quant::matmul_t(&xv2, &q8)?))),
+        ("fp32 MLX against int8 host, 2 rows", Box::new(|| Ok(xv2.matmul(wv.t())?)), Box::new(|| Ok(host_quant::matmul_t(&xv2, &q8)?))),
         // Not the same product: MLX's float32 matrix-vector product against the host's int8 one
         // (their difference is the quantization error).
         ("fp32 MLX against int8 host, same shape", Box::new(|| Ok(xv.matmul(wv.t())?)), Box::new(|| Ok(host_quant::matmul_t(&xv, &q8)?))),

@@ -19,6 +19,9 @@ use crate::nn::quant::QuantWeight;
 /// tiles go through `sgemm`.
 pub const GEMV_ROWS: usize = 8;
 
+/// The largest group (`Precision::int` allows 32, 64 and 128).
+const MAX_GROUP: usize = 128;
+
 /// Output rows dequantized at a time on the `sgemm` path.
 const TILE: usize = 64;
 
@@ -74,6 +77,25 @@ fn lanes_u8<const FMA: bool>(q: &[u8], x: &[f32]) -> [f32; L] {
     std::array::from_fn(|i| a0[i] + a1[i])
 }
 
+/// The same over a group already widened to floats.
+#[inline(always)]
+fn lanes_f32<const FMA: bool>(w: &[f32], x: &[f32]) -> [f32; L] {
+    let (mut a0, mut a1) = ([0f32; L], [0f32; L]);
+    let (mut cw, mut cx) = (w.chunks_exact(2 * L), x.chunks_exact(2 * L));
+    for (a, b) in (&mut cw).zip(&mut cx) {
+        for i in 0..L {
+            a0[i] = madd::<FMA>(a[i], b[i], a0[i]);
+            a1[i] = madd::<FMA>(a[L + i], b[L + i], a1[i]);
+        }
+    }
+    for (a, b) in cw.remainder().chunks_exact(L).zip(cx.remainder().chunks_exact(L)) {
+        for i in 0..L {
+            a0[i] = madd::<FMA>(a[i], b[i], a0[i]);
+        }
+    }
+    std::array::from_fn(|i| a0[i] + a1[i])
+}
+
 /// The same over 4-bit codes, two to a byte: the low nibbles meet `even` (the group's inputs
 /// 0, 2, 4, ...) and the high nibbles `odd` (1, 3, 5, ...), split once per call so the loop
 /// needs no interleaving.
@@ -93,7 +115,7 @@ fn lanes_u4<const FMA: bool>(q: &[u8], even: &[f32], odd: &[f32]) -> [f32; L] {
 struct Operands<'a> {
     x: &'a [f32],
     /// For 4 bits, each row of `x` with every group's inputs split into the even ones then the
-    /// odd ones ([`dot_u4`]); empty otherwise.
+    /// odd ones ([`lanes_u4`]); empty otherwise.
     x_split: &'a [f32],
     /// The code words' bytes, `bytes_per_row` per output row.
     codes: &'a [u8],
@@ -130,15 +152,25 @@ impl Operands<'_> {
     fn gemv_rows<const M: usize, const FMA: bool>(&self, xsum: &[f32], cols: std::ops::Range<usize>, out: SendPtr) {
         let (groups, g, m) = (self.k / self.group, self.group, self.m.min(M));
         let bpg = g * self.bits as usize / 8;
+        let mut widened = [0f32; MAX_GROUP];
         for c in cols {
             let row = &self.codes[c * self.bytes_per_row()..(c + 1) * self.bytes_per_row()];
             let mut acc = [[0f32; L]; M];
             let mut offset = [0f32; M];
             for (j, q) in row.chunks_exact(bpg).enumerate() {
                 let (s, b) = (self.scales[c * groups + j], self.biases[c * groups + j]);
+                // Several rows at 8 bits: widen the group's codes once, then a float dot per
+                // row. At 4 bits the nibble dot per row measured faster (MusicGen medium's guided
+                // 50 steps on this project's 2-core EPYC: 26.2 s against 32.3 s widened).
+                let widen = M > 1 && self.bits == 8;
+                if widen {
+                    unpack(q, self.bits, &mut widened[..g]);
+                }
                 for r in 0..m {
                     let at = r * self.k + j * g;
-                    let p = if self.bits == 8 {
+                    let p = if widen {
+                        lanes_f32::<FMA>(&widened[..g], &self.x[at..at + g])
+                    } else if self.bits == 8 {
                         lanes_u8::<FMA>(q, &self.x[at..at + g])
                     } else {
                         let x = &self.x_split[at..at + g];
@@ -238,7 +270,7 @@ pub fn matmul_t(x: &Array, w: &QuantWeight) -> Result<Array> {
     }
     let (bits, group) = (w.bits as u32, w.group_size as usize);
     // Whole words per group, and (for the lanes of the dot products) whole runs of 16 bytes.
-    if !(bits == 8 || bits == 4) || group == 0 || !(k as usize).is_multiple_of(group) || !(group * bits as usize / 8).is_multiple_of(L) {
+    if !(bits == 8 || bits == 4) || group == 0 || group > MAX_GROUP || !(k as usize).is_multiple_of(group) || !(group * bits as usize / 8).is_multiple_of(L) {
         return Err(Error::InvalidArgument(format!("quantized product: {bits} bits in groups of {group} over rows of {k}")));
     }
     let dtype = x.dtype();
