@@ -4,11 +4,13 @@
 //! commits where a step happened, and prints a summary for CI logs.
 //!
 //! Steps are found by binary segmentation: in a run of reports, the split that explains most of
-//! the variation of the reports' log medians is a step when the regression gate of `--compare` would flag the
-//! change between those sides (the whole 95% interval of the ratio of medians beyond the
-//! threshold, and the distribution-free intervals of the two sides apart); both sides are then
-//! searched again. A side must hold two reports, except the oldest or the newest, so one noisy
-//! run in the middle is not read as two steps.
+//! the variation of the reports' log medians is a step when the regression gate of `--compare`
+//! would flag the change between its two sides (the whole 95% interval of the ratio of the
+//! pooled samples' medians beyond the threshold, and their distribution-free intervals apart),
+//! and when every report's median on one side lies beyond every one on the other by the
+//! threshold too (runs of one commit vary between processes more than a report's own interval
+//! shows). Both sides are then searched again. A side must hold two reports, except the oldest
+//! or the newest, so one noisy run in the middle is not read as two steps.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -239,8 +241,18 @@ fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut
     let (left, right) = (pool(points, a, k), pool(points, k, b));
     let ch = stats::change(&left, &right);
     let limit = 1.0 + threshold_pct / 100.0;
+    // Runs of one commit vary between processes more than within one (a report's interval
+    // does not see that), so the reports themselves must separate too: every median on one
+    // side beyond every median on the other by the threshold.
+    let range = |i: usize, j: usize| {
+        let m = points[i..j].iter().map(|p| p.median_s);
+        stats::Interval { low: m.clone().fold(f64::INFINITY, f64::min), high: m.fold(f64::NEG_INFINITY, f64::max) }
+    };
+    let (before, after) = (range(a, k), range(k, b));
     let apart = !stats::median_ci_order_statistics(&left).overlaps(&stats::median_ci_order_statistics(&right));
-    if apart && (ch.ci.low > limit || ch.ci.high < 1.0 / limit) {
+    let slower = ch.ci.low > limit && after.low > before.high * limit;
+    let faster = ch.ci.high < 1.0 / limit && after.high * limit < before.low;
+    if apart && (slower || faster) {
         segment(points, a, k, threshold_pct, steps);
         steps.push(Step {
             at: k,
@@ -445,7 +457,8 @@ h3{font-size:15px;margin:18px 0 4px}.grid{stroke:#eee}.axis{font-size:11px;fill:
         out,
         "<p class=\"note\">Each point is one report's median; the band is the distribution-free 95% interval of that median. \
 A dashed line marks a step: the reports after it differ from those before by more than {}% with the regression gate's \
-statistics (pooled samples, the ratio's bootstrap interval wholly beyond the threshold, the medians' intervals apart). \
+statistics (pooled samples, the ratio's bootstrap interval wholly beyond the threshold, the medians' intervals apart) \
+and every report's median on one side lies beyond every one on the other by the threshold. \
 Reports are in the order they were measured; one line holds one machine's reports only.</p>",
         h.threshold_pct
     );

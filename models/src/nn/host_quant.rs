@@ -4,11 +4,14 @@
 //!
 //! MLX's CPU `quantized_matmul` unpacks and multiplies one scalar at a time, and a decode step
 //! at int8 or int4 ran 10 to 12 times slower than at float32, although it reads a quarter or an
-//! eighth of the bytes. Here each group's codes are widened once into a small float buffer
-//! (vectorized, with AVX2/FMA chosen at run time) and dotted with every input row:
+//! eighth of the bytes. Here each group's codes are converted in vector lanes as they are dotted
+//! with an input row (with several rows at 8 bits, widened once into a small float buffer
+//! first), AVX2/FMA chosen at run time, and scaled once per group:
 //! `y[m, n] = sum_g scale[n, g] * (q[n, g] . x[m, g]) + bias[n, g] * sum(x[m, g])`. With more
 //! rows than [`GEMV_ROWS`] (a prompt, an encoder), blocks of output rows are dequantized into a
 //! float tile and multiplied by the BLAS instead. The output columns are split across threads.
+//! On this project's 2-core EPYC, Whisper turbo's [1, 1280] x [51866, 1280]^T logits product
+//! takes 8 to 9 ms at int8 against 70 to 111 ms in MLX (and 15 to 20 ms for MLX's float32).
 use mlx_rs::Array;
 
 use crate::error::{Error, Result};
@@ -42,6 +45,7 @@ fn unpack(bytes: &[u8], bits: u32, out: &mut [f32]) {
     }
 }
 
+/// Lanes of the dot products' accumulators (two AVX2 registers).
 const L: usize = 16;
 
 /// `a * b + c`, fused where the caller was compiled for FMA (`f32::mul_add` would otherwise
