@@ -136,7 +136,8 @@ case "$step" in
     # process's CPU time beside its wall time (a host-bound step keeps one core busy).
     w="-m musicgen/decode-medium-50-fp32 -m whisper/decode-64 -m whisper/encode-30s -m whisper/transcribe-30s"
     TIMEFORMAT="wall %R s, user %U s, sys %S s"
-    for cfg in default MLX_USE_CUDA_GRAPHS=0 MLX_MAX_OPS_PER_BUFFER=20 MLX_MAX_OPS_PER_BUFFER=400 MLX_MAX_OPS_PER_BUFFER=2000; do
+    # LAUNCH_COUNT_ONLY=1: only the graph counts below.
+    [ "${LAUNCH_COUNT_ONLY:-0}" = 1 ] || for cfg in default MLX_USE_CUDA_GRAPHS=0 MLX_MAX_OPS_PER_BUFFER=20 MLX_MAX_OPS_PER_BUFFER=400 MLX_MAX_OPS_PER_BUFFER=2000; do
       echo "== $cfg"
       # shellcheck disable=SC2086
       time env $([ $cfg = default ] || echo $cfg) harness bench --device gpu --quiet --variant optimized $w -w 1 -i 5 \
@@ -150,7 +151,7 @@ case "$step" in
       MLX_SAVE_CUDA_GRAPHS_DOT_FILE=/tmp/dots/g harness bench --device gpu --quiet --variant optimized -m $m -w 0 -i 2 \
         --html /tmp/d.html -o /tmp/d.json > /dev/null 2>&1
       # A node is a line declaring a shape; its label names the node type (KERNEL, MEMSET, ...).
-      echo "$m: graphs $(ls /tmp/dots | wc -l), nodes $(cat /tmp/dots/* | grep -c 'shape=') ($(cat /tmp/dots/* | grep 'shape=' | grep -c -i 'kernel') kernels), edges $(cat /tmp/dots/* | grep -c -- '->')"
+      echo "$m: graphs $(ls /tmp/dots | wc -l), nodes $(cat /tmp/dots/* | grep -c 'shape=') ($(cat /tmp/dots/* | grep -c 'shape="octagon"') kernels: octagons, named by their kernel), edges $(cat /tmp/dots/* | grep -c -- '->')"
       [ "$m" = whisper/decode-224 ] && cp "$(ls /tmp/dots/* | tail -1)" "$out/graph-sample.dot"
     done | tee "$out/kernels-per-step.txt"
     ;;
