@@ -59,42 +59,24 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// `q[i] * x[i]` over one group of 8-bit codes summed into `L` lanes, not reduced (the caller
-/// scales the lanes by the group's scale and reduces once per output): load, widen, convert,
-/// fused multiply-add, vectorized without reassociating. Alternate runs of `L` go to two sets
-/// of accumulators, so four chains of additions run at once. The group is a multiple of `L`.
+/// `w[i] * x[i]` over one group summed into `L` lanes, not reduced (the caller scales the lanes
+/// by the group's scale and reduces once per output). `w` is the group's 8-bit codes (load,
+/// widen, convert, fused multiply-add, vectorized without reassociating) or its codes already
+/// widened to floats. Alternate runs of `L` go to two sets of accumulators, so four chains of
+/// additions run at once. The group is a multiple of `L` long.
 #[inline(always)]
-fn lanes_u8<const FMA: bool>(q: &[u8], x: &[f32]) -> [f32; L] {
-    let (mut a0, mut a1) = ([0f32; L], [0f32; L]);
-    let (mut cq, mut cx) = (q.chunks_exact(2 * L), x.chunks_exact(2 * L));
-    for (a, b) in (&mut cq).zip(&mut cx) {
-        for i in 0..L {
-            a0[i] = madd::<FMA>(f32::from(a[i]), b[i], a0[i]);
-            a1[i] = madd::<FMA>(f32::from(a[L + i]), b[L + i], a1[i]);
-        }
-    }
-    for (a, b) in cq.remainder().chunks_exact(L).zip(cx.remainder().chunks_exact(L)) {
-        for i in 0..L {
-            a0[i] = madd::<FMA>(f32::from(a[i]), b[i], a0[i]);
-        }
-    }
-    std::array::from_fn(|i| a0[i] + a1[i])
-}
-
-/// The same over a group already widened to floats.
-#[inline(always)]
-fn lanes_f32<const FMA: bool>(w: &[f32], x: &[f32]) -> [f32; L] {
+fn lanes<T: Copy + Into<f32>, const FMA: bool>(w: &[T], x: &[f32]) -> [f32; L] {
     let (mut a0, mut a1) = ([0f32; L], [0f32; L]);
     let (mut cw, mut cx) = (w.chunks_exact(2 * L), x.chunks_exact(2 * L));
     for (a, b) in (&mut cw).zip(&mut cx) {
         for i in 0..L {
-            a0[i] = madd::<FMA>(a[i], b[i], a0[i]);
-            a1[i] = madd::<FMA>(a[L + i], b[L + i], a1[i]);
+            a0[i] = madd::<FMA>(a[i].into(), b[i], a0[i]);
+            a1[i] = madd::<FMA>(a[L + i].into(), b[L + i], a1[i]);
         }
     }
     for (a, b) in cw.remainder().chunks_exact(L).zip(cx.remainder().chunks_exact(L)) {
         for i in 0..L {
-            a0[i] = madd::<FMA>(a[i], b[i], a0[i]);
+            a0[i] = madd::<FMA>(a[i].into(), b[i], a0[i]);
         }
     }
     std::array::from_fn(|i| a0[i] + a1[i])
@@ -173,9 +155,9 @@ impl Operands<'_> {
                 for r in 0..m {
                     let at = r * self.k + j * g;
                     let p = if widen {
-                        lanes_f32::<FMA>(&widened[..g], &self.x[at..at + g])
+                        lanes::<f32, FMA>(&widened[..g], &self.x[at..at + g])
                     } else if self.bits == 8 {
-                        lanes_u8::<FMA>(q, &self.x[at..at + g])
+                        lanes::<u8, FMA>(q, &self.x[at..at + g])
                     } else {
                         let x = &self.x_split[at..at + g];
                         lanes_u4::<FMA>(q, &x[..g / 2], &x[g / 2..])
