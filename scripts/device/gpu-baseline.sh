@@ -14,12 +14,14 @@
 #   bash scripts/device/gpu-baseline.sh peers       # PyTorch eager on the same card, all five models, fp32
 #   bash scripts/device/gpu-baseline.sh musicgen-b  # ours: MusicGen small decodes, each switch alone, precisions
 #   bash scripts/device/gpu-baseline.sh profile     # per-phase evidence (examples in .device/ex)
+#   bash scripts/device/gpu-baseline.sh launch      # decode time against MLX's CUDA graph settings, and
+#                                                   # kernels per decode step (LAUNCH_COUNT_ONLY=1: counts only)
 # Every step runs in --precision fp32 (the mode in which parity passes) unless it says otherwise,
 # and bench's default variant order on a GPU (blocked). Then here:
 #   harness merge encodec.json clap.json htdemucs.json whisper.json musicgen.json \
 #     --peer peers.jsonl --conformance conformance.json -o baselines/cuda-h200.json --targets
 set -uo pipefail
-step=${1:?usage: gpu-baseline.sh conformance|models|whisper|musicgen|method|precision|peers|musicgen-b|profile}
+step=${1:?usage: gpu-baseline.sh conformance|models|whisper|musicgen|method|precision|peers|musicgen-b|profile|launch}
 out=${OUT:?run on the device machine, where \$OUT is set}
 eval "$(bash scripts/device/gpu-env.sh)"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
