@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::report::{json, Report};
+use crate::report::{compare, json, Report};
 use crate::stats;
 
 #[derive(clap::Args, Debug)]
@@ -109,7 +109,7 @@ pub fn record_name(r: &Report) -> String {
     format!("{time}-{commit}{dirty}.json")
 }
 
-/// File `report` (already read from `source`) into the history folder `into`; returns the path.
+/// File `report` into the history folder `into`; returns the path.
 /// An existing file of that name is left alone (an error unless it is the same report).
 pub fn record(report: &Report, into: &Path) -> Result<PathBuf> {
     let dir = into.join(Machine::of(report).slug());
@@ -216,8 +216,9 @@ fn pool(points: &[Point], a: usize, b: usize) -> Vec<f64> {
     points[a..b].iter().flat_map(|p| p.samples.iter().copied()).collect()
 }
 
-/// Steps in `points[a..b]` (binary segmentation; see the module's comment).
-fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut Vec<Step>) {
+/// Steps in `points[a..b]` (binary segmentation; see the module's comment); `logs` holds the
+/// points' log medians.
+fn segment(points: &[Point], logs: &[f64], a: usize, b: usize, threshold_pct: f64, steps: &mut Vec<Step>) {
     let n = points.len();
     // Both sides hold two reports, except at the ends of the whole series: the oldest or the
     // newest report may stand alone.
@@ -227,7 +228,6 @@ fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut
     candidates.dedup();
     // The split that explains most of the variation of the points' log medians (the classic
     // binary segmentation cost: n_L n_R / n times the squared difference of the two means).
-    let logs: Vec<f64> = points.iter().map(|p| p.median_s.ln()).collect();
     let mean = |i: usize, j: usize| logs[i..j].iter().sum::<f64>() / (j - i) as f64;
     let best = candidates
         .into_iter()
@@ -238,8 +238,7 @@ fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut
         .filter(|(_, d)| d.is_finite())
         .max_by(|x, y| x.1.total_cmp(&y.1));
     let Some((k, _)) = best else { return };
-    let (left, right) = (pool(points, a, k), pool(points, k, b));
-    let ch = stats::change(&left, &right);
+    let (ch, status) = compare::judge(&pool(points, a, k), &pool(points, k, b), threshold_pct);
     let limit = 1.0 + threshold_pct / 100.0;
     // Runs of one commit vary between processes more than within one (a report's interval
     // does not see that), so the reports themselves must separate too: every median on one
@@ -249,11 +248,13 @@ fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut
         stats::Interval { low: m.clone().fold(f64::INFINITY, f64::min), high: m.fold(f64::NEG_INFINITY, f64::max) }
     };
     let (before, after) = (range(a, k), range(k, b));
-    let apart = !stats::median_ci_order_statistics(&left).overlaps(&stats::median_ci_order_statistics(&right));
-    let slower = ch.ci.low > limit && after.low > before.high * limit;
-    let faster = ch.ci.high < 1.0 / limit && after.high * limit < before.low;
-    if apart && (slower || faster) {
-        segment(points, a, k, threshold_pct, steps);
+    let reports_apart = match status {
+        compare::Status::Regression => after.low > before.high * limit,
+        compare::Status::Improvement => after.high * limit < before.low,
+        compare::Status::Unchanged => false,
+    };
+    if reports_apart {
+        segment(points, logs, a, k, threshold_pct, steps);
         steps.push(Step {
             at: k,
             last_before: points[k - 1].commit.clone(),
@@ -261,14 +262,15 @@ fn segment(points: &[Point], a: usize, b: usize, threshold_pct: f64, steps: &mut
             ratio: ch.ratio,
             ci: ch.ci,
         });
-        segment(points, k, b, threshold_pct, steps);
+        segment(points, logs, k, b, threshold_pct, steps);
     }
 }
 
 /// The steps of one series of points in time order.
 pub fn find_steps(points: &[Point], threshold_pct: f64) -> Vec<Step> {
     let mut steps = Vec::new();
-    segment(points, 0, points.len(), threshold_pct, &mut steps);
+    let logs: Vec<f64> = points.iter().map(|p| p.median_s.ln()).collect();
+    segment(points, &logs, 0, points.len(), threshold_pct, &mut steps);
     steps
 }
 

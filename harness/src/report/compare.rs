@@ -82,8 +82,26 @@ fn precision_of_meta(m: &super::Meta) -> &str {
     }
 }
 
-pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, threshold_pct: f64) -> Comparison {
+/// The regression gate on two sets of samples: the change of the median (current over
+/// baseline) with its interval, and whether it is a regression, an improvement or neither.
+/// Conservative on noisy machines: the distribution-free median intervals must be apart, and the
+/// whole interval of the change beyond the threshold. Intervals come from the raw samples, the
+/// ground truth of a report.
+pub fn judge(baseline: &[f64], current: &[f64], threshold_pct: f64) -> (Change, Status) {
     let limit = 1.0 + threshold_pct / 100.0;
+    let ch = stats::change(baseline, current);
+    let separated = !stats::median_ci_order_statistics(baseline).overlaps(&stats::median_ci_order_statistics(current));
+    let status = if ch.ci.low > limit && separated {
+        Status::Regression
+    } else if ch.ci.high < 1.0 / limit && separated {
+        Status::Improvement
+    } else {
+        Status::Unchanged
+    };
+    (ch, status)
+}
+
+pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, threshold_pct: f64) -> Comparison {
     let mut deltas = Vec::new();
     let mut missing = Vec::new();
     for bw in &baseline.workloads {
@@ -92,19 +110,7 @@ pub fn compare(baseline: &Report, baseline_name: &str, current: &Report, thresho
                 missing.push(format!("{}/{vname}", bw.id));
                 continue;
             };
-            let ch = stats::change(&bv.samples_s, &cv.samples_s);
-            // Conservative on noisy machines: the distribution-free median intervals must be
-            // apart, and the whole interval of the change beyond the threshold.
-            // Intervals come from the raw samples, the ground truth of a report.
-            let (bi, ci) = (stats::median_ci_order_statistics(&bv.samples_s), stats::median_ci_order_statistics(&cv.samples_s));
-            let separated = !bi.overlaps(&ci);
-            let status = if ch.ci.low > limit && separated {
-                Status::Regression
-            } else if ch.ci.high < 1.0 / limit && separated {
-                Status::Improvement
-            } else {
-                Status::Unchanged
-            };
+            let (ch, status) = judge(&bv.samples_s, &cv.samples_s, threshold_pct);
             deltas.push(Delta {
                 workload: bw.id.clone(),
                 variant: vname.clone(),
