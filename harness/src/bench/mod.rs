@@ -7,6 +7,7 @@ mod htdemucs;
 pub mod musicgen;
 pub mod peer_proc;
 pub mod processes;
+pub mod serve;
 pub mod whisper;
 pub mod workload;
 
@@ -26,6 +27,9 @@ use workload::{Scale, Spec, Variant};
 
 /// Exit code when a target of the current device class is missed or not measured.
 pub const TARGET_MISSED_EXIT: u8 = 4;
+
+/// `-m`'s name for the serving scenarios (never in a run that does not name them).
+pub const SERVE: &str = "serve";
 
 /// Every model name `-m` accepts, in run order.
 pub const MODELS: [&str; 6] = ["blocks", "encodec", "whisper", "clap", "musicgen", "htdemucs"];
@@ -145,6 +149,27 @@ pub struct Args {
     /// (DIR/MACHINE/TIME-COMMIT.json), for `harness history`.
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
+    /// Serving scenarios (`-m serve`, or one by id): single-stream queries, one after another
+    /// [default: 100, quick: 30].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    queries: Option<u32>,
+    /// Serving scenarios: queries per server trial, arriving as a Poisson process
+    /// [default: 64, quick: 24].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    server_queries: Option<u32>,
+    /// Serving scenarios: server trials, bisecting the arrival rate between zero and the
+    /// offline throughput for the highest rate whose p99 meets --latency-bound [default: 5,
+    /// quick: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    server_steps: Option<u32>,
+    /// Serving scenarios: the server's p99 latency bound in milliseconds [default: 5 times the
+    /// scenario's single-stream p50].
+    #[arg(long, value_name = "MS", value_parser = parse_positive_ms)]
+    latency_bound: Option<f64>,
+    /// Serving scenarios: the largest batch (the offline batch and the server's batching
+    /// limit; 1 serves one query at a time) [default: each scenario's own, 8 or 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    serve_batch: Option<u32>,
     /// The Python of the peer environment [default: $HARNESS_PEERS_PYTHON, else
     /// .peers-venv/bin/python in the repository].
     #[arg(long, value_name = "PATH", requires = "run_peers")]
@@ -157,6 +182,13 @@ pub(crate) fn parse_threshold(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a finite percentage of at least 0")),
+    }
+}
+
+fn parse_positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of milliseconds")),
     }
 }
 
@@ -253,24 +285,29 @@ fn default_output() -> PathBuf {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let scale = Scale { quick: args.quick };
     let specs = registry(scale);
+    let scenarios = serve::specs();
     if args.list {
         for model in MODELS {
             let n = specs.iter().filter(|s| s.model == model).count();
             println!("{model}\tmodel, {n} workload(s){}", if n == 0 { " (not implemented yet)" } else { "" });
         }
+        println!("{SERVE}\tserving scenarios, {} workload(s) (single-stream, offline, server; only when named)", scenarios.len());
         for s in &specs {
             println!("{}\t{}{}: {}", s.id, if s.heavy { "(heavy) " } else { "" }, s.info.input, s.info.timed);
+        }
+        for s in &scenarios {
+            println!("{}\t(scenario; run when named) {}: {}", s.id, s.info.input, s.info.timed);
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     // Everything that can be refused is refused before any timing.
     for m in &args.models {
-        if specs.iter().any(|s| s.id == *m) {
+        if specs.iter().any(|s| s.id == *m) || m == SERVE || scenarios.iter().any(|s| s.id == *m) {
             continue;
         }
         if !MODELS.contains(&m.as_str()) {
-            bail!("unknown model or workload '{m}' (models: {}; --list shows workloads)", MODELS.join(", "));
+            bail!("unknown model or workload '{m}' (models: {}, {SERVE}; --list shows workloads)", MODELS.join(", "));
         }
         if !specs.iter().any(|s| s.model == m) {
             bail!("model '{m}' has no workloads yet (not implemented in this version)");
@@ -355,8 +392,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     };
     if !args.quiet {
         eprintln!(
-            "Running {} workload(s) on {} ({}, precision {}, variants {}), {} warm-up + {} timed run(s) per variant",
+            "Running {} workload(s){} on {} ({}, precision {}, variants {}), {} warm-up + {} timed run(s) per variant",
             selected.len(),
+            match scenarios.iter().filter(|s| args.models.iter().any(|m| m == SERVE || *m == s.id)).count() {
+                0 => String::new(),
+                n => format!(" and {n} serving scenario(s)"),
+            },
             meta.device_name,
             meta.device_class,
             meta.precision.as_deref().unwrap_or("?"),
@@ -414,6 +455,27 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
 
+    let chosen: Vec<&serve::ScenarioSpec> = scenarios.iter().filter(|s| args.models.iter().any(|m| m == SERVE || *m == s.id)).collect();
+    let mut scenario_results = Vec::new();
+    if !chosen.is_empty() {
+        let ss = serve::Settings {
+            queries: args.queries.unwrap_or(if args.quick { 30 } else { 100 }) as usize,
+            server_queries: args.server_queries.unwrap_or(if args.quick { 24 } else { 64 }) as usize,
+            server_steps: args.server_steps.unwrap_or(if args.quick { 3 } else { 5 }) as usize,
+            latency_bound_s: args.latency_bound.map(|ms| ms / 1e3),
+            max_batch: args.serve_batch.map(|b| b as usize),
+            offline_runs: 3,
+        };
+        let bar = crate::progress::bar(serve::runs_per_scenario(&ss) * (chosen.len() * variants.len()) as u64, "queries", args.quiet);
+        for spec in &chosen {
+            for &v in &variants {
+                scenario_results.push(serve::measure(spec, v, &ss, &bar).with_context(|| format!("scenario {}", spec.id))?);
+            }
+        }
+        bar.finish_and_clear();
+    }
+    let scenarios = scenario_results;
+
     report::fill_step_floors(&mut results, meta.read_bandwidth_bytes_per_s);
     let mut rep = Report {
         schema_version: report::SCHEMA_VERSION,
@@ -423,6 +485,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         targets: vec![],
         comparison: None,
         conformance,
+        scenarios,
     };
     if let Some(p) = peer_times {
         let unmatched = crate::peers::attach(&mut rep, p);

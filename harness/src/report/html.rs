@@ -104,6 +104,57 @@ fn scale_for(max_s: f64) -> (f64, &'static str) {
     }
 }
 
+/// The serving scenarios: one summary row per scenario and variant, then each server trial.
+fn scenarios(h: &mut String, r: &Report) {
+    if r.scenarios.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Serving scenarios</h2><p>Single-stream: queries one after another, latency percentiles. Offline: one batch, throughput. Server: queries arriving as a Poisson process, one worker serving in arrival order and batching whatever waits; the highest arrival rate whose p99 latency (arrival to result) meets the bound, bisected between zero and the offline throughput.</p>\
+         <table><tr><th>scenario</th><th>variant</th><th>queries</th><th>p50</th><th>p90</th><th>p99</th><th>offline</th><th>server bound (p99)</th><th>server max rate</th></tr>"
+    );
+    for c in &r.scenarios {
+        let l = &c.single_stream;
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} queries/s (batch {})</td><td>{} ({})</td><td class=\"{}\">{}</td></tr>",
+            esc(&c.id),
+            esc(&c.variant),
+            l.n,
+            format_duration(l.p50_s),
+            format_duration(l.p90_s),
+            format_duration(l.p99_s),
+            c.offline.queries_per_s,
+            c.offline.batch,
+            format_duration(c.server.latency_bound_s),
+            esc(&c.server.bound_from),
+            if c.server.max_rate_per_s.is_some() { "pass" } else { "miss" },
+            c.server.max_rate_per_s.map_or("none met the bound".into(), |q| format!("{q:.2} queries/s"))
+        );
+    }
+    let _ = writeln!(h, "</table><table><tr><th>scenario</th><th>variant</th><th>target rate</th><th>offered</th><th>p50</th><th>p90</th><th>p99</th><th>mean batch</th><th>within the bound</th></tr>");
+    for c in &r.scenarios {
+        for t in &c.server.trials {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.2}/s</td><td>{:.2}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td class=\"{}\">{}</td></tr>",
+                esc(&c.id),
+                esc(&c.variant),
+                t.target_rate_per_s,
+                t.offered_rate_per_s,
+                format_duration(t.latencies.p50_s),
+                format_duration(t.latencies.p90_s),
+                format_duration(t.latencies.p99_s),
+                t.mean_batch,
+                if t.pass { "pass" } else { "miss" },
+                if t.pass { "yes" } else { "no" }
+            );
+        }
+    }
+    let _ = writeln!(h, "</table>");
+}
+
 pub fn render(r: &Report) -> Result<String> {
     let m = &r.meta;
     let mut h = String::new();
@@ -217,6 +268,8 @@ pub fn render(r: &Report) -> Result<String> {
         }
         let _ = writeln!(h, "</ul>");
     }
+
+    scenarios(&mut h, r);
 
     // Naive vs optimized, per model.
     let mut models: Vec<&str> = r.workloads.iter().map(|w| w.model.as_str()).collect();

@@ -28,6 +28,10 @@ pub struct Report {
     /// parity -o`, attached with `bench --conformance` or `merge --conformance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conformance: Option<Conformance>,
+    /// Serving scenarios (`bench -m serve`): single-stream percentiles, offline throughput,
+    /// and the highest Poisson arrival rate whose p99 meets a bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<crate::bench::serve::ScenarioResult>,
 }
 
 /// Which fixtures pass, where and in which precision mode (`harness parity`).
@@ -565,6 +569,7 @@ pub fn sample_report(scale: f64) -> Report {
         targets: vec![],
         comparison: None,
         conformance: None,
+        scenarios: vec![],
     }
 }
 

@@ -15,7 +15,9 @@ pub fn render(r: &Report) -> String {
     let budget = r.settings.max_time_s.map_or(String::new(), |t| format!(" (fewer where a round exceeds the {t} s budget: see n)"));
     let _ = writeln!(s, "{}; warm-up {}, iterations {}{budget}{}", r.method(), r.settings.warmup, r.settings.iterations, if r.settings.quick { " (quick)" } else { "" });
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<34} {:<10} {:>3} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "n", "median", "95% CI", "peak mem", "speedup (95% CI)");
+    if !r.workloads.is_empty() {
+        let _ = writeln!(s, "{:<34} {:<10} {:>3} {:>11} {:>25} {:>10} {:>18}", "workload", "variant", "n", "median", "95% CI", "peak mem", "speedup (95% CI)");
+    }
     for w in &r.workloads {
         let mut first = true;
         for (name, v) in &w.variants {
@@ -29,8 +31,11 @@ pub fn render(r: &Report) -> String {
             first = false;
         }
     }
+    scenarios(&mut s, r);
     noise(&mut s, r);
-    let _ = writeln!(s, "\nWhat ran:");
+    if !r.workloads.is_empty() {
+        let _ = writeln!(s, "\nWhat ran:");
+    }
     for w in &r.workloads {
         let _ = writeln!(s, "  {}: {}; input {}; timed: {}", w.id, w.info.size, w.info.input, w.info.timed);
         for (name, v) in w.variants.iter().filter(|(_, v)| v.process_medians_s.len() > 1) {
@@ -157,6 +162,61 @@ pub fn render_comparison(c: &Comparison) -> String {
 
 /// Noise warnings: outliers by criterion's rule, a coefficient of variation above 5%, and a
 /// load average that moved during a workload; one line saying so when there are none.
+/// The serving scenarios' section: latency percentiles, offline throughput, the server's
+/// highest rate within its bound and each of its trials.
+fn scenarios(s: &mut String, r: &Report) {
+    if r.scenarios.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nServing scenarios (single-stream: queries back to back; offline: one batch; server: Poisson arrivals, one worker batching what waits):");
+    let _ = writeln!(s, "{:<30} {:<10} {:>10} {:>10} {:>10} {:>16} {:>24}", "scenario", "variant", "p50", "p90", "p99", "offline", "server max rate (p99 <)");
+    for c in &r.scenarios {
+        let l = &c.single_stream;
+        let server = match c.server.max_rate_per_s {
+            Some(q) => format!("{q:.2}/s ({})", format_duration(c.server.latency_bound_s)),
+            None => format!("none ({})", format_duration(c.server.latency_bound_s)),
+        };
+        let _ = writeln!(
+            s,
+            "{:<30} {:<10} {:>10} {:>10} {:>10} {:>16} {:>24}",
+            c.id,
+            c.variant,
+            format_duration(l.p50_s),
+            format_duration(l.p90_s),
+            format_duration(l.p99_s),
+            format!("{:.2}/s (x{})", c.offline.queries_per_s, c.offline.batch),
+            server
+        );
+    }
+    for c in &r.scenarios {
+        let _ = writeln!(
+            s,
+            "  {} {}: {} single-stream queries; offline {} runs of {}; server bound {} ({}), batches up to {}, {} queries a trial:",
+            c.id,
+            c.variant,
+            c.single_stream.n,
+            c.offline.runs,
+            c.offline.batch,
+            format_duration(c.server.latency_bound_s),
+            c.server.bound_from,
+            c.server.max_batch,
+            c.server.queries_per_trial
+        );
+        for t in &c.server.trials {
+            let _ = writeln!(
+                s,
+                "    {:>8.2} queries/s (offered {:.2}): p50 {}, p99 {}, mean batch {:.1}: {}",
+                t.target_rate_per_s,
+                t.offered_rate_per_s,
+                format_duration(t.latencies.p50_s),
+                format_duration(t.latencies.p99_s),
+                t.mean_batch,
+                if t.pass { "within" } else { "over" }
+            );
+        }
+    }
+}
+
 fn noise(s: &mut String, r: &Report) {
     let lines = noise_lines(r);
     if lines.is_empty() {
