@@ -1,5 +1,6 @@
 //! The harness as a library: the CLI in `main.rs` is a thin layer over these modules (and the
 //! fuzz targets in `fuzz/` reach the parsers through it).
+pub mod ab;
 pub mod accuracy;
 pub mod audio;
 pub mod bench;

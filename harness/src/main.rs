@@ -37,6 +37,10 @@ enum Command {
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
+    /// Time a base build and the current build side by side on this machine, their bench
+    /// runs interleaved round by round, and judge the change as --compare does; exits 3 on a
+    /// regression (what `run-benchmarks.sh --ab BASE_REF` runs).
+    Ab(harness::ab::Args),
     /// Trends over many recorded reports: a chart per workload and machine with its intervals,
     /// the commits where a step happened, and a summary for CI logs.
     History(harness::history::Args),
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quant_args::run(&args),
         Command::Merge(args) => harness::merge::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
+        Command::Ab(args) => harness::ab::run(&args),
         Command::Accuracy(args) => harness::accuracy::run(&args),
         Command::History(args) => harness::history::run(&args),
         Command::Record(args) => harness::history::run_record(&args),

@@ -346,7 +346,7 @@ struct WhisperTranscribe {
 impl Service for WhisperTranscribe {
     fn serve(&mut self, ids: &[usize], v: Variant) -> Result<()> {
         use models::nn::attention::AttentionKernel;
-        let mels: Vec<Array> = ids.iter().map(|&i| self.mel.compute(&self.clips[i % POOL])).collect::<std::result::Result<_, _>>()?;
+        let mels: Vec<Array> = ids.iter().map(|&i| self.mel.compute(&self.clips[i % POOL]).and_then(|m| Ok(m.expand_dims(0)?))).collect::<std::result::Result<_, _>>()?;
         let mel = if mels.len() == 1 { mels[0].clone() } else { ops::concatenate(&mels, 0)? };
         let enc = self.model.encode(&mel, AttentionKernel::for_variant(v))?;
         let out = self.model.greedy(&enc, &self.sot, self.tokens, None, &models::whisper::DecodeOptions::for_variant(v))?;
