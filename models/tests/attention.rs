@@ -13,13 +13,42 @@ fn randn(shape: &[i32], seed: u64) -> Array {
 
 fn mha(d: i32, heads: i32) -> MultiHeadAttention {
     let lin = |s, bias: bool| Linear::new(randn(&[d, d], s).multiply(mlx_rs::array!(0.2f32)).unwrap(), bias.then(|| randn(&[d], s + 100))).unwrap();
-    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads }
+    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads, qkv: None }
 }
 
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {
     assert_eq!(a.shape(), b.shape());
     let d = a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().as_dtype(Dtype::Float32).unwrap();
     d.item_exact::<f32>()
+}
+
+/// The stacked query/key/value product (the optimized decoders') gives the three separate
+/// products' result, full pass and token by token through a cache, and leaves the three
+/// projections as they were (views of the stack).
+#[test]
+fn stacked_qkv_projection_matches_three_products() {
+    let plain = mha(32, 4);
+    let mut fused = plain.clone();
+    fused.fuse_qkv().unwrap();
+    assert!(fused.qkv.is_some());
+    let x = randn(&[2, 9, 32], 17);
+    for (a, b) in [(&plain.query, &fused.query), (&plain.key, &fused.key), (&plain.value, &fused.value)] {
+        assert_eq!(max_abs_diff(&a.forward(&x).unwrap(), &b.forward(&x).unwrap()), 0.0);
+    }
+    let want = plain.self_attention(&x, None, Mask::Causal, AttentionKernel::Fused).unwrap();
+    let got = fused.self_attention(&x, None, Mask::Causal, AttentionKernel::Fused).unwrap();
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 1e-5, "full pass: max error {err}");
+    let mut cache = new_cache(KvCacheKind::Preallocated, 16);
+    let mut outs = vec![fused.self_attention(&x.index((.., ..4, ..)), Some(cache.as_mut()), Mask::Causal, AttentionKernel::Fused).unwrap()];
+    for t in 4..9 {
+        outs.push(fused.self_attention(&x.index((.., t..t + 1, ..)), Some(cache.as_mut()), Mask::Causal, AttentionKernel::Fused).unwrap());
+    }
+    let err = max_abs_diff(&ops::concatenate(&outs, 1).unwrap(), &want);
+    assert!(err < 1e-5, "token by token: max error {err}");
+    // The naive path (explicit attention) keeps the three products, with the same result.
+    let naive = fused.self_attention(&x, None, Mask::Causal, AttentionKernel::Explicit).unwrap();
+    assert!(max_abs_diff(&naive, &want) < 1e-5);
 }
 
 #[test]

@@ -399,6 +399,7 @@ fn mha(p: &Vars, out: &Vars, d: i32, heads: i32, bias: bool) -> Result<MultiHead
         value: p.pp("value").dense_linear(d, d, bias)?,
         out: out.dense_linear(d, d, true)?,
         n_head: heads,
+        qkv: None,
     })
 }
 

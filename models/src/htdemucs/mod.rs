@@ -732,6 +732,7 @@ impl Checkpointed for HtDemucs {
                     value: proj(2)?,
                     out: a.pp("out_proj").dense_linear(c, c, true)?,
                     n_head: cfg.t_heads,
+                    qkv: None,
                 };
                 let norm = |n: &str| LayerNorm::load(&p.pp(n), c);
                 let layer = TLayer {

@@ -8,7 +8,7 @@ use mlx_rs::{ops, Array};
 
 use crate::error::{Error, Result};
 use crate::nn::kv_cache::{KvCache, KvParts};
-use crate::nn::linear::Linear;
+use crate::nn::linear::{Linear, Weight};
 
 /// How attention weights are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -64,6 +64,10 @@ pub struct MultiHeadAttention {
     pub value: Linear,
     pub out: Linear,
     pub n_head: i32,
+    /// The query, key and value projections stacked (`[3 C, C]`), so that the optimized
+    /// self-attention makes one product where the naive one makes three; `query`, `key` and
+    /// `value` are then views of its rows (see [`Self::fuse_qkv`]).
+    pub qkv: Option<Linear>,
 }
 
 impl MultiHeadAttention {
@@ -76,7 +80,59 @@ impl MultiHeadAttention {
             value: vs.pp("v_proj").linear(d, d, bias)?,
             out: vs.pp("out_proj").linear(d, d, bias)?,
             n_head,
+            qkv: None,
         })
+    }
+
+    /// Stack the query, key and value weights into one matrix for the optimized
+    /// self-attention (on a GPU a decode step is bound by the host's cost per kernel: this
+    /// saves two products a layer a step), and make the three projections views of it, so
+    /// the weights are held once. Only float32 weights are stacked; other precisions keep
+    /// three products.
+    pub fn fuse_qkv(&mut self) -> Result<()> {
+        let (Weight::Dense(q), Weight::Dense(k), Weight::Dense(v)) = (&self.query.weight, &self.key.weight, &self.value.weight) else {
+            return Ok(());
+        };
+        let d = q.shape()[0];
+        if k.shape() != q.shape() || v.shape() != q.shape() || q.dtype() != mlx_rs::Dtype::Float32 {
+            return Ok(());
+        }
+        let w = ops::concatenate(&[q, k, v], 0)?;
+        let bias = match (&self.query.bias, &self.key.bias, &self.value.bias) {
+            (None, None, None) => None,
+            (qb, kb, vb) => {
+                let zeros = ops::zeros::<f32>(&[d])?;
+                let pick = |b: &Option<Array>| b.clone().unwrap_or_else(|| zeros.clone());
+                Some(ops::concatenate(&[pick(qb), pick(kb), pick(vb)], 0)?)
+            }
+        };
+        mlx_rs::transforms::eval([&w].into_iter().chain(bias.as_ref()))?;
+        self.query.weight = Weight::Dense(w.index(..d));
+        self.key.weight = Weight::Dense(w.index(d..2 * d));
+        self.value.weight = Weight::Dense(w.index(2 * d..));
+        self.qkv = Some(Linear::new(w, bias)?);
+        Ok(())
+    }
+
+    /// Queries, keys and values of `x` (`[B, T, C]`), split into heads: one product when the
+    /// projections are stacked and `fused` (the optimized path), three otherwise.
+    fn project_qkv(&self, x: &Array, fused: bool) -> Result<(Array, Array, Array)> {
+        match &self.qkv {
+            Some(f) if fused => {
+                let s = x.shape();
+                if s.len() != 3 {
+                    return Err(Error::InvalidArgument(format!("attention input {s:?}: expected [B, T, C]")));
+                }
+                let y = f.forward(x)?.reshape(&[s[0], s[1], 3, self.n_head, self.head_dim()])?;
+                let part = |i: i32| -> Result<Array> { Ok(y.index((.., .., i, .., ..)).transpose_axes(&[0, 2, 1, 3])?) };
+                Ok((part(0)?, part(1)?, part(2)?))
+            }
+            _ => {
+                let q = self.split_heads(&self.query.forward(x)?)?;
+                let (k, v) = self.project_kv(x)?;
+                Ok((q, k, v))
+            }
+        }
     }
 
     fn head_dim(&self) -> i32 {
@@ -186,8 +242,7 @@ impl MultiHeadAttention {
     /// Self-attention over `x` (`[B, T, C]`). With a cache, `x` holds only the new positions
     /// and the keys/values of earlier ones come from the cache.
     pub fn self_attention(&self, x: &Array, cache: Option<&mut dyn KvCache>, mask: Mask<'_>, kernel: AttentionKernel) -> Result<Array> {
-        let q = self.split_heads(&self.query.forward(x)?)?;
-        let (k, v) = self.project_kv(x)?;
+        let (q, k, v) = self.project_qkv(x, kernel == AttentionKernel::Fused)?;
         let parts = match cache {
             Some(c) => c.update_and_fetch_parts(&k, &v)?,
             None => KvParts { committed: None, recent: (k, v) },
