@@ -155,7 +155,13 @@ case "$step" in
       # A node is a line declaring a shape; its label names the node type (KERNEL, MEMSET, ...).
       echo "$m: graphs $(ls /tmp/dots | wc -l), nodes $(cat /tmp/dots/* | grep -c 'shape=') ($(cat /tmp/dots/* | grep -c 'shape="octagon"') kernels: octagons, named by their kernel), edges $(cat /tmp/dots/* | grep -c -- '->')"
       [ "$m" = whisper/decode-224 ] && cp "$(ls /tmp/dots/* | tail -1)" "$out/graph-sample.dot"
+      # Kernels by name (the mangled name, its first 90 characters).
+      cat /tmp/dots/* | grep -A1 'shape="octagon"' | grep -v -e 'shape=' -e '^--' | cut -c1-90 | sort | uniq -c | sort -rn > "/tmp/names-${m//\//-}.txt"
     done | tee "$out/kernels-per-step.txt"
+    # Per step, by kernel: the difference between the 500- and 50-step decodes over 2 x 450 steps.
+    awk 'NR == FNR { small[$2] = $1; next } { d = ($1 - small[$2]) / 900; if (d > 0.05) printf "%8.2f %s\n", d, $2 }' \
+      /tmp/names-musicgen-decode-small-50.txt /tmp/names-musicgen-decode-small-500.txt | sort -rn > "$out/kernels-by-name-musicgen-small.txt"
+    head -40 "$out/kernels-by-name-musicgen-small.txt"
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

@@ -189,7 +189,9 @@ impl DecoderLayer {
     pub fn load_with(vs: &Vars, d: i32, heads: i32, ffn: i32, bias: bool, cross: bool) -> Result<Self> {
         let cross = if cross { Some((MultiHeadAttention::load(&vs.pp("encoder_attn"), d, heads, bias)?, LayerNorm::load(&vs.pp("encoder_attn_layer_norm"), d)?)) } else { None };
         let mut attn = MultiHeadAttention::load(&vs.pp("self_attn"), d, heads, bias)?;
-        attn.fuse_qkv()?;
+        if !crate::runtime::unfused() {
+            attn.fuse_qkv()?;
+        }
         Ok(Self {
             attn,
             attn_ln: LayerNorm::load(&vs.pp("self_attn_layer_norm"), d)?,

@@ -167,7 +167,7 @@ pub fn gelu(x: &Array) -> Result<Array> {
     if x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size()) {
         return crate::nn::host::gelu(x);
     }
-    if crate::runtime::on_gpu() {
+    if crate::runtime::on_gpu() && !crate::runtime::unfused() {
         // mlx-rs' GELU is the same erf form, compiled: one fused kernel instead of five, where
         // a decode step's time is the host's cost per kernel.
         return Ok(mlx_rs::nn::gelu(x)?);
