@@ -214,12 +214,14 @@ pub fn measure(spec: &ScenarioSpec, v: Variant, s: &Settings, bar: &ProgressBar)
     bar.set_message(format!("{} {} (building)", spec.id, v.as_str()));
     let mut svc = (spec.build)()?;
     let max_batch = s.max_batch.unwrap_or(spec.max_batch).clamp(1, spec.max_batch);
-    // Warm-up: single queries, and one batch of every size the server may form is too many;
-    // the largest and a single one cover the shapes the offline run and most batches use.
+    // Warm-up: one batch of every size the server may form, as a server warms its shapes
+    // before taking traffic. A size first seen under load pays MLX's first-call work (kernel
+    // compilation on a GPU, where EnCodec's first batches of 2 to 7 took seconds each).
     bar.set_message(format!("{} {} (warm-up)", spec.id, v.as_str()));
     svc.serve(&[0], v)?;
-    svc.serve(&[1], v)?;
-    svc.serve(&(0..max_batch).collect::<Vec<_>>(), v)?;
+    for n in 1..=max_batch {
+        svc.serve(&(0..n).collect::<Vec<_>>(), v)?;
+    }
 
     bar.set_message(format!("{} {} single-stream", spec.id, v.as_str()));
     let mut single = Vec::with_capacity(s.queries);
