@@ -270,8 +270,59 @@ fn run_model(manifest: &Manifest, dir: &Path, variant: Variant) -> Result<HashMa
         "htdemucs-th" => run_htdemucs_th(dir, variant),
         "clap" => run_clap(dir, variant),
         "clap-fused" => run_clap_fused(dir, variant),
+        "silero-vad" => run_silero_vad(dir, variant),
         other => bail!("fixture model '{other}' is not implemented by this harness yet"),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VadFixtureConfig {
+    sampling_rate: u32,
+    option_sets: Vec<models::vad::VadOptions>,
+    /// The weights file, relative to the fixture folder (the harness's own copy).
+    weights: String,
+    /// How close the reference's probabilities come to a threshold (documentation).
+    #[allow(dead_code)]
+    threshold_margin: f64,
+}
+
+/// Silero VAD (the `silero-vad` package): the chunk probabilities of the fixture's 16-bit
+/// recording (naive: chunk by chunk; optimized: batched encoder, host recurrence), and
+/// `get_speech_timestamps`' segments for each option set, from our probabilities and, to
+/// check the segmentation alone, from the reference's.
+fn run_silero_vad(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
+    use models::vad::{speech_timestamps, SileroVad, SAMPLE_RATE};
+    let cfg: VadFixtureConfig = read_json(&dir.join("config.json"))?;
+    if cfg.sampling_rate != SAMPLE_RATE {
+        bail!("config.json: sampling_rate {} (the model is {SAMPLE_RATE} Hz)", cfg.sampling_rate);
+    }
+    let rel = Path::new(&cfg.weights);
+    if rel.is_absolute() || cfg.weights.is_empty() {
+        bail!("config.json: weights '{}' must be a path relative to the fixture folder", cfg.weights);
+    }
+    let model = SileroVad::load(&dir.join(rel)).with_context(|| format!("the VAD weights {}", dir.join(rel).display()))?;
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors"))?;
+    let pcm = input_rank(&inputs, "audio_pcm16", 1)?;
+    if pcm.dtype() != Dtype::Int16 {
+        bail!("inputs.safetensors: audio_pcm16 is {:?}, not int16", pcm.dtype());
+    }
+    let audio: Vec<f32> = pcm.as_dtype(Dtype::Float32)?.divide(mlx_rs::array!(32768.0f32))?.as_slice::<f32>().to_vec();
+    let probs = model.probabilities(&audio, variant)?;
+    let refs = weights::read_safetensors(&dir.join("outputs.safetensors"))?;
+    let ref_probs: Vec<f32> = refs.get("probs").context("outputs.safetensors has no probs")?.as_dtype(Dtype::Float32)?.as_slice::<f32>().to_vec();
+    let segments = |s: Vec<(i64, i64)>| -> Array {
+        let flat: Vec<i32> = s.iter().flat_map(|&(a, b)| [a as i32, b as i32]).collect();
+        Array::from_slice(&flat, &[s.len() as i32, 2])
+    };
+    let mut out = HashMap::new();
+    for o in &cfg.option_sets {
+        let name = o.label.as_deref().filter(|n| !n.is_empty()).context("config.json: an option set without a name")?;
+        out.insert(format!("segments.{name}"), segments(speech_timestamps(&probs, audio.len(), o)?));
+        out.insert(format!("logic.segments.{name}"), segments(speech_timestamps(&ref_probs, audio.len(), o)?));
+    }
+    out.insert("probs".into(), Array::from_slice(&probs, &[probs.len() as i32]));
+    Ok(out)
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod musicgen;
 pub mod nn;
 pub mod runtime;
 pub mod text;
+pub mod vad;
 pub mod torch_file;
 pub mod weights;
 pub mod whisper;
