@@ -22,5 +22,6 @@ pub mod report;
 pub mod separate_cmd;
 pub mod stats;
 pub mod targets;
+pub mod vad_cmd;
 pub mod variant_args;
 pub mod whisper_cmd;

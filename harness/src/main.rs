@@ -37,6 +37,9 @@ enum Command {
     /// Compare two saved reports (the baseline first) as `bench -c` does, without running
     /// anything; exits 3 on a regression.
     Compare(harness::bench::CompareArgs),
+    /// Speech segments of a WAV by Silero VAD (the silero-vad package's 16 kHz model and its
+    /// get_speech_timestamps), in seconds.
+    Vad(harness::vad_cmd::Args),
     /// Time a base build and the current build side by side on this machine, their bench
     /// runs interleaved round by round, and judge the change as --compare does; exits 3 on a
     /// regression (what `run-benchmarks.sh --ab BASE_REF` runs).
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => harness::merge::run(&args),
         Command::Compare(args) => bench::compare_reports(&args),
         Command::Ab(args) => harness::ab::run(&args),
+        Command::Vad(args) => harness::vad_cmd::run(&args),
         Command::Accuracy(args) => harness::accuracy::run(&args),
         Command::History(args) => harness::history::run(&args),
         Command::Record(args) => harness::history::run_record(&args),

@@ -57,6 +57,13 @@ pub struct TranscribeArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Decode only the speech Silero VAD finds (the segments joined, their timestamps mapped
+    /// back to the recording, as faster-whisper does, with its VAD defaults): no text is made
+    /// up in silence, and silence costs no decoding. The --vad-* options tune it.
+    #[arg(long)]
+    vad: bool,
+    #[command(flatten)]
+    vad_args: crate::vad_cmd::VadArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -143,21 +150,50 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
         language: args.language.clone(),
         timestamps: args.timestamps,
     };
-    // A language the model lacks is refused before the audio is resampled or decoded.
+    // A language the model lacks, or VAD options out of range, are refused before the audio
+    // is resampled or decoded.
     t.language(&opts)?;
+    let vad = if args.vad {
+        args.vad_args.options(crate::vad_cmd::Use::Transcribe)?;
+        Some(args.vad_args.load()?)
+    } else {
+        None
+    };
     let samples = crate::audio::resample(&wav.mono(), wav.sample_rate, audio::SAMPLE_RATE);
-    let windows = t.windows(samples.len());
-    let bar = crate::progress::bar(windows as u64, "windows", args.quiet || windows == 1);
     mlx_rs::memory::reset_peak_memory()?;
     let t0 = std::time::Instant::now();
-    let out = t.transcribe(&samples, &opts, |done, _| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
+    let speech = vad.as_ref().map(|m| args.vad_args.detect(m, &samples, args.variant.variant, crate::vad_cmd::Use::Transcribe)).transpose()?;
+    let decoded: std::borrow::Cow<'_, [f32]> = match &speech {
+        Some(map) => map.collect(&samples).into(),
+        None => samples.as_slice().into(),
+    };
+    let out = if decoded.is_empty() {
+        // No speech: nothing to decode, and nothing is made up.
+        models::whisper::transcribe::Transcript { text: String::new(), segments: vec![], language: opts.language.clone().filter(|l| l != "auto").unwrap_or_else(|| if t.languages().is_empty() { "en".into() } else { String::new() }), windows: 0 }
+    } else {
+        let windows = t.windows(decoded.len());
+        let bar = crate::progress::bar(windows as u64, "windows", args.quiet || windows == 1);
+        let mut out = t.transcribe(&decoded, &opts, |done, _| bar.set_position(done as u64))?;
+        bar.finish_and_clear();
+        if let Some(map) = &speech {
+            for (s, _) in &mut out.segments {
+                s.start = map.original_time(s.start);
+                s.end = map.original_time(s.end);
+            }
+        }
+        out
+    };
     let secs = t0.elapsed().as_secs_f64();
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
     let audio_s = samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
     if args.json {
         let segs: Vec<_> = out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect();
-        println!("{}", serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": audio_s, "windows": out.windows, "seconds": secs, "mlx_peak_mib": peak}));
+        let mut j = serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": audio_s, "windows": out.windows, "seconds": secs, "mlx_peak_mib": peak});
+        if let Some(map) = &speech {
+            let sr = f64::from(audio::SAMPLE_RATE);
+            j["vad"] = serde_json::json!({"speech_segments_s": map.segments().iter().map(|&(a, b)| [a as f64 / sr, b as f64 / sr]).collect::<Vec<_>>(), "speech_seconds": map.speech_samples() as f64 / sr});
+        }
+        println!("{j}");
     } else {
         if args.timestamps {
             for (s, text) in &out.segments {

@@ -375,6 +375,70 @@ pub fn speech_timestamps(probs: &[f32], n_samples: usize, o: &VadOptions) -> Res
     Ok(speeches)
 }
 
+/// The speech of a recording joined end to end, and the way back from a time in it to the
+/// recording's (as faster-whisper's `collect_chunks` and its timestamp map): `transcribe
+/// --vad` decodes only this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeechMap {
+    /// Each segment's `[start, end)` in the recording, in samples, in order, disjoint.
+    segments: Vec<(i64, i64)>,
+}
+
+impl SpeechMap {
+    /// `segments` clipped to the audio's `len` samples; empty ones dropped; they must be in
+    /// order and disjoint (as [`speech_timestamps`] gives them).
+    pub fn new(segments: &[(i64, i64)], len: usize) -> Result<Self> {
+        let len = len as i64;
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        for &(a, b) in segments {
+            let (a, b) = (a.clamp(0, len), b.clamp(0, len));
+            if b <= a {
+                continue;
+            }
+            if out.last().is_some_and(|&(_, e)| a < e) {
+                return Err(Error::InvalidArgument(format!("speech segments overlap or are out of order at sample {a}")));
+            }
+            out.push((a, b));
+        }
+        Ok(Self { segments: out })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The segments in samples.
+    pub fn segments(&self) -> &[(i64, i64)] {
+        &self.segments
+    }
+
+    /// Samples of speech.
+    pub fn speech_samples(&self) -> i64 {
+        self.segments.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// The speech of `audio`, joined.
+    pub fn collect(&self, audio: &[f32]) -> Vec<f32> {
+        self.segments.iter().flat_map(|&(a, b)| audio[a as usize..b as usize].iter().copied()).collect()
+    }
+
+    /// A time in the joined speech (seconds) as a time in the recording: within the segment
+    /// that holds it (a time at a seam belongs to the segment it ends, so an end stays before
+    /// the silence that follows).
+    pub fn original_time(&self, t: f64) -> f64 {
+        let sr = f64::from(SAMPLE_RATE);
+        let mut at = 0.0;
+        for &(a, b) in &self.segments {
+            let len = (b - a) as f64 / sr;
+            if t <= at + len {
+                return a as f64 / sr + (t - at).max(0.0);
+            }
+            at += len;
+        }
+        self.segments.last().map_or(t, |&(_, b)| b as f64 / sr + (t - at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +468,26 @@ mod tests {
         let p = probs(&[(0.4, 10), (0.9, 10), (0.4, 30), (0.1, 10)]);
         let s = speech_timestamps(&p, p.len() * CHUNK, &VadOptions::default()).unwrap();
         assert_eq!(s, vec![(10 * 512 - 480, 50 * 512 + 480)]);
+    }
+
+    #[test]
+    fn joined_speech_maps_back_to_the_recording() {
+        let audio: Vec<f32> = (0..48_000).map(|i| i as f32).collect();
+        // 1 s to 1.5 s, 2 s to 2.25 s, and one past the end.
+        let m = SpeechMap::new(&[(16_000, 24_000), (32_000, 36_000), (47_000, 60_000)], audio.len()).unwrap();
+        let joined = m.collect(&audio);
+        assert_eq!(joined.len(), 8_000 + 4_000 + 1_000);
+        assert_eq!((joined[0], joined[8_000], joined[12_000]), (16_000.0, 32_000.0, 47_000.0));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(m.original_time(0.0), 1.0));
+        assert!(close(m.original_time(0.25), 1.25));
+        // The seam belongs to the segment it ends; just past it, the next one.
+        assert!(close(m.original_time(0.5), 1.5));
+        assert!(close(m.original_time(0.5 + 1e-6), 2.0 + 1e-6));
+        // The last segment is clipped to the audio: 47000 to 48000 samples.
+        assert!(close(m.original_time(0.8), 47_000.0 / 16_000.0 + 0.05));
+        assert!(SpeechMap::new(&[(10, 20), (15, 30)], 100).is_err());
+        assert!(SpeechMap::new(&[], 100).unwrap().is_empty());
     }
 
     #[test]
