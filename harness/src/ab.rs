@@ -204,6 +204,51 @@ mod tests {
         }
     }
 
+    /// A stand-in for a build: a script that writes `report` wherever `-o` says.
+    fn fake_build(dir: &Path, name: &str, report: &Report) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let r = dir.join(format!("{name}.json"));
+        json::write(report, &r).unwrap();
+        let exe = dir.join(name);
+        std::fs::write(&exe, format!("#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done\ncp '{}' \"$out\"\n", r.display())).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    fn args(base: PathBuf, current: PathBuf, dir: &Path, out: &str) -> Args {
+        Args {
+            base,
+            base_dir: Some(dir.to_path_buf()),
+            current: Some(current),
+            current_dir: Some(dir.to_path_buf()),
+            rounds: 2,
+            threshold: 10.0,
+            output: Some(dir.join(out)),
+            bench: vec!["-m".into(), "blocks".into()],
+        }
+    }
+
+    /// The gate's verdicts without timing anything: a build 1.5 times slower exits 3, the same
+    /// build twice exits 0, and the results folder holds both sides and every round.
+    #[test]
+    fn a_slower_build_fails_the_gate_and_the_same_build_passes() {
+        let d = tempfile::tempdir().unwrap();
+        let base = fake_build(d.path(), "base", &report::sample_report(1.0));
+        let slow = fake_build(d.path(), "slow", &report::sample_report(1.5));
+        let same = fake_build(d.path(), "same", &report::sample_report(1.0));
+        let code = |a: &Args| format!("{:?}", run(a).unwrap());
+        assert_eq!(code(&args(base.clone(), slow, d.path(), "ab-slow")), format!("{:?}", ExitCode::from(compare::REGRESSION_EXIT)));
+        assert_eq!(code(&args(base, same, d.path(), "ab-same")), format!("{:?}", ExitCode::SUCCESS));
+        for f in ["base.json", "current.json", "current.html", "comparison.txt", "round-1-base.json", "round-2-current.json"] {
+            assert!(d.path().join("ab-slow").join(f).is_file(), "{f} missing");
+        }
+        let cur = json::read(&d.path().join("ab-slow/current.json")).unwrap();
+        assert!(cur.comparison.is_some_and(|c| c.regressions().count() > 0));
+        // An existing results folder is never overwritten.
+        let again = args(d.path().join("base"), d.path().join("same"), d.path(), "ab-same");
+        assert!(run(&again).unwrap_err().to_string().contains("already exists"));
+    }
+
     #[test]
     fn rounds_pool_into_one_report_per_side() {
         let a = report::sample_report(1.0);

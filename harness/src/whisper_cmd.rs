@@ -34,10 +34,18 @@ pub struct TranscribeArgs {
     hub: HubArgs,
     #[command(flatten)]
     quant: crate::quant_args::QuantArgs,
-    /// The audio: a WAV file, any rate and channel count (mixed down to mono and resampled to
-    /// 16 kHz, as openai-whisper's loader does). Audio over 30 s is transcribed in 30 s windows
-    /// overlapping by 10% (ChunkedProcessor's whisper preset), joined by their timestamps.
-    audio: PathBuf,
+    /// The audio: WAV files, or folders of them (their *.wav, in name order), any rate and
+    /// channel count (mixed down to mono and resampled to 16 kHz, as openai-whisper's loader
+    /// does). Audio over 30 s is transcribed in 30 s windows overlapping by 10%
+    /// (ChunkedProcessor's whisper preset), joined by their timestamps. Every file is read
+    /// before any decoding.
+    #[arg(required = true, num_args = 1..)]
+    audio: Vec<PathBuf>,
+    /// With several files: clips of up to 30 s (after --vad, their speech) go through the
+    /// encoder and the greedy decoder this many at a time. Longer clips, --beam and
+    /// --timestamps decode one clip at a time.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    batch: u32,
     /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
     beam: Option<u32>,
@@ -139,10 +147,58 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `harness transcribe`: parse, load, run [`Transcriber::transcribe`], print.
+/// The WAV files named, a folder standing for its *.wav files in name order. Refuses a name
+/// that is neither, and a folder without WAV files.
+fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut wavs: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read the folder {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && f.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
+                .collect();
+            if wavs.is_empty() {
+                anyhow::bail!("{}: a folder without .wav files", p.display());
+            }
+            wavs.sort();
+            out.extend(wavs);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            anyhow::bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// One file's transcript, its audio length and, with --vad, its speech.
+struct FileResult {
+    path: PathBuf,
+    transcript: models::whisper::transcribe::Transcript,
+    audio_s: f64,
+    speech: Option<models::vad::SpeechMap>,
+}
+
+impl FileResult {
+    fn json(&self) -> serde_json::Value {
+        let out = &self.transcript;
+        let segs: Vec<_> = out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect();
+        let mut j = serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": self.audio_s, "windows": out.windows});
+        if let Some(map) = &self.speech {
+            let sr = f64::from(audio::SAMPLE_RATE);
+            j["vad"] = serde_json::json!({"speech_segments_s": map.segments().iter().map(|&(a, b)| [a as f64 / sr, b as f64 / sr]).collect::<Vec<_>>(), "speech_seconds": map.speech_samples() as f64 / sr});
+        }
+        j
+    }
+}
+
+/// `harness transcribe`: parse, read every input, load, transcribe (one file with its windows'
+/// progress; several in batches), print.
 pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
+    let files = expand_inputs(&args.audio)?;
+    let wavs = files.iter().map(|f| crate::audio::read_wav(f).with_context(|| format!("reading {}", f.display()))).collect::<Result<Vec<_>>>()?;
     let dir = args.hub.model_folder(args.model_dir.as_ref(), args.model.as_deref())?;
-    let wav = crate::audio::read_wav(&args.audio)?;
     let t = Transcriber::load(&dir, args.quant.precision()?)?;
     let opts = TranscribeOptions {
         variant: args.variant.variant,
@@ -159,51 +215,100 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let samples = crate::audio::resample(&wav.mono(), wav.sample_rate, audio::SAMPLE_RATE);
+    let samples: Vec<Vec<f32>> = wavs.iter().map(|w| crate::audio::resample(&w.mono(), w.sample_rate, audio::SAMPLE_RATE)).collect();
+    drop(wavs);
+    for (f, s) in files.iter().zip(&samples) {
+        if s.is_empty() {
+            anyhow::bail!("{}: audio is empty (0 samples)", f.display());
+        }
+        if s.iter().any(|x| !x.is_finite()) {
+            anyhow::bail!("{}: audio holds a non-finite sample", f.display());
+        }
+    }
     mlx_rs::memory::reset_peak_memory()?;
     let t0 = std::time::Instant::now();
-    let speech = vad.as_ref().map(|m| args.vad_args.detect(m, &samples, args.variant.variant, crate::vad_cmd::Use::Transcribe)).transpose()?;
-    let decoded: std::borrow::Cow<'_, [f32]> = match &speech {
-        Some(map) => map.collect(&samples).into(),
-        None => samples.as_slice().into(),
+    let speech: Vec<Option<models::vad::SpeechMap>> = samples.iter().map(|s| vad.as_ref().map(|m| args.vad_args.detect(m, s, args.variant.variant, crate::vad_cmd::Use::Transcribe)).transpose()).collect::<Result<_>>()?;
+    let decoded: Vec<std::borrow::Cow<'_, [f32]>> = samples.iter().zip(&speech).map(|(s, m)| m.as_ref().map_or(std::borrow::Cow::Borrowed(s.as_slice()), |m| m.collect(s).into())).collect();
+    // No speech: nothing to decode, and nothing is made up.
+    let silent = || models::whisper::transcribe::Transcript {
+        text: String::new(),
+        segments: vec![],
+        language: opts.language.clone().filter(|l| l != "auto").unwrap_or_else(|| if t.languages().is_empty() { "en".into() } else { String::new() }),
+        windows: 0,
     };
-    let out = if decoded.is_empty() {
-        // No speech: nothing to decode, and nothing is made up.
-        models::whisper::transcribe::Transcript { text: String::new(), segments: vec![], language: opts.language.clone().filter(|l| l != "auto").unwrap_or_else(|| if t.languages().is_empty() { "en".into() } else { String::new() }), windows: 0 }
-    } else {
-        let windows = t.windows(decoded.len());
+    let voiced: Vec<usize> = (0..decoded.len()).filter(|&i| !decoded[i].is_empty()).collect();
+    let mut transcripts: Vec<Option<models::whisper::transcribe::Transcript>> = vec![None; decoded.len()];
+    if let [only] = voiced.as_slice() {
+        let windows = t.windows(decoded[*only].len());
         let bar = crate::progress::bar(windows as u64, "windows", args.quiet || windows == 1);
-        let mut out = t.transcribe(&decoded, &opts, |done, _| bar.set_position(done as u64))?;
+        transcripts[*only] = Some(t.transcribe(&decoded[*only], &opts, |done, _| bar.set_position(done as u64))?);
         bar.finish_and_clear();
-        if let Some(map) = &speech {
-            for (s, _) in &mut out.segments {
-                s.start = map.original_time(s.start);
-                s.end = map.original_time(s.end);
-            }
+    } else if !voiced.is_empty() {
+        let clips: Vec<&[f32]> = voiced.iter().map(|&i| &*decoded[i]).collect();
+        let bar = crate::progress::bar(clips.len() as u64, "files", args.quiet);
+        let outs = t.transcribe_batch(&clips, &opts, args.batch as usize, |done, _| bar.set_position(done as u64))?;
+        bar.finish_and_clear();
+        for (&i, o) in voiced.iter().zip(outs) {
+            transcripts[i] = Some(o);
         }
-        out
-    };
+    }
     let secs = t0.elapsed().as_secs_f64();
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
-    let audio_s = samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
-    if args.json {
-        let segs: Vec<_> = out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect();
-        let mut j = serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": audio_s, "windows": out.windows, "seconds": secs, "mlx_peak_mib": peak});
-        if let Some(map) = &speech {
-            let sr = f64::from(audio::SAMPLE_RATE);
-            j["vad"] = serde_json::json!({"speech_segments_s": map.segments().iter().map(|&(a, b)| [a as f64 / sr, b as f64 / sr]).collect::<Vec<_>>(), "speech_seconds": map.speech_samples() as f64 / sr});
-        }
-        println!("{j}");
-    } else {
-        if args.timestamps {
-            for (s, text) in &out.segments {
-                println!("[{} --> {}] {text}", clock(s.start), clock(s.end));
+    let results: Vec<FileResult> = files
+        .into_iter()
+        .zip(transcripts)
+        .zip(speech)
+        .zip(&samples)
+        .map(|(((path, tr), speech), s)| {
+            let mut transcript = tr.unwrap_or_else(silent);
+            if let Some(map) = &speech {
+                for (seg, _) in &mut transcript.segments {
+                    seg.start = map.original_time(seg.start);
+                    seg.end = map.original_time(seg.end);
+                }
             }
+            FileResult { path, transcript, audio_s: s.len() as f64 / f64::from(audio::SAMPLE_RATE), speech }
+        })
+        .collect();
+    let audio_s: f64 = results.iter().map(|r| r.audio_s).sum();
+    if args.json {
+        if let [one] = results.as_slice() {
+            let mut j = one.json();
+            j["seconds"] = secs.into();
+            j["mlx_peak_mib"] = peak.into();
+            println!("{j}");
         } else {
-            println!("{}", out.text);
+            let each: Vec<_> = results
+                .iter()
+                .map(|r| {
+                    let mut j = r.json();
+                    j["path"] = r.path.display().to_string().into();
+                    j
+                })
+                .collect();
+            println!("{}", serde_json::json!({"files": each, "audio_seconds": audio_s, "seconds": secs, "batch": args.batch, "mlx_peak_mib": peak}));
         }
-        let ntok: usize = out.segments.iter().map(|(s, _)| s.tokens.len()).sum();
-        eprintln!("{ntok} tokens in {} segment(s), {} window(s), {audio_s:.1} s of audio, language {}, {secs:.2} s, MLX peak {peak:.1} MiB", out.segments.len(), out.windows, out.language);
+    } else {
+        let many = results.len() > 1;
+        for r in &results {
+            let out = &r.transcript;
+            if many {
+                println!("== {} ==", r.path.display());
+            }
+            if args.timestamps {
+                for (s, text) in &out.segments {
+                    println!("[{} --> {}] {text}", clock(s.start), clock(s.end));
+                }
+            } else {
+                println!("{}", out.text);
+            }
+        }
+        let ntok: usize = results.iter().flat_map(|r| r.transcript.segments.iter()).map(|(s, _)| s.tokens.len()).sum();
+        let nseg: usize = results.iter().map(|r| r.transcript.segments.len()).sum();
+        let windows: usize = results.iter().map(|r| r.transcript.windows).sum();
+        let lang = results.first().map_or(String::new(), |r| r.transcript.language.clone());
+        let files = if many { format!("{} files, ", results.len()) } else { String::new() };
+        eprintln!("{ntok} tokens in {nseg} segment(s), {files}{windows} window(s), {audio_s:.1} s of audio, language {lang}, {secs:.2} s, MLX peak {peak:.1} MiB");
     }
     Ok(ExitCode::SUCCESS)
 }

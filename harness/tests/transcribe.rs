@@ -98,6 +98,46 @@ fn long_audio_is_transcribed_in_overlapping_windows_with_timestamps() {
     assert!(out.lines().all(|l| l.starts_with("[0:") || l.starts_with("[1:")), "{out}");
 }
 
+/// Several files (a folder and a file) transcribe in batches: each file's text equals its own
+/// transcription, in the order named; a folder without WAV files and a missing file are
+/// refused before any decoding; with --vad a silent file gives no text.
+#[test]
+fn several_files_transcribe_in_batches_as_one_by_one() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("clips");
+    std::fs::create_dir(&folder).unwrap();
+    let a = wav(&folder, "a.wav", 3.0, 16_000, speechlike);
+    let b = wav(&folder, "b.wav", 7.5, 22_050, |t| speechlike(t + 1.0));
+    let c = wav(tmp.path(), "c.wav", 1.2, 16_000, |t| 0.5 * speechlike(2.0 * t));
+    let o = harness(&["transcribe", "--model-dir", m, folder.to_str().unwrap(), c.to_str().unwrap(), "--batch", "2", "--json", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [a.to_str().unwrap(), b.to_str().unwrap(), c.to_str().unwrap()]);
+    for (f, p) in files.iter().zip([&a, &b, &c]) {
+        let one = harness(&["transcribe", "--model-dir", m, p.to_str().unwrap(), "--json", "--quiet"]);
+        assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+        assert_eq!(f["segments"][0]["tokens"], one["segments"][0]["tokens"], "{}", p.display());
+        assert_eq!(f["text"], one["text"], "{}", p.display());
+    }
+    let empty = tmp.path().join("none");
+    std::fs::create_dir(&empty).unwrap();
+    let o = harness(&["transcribe", "--model-dir", m, a.to_str().unwrap(), empty.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("without .wav files"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = harness(&["transcribe", "--model-dir", m, a.to_str().unwrap(), "/nonexistent/x.wav"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no such file"), "{}", String::from_utf8_lossy(&o.stderr));
+    let quiet = wav(tmp.path(), "quiet.wav", 4.0, 16_000, |_| 0.0);
+    let o = harness(&["transcribe", "--model-dir", m, quiet.to_str().unwrap(), "--vad", "--json", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["text"].as_str(), v["segments"].as_array().map(Vec::len), v["windows"].as_u64()), (Some(""), Some(0), Some(0)), "{v}");
+    assert_eq!(v["vad"]["speech_seconds"], 0.0);
+}
+
 #[test]
 fn bad_requests_are_refused_by_name() {
     let model = model_dir();

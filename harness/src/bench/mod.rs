@@ -8,6 +8,7 @@ pub mod musicgen;
 pub mod peer_proc;
 pub mod processes;
 pub mod serve;
+mod vad;
 pub mod whisper;
 pub mod workload;
 
@@ -32,7 +33,7 @@ pub const TARGET_MISSED_EXIT: u8 = 4;
 pub const SERVE: &str = "serve";
 
 /// Every model name `-m` accepts, in run order.
-pub const MODELS: [&str; 6] = ["blocks", "encodec", "whisper", "clap", "musicgen", "htdemucs"];
+pub const MODELS: [&str; 7] = ["blocks", "encodec", "whisper", "clap", "musicgen", "htdemucs", "vad"];
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -265,6 +266,7 @@ pub fn registry(scale: Scale) -> Vec<Spec> {
     specs.extend(musicgen::specs(scale));
     specs.extend(htdemucs::specs(scale));
     specs.extend(clap_model::specs(scale));
+    specs.extend(vad::specs(scale));
     specs
 }
 

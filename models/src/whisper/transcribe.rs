@@ -3,6 +3,7 @@
 //! language, the start of transcript, short or long form, and greedy or beam decoding.
 use std::path::Path;
 
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
 
 use super::audio::{LogMel, N_SAMPLES, SAMPLE_RATE};
@@ -184,5 +185,80 @@ impl Transcriber {
         let text = texts.concat().trim().to_string();
         let segments = segments.into_iter().zip(texts).map(|(s, t)| (s, t.trim().to_string())).collect();
         Ok(Transcript { text, segments, language: code, windows })
+    }
+
+    /// Transcribe several clips. Clips of up to 30 s go through the encoder and the greedy
+    /// decoder together, `batch` at a time (rows grouped by their start of transcript when the
+    /// language is detected per clip), each row stopping at its own end of transcript; the
+    /// tokens equal clip-by-clip decoding up to float ties. Longer clips, beam search and
+    /// `timestamps` take [`Self::transcribe`] one clip at a time. `progress(done, total)`
+    /// counts clips.
+    pub fn transcribe_batch(&self, clips: &[&[f32]], opts: &TranscribeOptions, batch: usize, mut progress: impl FnMut(usize, usize)) -> Result<Vec<Transcript>> {
+        if batch == 0 {
+            return Err(Error::InvalidArgument("a batch of at least one clip".into()));
+        }
+        for (i, c) in clips.iter().enumerate() {
+            if c.is_empty() {
+                return Err(Error::InvalidArgument(format!("clip {i} is empty (0 samples)")));
+            }
+            if c.iter().any(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!("clip {i} holds a non-finite sample")));
+            }
+        }
+        let fixed = self.language(opts)?;
+        let langs = self.languages();
+        let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
+        let code = |id: Option<i32>| id.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
+        let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && opts.beam.is_none() && !opts.timestamps;
+        let mut out: Vec<Option<Transcript>> = vec![None; clips.len()];
+        let total = clips.len();
+        let mut done = 0;
+        for (i, c) in clips.iter().enumerate().filter(|(_, c)| !batched(c)) {
+            out[i] = Some(self.transcribe(c, opts, |_, _| {})?);
+            done += 1;
+            progress(done, total);
+        }
+        let short: Vec<usize> = (0..clips.len()).filter(|&i| batched(&clips[i])).collect();
+        let log_mel = LogMel::new(self.model.config.num_mel_bins)?;
+        let decode = DecodeOptions::for_variant(opts.variant);
+        let eot = self.model.config.eos_token_id;
+        for group in short.chunks(batch) {
+            let mels = group
+                .iter()
+                .map(|&i| {
+                    let c = clips[i];
+                    Ok(log_mel.compute(&Array::from_slice(c, &[c.len() as i32]))?.expand_dims(0)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let enc = self.model.encode(&mlx_rs::ops::concatenate(&mels, 0)?, decode.kernel)?;
+            // Each row's language, then one decode per distinct start of transcript.
+            let row_lang: Vec<Option<i32>> = (0..group.len())
+                .map(|r| match (langs.is_empty(), fixed) {
+                    (true, _) => Ok(None),
+                    (false, Some(id)) => Ok(Some(id)),
+                    (false, None) => Ok(Some(self.model.detect_language(&enc.index((r as i32..r as i32 + 1, .., ..)), &lang_ids)?.0)),
+                })
+                .collect::<Result<_>>()?;
+            let mut kinds = row_lang.clone();
+            kinds.dedup();
+            kinds.sort();
+            kinds.dedup();
+            for lang in kinds {
+                let rows: Vec<i32> = (0..group.len()).filter(|&r| row_lang[r] == lang).map(|r| r as i32).collect();
+                let sub = if rows.len() == group.len() { enc.clone() } else { enc.take_axis(Array::from_slice(&rows, &[rows.len() as i32]), 0)? };
+                let sot = self.sot_sequence(lang, false)?;
+                let tokens = self.model.greedy_with(&sub, &sot, MAX_NEW_TOKENS, Some(eot), &decode, &self.filters)?;
+                for (&r, toks) in rows.iter().zip(tokens) {
+                    let i = group[r as usize];
+                    let toks: Vec<i32> = toks.into_iter().take_while(|&t| t != eot).collect();
+                    let text = self.tokenizer.decode(&toks).trim().to_string();
+                    let seg = TimedSegment { start: 0.0, end: clips[i].len() as f64 / f64::from(SAMPLE_RATE), tokens: toks, window: 0 };
+                    out[i] = Some(Transcript { text: text.clone(), segments: vec![(seg, text)], language: code(lang), windows: 1 });
+                }
+            }
+            done += group.len();
+            progress(done, total);
+        }
+        out.into_iter().enumerate().map(|(i, t)| t.ok_or_else(|| Error::Mlx(format!("clip {i} was not transcribed")))).collect()
     }
 }
