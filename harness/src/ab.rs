@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = crate::bench::parse_threshold)]
     threshold: f64,
     /// A new folder for the results (base.json, current.json with the comparison,
-    /// current.html, comparison.txt and each round's reports); it appears whole or not at
+    /// current.html, comparison.txt and each round's JSON report); it appears whole or not at
     /// all [default: reports/ab-<UTC time>].
     #[arg(short = 'o', long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -98,6 +98,8 @@ impl Side<'_> {
             let tail: Vec<&str> = err.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
             bail!("the {} build failed ({}):\n{}", self.name, o.status, tail.join("\n"));
         }
+        // The round's HTML is not kept: the pooled sides' page is.
+        let _ = std::fs::remove_file(out.with_extension("html"));
         json::read(out).with_context(|| format!("the {} build's report", self.name))
     }
 }
