@@ -122,7 +122,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let here = std::env::current_dir().context("the current directory")?;
     let this = std::env::current_exe().context("finding this executable")?;
     let base = Side { name: "base", exe: &args.base, dir: args.base_dir.as_deref().unwrap_or(&here) };
-    let current = Side { name: "current", exe: args.current.as_deref().unwrap_or(&this), dir: args.current_dir.as_deref().unwrap_or(&here) };
+    let current = Side {
+        name: "current",
+        exe: args.current.as_deref().unwrap_or(&this),
+        dir: args.current_dir.as_deref().unwrap_or(&here),
+    };
     for s in [&base, &current] {
         if !s.exe.is_file() {
             bail!("the {} build {} is not a file", s.name, s.exe.display());

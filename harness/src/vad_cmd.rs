@@ -53,7 +53,12 @@ impl VadArgs {
     pub fn options(&self, usage: Use) -> Result<VadOptions> {
         let base = match usage {
             Use::Segments => VadOptions::default(),
-            Use::Transcribe => VadOptions { min_silence_duration_ms: 2000.0, speech_pad_ms: 400.0, min_speech_duration_ms: 0.0, ..VadOptions::default() },
+            Use::Transcribe => VadOptions {
+                min_silence_duration_ms: 2000.0,
+                speech_pad_ms: 400.0,
+                min_speech_duration_ms: 0.0,
+                ..VadOptions::default()
+            },
         };
         let o = VadOptions {
             threshold: self.vad_threshold.unwrap_or(base.threshold),

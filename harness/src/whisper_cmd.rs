@@ -187,7 +187,8 @@ impl FileResult {
         let mut j = serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": self.audio_s, "windows": out.windows});
         if let Some(map) = &self.speech {
             let sr = f64::from(audio::SAMPLE_RATE);
-            j["vad"] = serde_json::json!({"speech_segments_s": map.segments().iter().map(|&(a, b)| [a as f64 / sr, b as f64 / sr]).collect::<Vec<_>>(), "speech_seconds": map.speech_samples() as f64 / sr});
+            j["vad"] =
+                serde_json::json!({"speech_segments_s": map.segments().iter().map(|&(a, b)| [a as f64 / sr, b as f64 / sr]).collect::<Vec<_>>(), "speech_seconds": map.speech_samples() as f64 / sr});
         }
         j
     }
@@ -227,7 +228,8 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     }
     mlx_rs::memory::reset_peak_memory()?;
     let t0 = std::time::Instant::now();
-    let speech: Vec<Option<models::vad::SpeechMap>> = samples.iter().map(|s| vad.as_ref().map(|m| args.vad_args.detect(m, s, args.variant.variant, crate::vad_cmd::Use::Transcribe)).transpose()).collect::<Result<_>>()?;
+    let speech: Vec<Option<models::vad::SpeechMap>> =
+        samples.iter().map(|s| vad.as_ref().map(|m| args.vad_args.detect(m, s, args.variant.variant, crate::vad_cmd::Use::Transcribe)).transpose()).collect::<Result<_>>()?;
     let decoded: Vec<std::borrow::Cow<'_, [f32]>> = samples.iter().zip(&speech).map(|(s, m)| m.as_ref().map_or(std::borrow::Cow::Borrowed(s.as_slice()), |m| m.collect(s).into())).collect();
     // No speech: nothing to decode, and nothing is made up.
     let silent = || models::whisper::transcribe::Transcript {

@@ -13,8 +13,8 @@ pub mod musicgen;
 pub mod nn;
 pub mod runtime;
 pub mod text;
-pub mod vad;
 pub mod torch_file;
+pub mod vad;
 pub mod weights;
 pub mod whisper;
 

@@ -137,7 +137,7 @@ impl SileroVad {
             let f = self.features(&Self::chunks(audio, i, 1))?;
             let g = f.matmul(self.w_ih.t())?.add(h.matmul(self.w_hh.t())?)?.add(&self.bias)?;
             let gate = |k: i32| g.index((.., k * hdim..(k + 1) * hdim));
-            let (ig, fg, gg, og) = (ops::sigmoid(gate(0))?, ops::sigmoid(gate(1))?, ops::tanh(&gate(2))?, ops::sigmoid(gate(3))?);
+            let (ig, fg, gg, og) = (ops::sigmoid(gate(0))?, ops::sigmoid(gate(1))?, ops::tanh(gate(2))?, ops::sigmoid(gate(3))?);
             c = fg.multiply(&c)?.add(ig.multiply(&gg)?)?;
             h = og.multiply(ops::tanh(&c)?)?;
             let logit = ops::maximum(&h, mlx_rs::array!(0.0f32))?.matmul(self.head_w.reshape(&[hdim, 1])?)?.add(&self.head_b)?;
@@ -230,7 +230,12 @@ impl VadOptions {
         if let Some(t) = self.neg_threshold.filter(|t| !(*t > 0.0 && *t < 1.0)) {
             return bad("negative threshold", t);
         }
-        for (what, v) in [("min_speech_duration_ms", self.min_speech_duration_ms), ("min_silence_duration_ms", self.min_silence_duration_ms), ("speech_pad_ms", self.speech_pad_ms), ("min_silence_at_max_speech", self.min_silence_at_max_speech)] {
+        for (what, v) in [
+            ("min_speech_duration_ms", self.min_speech_duration_ms),
+            ("min_silence_duration_ms", self.min_silence_duration_ms),
+            ("speech_pad_ms", self.speech_pad_ms),
+            ("min_silence_at_max_speech", self.min_silence_at_max_speech),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(what, v);
             }
@@ -239,6 +244,25 @@ impl VadOptions {
             return bad("max_speech_duration_s", self.max_speech_duration_s);
         }
         Ok(())
+    }
+}
+
+/// Where a speech that grows too long may be cut (`get_speech_timestamps`' `temp_end`,
+/// `prev_end`, `next_start` and `possible_ends`), cleared whenever a segment closes.
+#[derive(Default)]
+struct Cut {
+    /// Where the current silence began (0: none).
+    temp_end: i64,
+    /// The last silence long enough to cut at (the legacy rule).
+    prev_end: i64,
+    next_start: i64,
+    /// Silences seen inside the speech, with their lengths.
+    possible_ends: Vec<(i64, i64)>,
+}
+
+impl Cut {
+    fn clear(&mut self) {
+        *self = Cut::default();
     }
 }
 
@@ -262,19 +286,18 @@ pub fn speech_timestamps(probs: &[f32], n_samples: usize, o: &VadOptions) -> Res
     let mut speeches: Vec<(i64, i64)> = Vec::new();
     // The speech being built: its start, once there is one.
     let mut current: Option<i64> = None;
-    let (mut temp_end, mut prev_end, mut next_start) = (0i64, 0i64, 0i64);
-    let mut possible_ends: Vec<(i64, i64)> = Vec::new();
+    let mut cut = Cut::default();
     for (i, &p) in probs.iter().enumerate() {
         let p = f64::from(p);
         let cur = window * i as i64;
-        if p >= o.threshold && temp_end != 0 {
-            let sil = cur - temp_end;
+        if p >= o.threshold && cut.temp_end != 0 {
+            let sil = cur - cut.temp_end;
             if sil as f64 > min_silence_at_max {
-                possible_ends.push((temp_end, sil));
+                cut.possible_ends.push((cut.temp_end, sil));
             }
-            temp_end = 0;
-            if next_start < prev_end {
-                next_start = cur;
+            cut.temp_end = 0;
+            if cut.next_start < cut.prev_end {
+                cut.next_start = cur;
             }
         }
         if p >= o.threshold && !triggered {
@@ -284,67 +307,55 @@ pub fn speech_timestamps(probs: &[f32], n_samples: usize, o: &VadOptions) -> Res
         }
         if let (true, Some(start)) = (triggered, current) {
             if (cur - start) as f64 > max_speech {
-                if o.use_max_poss_sil_at_max_speech && !possible_ends.is_empty() {
+                if o.use_max_poss_sil_at_max_speech && !cut.possible_ends.is_empty() {
                     // The longest silence; the first of equals, as Python's max.
-                    let (end, dur) = possible_ends.iter().copied().fold(possible_ends[0], |best, e| if e.1 > best.1 { e } else { best });
+                    let (end, dur) = cut.possible_ends.iter().copied().fold(cut.possible_ends[0], |best, e| if e.1 > best.1 { e } else { best });
                     speeches.push((start, end));
-                    next_start = end + dur;
-                    if next_start < end + cur {
-                        current = Some(next_start);
+                    let next = end + dur;
+                    if next < end + cur {
+                        current = Some(next);
                     } else {
                         current = None;
                         triggered = false;
                     }
-                    prev_end = 0;
-                    next_start = 0;
-                    temp_end = 0;
-                    possible_ends.clear();
-                } else if prev_end != 0 {
-                    speeches.push((start, prev_end));
-                    if next_start < prev_end {
+                    cut.clear();
+                } else if cut.prev_end != 0 {
+                    speeches.push((start, cut.prev_end));
+                    if cut.next_start < cut.prev_end {
                         current = None;
                         triggered = false;
                     } else {
-                        current = Some(next_start);
+                        current = Some(cut.next_start);
                     }
-                    prev_end = 0;
-                    next_start = 0;
-                    temp_end = 0;
-                    possible_ends.clear();
+                    cut.clear();
                 } else {
                     speeches.push((start, cur));
                     current = None;
-                    prev_end = 0;
-                    next_start = 0;
-                    temp_end = 0;
                     triggered = false;
-                    possible_ends.clear();
+                    cut.clear();
                     continue;
                 }
             }
         }
         if p < neg && triggered {
-            if temp_end == 0 {
-                temp_end = cur;
+            if cut.temp_end == 0 {
+                cut.temp_end = cur;
             }
-            let sil_now = cur - temp_end;
+            let sil_now = cur - cut.temp_end;
             if !o.use_max_poss_sil_at_max_speech && sil_now as f64 > min_silence_at_max {
-                prev_end = temp_end;
+                cut.prev_end = cut.temp_end;
             }
             if (sil_now as f64) < min_silence {
                 continue;
             }
             if let Some(start) = current {
-                if (temp_end - start) as f64 > min_speech {
-                    speeches.push((start, temp_end));
+                if (cut.temp_end - start) as f64 > min_speech {
+                    speeches.push((start, cut.temp_end));
                 }
             }
             current = None;
-            prev_end = 0;
-            next_start = 0;
-            temp_end = 0;
             triggered = false;
-            possible_ends.clear();
+            cut.clear();
         }
     }
     if let Some(start) = current {
@@ -494,7 +505,8 @@ mod tests {
     fn short_speech_is_dropped_and_options_are_checked() {
         let p = probs(&[(0.1, 5), (0.9, 3), (0.1, 20)]);
         assert!(speech_timestamps(&p, p.len() * CHUNK, &VadOptions::default()).unwrap().is_empty());
-        for bad in [VadOptions { threshold: 1.5, ..Default::default() }, VadOptions { speech_pad_ms: -1.0, ..Default::default() }, VadOptions { max_speech_duration_s: f64::NAN, ..Default::default() }] {
+        for bad in [VadOptions { threshold: 1.5, ..Default::default() }, VadOptions { speech_pad_ms: -1.0, ..Default::default() }, VadOptions { max_speech_duration_s: f64::NAN, ..Default::default() }]
+        {
             assert!(speech_timestamps(&p, 100, &bad).is_err());
         }
     }

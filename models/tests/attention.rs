@@ -13,7 +13,14 @@ fn randn(shape: &[i32], seed: u64) -> Array {
 
 fn mha(d: i32, heads: i32) -> MultiHeadAttention {
     let lin = |s, bias: bool| Linear::new(randn(&[d, d], s).multiply(mlx_rs::array!(0.2f32)).unwrap(), bias.then(|| randn(&[d], s + 100))).unwrap();
-    MultiHeadAttention { query: lin(1, true), key: lin(2, false), value: lin(3, true), out: lin(4, true), n_head: heads, qkv: None }
+    MultiHeadAttention {
+        query: lin(1, true),
+        key: lin(2, false),
+        value: lin(3, true),
+        out: lin(4, true),
+        n_head: heads,
+        qkv: None,
+    }
 }
 
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {

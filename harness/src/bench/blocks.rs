@@ -28,7 +28,14 @@ fn attention(seed: u64) -> Result<MultiHeadAttention> {
         let b = if bias { Some(randn(&[D], seed + 10 + s)?) } else { None };
         Ok(Linear::new(w, b)?)
     };
-    let a = MultiHeadAttention { query: lin(1, true)?, key: lin(2, false)?, value: lin(3, true)?, out: lin(4, true)?, n_head: HEADS, qkv: None };
+    let a = MultiHeadAttention {
+        query: lin(1, true)?,
+        key: lin(2, false)?,
+        value: lin(3, true)?,
+        out: lin(4, true)?,
+        n_head: HEADS,
+        qkv: None,
+    };
     eval([&a.query, &a.key, &a.value, &a.out].iter().flat_map(|l| l.weight.arrays()))?;
     Ok(a)
 }

@@ -18,9 +18,9 @@ use models::checkpoint::Checkpointed;
 use serde::{Deserialize, Serialize};
 
 use super::workload::Variant;
-use indicatif::ProgressBar;
 use crate::report::WorkloadInfo;
 use crate::stats::{quantile_sorted, Rng};
+use indicatif::ProgressBar;
 
 /// What a service does with a batch of queries (indices into its pool of inputs, which it
 /// cycles through).
@@ -282,7 +282,14 @@ pub fn measure(spec: &ScenarioSpec, v: Variant, s: &Settings, bar: &ProgressBar)
         info: spec.info.clone(),
         single_stream,
         offline,
-        server: Server { latency_bound_s: bound, bound_from, max_batch, queries_per_trial: s.server_queries, trials, max_rate_per_s },
+        server: Server {
+            latency_bound_s: bound,
+            bound_from,
+            max_batch,
+            queries_per_trial: s.server_queries,
+            trials,
+            max_rate_per_s,
+        },
     })
 }
 
@@ -312,7 +319,10 @@ struct ClapAudio {
 impl Service for ClapAudio {
     fn serve(&mut self, ids: &[usize], v: Variant) -> Result<()> {
         use models::clap::features::{Crops, Truncation};
-        let feats: Vec<Array> = ids.iter().map(|&i| self.fe.extract(&self.clips[i % POOL], Truncation::RandTrunc, Crops::default()).map(|(f, _)| f.expand_dims(0)).map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)).collect::<Result<_>>()?;
+        let feats: Vec<Array> = ids
+            .iter()
+            .map(|&i| self.fe.extract(&self.clips[i % POOL], Truncation::RandTrunc, Crops::default()).map(|(f, _)| f.expand_dims(0)).map_err(anyhow::Error::from)?.map_err(anyhow::Error::from))
+            .collect::<Result<_>>()?;
         let features = if feats.len() == 1 { feats[0].clone() } else { ops::concatenate(&feats, 0)? };
         self.model.embed_audio_batch(&features, &vec![false; ids.len()], v)?.eval()?;
         Ok(())
@@ -394,7 +404,12 @@ pub fn specs() -> Vec<ScenarioSpec> {
         },
         ScenarioSpec {
             id: "serve/clap-embed-text".into(),
-            info: WorkloadInfo { size: clap_size, input: "one text of 16 tokens (random ids) per query".into(), timed: "RoBERTa, pooler and projection over the queries served together, evaluated".into(), note: None },
+            info: WorkloadInfo {
+                size: clap_size,
+                input: "one text of 16 tokens (random ids) per query".into(),
+                timed: "RoBERTa, pooler and projection over the queries served together, evaluated".into(),
+                note: None,
+            },
             max_batch: 32,
             build: Box::new(|| {
                 use models::clap::{Clap, ClapConfig};

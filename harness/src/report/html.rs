@@ -133,7 +133,8 @@ fn scenarios(h: &mut String, r: &Report) {
             c.server.max_rate_per_s.map_or("none met the bound".into(), |q| format!("{q:.2} queries/s"))
         );
     }
-    let _ = writeln!(h, "</table><table><tr><th>scenario</th><th>variant</th><th>target rate</th><th>offered</th><th>p50</th><th>p90</th><th>p99</th><th>mean batch</th><th>within the bound</th></tr>");
+    let _ =
+        writeln!(h, "</table><table><tr><th>scenario</th><th>variant</th><th>target rate</th><th>offered</th><th>p50</th><th>p90</th><th>p99</th><th>mean batch</th><th>within the bound</th></tr>");
     for c in &r.scenarios {
         for t in &c.server.trials {
             let _ = writeln!(
