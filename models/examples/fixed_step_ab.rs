@@ -26,7 +26,7 @@ fn main() -> models::Result<()> {
     let d = model.config.decoder.hidden_size;
     let states = mlx_rs::random::normal::<f32>(&[2, 12, d], None, None, &mlx_rs::random::key(31)?)?;
     let mask = mlx_rs::ops::concatenate(&[mlx_rs::ops::zeros::<f32>(&[1, 1, 1, 12])?, mlx_rs::ops::full::<f32>(&[1, 1, 1, 12], mlx_rs::array!(f32::MIN))?], 0)?;
-    let cond = Conditioning { states, mask, prefix: false };
+    let cond = Conditioning::new(states, mask, false)?;
     let mut times = [Vec::new(), Vec::new()];
     for r in 0..=rounds {
         for (i, o) in [&with, &without].into_iter().enumerate() {

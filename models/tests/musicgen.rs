@@ -4,9 +4,10 @@
 //! variants and at every combination of the decode switches.
 use models::nn::attention::AttentionKernel;
 
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
-use models::musicgen::{DecodeOptions, MusicGen, Sampler};
+use models::musicgen::{Conditioning, DecodeOptions, MusicGen, Sampler};
 use models::nn::kv_cache::KvCacheKind;
 use models::weights;
 use models::Variant;
@@ -24,6 +25,35 @@ fn assert_close(name: &str, got: &Array, want: &Array) {
     let tol = want.abs().unwrap().multiply(mlx_rs::array!(1e-3f32)).unwrap().add(mlx_rs::array!(1e-4f32)).unwrap();
     let over = got.subtract(want).unwrap().abs().unwrap().subtract(&tol).unwrap().max(None).unwrap().item_cast::<f32>();
     assert!(over <= 0.0, "{name}: max |diff| {} beyond tolerance", max_diff(got, want));
+}
+
+/// Guidance's null half (zero states, masked whole) and an unpadded prompt need no
+/// cross-attention mask: the unmasked decode gives the masked one's logits; a padded prompt
+/// keeps the mask.
+#[test]
+fn an_idle_cross_attention_mask_is_skipped_with_the_same_logits() {
+    let dir = fixture("musicgen-s0");
+    let model = MusicGen::load_dir(&dir).unwrap();
+    let inputs = weights::read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let ids = inputs["input_ids"].as_dtype(mlx_rs::Dtype::Int32).unwrap().index((0..1, ..));
+    let ones = mlx_rs::ops::ones::<i32>(ids.shape()).unwrap();
+    let mut cond = model.condition(&ids, &ones, true).unwrap();
+    assert!(!cond.cross_mask, "an unpadded prompt with guidance needs no mask");
+    let k = model.config.decoder.num_codebooks;
+    let codes = mlx_rs::ops::zeros::<i32>(&[2, k, 3]).unwrap();
+    for v in [Variant::Naive, Variant::Optimized] {
+        let opts = DecodeOptions::for_variant(v);
+        let run = |c: &Conditioning| model.decode_step(&codes, c, &mut model.new_state(&opts, 3)).unwrap();
+        let unmasked = run(&cond);
+        cond.cross_mask = true;
+        let masked = run(&cond);
+        cond.cross_mask = false;
+        assert!(max_diff(&unmasked, &masked) < 1e-5, "{v:?}: {}", max_diff(&unmasked, &masked));
+    }
+    let mut padded = ones.as_slice::<i32>().to_vec();
+    *padded.last_mut().unwrap() = 0;
+    let padded = Array::from_slice(&padded, ids.shape());
+    assert!(model.condition(&ids, &padded, true).unwrap().cross_mask, "a padded prompt keeps its mask");
 }
 
 #[test]

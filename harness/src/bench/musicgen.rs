@@ -63,13 +63,15 @@ fn step_bytes(size: &str, p: Precision) -> Option<f64> {
     MusicgenConfig::preset(size).ok().map(|c| c.decoder_step_weight_bytes(p.bytes_per_weight()))
 }
 
-/// Conditioning from 12 random text states (T5 output width), projected, with the null half.
+/// Conditioning from 12 random text states (T5 output width), projected, with the null half
+/// as HF's generate builds it: zero states, masked whole.
 fn conditioning(model: &MusicGen) -> Result<Conditioning> {
     let d = model.config.decoder.hidden_size;
-    let states = random::normal::<f32>(&[2, 12, d], None, None, &random::key(31)?)?;
+    let text = random::normal::<f32>(&[1, 12, d], None, None, &random::key(31)?)?;
+    let states = mlx_rs::ops::concatenate(&[text, mlx_rs::ops::zeros::<f32>(&[1, 12, d])?], 0)?;
     let mask = mlx_rs::ops::concatenate(&[mlx_rs::ops::zeros::<f32>(&[1, 1, 1, 12])?, mlx_rs::ops::full::<f32>(&[1, 1, 1, 12], mlx_rs::array!(f32::MIN))?], 0)?;
     mlx_rs::transforms::eval([&states, &mask])?;
-    Ok(Conditioning { states, mask, prefix: false })
+    Ok(Conditioning::new(states, mask, false)?)
 }
 
 pub fn specs(_scale: Scale) -> Vec<Spec> {

@@ -48,6 +48,44 @@ pub struct Conditioning {
     pub states: Array,
     pub mask: Array,
     pub prefix: bool,
+    /// Whether the cross-attention needs the mask at all (see [`Conditioning::new`]).
+    pub cross_mask: bool,
+}
+
+impl Conditioning {
+    /// Conditioning over `states` under the additive `mask` (`[B, 1, 1, S]`, 0 or `f32::MIN`).
+    /// The mask changes nothing when every row is either unmasked or masked whole over states
+    /// that are all zero (guidance's null half, as HF builds it): the keys of such a row are
+    /// all zero (the cross-attention's key projection has no bias), so its scores are equal
+    /// with or without the mask and its weights uniform either way. Then the cross-attention
+    /// runs unmasked, which lets a GPU use MLX's fused vector attention (one kernel a layer
+    /// where the masked form takes five).
+    pub fn new(states: Array, mask: Array, prefix: bool) -> Result<Self> {
+        let cross_mask = prefix || Self::mask_needed(&states, &mask)?;
+        Ok(Self { states, mask, prefix, cross_mask })
+    }
+
+    fn mask_needed(states: &Array, mask: &Array) -> Result<bool> {
+        let (ms, ss) = (mask.shape().to_vec(), states.shape().to_vec());
+        if ms.len() != 4 || ss.len() != 3 || ms[0] != ss[0] || ms[1] != 1 || ms[2] != 1 || ms[3] != ss[1] {
+            return Ok(true);
+        }
+        let m = mask.as_dtype(Dtype::Float32)?;
+        let (b, s) = (ms[0] as usize, ms[3] as usize);
+        let m = m.as_slice::<f32>();
+        for r in 0..b {
+            let row = &m[r * s..(r + 1) * s];
+            if row.iter().all(|&x| x == 0.0) {
+                continue;
+            }
+            let zero_states = states.index(r as i32).abs()?.max(None)?.item_cast::<f32>() == 0.0;
+            if row.iter().all(|&x| x == f32::MIN) && zero_states {
+                continue;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
 
 /// Token ids `[1, L]` and attention mask of `prompt` through the T5 `tokenizer.json` at `path`
@@ -166,7 +204,7 @@ impl MusicGen {
             }
             let s = mask.shape().to_vec();
             let additive = ops::subtract(mlx_rs::array!(1.0f32), &mask)?.multiply(mlx_rs::array!(f32::MIN))?.reshape(&[s[0], 1, 1, s[1]])?;
-            return Ok(Conditioning { states, mask: additive, prefix: false });
+            return Conditioning::new(states, additive, false);
         };
         let b = ids.shape()[0];
         let text = states.multiply(mask.expand_dims(-1)?)?;
@@ -195,7 +233,7 @@ impl MusicGen {
         let audio = if repeats > 1 { ops::tile(&audio, &[1, repeats, 1])? } else { audio };
         let audio = audio.index((.., ..*length, ..));
         let states = ops::concatenate(&[audio, text], 1)?;
-        Ok(Conditioning { states, mask, prefix: true })
+        Conditioning::new(states, mask, true)
     }
 
     /// Fresh decoder state for up to `steps` positions (a preallocated cache is sized to it).
@@ -238,7 +276,8 @@ impl MusicGen {
             h = ops::concatenate(&[x.clone(), h], 1)?;
         }
         let h = h.add(self.positions.index(state.offset()..state.offset() + p + t))?;
-        let h = state.forward_layers(&self.layers, &h, &cond.states, Mask::Additive(&cond.mask))?;
+        let mask = if cond.cross_mask { Mask::Additive(&cond.mask) } else { Mask::None };
+        let h = state.forward_layers(&self.layers, &h, &cond.states, mask)?;
         let h = if p > 0 { h.index((.., p.., ..)) } else { h };
         let h = self.final_ln.forward(&h)?;
         let logits: Vec<Array> = self.heads.iter().map(|w| w.matmul_t(&h)).collect::<Result<_>>()?;
