@@ -17,8 +17,7 @@ fn size() -> String {
 }
 
 fn noise(samples: usize, seed: u64) -> Result<Vec<f32>> {
-    let x = random::normal::<f32>(&[samples as i32], None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(0.1f32))?;
-    Ok(x.as_slice::<f32>().to_vec())
+    Ok(super::workload::noise(&[samples as i32], seed, 0.1)?.as_slice::<f32>().to_vec())
 }
 
 struct EmbedClip {

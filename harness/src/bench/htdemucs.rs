@@ -2,7 +2,7 @@
 //! 5-layer cross-domain transformer, 7.8 s segments), random weights: one segment's forward
 //! pass, the seed's 3-minute separation, and peak memory with and without chunking.
 use anyhow::Result;
-use mlx_rs::{random, Array};
+use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
 use models::chunked::DemucsChunking;
 use models::htdemucs::{segment_batch, Chunking, HtDemucs, HtDemucsConfig};
@@ -21,9 +21,7 @@ fn size(cfg: &HtDemucsConfig) -> String {
 
 fn noise(seconds: f64, seed: u64) -> Result<Array> {
     let n = (seconds * 44_100.0).round() as i32;
-    let x = random::normal::<f32>(&[1, 2, n], None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(0.2f32))?;
-    x.eval()?;
-    Ok(x)
+    super::workload::noise(&[1, 2, n], seed, 0.2)
 }
 
 struct Segment {

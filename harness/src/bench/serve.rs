@@ -17,7 +17,7 @@ use mlx_rs::{ops, random, Array};
 use models::checkpoint::Checkpointed;
 use serde::{Deserialize, Serialize};
 
-use super::workload::Variant;
+use super::workload::{noise, Variant};
 use crate::report::WorkloadInfo;
 use crate::stats::{quantile_sorted, Rng};
 use indicatif::ProgressBar;
@@ -303,12 +303,6 @@ pub fn runs_per_scenario(s: &Settings) -> u64 {
 /// Distinct inputs a service cycles through (so no two queries in a row are the same array).
 const POOL: usize = 4;
 
-fn noise(samples: i32, seed: u64, scale: f32) -> Result<Array> {
-    let a = random::normal::<f32>(&[samples], None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(scale))?;
-    a.eval()?;
-    Ok(a)
-}
-
 /// CLAP's audio embedding of 10 s clips (features and encoder), released size, random weights.
 struct ClapAudio {
     model: models::clap::Clap,
@@ -398,7 +392,7 @@ pub fn specs() -> Vec<ScenarioSpec> {
                 use models::clap::{features::FeatureExtractor, Clap, ClapConfig, FeatureConfig};
                 let fe = FeatureExtractor::new(FeatureConfig::htsat_unfused())?;
                 let n = fe.config.max_samples() as i32;
-                let clips = (0..POOL).map(|i| noise(n, 40 + i as u64, 0.1).map(|a| a.as_slice::<f32>().to_vec())).collect::<Result<_>>()?;
+                let clips = (0..POOL).map(|i| noise(&[n], 40 + i as u64, 0.1).map(|a| a.as_slice::<f32>().to_vec())).collect::<Result<_>>()?;
                 Ok(Box::new(ClapAudio { model: Clap::random(ClapConfig::htsat_unfused(), 1)?, fe, clips }) as Box<dyn Service>)
             }),
         },
@@ -435,7 +429,7 @@ pub fn specs() -> Vec<ScenarioSpec> {
                 let window = 30 * 16_000;
                 let clips = (0..POOL)
                     .map(|i| -> Result<Array> {
-                        let speech = noise(5 * 16_000, 50 + i as u64, 0.1)?;
+                        let speech = noise(&[5 * 16_000], 50 + i as u64, 0.1)?;
                         let a = ops::concatenate(&[speech, ops::zeros::<f32>(&[window - 5 * 16_000])?], 0)?;
                         a.eval()?;
                         Ok(a)

@@ -2,7 +2,6 @@
 //! the harness ships (the silero-vad package's 16 kHz model), as `transcribe --vad` computes
 //! them before decoding.
 use anyhow::{Context, Result};
-use mlx_rs::random;
 use models::vad::{SileroVad, CHUNK, SAMPLE_RATE};
 
 use super::workload::{Scale, Spec, Variant, Workload};
@@ -42,9 +41,8 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
             let path = crate::vad_cmd::default_weights();
             let model = SileroVad::load(&path).with_context(|| format!("the VAD weights {}", path.display()))?;
             let n = (seconds * SAMPLE_RATE as usize) as i32;
-            let a = random::normal::<f32>(&[n], None, None, &random::key(31)?)?.multiply(mlx_rs::array!(0.05f32))?;
-            a.eval()?;
-            Ok(Box::new(Probabilities { model, audio: a.as_slice::<f32>().to_vec() }) as Box<dyn Workload>)
+            let audio = super::workload::noise(&[n], 31, 0.05)?.as_slice::<f32>().to_vec();
+            Ok(Box::new(Probabilities { model, audio }) as Box<dyn Workload>)
         }),
     }]
 }

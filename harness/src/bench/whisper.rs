@@ -4,14 +4,14 @@
 //! Decodes run a fixed number of tokens past any end-of-transcript (random weights would stop
 //! anywhere), from the four-token start sequence, batch 1.
 use anyhow::Result;
-use mlx_rs::{random, Array};
+use mlx_rs::Array;
 use models::checkpoint::Checkpointed;
 use models::nn::attention::AttentionKernel;
 use models::nn::kv_cache::KvCacheKind;
 use models::nn::quant::Precision;
 use models::whisper::{audio::LogMel, BeamSearch, DecodeOptions, Whisper, WhisperConfig};
 
-use super::workload::{Scale, Spec, Variant, Workload};
+use super::workload::{noise, Scale, Spec, Variant, Workload};
 use crate::report::{Work, WorkloadInfo};
 
 /// `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>` in the large-v3 vocabulary.
@@ -28,12 +28,6 @@ fn turbo(encoder_layers: Option<i32>) -> Result<WhisperConfig> {
         c.encoder_layers = n;
     }
     Ok(c)
-}
-
-fn noise(shape: &[i32], seed: u64, scale: f32) -> Result<Array> {
-    let a = random::normal::<f32>(shape, None, None, &random::key(seed)?)?.multiply(mlx_rs::array!(scale))?;
-    a.eval()?;
-    Ok(a)
 }
 
 /// Which switches the "optimized" side of a decode workload turns on.

@@ -30,6 +30,14 @@ pub trait Workload {
     }
 }
 
+/// Normal noise of `shape` times `scale` from key `seed`, evaluated (a workload's input, made
+/// before timing).
+pub fn noise(shape: &[i32], seed: u64, scale: f32) -> Result<Array> {
+    let a = mlx_rs::random::normal::<f32>(shape, None, None, &mlx_rs::random::key(seed)?)?.multiply(mlx_rs::array!(scale))?;
+    a.eval()?;
+    Ok(a)
+}
+
 /// Token sequences (equal lengths) as an int32 array `[batch, length]`.
 pub fn tokens_array(seqs: &[Vec<i32>]) -> Result<Array> {
     let n = seqs.first().map_or(0, Vec::len);
