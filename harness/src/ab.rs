@@ -145,22 +145,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let out = StagedDir::create("-o", &output)?;
 
     let bar = crate::progress::bar(u64::from(args.rounds) * 2, "runs", false);
-    let (mut bases, mut currents) = (Vec::new(), Vec::new());
+    let sides = [&base, &current];
+    let mut reports: [Vec<Report>; 2] = [Vec::new(), Vec::new()];
     for k in 0..args.rounds {
-        let order = if k % 2 == 0 { [&base, &current] } else { [&current, &base] };
-        for side in order {
+        let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let side = sides[i];
             bar.set_message(format!("round {} of {}: {}", k + 1, args.rounds, side.name));
-            let r = side.run(&args.bench, &out.path(&format!("round-{}-{}.json", k + 1, side.name))?)?;
-            if side.name == "base" {
-                bases.push(r);
-            } else {
-                currents.push(r);
-            }
+            reports[i].push(side.run(&args.bench, &out.path(&format!("round-{}-{}.json", k + 1, side.name))?)?);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
 
+    let [bases, currents] = reports;
     let base_report = pooled(bases)?;
     let mut current_report = pooled(currents)?;
     compare::check_compatible(&base_report, &current_report, false)?;

@@ -153,8 +153,9 @@ impl SileroVad {
     fn probabilities_batched(&self, audio: &[f32], n: usize) -> Result<Vec<f32>> {
         const BLOCK: usize = 4096;
         let hd = HIDDEN;
-        let w_hh = self.w_hh.as_slice::<f32>().to_vec();
-        let head_w = self.head_w.as_slice::<f32>().to_vec();
+        // Evaluated at load: read in place.
+        let w_hh = self.w_hh.as_slice::<f32>();
+        let head_w = self.head_w.as_slice::<f32>();
         let head_b = self.head_b.as_slice::<f32>()[0];
         let (mut h, mut c) = (vec![0f32; hd], vec![0f32; hd]);
         let mut g = vec![0f32; 4 * hd];
@@ -176,7 +177,7 @@ impl SileroVad {
                     c[u] = fg * c[u] + ig * gg;
                     h[u] = og * c[u].tanh();
                 }
-                let logit = head_b + h.iter().zip(&head_w).map(|(x, w)| x.max(0.0) * w).sum::<f32>();
+                let logit = head_b + h.iter().zip(head_w).map(|(x, w)| x.max(0.0) * w).sum::<f32>();
                 out.push(sigmoid(logit));
             }
         }

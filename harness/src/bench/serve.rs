@@ -275,7 +275,7 @@ pub fn measure(spec: &ScenarioSpec, v: Variant, s: &Settings, bar: &ProgressBar)
             pass,
         });
     }
-    let max_rate_per_s = trials.iter().filter(|t| t.pass).map(|t| t.target_rate_per_s).fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let max_rate_per_s = trials.iter().filter(|t| t.pass).map(|t| t.target_rate_per_s).reduce(f64::max);
     Ok(ScenarioResult {
         id: spec.id.clone(),
         variant: v.as_str().into(),

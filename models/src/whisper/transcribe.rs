@@ -44,6 +44,11 @@ pub struct Transcript {
     pub windows: usize,
 }
 
+/// The code of language token `id` among `langs` (`en` when none, as for English-only models).
+fn language_code(langs: &[(String, i32)], id: Option<i32>) -> String {
+    id.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into())
+}
+
 /// A model ready to transcribe.
 pub struct Transcriber {
     pub model: Whisper,
@@ -180,7 +185,7 @@ impl Transcriber {
             progress(1, 1);
             vec![TimedSegment { start: 0.0, end: samples.len() as f64 / f64::from(SAMPLE_RATE), tokens, window: 0 }]
         };
-        let code = language.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
+        let code = language_code(&langs, language);
         let texts: Vec<String> = segments.iter().map(|s| self.tokenizer.decode(&s.tokens)).collect();
         let text = texts.concat().trim().to_string();
         let segments = segments.into_iter().zip(texts).map(|(s, t)| (s, t.trim().to_string())).collect();
@@ -208,7 +213,6 @@ impl Transcriber {
         let fixed = self.language(opts)?;
         let langs = self.languages();
         let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
-        let code = |id: Option<i32>| id.and_then(|id| langs.iter().find(|(_, i)| *i == id).map(|(c, _)| c.clone())).unwrap_or_else(|| "en".into());
         let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && opts.beam.is_none() && !opts.timestamps;
         let mut out: Vec<Option<Transcript>> = vec![None; clips.len()];
         let total = clips.len();
@@ -240,7 +244,6 @@ impl Transcriber {
                 })
                 .collect::<Result<_>>()?;
             let mut kinds = row_lang.clone();
-            kinds.dedup();
             kinds.sort();
             kinds.dedup();
             for lang in kinds {
@@ -253,7 +256,7 @@ impl Transcriber {
                     let toks: Vec<i32> = toks.into_iter().take_while(|&t| t != eot).collect();
                     let text = self.tokenizer.decode(&toks).trim().to_string();
                     let seg = TimedSegment { start: 0.0, end: clips[i].len() as f64 / f64::from(SAMPLE_RATE), tokens: toks, window: 0 };
-                    out[i] = Some(Transcript { text: text.clone(), segments: vec![(seg, text)], language: code(lang), windows: 1 });
+                    out[i] = Some(Transcript { text: text.clone(), segments: vec![(seg, text)], language: language_code(&langs, lang), windows: 1 });
                 }
             }
             done += group.len();
