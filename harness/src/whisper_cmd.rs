@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use mlx_rs::{Array, Dtype};
 use models::checkpoint::Checkpointed;
 use models::config::ModelConfig;
-use models::whisper::transcribe::{TranscribeOptions, Transcriber};
+use models::whisper::seek::SeekOptions;
+use models::whisper::transcribe::{LongFormMode, TranscribeOptions, Transcriber};
 use models::whisper::{audio, ct2, Whisper, WhisperConfig};
 
 use crate::hub_args::HubArgs;
@@ -72,6 +73,119 @@ pub struct TranscribeArgs {
     vad: bool,
     #[command(flatten)]
     vad_args: crate::vad_cmd::VadArgs,
+    #[command(flatten)]
+    seek: SeekArgs,
+}
+
+/// A threshold, or none (`none` on the command line) when it is off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit(Option<f64>);
+
+fn threshold(s: &str) -> std::result::Result<Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is neither a number nor none"))?;
+    if v.is_finite() {
+        Ok(Limit(Some(v)))
+    } else {
+        Err(format!("{s}: not a finite number"))
+    }
+}
+
+/// The long-form options of openai-whisper's `transcribe`, with its defaults.
+#[derive(clap::Args)]
+pub struct SeekArgs {
+    /// How audio over 30 s (or any audio with --timestamps or --word-timestamps) is
+    /// transcribed. seek: openai-whisper's transcribe (30 s windows moved by the last
+    /// timestamp, conditioned on the text before, with temperature fallback; the options
+    /// below). windows: ChunkedProcessor's overlapping windows started at quiet points, greedy
+    /// or --beam, no fallback.
+    #[arg(long, value_name = "seek|windows", default_value = "seek", value_parser = ["seek", "windows"])]
+    long_form: String,
+    /// The first temperature (0: greedy, or --beam).
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    temperature: f32,
+    /// On a failed window (see the thresholds), decode again this much hotter, up to 1.0;
+    /// none: no fallback.
+    #[arg(long, value_name = "X|none", default_value = "0.2", value_parser = threshold)]
+    temperature_increment_on_fallback: Limit,
+    /// Candidates sampled above temperature 0; the likeliest per token wins.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=64))]
+    best_of: u32,
+    /// A window whose text compresses (zlib) by more than this is too repetitive: fall back.
+    #[arg(long, value_name = "X|none", default_value = "2.4", value_parser = threshold)]
+    compression_ratio_threshold: Limit,
+    /// A window whose mean token log-probability is below this fails: fall back.
+    #[arg(long, value_name = "X|none", default_value = "-1.0", value_parser = threshold, allow_hyphen_values = true)]
+    logprob_threshold: Limit,
+    /// A window where <|nospeech|> is likelier than this, and whose log-probability fails,
+    /// is silence: skipped.
+    #[arg(long, value_name = "X|none", default_value = "0.6", value_parser = threshold)]
+    no_speech_threshold: Limit,
+    /// Prompt each window with the text before it (<|startofprev|>); false makes windows
+    /// independent, less prone to repeating a failure.
+    #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+    condition_on_previous_text: bool,
+    /// Text that prompts the first window: names, spellings, a style.
+    #[arg(long, value_name = "TEXT")]
+    initial_prompt: Option<String>,
+    /// Put --initial-prompt before every window's prompt, not only the first.
+    #[arg(long)]
+    carry_initial_prompt: bool,
+    /// Word-level timestamps (openai-whisper's alignment heads and DTW); printed under each
+    /// segment, and in --json. Implies --timestamps.
+    #[arg(long)]
+    word_timestamps: bool,
+    /// With --word-timestamps: punctuation merged into the next word.
+    #[arg(long, value_name = "CHARS", default_value = models::whisper::timing::PREPEND_PUNCTUATIONS)]
+    prepend_punctuations: String,
+    /// With --word-timestamps: punctuation merged into the previous word.
+    #[arg(long, value_name = "CHARS", default_value = models::whisper::timing::APPEND_PUNCTUATIONS)]
+    append_punctuations: String,
+    /// Seed of the sampling above temperature 0 (the same seed gives the same text).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+}
+
+impl SeekArgs {
+    /// The mode these flags ask for; options out of range are refused here.
+    pub fn mode(&self) -> Result<LongFormMode> {
+        if self.long_form == "windows" {
+            if self.word_timestamps {
+                anyhow::bail!("--word-timestamps needs --long-form seek");
+            }
+            return Ok(LongFormMode::Windows);
+        }
+        if !(0.0..=1.0).contains(&self.temperature) {
+            anyhow::bail!("--temperature {}: expected 0 to 1", self.temperature);
+        }
+        // openai-whisper's np.arange(temperature, 1.0 + 1e-6, increment).
+        let temperatures = match self.temperature_increment_on_fallback.0 {
+            None => vec![self.temperature],
+            Some(inc) if inc <= 0.0 => anyhow::bail!("--temperature-increment-on-fallback {inc}: expected a positive step or none"),
+            Some(inc) => {
+                let n = ((1.0 + 1e-6 - f64::from(self.temperature)) / inc).ceil().max(1.0) as usize;
+                (0..n).map(|i| (f64::from(self.temperature) + i as f64 * inc) as f32).collect()
+            }
+        };
+        let so = SeekOptions {
+            temperatures,
+            best_of: self.best_of as usize,
+            compression_ratio_threshold: self.compression_ratio_threshold.0,
+            logprob_threshold: self.logprob_threshold.0,
+            no_speech_threshold: self.no_speech_threshold.0,
+            condition_on_previous_text: self.condition_on_previous_text,
+            initial_prompt: self.initial_prompt.clone(),
+            carry_initial_prompt: self.carry_initial_prompt,
+            word_timestamps: self.word_timestamps,
+            prepend_punctuations: self.prepend_punctuations.clone(),
+            append_punctuations: self.append_punctuations.clone(),
+            seed: self.seed,
+        };
+        so.validate()?;
+        Ok(LongFormMode::Seek(so))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -183,7 +297,19 @@ struct FileResult {
 impl FileResult {
     fn json(&self) -> serde_json::Value {
         let out = &self.transcript;
-        let segs: Vec<_> = out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect();
+        let segs: Vec<_> = if out.details.is_empty() {
+            out.segments.iter().map(|(s, text)| serde_json::json!({"start_s": s.start, "end_s": s.end, "text": text, "tokens": s.tokens, "window": s.window})).collect()
+        } else {
+            // The seek loop's segments, empty ones included, as openai-whisper returns them.
+            out.details
+                .iter()
+                .map(|s| {
+                    let words: Vec<_> = s.words.iter().map(|w| serde_json::json!({"word": w.word, "start_s": w.start, "end_s": w.end, "probability": w.probability})).collect();
+                    serde_json::json!({"start_s": s.start, "end_s": s.end, "text": s.text.trim(), "tokens": s.tokens, "seek": s.seek, "temperature": s.temperature,
+                        "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob, "words": words})
+                })
+                .collect()
+        };
         let mut j = serde_json::json!({"text": out.text, "language": out.language, "segments": segs, "audio_seconds": self.audio_s, "windows": out.windows});
         if let Some(map) = &self.speech {
             let sr = f64::from(audio::SAMPLE_RATE);
@@ -205,7 +331,8 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
         variant: args.variant.variant,
         beam: args.beam.map(|b| b as usize),
         language: args.language.clone(),
-        timestamps: args.timestamps,
+        timestamps: args.timestamps || args.seek.word_timestamps,
+        long_form: args.seek.mode()?,
     };
     // A language the model lacks, or VAD options out of range, are refused before the audio
     // is resampled or decoded.
@@ -235,6 +362,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let silent = || models::whisper::transcribe::Transcript {
         text: String::new(),
         segments: vec![],
+        details: vec![],
         language: opts.language.clone().filter(|l| l != "auto").unwrap_or_else(|| if t.languages().is_empty() { "en".into() } else { String::new() }),
         windows: 0,
     };
@@ -268,6 +396,14 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
                     seg.start = map.original_time(seg.start);
                     seg.end = map.original_time(seg.end);
                 }
+                for seg in &mut transcript.details {
+                    seg.start = map.original_time(seg.start);
+                    seg.end = map.original_time(seg.end);
+                    for w in &mut seg.words {
+                        w.start = map.original_time(w.start);
+                        w.end = map.original_time(w.end);
+                    }
+                }
             }
             FileResult { path, transcript, audio_s: s.len() as f64 / f64::from(audio::SAMPLE_RATE), speech }
         })
@@ -297,7 +433,14 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
             if many {
                 println!("== {} ==", r.path.display());
             }
-            if args.timestamps {
+            if args.seek.word_timestamps {
+                for s in out.details.iter().filter(|s| !s.text.is_empty()) {
+                    println!("[{} --> {}] {}", clock(s.start), clock(s.end), s.text.trim());
+                    for w in &s.words {
+                        println!("    [{} --> {}] {}", clock(w.start), clock(w.end), w.word.trim());
+                    }
+                }
+            } else if args.timestamps {
                 for (s, text) in &out.segments {
                     println!("[{} --> {}] {text}", clock(s.start), clock(s.end));
                 }

@@ -10,7 +10,8 @@ mod common;
 use common::fixture;
 
 /// A model folder: the fixture's config and weights, and a tokenizer.json whose vocabulary
-/// (500 byte-level pieces) and special tokens fit the fixture's ids (start 500, end 501).
+/// (498 byte-level pieces) and special tokens fit the fixture's ids (no speech 498, previous
+/// text 499, start 500, end 501, no timestamps 502).
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -26,7 +27,7 @@ fn model_dir() -> tempfile::TempDir {
     let mut id = printable.len() + 1;
     'pairs: for a in &letters {
         for b in &letters {
-            if id == 500 {
+            if id == 498 {
                 break 'pairs;
             }
             vocab.insert(format!("Ġ{a}{b}"), id.into());
@@ -36,7 +37,7 @@ fn model_dir() -> tempfile::TempDir {
     let added = |id: u32, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let tok = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [added(500, "<|startoftranscript|>"), added(501, "<|endoftext|>"), added(502, "<|notimestamps|>")],
+        "added_tokens": [added(498, "<|nospeech|>"), added(499, "<|startofprev|>"), added(500, "<|startoftranscript|>"), added(501, "<|endoftext|>"), added(502, "<|notimestamps|>")],
         "normalizer": null,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
         "post_processor": null,
@@ -75,7 +76,7 @@ fn long_audio_is_transcribed_in_overlapping_windows_with_timestamps() {
     let tmp = tempfile::tempdir().unwrap();
     let audio = wav(tmp.path(), "long.wav", 65.0, 22_050, speechlike);
     let m = model.path().to_str().unwrap();
-    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--json", "--quiet"]);
+    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--long-form", "windows", "--json", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((v["audio_seconds"].as_f64().unwrap() - 65.0).abs() < 0.01, "{v}");
@@ -91,11 +92,70 @@ fn long_audio_is_transcribed_in_overlapping_windows_with_timestamps() {
         assert!(s["tokens"].as_array().unwrap().iter().all(|t| t.as_i64().unwrap() < 503), "{s}");
     }
     // The text is the segments' text, and with --timestamps each segment prints with its times.
-    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--timestamps", "--quiet", "--variant", "naive"]);
+    let o = harness(&["transcribe", "--model-dir", m, audio.to_str().unwrap(), "--long-form", "windows", "--timestamps", "--quiet", "--variant", "naive"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().count(), segs.len(), "{out}");
     assert!(out.lines().all(|l| l.starts_with("[0:") || l.starts_with("[1:")), "{out}");
+}
+
+/// The default long form is openai-whisper's seek loop: each window's segments carry its
+/// first frame, the temperature it was decoded at and its statistics; with --word-timestamps
+/// every word lies inside its segment's window; the same seed gives the same transcript (a
+/// random model fails every threshold, so windows are sampled hotter); bad options are refused
+/// before any decoding. (Equality with openai-whisper on real weights:
+/// `whisper_tiny_en::tiny_en_seek_loop_and_word_timestamps_equal_openai_transcribe`.)
+#[test]
+fn long_audio_goes_through_the_seek_loop_with_fallback_and_words() {
+    let model = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let audio = wav(tmp.path(), "long.wav", 40.0, 16_000, speechlike);
+    let (m, a) = (model.path().to_str().unwrap(), audio.to_str().unwrap());
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let o = harness(&[&["transcribe", "--model-dir", m, a, "--json", "--quiet", "--word-timestamps", "--best-of", "2"], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = run(&[]);
+    let segs = v["segments"].as_array().unwrap();
+    assert!(!segs.is_empty(), "{v}");
+    let temps = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
+    let mut last_seek = 0;
+    for s in segs {
+        let seek = s["seek"].as_u64().unwrap();
+        assert!(seek >= last_seek && seek < 4000, "seek {seek} after {last_seek}");
+        last_seek = seek;
+        let t = s["temperature"].as_f64().unwrap();
+        assert!(temps.iter().any(|&x| (x - t).abs() < 1e-6), "temperature {t}");
+        for k in ["avg_logprob", "compression_ratio", "no_speech_prob"] {
+            assert!(s[k].as_f64().is_some_and(f64::is_finite), "{k}: {s}");
+        }
+        let (start, end) = (s["start_s"].as_f64().unwrap(), s["end_s"].as_f64().unwrap());
+        assert!(start <= end && start >= seek as f64 / 100.0 - 1e-9, "{s}");
+        for w in s["words"].as_array().unwrap() {
+            let (ws, we) = (w["start_s"].as_f64().unwrap(), w["end_s"].as_f64().unwrap());
+            assert!(ws <= we && ws >= seek as f64 / 100.0 - 0.01 && we <= seek as f64 / 100.0 + 30.01, "word {w} of window at {seek}");
+            assert!((0.0..=1.0).contains(&w["probability"].as_f64().unwrap()), "{w}");
+        }
+    }
+    // Random weights fail the log-probability threshold, so some window fell back.
+    assert!(segs.iter().any(|s| s["temperature"].as_f64().unwrap() > 0.0), "no fallback: {v}");
+    // Seeded sampling: the same seed, the same transcript; another seed, another one.
+    assert_eq!(run(&[])["segments"], v["segments"]);
+    assert_ne!(run(&["--seed", "1"])["segments"], v["segments"]);
+    // Without fallback every window is greedy.
+    let greedy = run(&["--temperature-increment-on-fallback", "none"]);
+    assert!(greedy["segments"].as_array().unwrap().iter().all(|s| s["temperature"] == 0.0), "{greedy}");
+    for (bad, says) in [
+        (vec!["--temperature", "1.5"], "--temperature"),
+        (vec!["--logprob-threshold", "x"], "neither a number nor none"),
+        (vec!["--temperature-increment-on-fallback", "0"], "positive step"),
+        (vec!["--long-form", "windows"], "--word-timestamps needs --long-form seek"),
+    ] {
+        let o = harness(&[&["transcribe", "--model-dir", m, a, "--word-timestamps"], bad.as_slice()].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{bad:?}: {err}");
+    }
 }
 
 /// Several files (a folder and a file) transcribe in batches: each file's text equals its own

@@ -124,3 +124,67 @@ fn tiny_en_long_form_transcribes_every_repeat_once() {
         );
     }
 }
+
+/// openai-whisper's `transcribe` of `fixtures/make_speech.py long` (2.7 minutes of 40 spoken
+/// sentences), in the option sets of `fixtures/make_seek_reference.py`: our seek loop gives
+/// the same text and segments, and the same words with times within 20 ms.
+#[test]
+#[ignore = "needs the tiny.en weights and the long recording: fixtures/fetch_tiny_en.sh target/whisper-tiny-en; python3 fixtures/make_speech.py long target/speech-long"]
+fn tiny_en_seek_loop_and_word_timestamps_equal_openai_transcribe() {
+    use models::whisper::seek::SeekOptions;
+    use models::whisper::transcribe::{LongFormMode, TranscribeOptions, Transcriber};
+    let dir = std::env::var_os("WHISPER_TINY_EN_DIR").map_or_else(|| root().join("target/whisper-tiny-en"), PathBuf::from);
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("fixtures/whisper-tiny-en/seek-reference.json")).unwrap()).unwrap();
+    let wav_path = root().join("target/speech-long/long.wav");
+    let bytes = std::fs::read(&wav_path).unwrap_or_else(|e| panic!("{}: {e}\nmake it first: python3 fixtures/make_speech.py long target/speech-long", wav_path.display()));
+    let sha = models::htdemucs::pretrained::sha256_hex(&bytes);
+    assert_eq!(sha, reference["audio"]["sha256"].as_str().unwrap(), "long.wav is not the recording the reference was made from (espeak-ng or sox versions?)");
+    let wav = harness::audio::read_wav(&wav_path).unwrap();
+    let audio = &wav.channels[0];
+    let t = Transcriber::load(&dir, None).unwrap_or_else(|e| panic!("{e}\nfetch the weights first: fixtures/fetch_tiny_en.sh {}", dir.display()));
+    let lead: Vec<f32> = {
+        let s = &reference["silence_first"];
+        let (silence, lead) = (s["silence_s"].as_u64().unwrap() as usize * 16_000, s["lead_s"].as_u64().unwrap() as usize * 16_000);
+        std::iter::repeat_n(0.0, silence).chain(audio[..lead].iter().copied()).collect()
+    };
+    for (name, run) in reference["runs"].as_object().unwrap() {
+        let o = &run["options"];
+        let so = SeekOptions {
+            word_timestamps: o["word_timestamps"].as_bool().unwrap_or(false),
+            condition_on_previous_text: o["condition_on_previous_text"].as_bool().unwrap_or(true),
+            initial_prompt: o["initial_prompt"].as_str().map(String::from),
+            ..SeekOptions::default()
+        };
+        let opts = TranscribeOptions {
+            beam: o["beam_size"].as_u64().map(|b| b as usize),
+            timestamps: true,
+            long_form: LongFormMode::Seek(so.clone()),
+            ..TranscribeOptions::default()
+        };
+        let clip: &[f32] = if name == "silence-first" { &lead } else { audio };
+        let got = t.transcribe_seek(clip, &opts, &so, |_, _| {}).unwrap();
+        let want = run["segments"].as_array().unwrap();
+        assert_eq!(got.text.trim(), run["text"].as_str().unwrap().trim(), "{name}: text");
+        assert_eq!(got.segments.len(), want.len(), "{name}: segments");
+        let mut worst: f64 = 0.0;
+        for (g, w) in got.segments.iter().zip(want) {
+            assert_eq!(g.text.trim(), w["text"].as_str().unwrap().trim(), "{name}: segment text");
+            assert_eq!(g.seek as u64, w["seek"].as_u64().unwrap(), "{name}: seek of {:?}", g.text);
+            let toks: Vec<i32> = w["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
+            assert_eq!(g.tokens, toks, "{name}: tokens of {:?}", g.text);
+            worst = worst.max((g.start - w["start"].as_f64().unwrap()).abs()).max((g.end - w["end"].as_f64().unwrap()).abs());
+            assert!((g.avg_logprob - w["avg_logprob"].as_f64().unwrap()).abs() < 1e-3, "{name}: avg_logprob {} vs {}", g.avg_logprob, w["avg_logprob"]);
+            assert!((g.no_speech_prob - w["no_speech_prob"].as_f64().unwrap()).abs() < 1e-3, "{name}: no_speech_prob");
+            assert!((g.compression_ratio - w["compression_ratio"].as_f64().unwrap()).abs() < 1e-9, "{name}: compression ratio of {:?}", g.text);
+            let ww = w["words"].as_array().cloned().unwrap_or_default();
+            assert_eq!(g.words.len(), ww.len(), "{name}: words of {:?}", g.text);
+            for (a, b) in g.words.iter().zip(&ww) {
+                assert_eq!(a.word, b["word"].as_str().unwrap(), "{name}");
+                worst = worst.max((a.start - b["start"].as_f64().unwrap()).abs()).max((a.end - b["end"].as_f64().unwrap()).abs());
+                assert!((a.probability - b["probability"].as_f64().unwrap()).abs() < 1e-3, "{name}: probability of {:?}", a.word);
+            }
+        }
+        assert!(worst <= 0.02 + 1e-9, "{name}: a segment or word time differs by {worst} s");
+        eprintln!("{name}: {} segments equal, times within {worst:.3} s", got.segments.len());
+    }
+}

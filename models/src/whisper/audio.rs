@@ -117,4 +117,39 @@ impl LogMel {
         let log = ops::maximum(&log, &floor)?;
         Ok(log.add(mlx_rs::array!(4.0f32))?.divide(mlx_rs::array!(4.0f32))?.t())
     }
+
+    /// Log-mel `[n_mels, frames]` of all of `audio` followed by 30 s of zeros, normalised over
+    /// the whole of it, as openai-whisper's `log_mel_spectrogram(audio, padding=N_SAMPLES)`
+    /// that its `transcribe` slices windows from: `frames = (len + N_SAMPLES) / 160`. The STFT
+    /// runs 3000 frames at a time, so memory grows only with the mel, not the frames.
+    pub fn compute_padded(&self, audio: &[f32]) -> Result<Array> {
+        if audio.is_empty() {
+            return Err(Error::InvalidArgument("audio is empty (0 samples)".into()));
+        }
+        if audio.iter().any(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument("audio holds NaN or infinite samples".into()));
+        }
+        let total = i32::try_from(audio.len() + N_SAMPLES as usize).map_err(|_| Error::InvalidArgument(format!("{} samples: too long for one signal", audio.len())))?;
+        let x = ops::concatenate(&[Array::from_slice(audio, &[audio.len() as i32]), ops::zeros::<f32>(&[N_SAMPLES])?], 0)?;
+        let padded = pad_axis(&x.reshape(&[1, total])?, 1, N_FFT / 2, N_FFT / 2, PadMode::Reflect)?.reshape(&[-1])?;
+        // The STFT has 1 + total / hop frames; the last is dropped.
+        let frames = total / HOP_LENGTH;
+        let chunk = N_SAMPLES / HOP_LENGTH;
+        let mut logs = Vec::new();
+        let mut f0 = 0;
+        while f0 < frames {
+            let n = chunk.min(frames - f0);
+            let idx = self.frame_index.index(..n).add(mlx_rs::array!(f0 * HOP_LENGTH))?;
+            let spec = mlx_rs::fft::rfft(&padded.take(&idx)?.multiply(&self.window)?, N_FFT, -1)?;
+            let mel = spec.abs()?.square()?.matmul(&self.filters_t)?;
+            let log = ops::log10(&ops::maximum(&mel, mlx_rs::array!(1e-10f32))?)?;
+            log.eval()?;
+            logs.push(log);
+            f0 += n;
+        }
+        let log = ops::concatenate(&logs, 0)?;
+        let floor = log.max(None)?.subtract(mlx_rs::array!(8.0f32))?;
+        let log = ops::maximum(&log, &floor)?;
+        Ok(log.add(mlx_rs::array!(4.0f32))?.divide(mlx_rs::array!(4.0f32))?.t())
+    }
 }

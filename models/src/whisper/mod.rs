@@ -6,6 +6,8 @@ pub mod config;
 pub mod ct2;
 pub mod filters;
 pub mod longform;
+pub mod seek;
+pub mod timing;
 pub mod tokenizer;
 pub mod transcribe;
 
@@ -123,6 +125,45 @@ impl Whisper {
         let h = state.forward_layers(&self.dec_layers, &h, audio, Mask::None)?;
         let h = self.dec_ln.forward(&h)?;
         self.embed_tokens.matmul_t(&h)
+    }
+
+    /// What word timestamps need from one uncached forward pass over `tokens` attending to
+    /// `audio` (`[1, frames, d]`), as openai-whisper's `find_alignment` runs it: the
+    /// cross-attention logits (queries times keys, scaled, before the softmax) of `heads`,
+    /// `(layer, head)` in that order, `[heads, T, frames]`, and the logits `[T, vocab]`.
+    pub fn alignment(&self, audio: &Array, tokens: &[i32], heads: &[(usize, usize)], kernel: AttentionKernel) -> Result<(Array, Array)> {
+        let t = tokens.len();
+        if t == 0 || t > self.config.max_target_positions as usize {
+            return Err(Error::InvalidArgument(format!("{t} tokens to align: expected 1 to {}", self.config.max_target_positions)));
+        }
+        let n_head = self.config.decoder_attention_heads as usize;
+        if let Some(&(l, h)) = heads.iter().find(|&&(l, h)| l >= self.dec_layers.len() || h >= n_head) {
+            return Err(Error::InvalidArgument(format!("alignment head ({l}, {h}) is outside the decoder's {} layers of {n_head} heads", self.dec_layers.len())));
+        }
+        if heads.is_empty() {
+            return Err(Error::InvalidArgument("no alignment heads".into()));
+        }
+        let ids = Array::from_slice(tokens, &[1, t as i32]);
+        let mut h = self.embed_tokens.rows(&ids)?.add(self.dec_pos.index(0..t as i32))?;
+        let mut picked = Vec::new();
+        for (i, l) in self.dec_layers.iter().enumerate() {
+            h = h.add(l.attn.self_attention(&l.attn_ln.forward(&h)?, None, Mask::Causal, kernel)?)?;
+            if let Some((cross, ln)) = &l.cross {
+                let x = ln.forward(&h)?;
+                let want: Vec<i32> = heads.iter().filter(|&&(li, _)| li == i).map(|&(_, hh)| hh as i32).collect();
+                if !want.is_empty() {
+                    let q = cross.split_heads(&cross.query.forward(&x)?)?;
+                    let k = cross.split_heads(&cross.key.forward(audio)?)?;
+                    let scale = (self.config.d_model as f32 / n_head as f32).powf(-0.5);
+                    let qk = q.matmul(&k.transpose_axes(&[0, 1, 3, 2])?)?.multiply(mlx_rs::array!(scale))?;
+                    picked.push(qk.index(0).take_axis(Array::from_slice(&want, &[want.len() as i32]), 0)?);
+                }
+                h = h.add(cross.cross_attention(&x, audio, None, kernel)?)?;
+            }
+            h = h.add(l.fc2.forward(&gelu(&l.fc1.forward(&l.ff_ln.forward(&h)?)?)?)?)?;
+        }
+        let logits = self.embed_tokens.matmul_t(&self.dec_ln.forward(&h)?)?.index(0);
+        Ok((ops::concatenate(&picked, 0)?, logits))
     }
 
     /// Language detection as openai-whisper's `detect_language`: one decoder pass over

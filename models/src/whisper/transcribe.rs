@@ -8,6 +8,7 @@ use mlx_rs::Array;
 
 use super::audio::{LogMel, N_SAMPLES, SAMPLE_RATE};
 use super::longform::{self, LongForm, TimedSegment};
+use super::seek::{SeekOptions, SeekSegment};
 use super::tokenizer::Tokenizer;
 use super::{BeamSearch, DecodeOptions, LogitFilters, Timestamps, Whisper};
 use crate::checkpoint::Checkpointed;
@@ -30,6 +31,30 @@ pub struct TranscribeOptions {
     pub language: Option<String>,
     /// Decode with timestamps even when the audio fits one window (longer audio always is).
     pub timestamps: bool,
+    /// How audio over 30 s (or any audio, with timestamps) is transcribed.
+    pub long_form: LongFormMode,
+}
+
+/// The long-form transcription modes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LongFormMode {
+    /// openai-whisper's `transcribe`: the seek loop with its options (the default).
+    Seek(SeekOptions),
+    /// ChunkedProcessor's overlapping windows started at quiet points ([`longform`]).
+    Windows,
+}
+
+impl Default for LongFormMode {
+    fn default() -> Self {
+        Self::Seek(SeekOptions::default())
+    }
+}
+
+impl TranscribeOptions {
+    /// The seek options when word timestamps are asked for.
+    fn word_timestamps(&self) -> bool {
+        matches!(&self.long_form, LongFormMode::Seek(so) if so.word_timestamps)
+    }
 }
 
 /// A transcript: the text, its segments with their text, and the language.
@@ -42,6 +67,9 @@ pub struct Transcript {
     pub language: String,
     /// 30 s windows decoded.
     pub windows: usize,
+    /// The seek loop's segments as openai-whisper returns them (decode statistics, words);
+    /// empty in the other modes.
+    pub details: Vec<SeekSegment>,
 }
 
 /// The code of language token `id` among `langs` (`en` when none, as for English-only models).
@@ -55,6 +83,33 @@ pub struct Transcriber {
     pub tokenizer: Tokenizer,
     /// The vocabulary's always and begin suppression lists (the config's).
     pub filters: LogitFilters,
+    /// Word-timestamp alignment heads `(layer, head)` from the folder's
+    /// `generation_config.json`, when it names them (see [`Self::alignment_heads`]).
+    pub heads: Option<Vec<(usize, usize)>>,
+}
+
+/// The `alignment_heads` of a `generation_config.json` (`[[layer, head], ...]`), if the file
+/// exists and names them.
+pub fn heads_from_generation_config(path: &Path) -> Result<Option<Vec<(usize, usize)>>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| Error::Config { path: path.display().to_string(), reason };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let Some(list) = v.get("alignment_heads").filter(|l| !l.is_null()) else {
+        return Ok(None);
+    };
+    let pair = |p: &serde_json::Value| -> Option<(usize, usize)> {
+        let a = p.as_array().filter(|a| a.len() == 2)?;
+        Some((usize::try_from(a[0].as_u64()?).ok()?, usize::try_from(a[1].as_u64()?).ok()?))
+    };
+    let heads = list
+        .as_array()
+        .ok_or_else(|| bad("alignment_heads: expected a list of [layer, head] pairs".into()))?
+        .iter()
+        .map(|p| pair(p).ok_or_else(|| bad(format!("alignment_heads: {p} is not a [layer, head] pair"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(heads))
 }
 
 /// The suppression lists of a Whisper `config.json` (`suppress_tokens`,
@@ -80,7 +135,8 @@ impl Transcriber {
         let model = Whisper::load_dir_as(dir, precision)?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
         let filters = filters_from_config(&dir.join("config.json"))?;
-        Ok(Self { model, tokenizer, filters })
+        let heads = heads_from_generation_config(&dir.join("generation_config.json"))?;
+        Ok(Self { model, tokenizer, filters, heads })
     }
 
     /// Language tokens of a multilingual vocabulary, `(code, id)`: the special tokens between
@@ -142,13 +198,38 @@ impl Transcriber {
         if samples.iter().any(|x| !x.is_finite()) {
             return Err(Error::InvalidArgument("audio holds a non-finite sample".into()));
         }
+        let long = samples.len() > N_SAMPLES as usize;
+        if let LongFormMode::Seek(so) = &opts.long_form {
+            if long || opts.timestamps || so.word_timestamps {
+                let windows = self.windows(samples.len());
+                let out = self.transcribe_seek(samples, opts, so, |done, total| progress((done * windows).div_ceil(total.max(1)), windows))?;
+                // Each segment's window: the ordinal of its window's first frame.
+                let mut seeks: Vec<usize> = out.segments.iter().map(|s| s.seek).collect();
+                seeks.dedup();
+                let segments = out
+                    .segments
+                    .iter()
+                    .filter(|s| !s.text.is_empty())
+                    .map(|s| {
+                        let tokens = s.tokens.iter().copied().filter(|&t| t < self.model.config.eos_token_id).collect();
+                        (TimedSegment { start: s.start, end: s.end, tokens, window: seeks.partition_point(|&k| k < s.seek) }, s.text.trim().to_string())
+                    })
+                    .collect();
+                return Ok(Transcript {
+                    text: out.text.trim().to_string(),
+                    segments,
+                    language: out.language,
+                    windows: out.windows,
+                    details: out.segments,
+                });
+            }
+        }
         let fixed = self.language(opts)?;
         let langs = self.languages();
         let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
         let model = &self.model;
         let decode = DecodeOptions::for_variant(opts.variant);
         let eot = model.config.eos_token_id;
-        let long = samples.len() > N_SAMPLES as usize;
         let mut language = None;
         // The start of each window's transcript; the language is detected per window unless
         // fixed.
@@ -189,7 +270,7 @@ impl Transcriber {
         let texts: Vec<String> = segments.iter().map(|s| self.tokenizer.decode(&s.tokens)).collect();
         let text = texts.concat().trim().to_string();
         let segments = segments.into_iter().zip(texts).map(|(s, t)| (s, t.trim().to_string())).collect();
-        Ok(Transcript { text, segments, language: code, windows })
+        Ok(Transcript { text, segments, language: code, windows, details: Vec::new() })
     }
 
     /// Transcribe several clips. Clips of up to 30 s go through the encoder and the greedy
@@ -213,7 +294,7 @@ impl Transcriber {
         let fixed = self.language(opts)?;
         let langs = self.languages();
         let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
-        let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && opts.beam.is_none() && !opts.timestamps;
+        let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && opts.beam.is_none() && !opts.timestamps && !opts.word_timestamps();
         let mut out: Vec<Option<Transcript>> = vec![None; clips.len()];
         let total = clips.len();
         let mut done = 0;
@@ -256,7 +337,13 @@ impl Transcriber {
                     let toks: Vec<i32> = toks.into_iter().take_while(|&t| t != eot).collect();
                     let text = self.tokenizer.decode(&toks).trim().to_string();
                     let seg = TimedSegment { start: 0.0, end: clips[i].len() as f64 / f64::from(SAMPLE_RATE), tokens: toks, window: 0 };
-                    out[i] = Some(Transcript { text: text.clone(), segments: vec![(seg, text)], language: language_code(&langs, lang), windows: 1 });
+                    out[i] = Some(Transcript {
+                        text: text.clone(),
+                        segments: vec![(seg, text)],
+                        language: language_code(&langs, lang),
+                        windows: 1,
+                        details: Vec::new(),
+                    });
                 }
             }
             done += group.len();
