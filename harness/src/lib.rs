@@ -7,6 +7,7 @@ pub mod bench;
 pub mod codec;
 pub mod doctor;
 pub mod embed_cmd;
+pub mod eval;
 mod fuzz_parsers;
 pub mod history;
 pub mod hub_args;

@@ -66,6 +66,11 @@ enum Command {
     Quantize(quant_args::Args),
     /// Whisper weights: convert a CTranslate2 checkpoint into a folder `transcribe` loads.
     Whisper(whisper_cmd::Args),
+    /// Accuracy beside speed: `eval asr` scores Whisper's transcripts of a manifest of
+    /// (audio, reference text) by word error rate (openai-whisper's English normaliser, a
+    /// bootstrap interval) with its real-time factor and peak memory, in a JSON and HTML
+    /// report; --compare gates on the WER.
+    Eval(harness::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Command::Accuracy(args) => harness::accuracy::run(&args),
         Command::History(args) => harness::history::run(&args),
         Command::Record(args) => harness::history::run_record(&args),
+        Command::Eval(args) => harness::eval::run(&args),
     };
     match result {
         Ok(code) => code,
