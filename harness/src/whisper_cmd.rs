@@ -43,8 +43,8 @@ pub struct TranscribeArgs {
     #[arg(required = true, num_args = 1..)]
     audio: Vec<PathBuf>,
     /// With several files: clips of up to 30 s (after --vad, their speech) go through the
-    /// encoder and the greedy decoder this many at a time. Longer clips, --beam and
-    /// --timestamps decode one clip at a time.
+    /// encoder and the decoder this many at a time (with --beam, batch x beam rows). Longer
+    /// clips, --timestamps and --word-timestamps decode one clip at a time.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     batch: u32,
     /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.

@@ -119,8 +119,8 @@ fn long_audio_goes_through_the_seek_loop_with_fallback_and_words() {
     }
 }
 
-/// Several files (a folder and a file) transcribe in batches: each file's text equals its own
-/// transcription, in the order named; a folder without WAV files and a missing file are
+/// Several files (a folder and a file) transcribe in batches, greedy and with beams: each
+/// file's text equals its own transcription, in the order named; a folder without WAV files and a missing file are
 /// refused before any decoding; with --vad a silent file gives no text.
 #[test]
 fn several_files_transcribe_in_batches_as_one_by_one() {
@@ -144,6 +144,16 @@ fn several_files_transcribe_in_batches_as_one_by_one() {
         let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
         assert_eq!(f["segments"][0]["tokens"], one["segments"][0]["tokens"], "{}", p.display());
         assert_eq!(f["text"], one["text"], "{}", p.display());
+    }
+    // Beams and batch together: each clip's beams chosen among its own candidates.
+    let o = harness(&["transcribe", "--model-dir", m, folder.to_str().unwrap(), c.to_str().unwrap(), "--batch", "3", "--beam", "2", "--json", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (f, p) in v["files"].as_array().unwrap().iter().zip([&a, &b, &c]) {
+        let one = harness(&["transcribe", "--model-dir", m, p.to_str().unwrap(), "--beam", "2", "--json", "--quiet"]);
+        assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+        assert_eq!(f["segments"][0]["tokens"], one["segments"][0]["tokens"], "beam 2, {}", p.display());
     }
     let empty = tmp.path().join("none");
     std::fs::create_dir(&empty).unwrap();

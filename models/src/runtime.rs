@@ -86,15 +86,16 @@ pub fn default_device_kind() -> Result<DeviceKind> {
     }
 }
 
-/// Whether MLX's default device is a GPU (false when it cannot be read).
 /// `MLX_AUDIO_UNFUSED=1`: the optimized decoders make the three query/key/value products and
-/// the five-kernel GELU as before they were fused, so one build can time both in one session
-/// (the GPU evidence of issue 21). Read once.
+/// the five-kernel GELU as before they were fused, and biased linear layers a product and an
+/// add instead of one `addmm`, so one build can time both in one session (the GPU evidence of
+/// issue 21). Read once.
 pub fn unfused() -> bool {
     static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *UNFUSED.get_or_init(|| std::env::var("MLX_AUDIO_UNFUSED").is_ok_and(|v| v == "1"))
 }
 
+/// Whether MLX's default device is a GPU (false when it cannot be read).
 pub fn on_gpu() -> bool {
     default_device_kind().is_ok_and(|k| k == DeviceKind::Gpu)
 }

@@ -114,8 +114,16 @@ impl Linear {
         self.weight.shape()[1]
     }
 
-    /// `x @ W^T + b` over the last axis.
+    /// `x @ W^T + b` over the last axis. On a GPU a float32 layer with a bias is one
+    /// `addmm`, which MLX's CUDA backend runs as one cuBLASLt product with the bias added in
+    /// its epilogue, where a product and an add are two kernels (a decode step is bound by
+    /// the host's cost per kernel); `MLX_AUDIO_UNFUSED=1` keeps the two.
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        if let (Weight::Dense(w), Some(b)) = (&self.weight, &self.bias) {
+            if w.dtype() == Dtype::Float32 && x.dtype() == Dtype::Float32 && !crate::runtime::unfused() && crate::runtime::on_gpu() {
+                return Ok(mlx_rs::ops::addmm(b, x, w.t(), 1.0, 1.0)?);
+            }
+        }
         let y = self.weight.matmul_t(x)?;
         Ok(match &self.bias {
             Some(b) => y.add(b)?,

@@ -191,26 +191,42 @@ impl Whisper {
     /// token. `audio` is one clip, `[1, frames, d]`. The selection reads every step's scores,
     /// so `opts.eval_every` does not apply.
     pub fn beam_search(&self, audio: &Array, prompt: &[i32], search: &BeamSearch, opts: &DecodeOptions, filters: &LogitFilters) -> Result<BeamResult> {
+        if audio.shape()[0] != 1 {
+            return Err(Error::InvalidArgument(format!("beam search takes one clip, got a batch of {}", audio.shape()[0])));
+        }
+        self.beam_search_batch(audio, prompt, search, opts, filters)?.pop().ok_or_else(|| Error::InvalidArgument("beam search produced no sequence".into()))
+    }
+
+    /// [`Self::beam_search`] of several clips at once (`audio` `[N, frames, d]`): their
+    /// `N x beam` rows go through the decoder as one batch, each clip's beams chosen among its
+    /// own candidates, so each result equals that clip's own search. A clip that has finished
+    /// keeps its rows (unchanged) until every clip has, as openai-whisper's batched decoding
+    /// does.
+    pub fn beam_search_batch(&self, audio: &Array, prompt: &[i32], search: &BeamSearch, opts: &DecodeOptions, filters: &LogitFilters) -> Result<Vec<BeamResult>> {
         let BeamSearch { beam, max_new, eot } = *search;
         if beam < 1 {
             return Err(Error::InvalidArgument("beam size must be at least 1".into()));
         }
-        if audio.shape()[0] != 1 {
-            return Err(Error::InvalidArgument(format!("beam search takes one clip, got a batch of {}", audio.shape()[0])));
+        let clips = audio.shape()[0] as usize;
+        if clips == 0 {
+            return Err(Error::InvalidArgument("beam search of no clips".into()));
         }
         let filters = filters.compile(self.config.vocab_size)?;
-        let b = beam as i32;
-        let (mut input, room) = self.start(prompt, b)?;
-        let audio = ops::broadcast_to(audio, &[b, audio.shape()[1], audio.shape()[2]])?;
+        let rows = (clips * beam) as i32;
+        let (mut input, room) = self.start(prompt, rows)?;
+        let s = audio.shape();
+        // Each clip's encoding repeated for its beams, clip-major.
+        let audio = ops::broadcast_to(audio.reshape(&[s[0], 1, s[1], s[2]])?, &[s[0], beam as i32, s[1], s[2]])?.reshape(&[rows, s[1], s[2]])?;
         let mut state = self.new_state(opts);
-        let mut seqs: Vec<Vec<i32>> = vec![prompt.to_vec(); beam];
-        let mut sum_lp: Vec<f32> = vec![0.0; beam];
-        let mut finished: Vec<(Vec<i32>, f64)> = Vec::new();
+        let mut seqs: Vec<Vec<i32>> = vec![prompt.to_vec(); clips * beam];
+        let mut sum_lp: Vec<f32> = vec![0.0; clips * beam];
+        let mut finished: Vec<Vec<(Vec<i32>, f64)>> = vec![Vec::new(); clips];
+        let mut done = vec![false; clips];
         for step in 0..max_new.min(room) {
             let ts_state = filters.timestamps.map(|ts| TimestampState::of(&ts, &seqs.iter().map(|s| &s[prompt.len()..]).collect::<Vec<_>>()));
             let last = filters.apply(self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..)), step, ts_state.as_ref())?;
             let logprobs = last.subtract(&mlx_rs::ops::logsumexp_axis(&last, -1, true)?)?;
-            // The best beam + 1 tokens of each beam, best first.
+            // The best beam + 1 tokens of each row, best first.
             let k = (beam + 1) as i32;
             let order = mlx_rs::ops::argsort_axis(&logprobs.negative()?, -1)?.index((.., ..k));
             let vals = logprobs.take_along_axis(&order, -1)?;
@@ -219,84 +235,104 @@ impl Whisper {
             let (ids, lps) = (order.as_dtype(Dtype::Int32)?, vals);
             ids.eval()?;
             let (ids, lps) = (ids.as_slice::<i32>().to_vec(), lps.as_slice::<f32>().to_vec());
-            // Candidates in insertion order; a repeated sequence keeps its first place and
-            // takes the later score (a Python dict assignment).
-            let mut cands: Vec<(Vec<i32>, f32, usize)> = Vec::new();
-            for j in 0..beam {
-                for c in 0..beam + 1 {
-                    let (tok, lp) = (ids[j * (beam + 1) + c], lps[j * (beam + 1) + c]);
-                    let mut s = seqs[j].clone();
-                    s.push(tok);
-                    let score = sum_lp[j] + lp;
-                    match cands.iter_mut().find(|(q, _, _)| *q == s) {
-                        Some(e) => {
-                            e.1 = score;
-                            e.2 = j;
+            let mut sources: Vec<i32> = (0..rows).collect();
+            let mut next_seqs = seqs.clone();
+            let mut next_sum = sum_lp.clone();
+            for c in 0..clips {
+                if done[c] {
+                    continue;
+                }
+                // Candidates in insertion order; a repeated sequence keeps its first place and
+                // takes the later score (a Python dict assignment).
+                let mut cands: Vec<(Vec<i32>, f32, usize)> = Vec::new();
+                for j in c * beam..(c + 1) * beam {
+                    for q in 0..beam + 1 {
+                        let (tok, lp) = (ids[j * (beam + 1) + q], lps[j * (beam + 1) + q]);
+                        let mut s = seqs[j].clone();
+                        s.push(tok);
+                        let score = sum_lp[j] + lp;
+                        match cands.iter_mut().find(|(x, _, _)| *x == s) {
+                            Some(e) => {
+                                e.1 = score;
+                                e.2 = j;
+                            }
+                            None => cands.push((s, score, j)),
                         }
-                        None => cands.push((s, score, j)),
                     }
                 }
-            }
-            let mut idx: Vec<usize> = (0..cands.len()).collect();
-            idx.sort_by(|&x, &y| cands[y].1.total_cmp(&cands[x].1));
-            let (mut next, mut next_lp, mut sources, mut newly) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for i in idx {
-                let (s, score, src) = &cands[i];
-                if s.last() == Some(&eot) {
-                    newly.push((s.clone(), f64::from(*score)));
-                } else {
-                    next.push(s.clone());
-                    next_lp.push(*score);
-                    sources.push(*src as i32);
-                    if next.len() == beam {
+                let mut idx: Vec<usize> = (0..cands.len()).collect();
+                idx.sort_by(|&x, &y| cands[y].1.total_cmp(&cands[x].1));
+                let (mut next, mut newly) = (Vec::new(), Vec::new());
+                for i in idx {
+                    let (s, score, src) = &cands[i];
+                    if s.last() == Some(&eot) {
+                        newly.push((s.clone(), f64::from(*score)));
+                    } else {
+                        next.push((s.clone(), *score, *src));
+                        if next.len() == beam {
+                            break;
+                        }
+                    }
+                }
+                let fin = &mut finished[c];
+                for (s, score) in newly {
+                    if fin.len() >= beam {
                         break;
                     }
+                    match fin.iter_mut().find(|(q, _)| *q == s) {
+                        Some(e) => e.1 = score,
+                        None => fin.push((s, score)),
+                    }
+                }
+                if fin.len() >= beam || next.len() < beam {
+                    done[c] = true;
+                    continue;
+                }
+                for (r, (s, score, src)) in next.into_iter().enumerate() {
+                    let row = c * beam + r;
+                    next_seqs[row] = s;
+                    next_sum[row] = score;
+                    sources[row] = src as i32;
                 }
             }
-            for (s, score) in newly {
-                if finished.len() >= beam {
-                    break;
-                }
-                match finished.iter_mut().find(|(q, _)| *q == s) {
-                    Some(e) => e.1 = score,
-                    None => finished.push((s, score)),
-                }
-            }
-            if finished.len() >= beam || next.len() < beam {
+            if done.iter().all(|&d| d) {
                 break;
             }
-            let rows = Array::from_slice(&sources, &[b]);
-            state.reorder(&rows)?;
-            input = Array::from_slice(&next.iter().map(|s| s[s.len() - 1]).collect::<Vec<_>>(), &[b, 1]);
-            seqs = next;
-            sum_lp = next_lp;
-        }
-        if finished.len() < beam {
-            // Not enough finished: the live beams, best first, end here.
-            let mut order: Vec<usize> = (0..seqs.len()).collect();
-            order.sort_by(|&x, &y| sum_lp[y].total_cmp(&sum_lp[x]));
-            for j in order {
-                if finished.len() >= beam {
-                    break;
-                }
-                let mut s = seqs[j].clone();
-                s.push(eot);
-                if !finished.iter().any(|(q, _)| *q == s) {
-                    finished.push((s, f64::from(sum_lp[j])));
-                }
-            }
+            state.reorder(&Array::from_slice(&sources, &[rows]))?;
+            input = Array::from_slice(&next_seqs.iter().map(|s| s[s.len() - 1]).collect::<Vec<_>>(), &[rows, 1]);
+            seqs = next_seqs;
+            sum_lp = next_sum;
         }
         let n = prompt.len();
         let body = |s: &Vec<i32>| -> Vec<i32> { s[n..].iter().take_while(|&&t| t != eot).copied().collect() };
-        let mut best: Option<(f64, usize)> = None;
-        for (i, (s, lp)) in finished.iter().enumerate() {
-            let score = lp / body(s).len().max(1) as f64;
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, i));
+        let mut out = Vec::with_capacity(clips);
+        for (c, mut fin) in finished.into_iter().enumerate() {
+            if fin.len() < beam {
+                // Not enough finished: the live beams, best first, end here.
+                let mut order: Vec<usize> = (c * beam..(c + 1) * beam).collect();
+                order.sort_by(|&x, &y| sum_lp[y].total_cmp(&sum_lp[x]));
+                for j in order {
+                    if fin.len() >= beam {
+                        break;
+                    }
+                    let mut s = seqs[j].clone();
+                    s.push(eot);
+                    if !fin.iter().any(|(q, _)| *q == s) {
+                        fin.push((s, f64::from(sum_lp[j])));
+                    }
+                }
             }
+            let mut best: Option<(f64, usize)> = None;
+            for (i, (s, lp)) in fin.iter().enumerate() {
+                let score = lp / body(s).len().max(1) as f64;
+                if best.is_none_or(|(b, _)| score > b) {
+                    best = Some((score, i));
+                }
+            }
+            let (_, i) = best.ok_or_else(|| Error::InvalidArgument("beam search produced no sequence".into()))?;
+            out.push(BeamResult { tokens: body(&fin[i].0), sum_logprob: fin[i].1 });
         }
-        let (_, i) = best.ok_or_else(|| Error::InvalidArgument("beam search produced no sequence".into()))?;
-        Ok(BeamResult { tokens: body(&finished[i].0), sum_logprob: finished[i].1 })
+        Ok(out)
     }
 
     /// Check `prompt` and repeat it for `batch` rows; also the tokens left in the text

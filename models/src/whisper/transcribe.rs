@@ -273,11 +273,11 @@ impl Transcriber {
         Ok(Transcript { text, segments, language: code, windows, details: Vec::new() })
     }
 
-    /// Transcribe several clips. Clips of up to 30 s go through the encoder and the greedy
-    /// decoder together, `batch` at a time (rows grouped by their start of transcript when the
-    /// language is detected per clip), each row stopping at its own end of transcript; the
-    /// tokens equal clip-by-clip decoding up to float ties. Longer clips, beam search and
-    /// `timestamps` take [`Self::transcribe`] one clip at a time. `progress(done, total)`
+    /// Transcribe several clips. Clips of up to 30 s go through the encoder and the decoder
+    /// (greedy, or beam search with `batch x beam` rows) together, `batch` at a time (rows
+    /// grouped by their start of transcript when the language is detected per clip), each row
+    /// stopping at its own end of transcript; the tokens equal clip-by-clip decoding up to
+    /// float ties. Longer clips and timestamps take [`Self::transcribe`] one clip at a time. `progress(done, total)`
     /// counts clips.
     pub fn transcribe_batch(&self, clips: &[&[f32]], opts: &TranscribeOptions, batch: usize, mut progress: impl FnMut(usize, usize)) -> Result<Vec<Transcript>> {
         if batch == 0 {
@@ -294,7 +294,7 @@ impl Transcriber {
         let fixed = self.language(opts)?;
         let langs = self.languages();
         let lang_ids: Vec<i32> = langs.iter().map(|(_, id)| *id).collect();
-        let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && opts.beam.is_none() && !opts.timestamps && !opts.word_timestamps();
+        let batched = |c: &&[f32]| c.len() <= N_SAMPLES as usize && !opts.timestamps && !opts.word_timestamps();
         let mut out: Vec<Option<Transcript>> = vec![None; clips.len()];
         let total = clips.len();
         let mut done = 0;
@@ -331,7 +331,10 @@ impl Transcriber {
                 let rows: Vec<i32> = (0..group.len()).filter(|&r| row_lang[r] == lang).map(|r| r as i32).collect();
                 let sub = if rows.len() == group.len() { enc.clone() } else { enc.take_axis(Array::from_slice(&rows, &[rows.len() as i32]), 0)? };
                 let sot = self.sot_sequence(lang, false)?;
-                let tokens = self.model.greedy_with(&sub, &sot, MAX_NEW_TOKENS, Some(eot), &decode, &self.filters)?;
+                let tokens = match opts.beam {
+                    Some(beam) => self.model.beam_search_batch(&sub, &sot, &BeamSearch { beam, max_new: MAX_NEW_TOKENS, eot }, &decode, &self.filters)?.into_iter().map(|r| r.tokens).collect(),
+                    None => self.model.greedy_with(&sub, &sot, MAX_NEW_TOKENS, Some(eot), &decode, &self.filters)?,
+                };
                 for (&r, toks) in rows.iter().zip(tokens) {
                     let i = group[r as usize];
                     let toks: Vec<i32> = toks.into_iter().take_while(|&t| t != eot).collect();
