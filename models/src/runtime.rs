@@ -86,13 +86,31 @@ pub fn default_device_kind() -> Result<DeviceKind> {
     }
 }
 
-/// `MLX_AUDIO_UNFUSED=1`: the optimized decoders make the three query/key/value products and
-/// the five-kernel GELU as before they were fused, and biased linear layers a product and an
-/// add instead of one `addmm`, so one build can time both in one session (the GPU evidence of
-/// issue 21). Read once.
-pub fn unfused() -> bool {
-    static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UNFUSED.get_or_init(|| std::env::var("MLX_AUDIO_UNFUSED").is_ok_and(|v| v == "1"))
+/// A GPU fusion that `MLX_AUDIO_UNFUSED` can switch off, so one build can time each with
+/// and without it in one session (the GPU evidence of issue 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fusion {
+    /// Biased linear layers over several rows as one `addmm` (a product with a bias epilogue).
+    Addmm,
+    /// The decoders' self-attention query, key and value weights stacked into one product.
+    Qkv,
+}
+
+impl Fusion {
+    fn name(self) -> &'static str {
+        match self {
+            Fusion::Addmm => "addmm",
+            Fusion::Qkv => "qkv",
+        }
+    }
+}
+
+/// Whether `fusion` is switched off: `MLX_AUDIO_UNFUSED=1` (or `all`) switches off every
+/// fusion, a comma-separated list (`addmm,qkv`) those named. Read once.
+pub fn unfused(fusion: Fusion) -> bool {
+    static UNFUSED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let off = UNFUSED.get_or_init(|| std::env::var("MLX_AUDIO_UNFUSED").map(|v| v.split(',').map(|s| s.trim().to_lowercase()).collect()).unwrap_or_default());
+    off.iter().any(|s| s == "1" || s == "all" || s == fusion.name())
 }
 
 /// Whether MLX's default device is a GPU (false when it cannot be read).

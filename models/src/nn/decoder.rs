@@ -189,7 +189,7 @@ impl DecoderLayer {
     pub fn load_with(vs: &Vars, d: i32, heads: i32, ffn: i32, bias: bool, cross: bool) -> Result<Self> {
         let cross = if cross { Some((MultiHeadAttention::load(&vs.pp("encoder_attn"), d, heads, bias)?, LayerNorm::load(&vs.pp("encoder_attn_layer_norm"), d)?)) } else { None };
         let mut attn = MultiHeadAttention::load(&vs.pp("self_attn"), d, heads, bias)?;
-        if !crate::runtime::unfused() {
+        if !crate::runtime::unfused(crate::runtime::Fusion::Qkv) {
             attn.fuse_qkv()?;
         }
         Ok(Self {

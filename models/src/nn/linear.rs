@@ -114,13 +114,17 @@ impl Linear {
         self.weight.shape()[1]
     }
 
-    /// `x @ W^T + b` over the last axis. On a GPU a float32 layer with a bias is one
-    /// `addmm`, which MLX's CUDA backend runs as one cuBLASLt product with the bias added in
-    /// its epilogue, where a product and an add are two kernels (a decode step is bound by
-    /// the host's cost per kernel); `MLX_AUDIO_UNFUSED=1` keeps the two.
+    /// `x @ W^T + b` over the last axis. On a GPU a float32 layer with a bias over more than
+    /// one row is one `addmm`, which MLX's CUDA backend runs as one cuBLASLt product with the
+    /// bias added in its epilogue, where a product and an add are two kernels. A single row
+    /// (a greedy decode step) keeps MLX's matrix-vector kernel and the add, since the epilogue
+    /// would force cuBLASLt there (that variant was only timed together with a compiled GELU
+    /// that was itself slower, so it is left out untested alone). `MLX_AUDIO_UNFUSED=addmm`
+    /// (or `1`) keeps the two kernels.
     pub fn forward(&self, x: &Array) -> Result<Array> {
         if let (Weight::Dense(w), Some(b)) = (&self.weight, &self.bias) {
-            if w.dtype() == Dtype::Float32 && x.dtype() == Dtype::Float32 && !crate::runtime::unfused() && crate::runtime::on_gpu() {
+            let rows = x.size() / x.shape().last().map_or(1, |&d| d.max(1) as usize);
+            if rows > 1 && w.dtype() == Dtype::Float32 && x.dtype() == Dtype::Float32 && !crate::runtime::unfused(crate::runtime::Fusion::Addmm) && crate::runtime::on_gpu() {
                 return Ok(mlx_rs::ops::addmm(b, x, w.t(), 1.0, 1.0)?);
             }
         }
