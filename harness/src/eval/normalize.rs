@@ -562,9 +562,10 @@ mod tests {
 
     #[test]
     fn numbers_contractions_and_spellings() {
-        assert_eq!(normalize_english("The girl at the booth sold fifty bonds."), "the girl at the booth sold 50 bonds ");
+        // As openai-whisper 20250625 gives them (the fixture test checks 123 more).
+        assert_eq!(normalize_english("The girl at the booth sold fifty bonds."), "the girl at the booth sold 50 bonds");
         assert_eq!(normalize_english("It's twenty-one degrees; I can't go."), "it is 21 degrees i can not go");
-        assert_eq!(normalize_english("Two hundred and five colours [music] (laughs) um"), "205 colors ");
+        assert_eq!(normalize_english("Two hundred and five colours [music] (laughs) um"), "205 colors");
         assert_eq!(normalize_english("one oh one"), "101");
         assert_eq!(normalize_english("three point five million dollars"), "$3500000");
     }
