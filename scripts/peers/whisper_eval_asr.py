@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import time
-import wave
 
 import numpy as np
 import torch
@@ -44,10 +43,8 @@ def edits(r, h):
 
 def main():
     import whisper
-    from whisper.model import ModelDimensions, Whisper
     from whisper.normalizers import EnglishTextNormalizer
-    from safetensors.torch import load_file
-    from make_tiny_en_reference import openai_state_dict
+    from make_tiny_en_reference import openai_model, read_wav16
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True)
@@ -59,18 +56,9 @@ def main():
     torch.set_num_threads(a.threads)
     base = os.path.dirname(a.manifest)
     rows = [json.loads(l) for l in open(a.manifest) if l.strip()][: a.limit]
-    audio = []
-    for r in rows:
-        with wave.open(os.path.join(base, r["audio"])) as w:
-            assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
-            audio.append(np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0)
-    cfg = json.load(open(os.path.join(a.model_dir, "config.json")))
-    dims = ModelDimensions(n_mels=cfg["num_mel_bins"], n_audio_ctx=cfg["max_source_positions"], n_audio_state=cfg["d_model"],
-                           n_audio_head=cfg["encoder_attention_heads"], n_audio_layer=cfg["encoder_layers"], n_vocab=cfg["vocab_size"],
-                           n_text_ctx=cfg["max_target_positions"], n_text_state=cfg["d_model"], n_text_head=cfg["decoder_attention_heads"],
-                           n_text_layer=cfg["decoder_layers"])
-    model = Whisper(dims)
-    model.load_state_dict(openai_state_dict(load_file(os.path.join(a.model_dir, "model.safetensors"))))
+    audio = [read_wav16(os.path.join(base, r["audio"])) for r in rows]
+    model = openai_model(a.model_dir)
+    dims = model.dims
     model.eval()
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False, temperature=0.0)
     t0 = time.perf_counter()
