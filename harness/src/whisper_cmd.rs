@@ -20,6 +20,23 @@ pub struct Args {
     command: Command,
 }
 
+/// How clips are decoded: shared by `transcribe` and `eval asr`.
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    /// Clips of up to 30 s (after --vad, their speech) go through the encoder and the decoder
+    /// this many at a time (with --beam, batch x beam rows). Longer clips, --timestamps and
+    /// --word-timestamps decode one clip at a time.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub batch: u32,
+    /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub beam: Option<u32>,
+    /// Spoken language: a code such as en or de, or auto to detect it (one extra forward pass).
+    /// English-only models take only en. Default: auto for multilingual models.
+    #[arg(long, value_name = "auto|CODE")]
+    pub language: Option<String>,
+}
+
 /// `harness transcribe`.
 #[derive(clap::Args)]
 pub struct TranscribeArgs {
@@ -42,18 +59,8 @@ pub struct TranscribeArgs {
     /// before any decoding.
     #[arg(required = true, num_args = 1..)]
     audio: Vec<PathBuf>,
-    /// With several files: clips of up to 30 s (after --vad, their speech) go through the
-    /// encoder and the decoder this many at a time (with --beam, batch x beam rows). Longer
-    /// clips, --timestamps and --word-timestamps decode one clip at a time.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
-    batch: u32,
-    /// Beam search with this many beams (openai-whisper's, patience 1) instead of greedy.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
-    beam: Option<u32>,
-    /// Spoken language: a code such as en or de, or auto to detect it (one extra forward pass).
-    /// English-only models take only en. Default: auto for multilingual models.
-    #[arg(long, value_name = "auto|CODE")]
-    language: Option<String>,
+    #[command(flatten)]
+    decode: DecodeArgs,
     #[command(flatten)]
     variant: VariantArg,
     /// Print each segment with its start and end time. Audio over 30 s is always decoded with
@@ -329,8 +336,8 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     let t = Transcriber::load(&dir, args.quant.precision()?)?;
     let opts = TranscribeOptions {
         variant: args.variant.variant,
-        beam: args.beam.map(|b| b as usize),
-        language: args.language.clone(),
+        beam: args.decode.beam.map(|b| b as usize),
+        language: args.decode.language.clone(),
         timestamps: args.timestamps || args.seek.word_timestamps,
         long_form: args.seek.mode()?,
     };
@@ -376,7 +383,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
     } else if !voiced.is_empty() {
         let clips: Vec<&[f32]> = voiced.iter().map(|&i| &*decoded[i]).collect();
         let bar = crate::progress::bar(clips.len() as u64, "files", args.quiet);
-        let outs = t.transcribe_batch(&clips, &opts, args.batch as usize, |done, _| bar.set_position(done as u64))?;
+        let outs = t.transcribe_batch(&clips, &opts, args.decode.batch as usize, |done, _| bar.set_position(done as u64))?;
         bar.finish_and_clear();
         for (&i, o) in voiced.iter().zip(outs) {
             transcripts[i] = Some(o);
@@ -424,7 +431,7 @@ pub fn transcribe(args: &TranscribeArgs) -> Result<ExitCode> {
                     j
                 })
                 .collect();
-            println!("{}", serde_json::json!({"files": each, "audio_seconds": audio_s, "seconds": secs, "batch": args.batch, "mlx_peak_mib": peak}));
+            println!("{}", serde_json::json!({"files": each, "audio_seconds": audio_s, "seconds": secs, "batch": args.decode.batch, "mlx_peak_mib": peak}));
         }
     } else {
         let many = results.len() > 1;

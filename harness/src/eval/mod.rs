@@ -51,15 +51,8 @@ pub struct AsrArgs {
     quant: crate::quant_args::QuantArgs,
     #[command(flatten)]
     variant: crate::variant_args::VariantArg,
-    /// Clips of up to 30 s go through the encoder and the greedy decoder this many at a time.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
-    batch: u32,
-    /// Beam search with this many beams (one clip at a time) instead of batched greedy.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
-    beam: Option<u32>,
-    /// Spoken language code, or auto (multilingual models).
-    #[arg(long, value_name = "auto|CODE")]
-    language: Option<String>,
+    #[command(flatten)]
+    decode: crate::whisper_cmd::DecodeArgs,
     /// How texts are normalised before scoring: english (openai-whisper's
     /// EnglishTextNormalizer), basic (its BasicTextNormalizer: lower case, symbols removed),
     /// none (white space only).
@@ -357,8 +350,8 @@ fn asr(a: &AsrArgs) -> Result<ExitCode> {
     let t = Transcriber::load(&dir, a.quant.precision()?)?;
     let opts = TranscribeOptions {
         variant: a.variant.variant,
-        beam: a.beam.map(|b| b as usize),
-        language: a.language.clone(),
+        beam: a.decode.beam.map(|b| b as usize),
+        language: a.decode.language.clone(),
         timestamps: false,
         long_form: LongFormMode::default(),
     };
@@ -367,7 +360,7 @@ fn asr(a: &AsrArgs) -> Result<ExitCode> {
     mlx_rs::memory::reset_peak_memory()?;
     let bar = crate::progress::bar(clips.len() as u64, "clips", a.quiet);
     let t0 = std::time::Instant::now();
-    let outs = t.transcribe_batch(&refs, &opts, a.batch as usize, |done, _| bar.set_position(done as u64))?;
+    let outs = t.transcribe_batch(&refs, &opts, a.decode.batch as usize, |done, _| bar.set_position(done as u64))?;
     let seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1024.0 * 1024.0);
@@ -396,7 +389,7 @@ fn asr(a: &AsrArgs) -> Result<ExitCode> {
         model: a.model.clone().unwrap_or_else(|| dir.display().to_string()),
         variant: format!("{:?}", a.variant.variant).to_lowercase(),
         weights: t.model.precision().to_string(),
-        batch: a.batch as usize,
+        batch: a.decode.batch as usize,
         beam: opts.beam,
         normalizer: a.normalizer.clone(),
         manifest: a.manifest.display().to_string(),
@@ -411,7 +404,7 @@ fn asr(a: &AsrArgs) -> Result<ExitCode> {
         counts,
         method: format!(
             "every clip read and resampled first, then one timed pass: clips of up to 30 s batched {} at a time through the encoder and greedy decoder (no timestamps), longer ones or --beam one by one; texts normalised by {} before a word-level edit distance",
-            a.batch, a.normalizer
+            a.decode.batch, a.normalizer
         ),
         utterances,
     };
