@@ -85,26 +85,8 @@ pub fn outliers(xs: &[f64]) -> Outliers {
     o
 }
 
-/// SplitMix64: small, fast, good enough for resampling indices.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform index in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
+/// SplitMix64 (the models crate's), for resampling indices.
+pub use models::rng::Rng;
 
 /// Median of `xs` (mean of the middle two for even lengths). NaN for an empty slice.
 pub fn median(xs: &[f64]) -> f64 {

@@ -11,6 +11,7 @@ pub mod htdemucs;
 pub mod hub;
 pub mod musicgen;
 pub mod nn;
+pub mod rng;
 pub mod runtime;
 pub mod text;
 pub mod torch_file;

@@ -101,15 +101,6 @@ fn sparse_bank(dense: &[f64], n_freq: usize, n_mels: usize) -> Vec<(usize, Vec<f
         .collect()
 }
 
-/// A small deterministic generator (SplitMix64) for the crops when none are given.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl FeatureExtractor {
     pub fn new(config: FeatureConfig) -> Result<Self> {
         use crate::config::ModelConfig;
@@ -179,12 +170,13 @@ impl FeatureExtractor {
         }
         let max = self.config.max_samples();
         let hop = self.config.hop_length as usize;
-        let mut rng = crops.seed;
+        // The crops' generator when no offsets are given.
+        let mut rng = crate::rng::Rng::new(crops.seed);
         if wave.len() > max {
             match truncation {
                 Truncation::RandTrunc => {
                     let overflow = wave.len() - max;
-                    let off = crops.offset.unwrap_or_else(|| (splitmix(&mut rng) % (overflow as u64 + 1)) as usize);
+                    let off = crops.offset.unwrap_or_else(|| (rng.next_u64() % (overflow as u64 + 1)) as usize);
                     if off > overflow {
                         return Err(Error::InvalidArgument(format!("crop offset {off} past the last possible ({overflow})")));
                     }
@@ -203,7 +195,7 @@ impl FeatureExtractor {
                     let firsts = [0, sizes[0], sizes[0] + sizes[1]];
                     let starts = match crops.starts {
                         Some(s) => s,
-                        None => std::array::from_fn(|i| if sizes[i] == 0 { 0 } else { firsts[i] + (splitmix(&mut rng) % sizes[i] as u64) as usize }),
+                        None => std::array::from_fn(|i| if sizes[i] == 0 { 0 } else { firsts[i] + (rng.next_u64() % sizes[i] as u64) as usize }),
                     };
                     if starts.iter().any(|&s| s + chunk > total) {
                         return Err(Error::InvalidArgument(format!("fusion chunk starts {starts:?} run past the {total} frames")));

@@ -115,17 +115,7 @@ impl ChromaExtractor {
         // Centred frames: reflect padding of n_fft / 2 on each side.
         let half = c.n_fft / 2;
         let len = x.len();
-        let reflect = |i: isize| -> f64 {
-            let n = len as isize;
-            let j = if i < 0 {
-                -i
-            } else if i >= n {
-                2 * (n - 1) - i
-            } else {
-                i
-            };
-            x[j as usize]
-        };
+        let reflect = |i: isize| -> f64 { x[crate::nn::ops::reflect_index(i, len)] };
         let frames = 1 + len / c.hop_length;
         let bins = c.n_fft / 2 + 1;
         let energy: f64 = self.window.iter().map(|w| w * w).sum();

@@ -161,6 +161,21 @@ pub fn standardize(x: &Array, axes: &[i32], eps: f32) -> Result<Array> {
     Ok(x.subtract(&mean)?.multiply(ops::rsqrt(&var.add(mlx_rs::array!(eps))?)?)?)
 }
 
+/// Index `i` of a sequence of `n` (> 0) reflected at its ends without repeating the edge, as
+/// `torch.nn.functional.pad(mode="reflect")` and numpy's `"reflect"` pad (`-1` -> `1`, `n`
+/// -> `n - 2`); one reflection, so `i` must lie within `n - 1` of the ends.
+pub(crate) fn reflect_index(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let j = if i < 0 {
+        -i
+    } else if i >= n {
+        2 * (n - 1) - i
+    } else {
+        i
+    };
+    j as usize
+}
+
 /// Exact (erf) GELU, torch's default. Large float32 arrays on the CPU backend take the host
 /// kernel ([`crate::nn::host`]), MLX's `erf` there being scalar.
 pub fn gelu(x: &Array) -> Result<Array> {

@@ -22,6 +22,7 @@ use super::timing::{self, Alignment, SegmentWords, Word};
 use super::transcribe::{TranscribeOptions, Transcriber};
 use super::{BeamSearch, DecodeOptions};
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 /// Mel frames in one 30 s window.
 pub const N_FRAMES: usize = 3000;
@@ -155,20 +156,6 @@ pub fn compression_ratio(text: &str) -> f64 {
     // Writing into a Vec cannot fail.
     let packed = z.write_all(bytes).and_then(|()| z.finish()).unwrap_or_default();
     bytes.len() as f64 / packed.len().max(1) as f64
-}
-
-/// A small seeded generator (SplitMix64) for sampling.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Pick a token from one row of filtered logits: the first maximum at temperature 0, a draw
@@ -470,7 +457,7 @@ impl Transcriber {
         let mut all_segments: Vec<SeekSegment> = Vec::new();
         let mut prompt_reset_since = 0;
         let mut last_speech = 0.0;
-        let mut rng = Rng(so.seed);
+        let mut rng = Rng::new(so.seed);
         let mut seek = 0usize;
         let mut windows = 0;
         let mut stalled = 0;
@@ -612,7 +599,7 @@ mod tests {
 
     #[test]
     fn greedy_picks_the_first_maximum_and_its_log_probability() {
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let row = [0.0f32, 2.0, 2.0, f32::NEG_INFINITY];
         let (t, lp) = pick(&row, 0.0, &mut rng);
         assert_eq!(t, 1);
@@ -622,7 +609,7 @@ mod tests {
 
     #[test]
     fn sampling_follows_the_tempered_distribution_and_never_a_suppressed_token() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let row = [0.0f32, (3f32).ln(), f32::NEG_INFINITY];
         let mut counts = [0usize; 3];
         for _ in 0..20_000 {

@@ -57,18 +57,7 @@ pub fn median_filter(x: &[f32], rows: usize, cols: usize, width: usize) -> Vec<f
     let mut window = vec![0f32; width];
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
-        let at = |i: isize| -> f32 {
-            // Reflection without repeating the edge.
-            let n = cols as isize;
-            let j = if i < 0 {
-                -i
-            } else if i >= n {
-                2 * (n - 1) - i
-            } else {
-                i
-            };
-            row[j as usize]
-        };
+        let at = |i: isize| row[crate::nn::ops::reflect_index(i, cols)];
         for c in 0..cols {
             for (k, w) in window.iter_mut().enumerate() {
                 *w = at(c as isize + k as isize - pad as isize);
