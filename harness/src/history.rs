@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::report::html::esc;
 use crate::report::{compare, json, Report};
 use crate::stats;
 
@@ -367,10 +368,6 @@ pub fn ends_slower(h: &History) -> Vec<String> {
         }
     }
     out
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// One series as an SVG chart: the medians joined by a line over the band of their intervals,

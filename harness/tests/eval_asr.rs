@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use harness::audio::{write_wav, Audio};
-use harness::eval::{normalize::normalize_english, normalize_basic, AsrReport};
+use harness::eval::normalize::{normalize_basic, normalize_english};
+use harness::eval::AsrReport;
 
 mod common;
 use common::{fixture, whisper_model_dir};

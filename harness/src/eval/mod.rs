@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use models::whisper::transcribe::{LongFormMode, TranscribeOptions, Transcriber};
 use serde::{Deserialize, Serialize};
 
+use crate::report::html::esc;
 use crate::report::json::existing_parent;
 use crate::report::Meta;
 use crate::stats::Interval;
@@ -158,22 +159,10 @@ pub struct AsrReport {
     pub utterances: Vec<Utterance>,
 }
 
-/// openai-whisper's `BasicTextNormalizer()`: lower case, bracketed words removed, symbols and
-/// punctuation replaced by spaces (NFKC, diacritics kept).
-pub fn normalize_basic(s: &str) -> String {
-    use unicode_categories::UnicodeCategories;
-    use unicode_normalization_alignments::UnicodeNormalization;
-    let s = s.to_lowercase();
-    let s = regex::Regex::new(r"[<\[][^>\]]*[>\]]").expect("pattern").replace_all(&s, "").into_owned();
-    let s = regex::Regex::new(r"\(([^)]+?)\)").expect("pattern").replace_all(&s, "").into_owned();
-    let s: String = s.nfkc().map(|(c, _)| if c.is_mark() || c.is_symbol() || c.is_punctuation() { ' ' } else { c }).collect();
-    s.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn normalizer(kind: &str) -> fn(&str) -> String {
     match kind {
         "english" => normalize::normalize_english,
-        "basic" => normalize_basic,
+        "basic" => normalize::normalize_basic,
         _ => |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
@@ -184,23 +173,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// The report's page: the summary and every clip with its errors.
 pub fn html(r: &AsrReport) -> String {
     let mut rows = String::new();
     for u in &r.utterances {
         let bad = if u.counts.errors() > 0 { " class=\"bad\"" } else { "" };
-        rows.push_str(&format!(
-            "<tr{bad}><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            html_escape(&u.audio),
-            u.seconds,
-            html_escape(&u.reference),
-            html_escape(&u.hypothesis),
-            u.counts.errors()
-        ));
+        rows.push_str(&format!("<tr{bad}><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", esc(&u.audio), u.seconds, esc(&u.reference), esc(&u.hypothesis), u.counts.errors()));
     }
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>ASR evaluation: {model}</title>\
@@ -210,14 +188,14 @@ pub fn html(r: &AsrReport) -> String {
 <tr><th>Real-time factor</th><td>{rtf:.4} ({secs:.2} s for {audio:.1} s; {fps:.2} files/s, batch {batch})</td></tr>\
 <tr><th>MLX peak memory</th><td>{peak:.1} MiB</td></tr><tr><th>Method</th><td>{method}</td></tr></table>\
 <h2>Clips</h2><table><tr><th>audio</th><th>s</th><th>reference (normalised)</th><th>hypothesis (normalised)</th><th>errors</th></tr>\n{rows}</table></body></html>\n",
-        model = html_escape(&r.model),
+        model = esc(&r.model),
         variant = r.variant,
         weights = r.weights,
-        device = html_escape(&r.meta.device_name),
+        device = esc(&r.meta.device_name),
         precision = r.meta.precision.as_deref().unwrap_or("fp32"),
         clips = r.clips,
         audio = r.audio_seconds,
-        manifest = html_escape(&r.manifest),
+        manifest = esc(&r.manifest),
         wer = 100.0 * r.wer,
         lo = 100.0 * r.wer_ci.low,
         hi = 100.0 * r.wer_ci.high,
@@ -232,18 +210,26 @@ pub fn html(r: &AsrReport) -> String {
         fps = r.files_per_second,
         batch = r.batch,
         peak = r.mlx_peak_mib,
-        method = html_escape(&r.method),
+        method = esc(&r.method),
     )
 }
 
-/// Write the report and its page so both appear or neither does; an existing file is kept.
-fn write_pair(json_path: &Path, report: &AsrReport) -> Result<PathBuf> {
-    let html_path = json_path.with_extension("html");
-    for p in [json_path, html_path.as_path()] {
+/// Refuse `--out` when its folder is missing or the report or its page exists (reports are
+/// never replaced): before any work, and again when writing.
+fn refuse_existing(json_path: &Path) -> Result<()> {
+    existing_parent(json_path)?;
+    for p in [json_path.to_path_buf(), json_path.with_extension("html")] {
         if p.exists() {
             bail!("{} exists: choose another --out (reports are never replaced)", p.display());
         }
     }
+    Ok(())
+}
+
+/// Write the report and its page so both appear or neither does; an existing file is kept.
+fn write_pair(json_path: &Path, report: &AsrReport) -> Result<PathBuf> {
+    refuse_existing(json_path)?;
+    let html_path = json_path.with_extension("html");
     let dir = existing_parent(json_path)?;
     let tmp = |p: &Path| dir.join(format!(".{}.tmp-{}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
     let (tj, th) = (tmp(json_path), tmp(&html_path));
@@ -302,12 +288,7 @@ fn asr(a: &AsrArgs) -> Result<ExitCode> {
         }
     }
     if let Some(o) = &a.out {
-        existing_parent(o)?;
-        for p in [o.clone(), o.with_extension("html")] {
-            if p.exists() {
-                bail!("{} exists: choose another --out (reports are never replaced)", p.display());
-            }
-        }
+        refuse_existing(o)?;
     }
     let base: Option<AsrReport> = a
         .compare

@@ -522,10 +522,23 @@ static REPLACERS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Words between brackets (`[music]`, `<noise>`), which both normalisers remove.
+static BRACKETS: LazyLock<Regex> = LazyLock::new(|| re(r"[<\[][^>\]]*[>\]]"));
+/// Words between parentheses, removed too.
+static PARENS: LazyLock<Regex> = LazyLock::new(|| re(r"\(([^)]+?)\)"));
+
+/// openai-whisper's `BasicTextNormalizer()`: lower case, bracketed words removed, symbols and
+/// punctuation replaced by spaces (NFKC, diacritics kept); trimmed.
+pub fn normalize_basic(s: &str) -> String {
+    let s = python_lower(s);
+    let s = BRACKETS.replace_all(&s, "");
+    let s = PARENS.replace_all(&s, "");
+    let s: String = s.nfkc().map(|(c, _)| if c.is_mark() || c.is_symbol() || c.is_punctuation() { ' ' } else { c }).collect();
+    python_lower(&s).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// openai-whisper's `EnglishTextNormalizer()(s)`.
 pub fn normalize_english(s: &str) -> String {
-    static BRACKETS: LazyLock<Regex> = LazyLock::new(|| re(r"[<\[][^>\]]*[>\]]"));
-    static PARENS: LazyLock<Regex> = LazyLock::new(|| re(r"\(([^)]+?)\)"));
     static FILLERS: LazyLock<Regex> = LazyLock::new(|| re(r"\b(hmm|mm|mhm|mmm|uh|um)\b"));
     static SPACE_APOS: LazyLock<Regex> = LazyLock::new(|| re(r"\s+'"));
     static DIGIT_COMMA: LazyLock<Regex> = LazyLock::new(|| re(r"(\d),(\d)"));

@@ -12,7 +12,8 @@ const NAIVE: RGBColor = RGBColor(0xd9, 0x5f, 0x02);
 const OPTIMIZED: RGBColor = RGBColor(0x1b, 0x9e, 0x77);
 const OTHER: RGBColor = RGBColor(0x75, 0x70, 0xb3);
 
-fn esc(s: &str) -> String {
+/// `s` safe inside HTML text and double-quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

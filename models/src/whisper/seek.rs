@@ -163,13 +163,14 @@ pub fn compression_ratio(text: &str) -> f64 {
 fn pick(row: &[f32], temperature: f32, rng: &mut Rng) -> (usize, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+    let first_max = row.iter().position(|&x| x == max).unwrap_or(0);
     let tok = if temperature == 0.0 {
-        row.iter().position(|&x| x == max).unwrap_or(0)
+        first_max
     } else {
         let w: Vec<f64> = row.iter().map(|&x| (f64::from(x - max) / f64::from(temperature)).exp()).collect();
         let total: f64 = w.iter().sum();
         let mut u = rng.uniform() * total;
-        let mut chosen = row.iter().position(|&x| x == max).unwrap_or(0);
+        let mut chosen = first_max;
         for (i, &p) in w.iter().enumerate() {
             if p > 0.0 {
                 chosen = i;
@@ -218,6 +219,14 @@ impl Transcriber {
         })
     }
 
+    /// The most tokens a window decodes after `initial`: openai-whisper's `sample_len`
+    /// (224), and no more than leave the last one the text context's final position (its loop
+    /// stops once the tokens pass `n_text_ctx`).
+    fn max_new(&self, initial: &[i32]) -> usize {
+        let n_ctx = self.model.config.max_target_positions as usize;
+        crate::whisper::transcribe::MAX_NEW_TOKENS.min((n_ctx + 1).saturating_sub(initial.len()))
+    }
+
     /// Decode one window from `initial` (`<|startofprev|>` and the prompt, then the start of
     /// transcript at `sot_index`) with `n` rows at `temperature`: each row's tokens (through
     /// end-of-transcript, excluded) and summed log-probability, and the no-speech probability.
@@ -235,8 +244,7 @@ impl Transcriber {
         rng: &mut Rng,
     ) -> Result<(Vec<Candidate>, f64)> {
         let model = &self.model;
-        let n_ctx = model.config.max_target_positions as usize;
-        let max_new = crate::whisper::transcribe::MAX_NEW_TOKENS.min((n_ctx + 1).saturating_sub(initial.len()));
+        let max_new = self.max_new(initial);
         let vocab = model.config.vocab_size as usize;
         let compiled = filters.compile(model.config.vocab_size)?;
         let mut ts = compiled.timestamp_state(n as i32)?;
@@ -301,9 +309,7 @@ impl Transcriber {
     ) -> Result<WindowResult> {
         let (tokens, sum, no_speech_prob) = match beam.filter(|_| temperature == 0.0) {
             Some(beam) => {
-                let n_ctx = self.model.config.max_target_positions as usize;
-                let max_new = crate::whisper::transcribe::MAX_NEW_TOKENS.min((n_ctx + 1).saturating_sub(initial.len()));
-                let r = self.model.beam_search(enc, initial, &BeamSearch { beam, max_new, eot: sp.eot }, decode, filters)?;
+                let r = self.model.beam_search(enc, initial, &BeamSearch { beam, max_new: self.max_new(initial), eot: sp.eot }, decode, filters)?;
                 // The no-speech probability from the prompt's own pass.
                 let no_speech = match sp.no_speech {
                     Some(ns) => {

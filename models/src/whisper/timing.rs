@@ -164,12 +164,16 @@ pub fn split_to_word_tokens(tokens: &[i32], eot: i32, language: &str, decode: &d
         let special = toks[0] >= eot;
         let with_space = sub.starts_with(' ');
         let punctuation = ASCII_PUNCTUATION.contains(sub.trim());
-        if special || with_space || punctuation || words.is_empty() {
-            words.push(sub);
-            word_tokens.push(toks);
-        } else {
-            words.last_mut().expect("a word").push_str(&sub);
-            word_tokens.last_mut().expect("a word").extend(toks);
+        match (words.last_mut(), word_tokens.last_mut()) {
+            // A piece without a space continues the word before it.
+            (Some(w), Some(t)) if !(special || with_space || punctuation) => {
+                w.push_str(&sub);
+                t.extend(toks);
+            }
+            _ => {
+                words.push(sub);
+                word_tokens.push(toks);
+            }
         }
     }
     (words, word_tokens)
