@@ -10,6 +10,7 @@ use mlx_rs::{ops, Array};
 use crate::error::{Error, Result};
 pub use crate::nn::conv::{AxisConv, AxisConvTr};
 use crate::nn::conv::{Kernels, Layout};
+use crate::nn::host_fused::{pointwise_norm_glu_residual, PointwiseNormGlu};
 use crate::nn::ops::{gelu, glu, pad_axis, PadMode};
 
 /// `[B, C, F, T]` <-> `[B, T, F, C]` and `[B, C, L]` <-> `[B, L, C]`.
@@ -53,6 +54,10 @@ impl GridConv {
         let y = match kernels {
             _ if k == 1 => x.matmul(&self.wmat)?,
             Kernels::Mlx => ops::conv2d(x, &self.weight, (1, 1), (p, p), (1, 1), 1)?,
+            Kernels::Gemm if x.ndim() == 4 && crate::nn::host_conv::pays(x, 1, x.size() / x.shape()[3] as usize * self.bias.size()) => {
+                // Bias included; reads the activation in place (no padding, no im2col).
+                return crate::nn::host_conv::conv_grid(x, &self.wmat, &self.bias, k);
+            }
             Kernels::Gemm => {
                 let (t, f) = (x.shape()[1], x.shape()[2]);
                 let xp = pad_axis(&pad_axis(x, 1, p, p, PadMode::Constant)?, 2, p, p, PadMode::Constant)?;
@@ -85,6 +90,19 @@ fn group_norm1(x: &Array, w: &Array, b: &Array, layout: Layout) -> Result<Array>
     };
     let y = crate::nn::ops::standardize(x, &axes, 1e-5)?;
     Ok(y.multiply(channel(w, x, layout)?)?.add(channel(b, x, layout)?)?)
+}
+
+/// `[B, A, F, C]` for the fused DConv tail ([`pointwise_norm_glu_residual`]): a float32
+/// channels-last activation large enough for the host kernels, on the CPU's product path, with
+/// a pointwise second convolution.
+fn fused_tail_dims(x: &Array, conv2: &AxisConv, layout: Layout, kernels: Kernels) -> Option<[usize; 4]> {
+    let s: Vec<usize> = x.shape().iter().map(|&d| d as usize).collect();
+    let usable = layout == Layout::ChannelsLast && kernels == Kernels::Gemm && conv2.kernel == 1 && conv2.stride == 1 && x.dtype() == mlx_rs::Dtype::Float32 && crate::nn::host::pays(x.size() * 2);
+    match (usable, s.len()) {
+        (true, 4) => Some([s[0], s[1], s[2], s[3]]),
+        (true, 3) => Some([s[0], s[1], 1, s[2]]),
+        _ => None,
+    }
 }
 
 /// A per-channel vector shaped to broadcast along `x`'s channel axis.
@@ -151,6 +169,20 @@ impl DConv {
         for l in &self.layers {
             let y = conv_in(layout, &x, |a| l.conv1.forward(a, 1, kernels))?;
             let y = gelu(&group_norm1(&y, &l.norm1.0, &l.norm1.1, layout)?)?;
+            if let Some(dims) = fused_tail_dims(&x, &l.conv2, layout, kernels) {
+                // Pointwise product, GroupNorm, GLU, LayerScale and residual in one pass on
+                // the host, the 2C-channel product never stored (see the module).
+                let p = PointwiseNormGlu {
+                    w: l.conv2.wmat(),
+                    bias: &l.conv2.bias,
+                    gamma: &l.norm2.0,
+                    beta: &l.norm2.1,
+                    scale: &l.scale,
+                    eps: 1e-5,
+                };
+                x = pointwise_norm_glu_residual(&x, &y, &p, dims)?;
+                continue;
+            }
             let y = conv_in(layout, &y, |a| l.conv2.forward(a, 1, kernels))?;
             let y = glu_channels(&group_norm1(&y, &l.norm2.0, &l.norm2.1, layout)?, layout)?;
             x = x.add(y.multiply(channel(&l.scale, &x, layout)?)?)?;

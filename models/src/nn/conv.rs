@@ -101,6 +101,20 @@ pub struct AxisConv {
     pub pad: i32,
 }
 
+/// A convolution along axis 2 of a channels-last `[B, T, F, C]` activation (the frequency
+/// branch's, along the bins) is one along axis 1 of `[B T, F, C]`, a free reshape, which the
+/// host kernels read in place: the folded array where the host kernels run.
+fn fold_frames(x: &Array, axis: usize, kernels: Kernels) -> Option<Array> {
+    let s = x.shape();
+    (kernels == Kernels::Gemm && s.len() == 4 && axis == 2 && x.dtype() == mlx_rs::Dtype::Float32 && !crate::runtime::on_gpu()).then(|| x.reshape(&[s[0] * s[1], s[2], s[3]]).ok()).flatten()
+}
+
+/// `y` `[B T, F', O]` back to `[B, T, F', O]` for the activation `x` it was folded from.
+fn unfold_frames(y: &Array, x: &Array) -> Result<Array> {
+    let (s, ys) = (x.shape(), y.shape());
+    Ok(y.reshape(&[s[0], s[1], ys[1], ys[2]])?)
+}
+
 impl AxisConv {
     /// From a PyTorch weight `[out, in, k]` or `[out, in, k, 1]` / `[out, in, 1, k]`.
     pub fn new(torch_weight: &Array, bias: Array, stride: i32, dilation: i32, pad: i32) -> Result<Self> {
@@ -121,8 +135,17 @@ impl AxisConv {
         [&self.weight, &self.wmat, &self.bias]
     }
 
+    /// The weights as `[k * in, out]`, taps major.
+    pub fn wmat(&self) -> &Array {
+        &self.wmat
+    }
+
     /// `x` channels-last, 3-d (`axis` 1) or 4-d (`axis` 1 or 2).
     pub fn forward(&self, x: &Array, axis: usize, kernels: Kernels) -> Result<Array> {
+        if let Some(folded) = fold_frames(x, axis, kernels) {
+            let y = self.forward(&folded, 1, kernels)?;
+            return unfold_frames(&y, x);
+        }
         let nd = x.ndim();
         let y = match kernels {
             Kernels::Mlx if nd == 3 => ops::conv1d(x, &self.weight, self.stride, self.pad, self.dilation, 1)?,
@@ -190,6 +213,10 @@ impl AxisConvTr {
     }
 
     pub fn forward(&self, x: &Array, axis: usize, kernels: Kernels) -> Result<Array> {
+        if let Some(folded) = fold_frames(x, axis, kernels) {
+            let y = self.forward(&folded, 1, kernels)?;
+            return unfold_frames(&y, x);
+        }
         let nd = x.ndim();
         let y = match kernels {
             Kernels::Mlx if nd == 3 => ops::conv_transpose1d(x, &self.weight, self.stride, 0, 1, 0, 1)?,
@@ -198,7 +225,7 @@ impl AxisConvTr {
                 let (shape, st) = if axis == 1 { ([o, k, 1, i], (self.stride, 1)) } else { ([o, 1, k, i], (1, self.stride)) };
                 ops::conv_transpose2d(x, self.weight.reshape(&shape)?, st, (0, 0), (1, 1), (0, 0), 1)?
             }
-            Kernels::Gemm if nd == 3 && axis == 1 && crate::nn::host_conv::pays(x, 1, (x.shape()[1] * self.stride) as usize * self.bias.size()) => {
+            Kernels::Gemm if nd == 3 && axis == 1 && crate::nn::host_conv::pays(x, 1, (x.shape()[0] * x.shape()[1] * self.stride) as usize * self.bias.size()) => {
                 // Each tap one product into rows `stride` apart, on the host (see the module).
                 return crate::nn::host_conv::conv_transpose_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride);
             }

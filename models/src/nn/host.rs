@@ -93,6 +93,12 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// [`sigmoid`] for the fused host kernels (inlined where they are compiled for AVX2).
+#[inline(always)]
+pub(crate) fn sigmoid_scalar(x: f32) -> f32 {
+    sigmoid(x)
+}
+
 #[inline(always)]
 fn sigmoid_generic(src: &[f32], dst: &mut [f32]) {
     for (d, &x) in dst.iter_mut().zip(src) {

@@ -17,6 +17,16 @@ use mlx_rs::Array;
 use crate::error::{Error, Result};
 use crate::nn::host_blas::{blas, f32_data, Sgemm, NO_TRANS, ROW_MAJOR};
 
+/// `n` elements, the bias repeated: the output every tap then accumulates into (written once,
+/// not zeroed first).
+fn bias_rows(bias: &[f32], n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && !bias.is_empty() {
+        out.extend_from_slice(bias);
+    }
+    out
+}
+
 /// Whether the host convolution applies: float32 on the CPU backend with a BLAS, a large enough
 /// output, and a layout it reads in place (any stride for 3-d input, stride 1 for 4-d).
 pub fn pays(x: &Array, stride: i32, out_elements: usize) -> bool {
@@ -55,10 +65,7 @@ pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i3
     let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
     let what = "host convolution";
     let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
-    let mut out = vec![0f32; nb * t_out * r * o];
-    for row in out.chunks_exact_mut(o) {
-        row.copy_from_slice(bd);
-    }
+    let mut out = bias_rows(bd, nb * t_out * r * o);
     let (k, s, d, p) = (kernel as usize, stride as usize, dilation as usize, pad as usize);
     // Output positions `t` whose tap `j` reads inside the input: `0 <= t*s + j*d - p < t_in`.
     let valid = |j: usize| -> Option<(usize, usize)> {
@@ -112,6 +119,90 @@ pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i3
     crate::nn::host::array_from_vec(out, &out_shape)
 }
 
+/// A `k x k` convolution over axes 1 and 2 of a channels-last `[B, T, F, C]` activation at
+/// stride 1 with zero padding `k / 2` on both (HTDemucs' rewrite convolution):
+/// `y[b, t, f, o] = bias[o] + sum_{i, j, c} x[b, t + i - p, f + j - p, c] w[(i k + j) C + c, o]`.
+///
+/// Output frames go in blocks of about [`GRID_ROWS`] rows. A worker lays the block's input
+/// frames (and `p` either side) out as `[frames, F, k C]`, the `k` neighbouring bins of every
+/// bin with zeros past the edges and for frames outside the array: a few megabytes at most,
+/// where im2col would copy `k^2` times the whole activation. The block is then one product per
+/// kernel row `i` with `K = k C`, over the windows of its frames shifted by `i`, accumulated
+/// into the output. Blocks are split over threads.
+pub fn conv_grid(x: &Array, wmat: &Array, bias: &Array, kernel: i32) -> Result<Array> {
+    let shape = x.shape().to_vec();
+    let bad = |why: &str| Error::InvalidArgument(format!("host 2-d convolution of {shape:?} (kernel {kernel}) with weights {:?}: {why}", wmat.shape()));
+    if shape.len() != 4 || kernel < 1 || kernel % 2 != 1 || shape.iter().any(|&d| d < 1) {
+        return Err(bad("unsupported shape or kernel"));
+    }
+    let (nb, t_n, f_n, c) = (shape[0] as usize, shape[1] as usize, shape[2] as usize, shape[3] as usize);
+    let (k, o) = (kernel as usize, bias.size());
+    let p = k / 2;
+    let ws = wmat.shape().to_vec();
+    if ws.len() != 2 || ws[0] as usize != k * k * c || ws[1] as usize != o || o == 0 {
+        return Err(bad("weights do not match"));
+    }
+    let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host 2-d convolution: no cblas_sgemm in the process".into()))?.sgemm;
+    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let what = "host 2-d convolution";
+    let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
+    let mut out = bias_rows(bd, nb * t_n * f_n * o);
+    let kc = k * c;
+    // Blocks of about GRID_ROWS rows, as many per batch item as keeps every thread busy.
+    let threads = crate::nn::host::threads().max(1);
+    let per_batch = (t_n * f_n).div_ceil(GRID_ROWS).div_ceil(threads).max(1) * threads;
+    let nt = t_n.div_ceil(per_batch.min(t_n));
+    let per_batch = t_n.div_ceil(nt);
+    let blocks = nb * per_batch;
+    let workers = threads.min(blocks);
+    let per = blocks.div_ceil(workers);
+    let out_ptr = crate::nn::host_blas::SendPtr(out.as_mut_ptr());
+    let _one = crate::nn::host_blas::single_threaded(workers);
+    std::thread::scope(|sc| {
+        for wi in 0..workers {
+            sc.spawn(move || {
+                let mut win = vec![0f32; (nt + 2 * p) * f_n * kc];
+                for blk in wi * per..((wi + 1) * per).min(blocks) {
+                    let (bi, t0) = (blk / per_batch, (blk % per_batch) * nt);
+                    let t1 = (t0 + nt).min(t_n);
+                    // Window frame r is input frame t0 + r - p.
+                    for (r, fw) in win.chunks_exact_mut(f_n * kc).take(t1 - t0 + 2 * p).enumerate() {
+                        let Some(ti) = (t0 + r).checked_sub(p).filter(|&ti| ti < t_n) else {
+                            fw.fill(0.0);
+                            continue;
+                        };
+                        let frame = &xd[(bi * t_n + ti) * f_n * c..(bi * t_n + ti + 1) * f_n * c];
+                        for (f, row) in fw.chunks_exact_mut(kc).enumerate() {
+                            for (j, tap) in row.chunks_exact_mut(c).enumerate() {
+                                match (f + j).checked_sub(p).filter(|&fi| fi < f_n) {
+                                    Some(fi) => tap.copy_from_slice(&frame[fi * c..(fi + 1) * c]),
+                                    None => tap.fill(0.0),
+                                }
+                            }
+                        }
+                    }
+                    let m = (t1 - t0) * f_n;
+                    for i in 0..k {
+                        // SAFETY: window frames i .. i + (t1 - t0) are laid out above (m rows
+                        // of kC); the weights' rows i kC .. (i + 1) kC; the output rows are
+                        // frames t0..t1 of batch bi, this worker's block alone.
+                        unsafe {
+                            let a = win.as_ptr().add(i * f_n * kc);
+                            let bw = wd.as_ptr().add(i * kc * o);
+                            let y = out_ptr.get().add((bi * t_n + t0) * f_n * o);
+                            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m as c_int, o as c_int, kc as c_int, 1.0, a, kc as c_int, bw, o as c_int, 1.0, y, o as c_int);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    crate::nn::host::array_from_vec(out, &shape[..3].iter().copied().chain([o as i32]).collect::<Vec<_>>())
+}
+
+/// Output rows (frames times bins) per block of [`conv_grid`].
+const GRID_ROWS: usize = 1024;
+
 /// The transposed convolution along axis 1 of a `[B, T, C]` activation, untrimmed:
 /// `y[b, t * stride + j, o] = bias[o] + sum_c x[b, t, c] w[c, j * O + o]`, `T_out = (T - 1) *
 /// stride + kernel`. `wmat` is `[C, m * stride * O]` (taps major within a row, the kernel
@@ -137,13 +228,57 @@ pub fn conv_transpose_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, 
     let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
     let what = "host transposed convolution";
     let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
-    let mut out = vec![0f32; nb * t_out * o];
-    for row in out.chunks_exact_mut(o) {
-        row.copy_from_slice(bd);
-    }
-    let workers = crate::nn::host::threads().min(o).max(1);
-    let per = o.div_ceil(workers);
+    let mut out = bias_rows(bd, nb * t_out * o);
+    let threads = crate::nn::host::threads().max(1);
     let out_ptr = crate::nn::host_blas::SendPtr(out.as_mut_ptr());
+    if nb >= 2 * threads {
+        // Many short sequences (HTDemucs' bins of every frame): threads split the batch, and
+        // each item is one product with every tap's columns (N = m s O) into a scratch buffer,
+        // whose blocks are then added at rows t s + j: no product with a handful of columns.
+        let per = nb.div_ceil(threads);
+        let _one = crate::nn::host_blas::single_threaded(threads);
+        let n = m * s * o;
+        std::thread::scope(|sc| {
+            for wi in 0..threads {
+                sc.spawn(move || {
+                    let mut z = vec![0f32; t_in * n];
+                    for bi in wi * per..((wi + 1) * per).min(nb) {
+                        // SAFETY: batch bi's input rows; the whole weight matrix; `z` is
+                        // t_in x n.
+                        unsafe {
+                            sgemm(
+                                ROW_MAJOR,
+                                NO_TRANS,
+                                NO_TRANS,
+                                t_in as c_int,
+                                n as c_int,
+                                c as c_int,
+                                1.0,
+                                xd.as_ptr().add(bi * t_in * c),
+                                c as c_int,
+                                wd.as_ptr(),
+                                n as c_int,
+                                0.0,
+                                z.as_mut_ptr(),
+                                n as c_int,
+                            );
+                        }
+                        // SAFETY: batch bi's output rows, this worker's alone.
+                        let y = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(bi * t_out * o), t_out * o) };
+                        for (t, zr) in z.chunks_exact(n).enumerate() {
+                            let dst = &mut y[t * s * o..(t * s + k) * o];
+                            for (d, v) in dst.iter_mut().zip(&zr[..k * o]) {
+                                *d += v;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        return crate::nn::host::array_from_vec(out, &[nb as i32, t_out as i32, o as i32]);
+    }
+    let workers = threads.min(o);
+    let per = o.div_ceil(workers);
     let _one = crate::nn::host_blas::single_threaded(workers);
     std::thread::scope(|sc| {
         for wi in 0..workers {
@@ -209,6 +344,38 @@ mod tests {
     }
 
     #[test]
+    fn grid_matches_mlx_conv2d() {
+        if blas().is_none() {
+            eprintln!("no cblas_sgemm in this process: nothing to compare");
+            return;
+        }
+        let key = |i| mlx_rs::random::key(i).unwrap();
+        // (shape [B, T, F, C], out channels, kernel): fewer bins than the kernel, one bin, a
+        // batch of two, kernels 1, 3 and 5, HTDemucs' last rewrite in small.
+        for (i, &(shape, o, k)) in
+            [(&[1, 7, 9, 4][..], 6, 3), (&[2, 5, 2, 3][..], 4, 3), (&[1, 4, 1, 5][..], 3, 3), (&[1, 6, 8, 3][..], 2, 5), (&[1, 3, 4, 2][..], 3, 1), (&[1, 12, 64, 48][..], 96, 3)].iter().enumerate()
+        {
+            let c = shape[3];
+            let x = mlx_rs::random::normal::<f32>(shape, None, None, &key(70 + i as u64)).unwrap();
+            // MLX layout [O, kT, kF, C]; taps-major [kT * kF * C, O] as GridConv holds it.
+            let w = mlx_rs::random::normal::<f32>(&[o, k, k, c], None, None, &key(80 + i as u64)).unwrap();
+            let wmat = w.reshape(&[o, -1]).unwrap().t();
+            let bias = mlx_rs::random::normal::<f32>(&[o], None, None, &key(90 + i as u64)).unwrap();
+            let got = conv_grid(&x, &wmat, &bias, k).unwrap();
+            let want = mlx_rs::ops::conv2d(&x, &w, (1, 1), (k / 2, k / 2), (1, 1), 1).unwrap().add(&bias).unwrap();
+            assert_eq!(got.shape(), want.shape(), "case {i}");
+            let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
+            assert!(err < 1e-4, "case {i}: max abs diff {err}");
+        }
+        let x = mlx_rs::Array::zeros::<f32>(&[1, 4, 4, 3]).unwrap();
+        let b = mlx_rs::Array::zeros::<f32>(&[2]).unwrap();
+        // An even kernel, weights of another size, a 3-d input.
+        assert!(conv_grid(&x, &mlx_rs::Array::zeros::<f32>(&[12, 2]).unwrap(), &b, 2).is_err());
+        assert!(conv_grid(&x, &mlx_rs::Array::zeros::<f32>(&[26, 2]).unwrap(), &b, 3).is_err());
+        assert!(conv_grid(&x.reshape(&[1, 16, 3]).unwrap(), &mlx_rs::Array::zeros::<f32>(&[27, 2]).unwrap(), &b, 3).is_err());
+    }
+
+    #[test]
     fn transposed_matches_mlx() {
         if blas().is_none() {
             eprintln!("no cblas_sgemm in this process: nothing to compare");
@@ -216,8 +383,8 @@ mod tests {
         }
         let key = |i| mlx_rs::random::key(i).unwrap();
         // (batch, length, in, out, kernel, stride): kernel a multiple of the stride or not,
-        // stride 1, a single frame.
-        for (i, &(b, t, c, o, kernel, stride)) in [(1, 20, 6, 5, 8, 4), (2, 13, 4, 7, 10, 4), (1, 9, 3, 2, 3, 1), (1, 1, 5, 3, 16, 8)].iter().enumerate() {
+        // stride 1, a single frame; batches of more items than threads (split by item).
+        for (i, &(b, t, c, o, kernel, stride)) in [(1, 20, 6, 5, 8, 4), (2, 13, 4, 7, 10, 4), (1, 9, 3, 2, 3, 1), (1, 1, 5, 3, 16, 8), (9, 12, 6, 4, 8, 4), (7, 1, 3, 2, 10, 4)].iter().enumerate() {
             let x = mlx_rs::random::normal::<f32>(&[b, t, c], None, None, &key(40 + i as u64)).unwrap();
             // PyTorch's ConvTranspose1d weight [in, out, k], padded to m strides as AxisConvTr does.
             let wt = mlx_rs::random::normal::<f32>(&[c, o, kernel], None, None, &key(50 + i as u64)).unwrap();
