@@ -25,7 +25,7 @@ use crate::chunked::{ChunkedProcessor, DemucsChunking};
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionKernel, Mask, MultiHeadAttention};
 use crate::nn::cache::ArrayCache;
-use crate::nn::conv::{Exec, Layout};
+use crate::nn::conv::{Exec, Kernels, Layout};
 use crate::nn::linear::Linear;
 use crate::nn::norm::{group_norm, LayerNorm};
 use crate::nn::ops::{gelu, pad_axis, PadMode};
@@ -565,12 +565,18 @@ impl HtDemucs {
             xt = tdec.forward(&xt, &skip_t, len_t, e)?;
             phase(&mut taps, || format!("time decoder {i}"), &[&xt])?;
         }
-        let x = torch_layout(&x, cl)?; // [B, S * 2 Ca, F, T]
-        let xt = torch_layout(&xt, cl)?; // [B, S * Ca, tl]
         let s = cfg.sources.len() as i32;
-        let x = x.reshape(&[b, s, 2 * ca, fq, t])?.multiply(std.reshape(&[b, 1, 1, 1, 1])?)?.add(mean.reshape(&[b, 1, 1, 1, 1])?)?;
-        let z = x.reshape(&[b, s, ca, 2, fq, t])?;
-        let wave = self.stft.ispec(&z.index((.., .., .., 0)), &z.index((.., .., .., 1)), tl)?;
+        let wave = if cl && e.kernels == Kernels::Gemm && crate::nn::host::pays(x.size()) {
+            // The channels-last spectrogram [B, T, F, S * Ca * 2] straight into the host's
+            // inverse (see Stft::ispec_interleaved).
+            self.stft.ispec_interleaved(&x, &std, &mean, tl)?.reshape(&[b, s, ca, tl])?
+        } else {
+            let x = torch_layout(&x, cl)?; // [B, S * 2 Ca, F, T]
+            let x = x.reshape(&[b, s, 2 * ca, fq, t])?.multiply(std.reshape(&[b, 1, 1, 1, 1])?)?.add(mean.reshape(&[b, 1, 1, 1, 1])?)?;
+            let z = x.reshape(&[b, s, ca, 2, fq, t])?;
+            self.stft.ispec(&z.index((.., .., .., 0)), &z.index((.., .., .., 1)), tl)?
+        };
+        let xt = torch_layout(&xt, cl)?; // [B, S * Ca, tl]
         let xt = xt.reshape(&[b, s, ca, tl])?.multiply(stdt.reshape(&[b, 1, 1, 1])?)?.add(meant.reshape(&[b, 1, 1, 1])?)?;
         let out = xt.add(&wave)?;
         let out = if length < tl { out.index((.., .., .., ..length)) } else { out };
