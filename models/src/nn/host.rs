@@ -509,6 +509,11 @@ pub fn while_tracing<T>(f: impl FnOnce() -> T) -> T {
 
 /// Whether an array of `elements` should take the host kernels: large, MLX on the CPU, and no
 /// function being traced on this thread ([`while_tracing`]).
+/// Whether a function is being traced for `mx.compile` on this thread ([`while_tracing`]).
+pub(crate) fn tracing() -> bool {
+    TRACING.with(|t| t.get())
+}
+
 pub fn pays(elements: usize) -> bool {
     elements >= MIN.load(std::sync::atomic::Ordering::Relaxed) && !TRACING.with(|t| t.get()) && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu)
 }

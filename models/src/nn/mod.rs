@@ -9,6 +9,7 @@ pub mod host_attention;
 mod host_blas;
 pub mod host_conv;
 pub mod host_fused;
+pub mod host_lstm;
 pub mod host_quant;
 pub mod kv_cache;
 pub mod linear;
