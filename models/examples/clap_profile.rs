@@ -34,6 +34,7 @@ fn print(rows: &[(String, f64)]) {
 }
 
 fn main() -> anyhow::Result<()> {
+    models::runtime::retain_freed_memory();
     let batch: i32 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let cfg = ClapConfig::htsat_unfused();
     let model = Clap::random(cfg.clone(), 1)?;
