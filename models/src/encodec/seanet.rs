@@ -119,9 +119,7 @@ impl Conv {
         let c = &self.conv;
         let (cin, cout) = (c.weight.shape()[2], c.weight.shape()[0]);
         // (Where the host convolution takes it, which reads the input in place, neither copy.)
-        let out_rows = (x.shape()[0] * ((x.shape()[1] - self.effective_kernel()) / c.stride + 1)).max(0) as usize;
-        let host = crate::nn::host_conv::pays(&x, c.stride, out_rows * cout as usize);
-        if kernels == Kernels::Gemm && cout < cin && !(c.kernel == 1 && c.stride == 1) && !host {
+        if kernels == Kernels::Gemm && cout < cin && !(c.kernel == 1 && c.stride == 1) && !c.on_host(&x, 1, kernels) {
             // Fewer outputs than inputs: multiply every input by all taps at once ([T, k * out],
             // smaller than im2col's [T, k * in]), then add the taps' shifted products. Tap `i`
             // of output `t` reads input `t * stride + i * dilation`.

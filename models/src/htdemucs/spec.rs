@@ -6,6 +6,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{complex64, ops, Array};
 
 use crate::error::{Error, Result};
+use crate::nn::host_blas::{f32_data, host_operands};
 use crate::nn::ops::{pad_axis, PadMode};
 
 pub struct Stft {
@@ -36,8 +37,7 @@ impl Stft {
         if nfft < 8 || nfft % 4 != 0 {
             return Err(Error::InvalidArgument(format!("nfft {nfft}: must be a multiple of 4, at least 8")));
         }
-        let n = f64::from(nfft);
-        let w: Vec<f32> = (0..nfft).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * f64::from(i) / n).cos()) as f32).collect();
+        let w = hann(nfft as usize);
         Ok(Self { nfft, hop: nfft / 4, window: Array::from_slice(&w, &[nfft]) })
     }
 
@@ -113,9 +113,7 @@ impl Stft {
         shape.push(length);
         Ok(y.reshape(&shape)?)
     }
-}
 
-impl Stft {
     /// [`Self::ispec`] on the host, of a channels-last spectrogram as HTDemucs' frequency
     /// decoder leaves it: `x` `[B, T, nfft / 2, 2 N]`, signal `n`'s real part in channel `2 n`
     /// and its imaginary part in `2 n + 1`, each item's values first mapped to `x * scale[b] +
@@ -151,13 +149,10 @@ impl Stft {
         if half + le > full {
             return Err(Error::InvalidArgument(format!("inverse spectrogram: {t} frames cannot make {length} samples")));
         }
-        let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-        let (xa, sa, oa) = (f32c(x)?, f32c(scale)?, f32c(offset)?);
-        mlx_rs::transforms::eval([&xa, &sa, &oa])?;
-        let read = |a: &Array| -> Result<Vec<f32>> { Ok(a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("inverse spectrogram input: {e}")))?.to_vec()) };
-        let (sv, ov) = (read(&sa)?, read(&oa)?);
-        let xd = xa.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("inverse spectrogram input: {e}")))?;
-        let w: Vec<f32> = (0..nfft).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / nfft as f64).cos()) as f32).collect();
+        let [xa, sa, oa] = host_operands([x, scale, offset])?;
+        let what = "inverse spectrogram";
+        let (xd, sv, ov) = (f32_data(&xa, what)?, f32_data(&sa, what)?, f32_data(&oa, what)?);
+        let w = hann(nfft);
         // The squared window's overlap-add, the same for every signal.
         let mut env = vec![0f32; full];
         for f in 0..tt {
@@ -174,7 +169,7 @@ impl Stft {
         let per = signals.div_ceil(workers);
         std::thread::scope(|sc| {
             for (wi, chunk) in out.chunks_mut(per * len).enumerate() {
-                let (fft, gain, env, sv, ov) = (&fft, &gain, &env, &sv, &ov);
+                let (fft, gain, env) = (&fft, &gain, &env);
                 sc.spawn(move || {
                     let mut buf = vec![Complex32::new(0.0, 0.0); nfft];
                     let mut scratch = vec![Complex32::new(0.0, 0.0); fft.get_inplace_scratch_len()];
@@ -225,6 +220,11 @@ impl Stft {
         });
         crate::nn::host::array_from_vec(out, &[nb as i32, ns as i32, length])
     }
+}
+
+/// The periodic Hann window of `n` samples (computed in float64).
+fn hann(n: usize) -> Vec<f32> {
+    (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect()
 }
 
 /// Pick `[N, bins, frames]` from `[N, frames', bins']`: scale, transpose, the first `bins`

@@ -140,6 +140,17 @@ impl AxisConv {
         &self.wmat
     }
 
+    /// Whether [`Self::forward`] runs this convolution as the host kernel
+    /// ([`crate::nn::host_conv::conv_axis1`], which reads `x` in place).
+    pub fn on_host(&self, x: &Array, axis: usize, kernels: Kernels) -> bool {
+        let nd = x.ndim();
+        kernels == Kernels::Gemm
+            && !(self.kernel == 1 && self.stride == 1)
+            && axis == 1
+            && nd > 0
+            && crate::nn::host_conv::pays(x, self.stride, x.size() / x.shape()[nd - 1].max(1) as usize * self.bias.size())
+    }
+
     /// `x` channels-last, 3-d (`axis` 1) or 4-d (`axis` 1 or 2).
     pub fn forward(&self, x: &Array, axis: usize, kernels: Kernels) -> Result<Array> {
         if let Some(folded) = fold_frames(x, axis, kernels) {
@@ -156,7 +167,7 @@ impl AxisConv {
                 ops::conv2d(x, self.weight.reshape(&shape)?, st, pd, dl, 1)?
             }
             Kernels::Gemm if self.kernel == 1 && self.stride == 1 => x.matmul(&self.wmat)?,
-            Kernels::Gemm if axis == 1 && crate::nn::host_conv::pays(x, self.stride, x.size() / x.shape()[nd - 1] as usize * self.bias.size()) => {
+            Kernels::Gemm if self.on_host(x, axis, kernels) => {
                 // The taps read in place on the host, bias included (see the module).
                 return crate::nn::host_conv::conv_axis1(x, &self.wmat, &self.bias, self.kernel, self.stride, self.dilation, self.pad);
             }

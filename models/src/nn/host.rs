@@ -507,15 +507,16 @@ pub fn while_tracing<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Whether an array of `elements` should take the host kernels: large, MLX on the CPU, and no
-/// function being traced on this thread ([`while_tracing`]).
-/// Whether a function is being traced for `mx.compile` on this thread ([`while_tracing`]).
-pub(crate) fn tracing() -> bool {
-    TRACING.with(|t| t.get())
+/// Whether host kernels may run at all: MLX on the CPU, and no function being traced on this
+/// thread ([`while_tracing`]).
+pub(crate) fn on_host_backend() -> bool {
+    !TRACING.with(|t| t.get()) && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu)
 }
 
+/// Whether an array of `elements` should take the host kernels: large, and
+/// [`on_host_backend`].
 pub fn pays(elements: usize) -> bool {
-    elements >= MIN.load(std::sync::atomic::Ordering::Relaxed) && !TRACING.with(|t| t.get()) && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu)
+    elements >= MIN.load(std::sync::atomic::Ordering::Relaxed) && on_host_backend()
 }
 
 #[cfg(test)]

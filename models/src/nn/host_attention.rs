@@ -44,7 +44,7 @@ pub fn attention(q: &Array, k: &Array, v: &Array, n_head: usize, scale: f32, cau
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host attention: no cblas_sgemm in the process".into()))?.sgemm;
     let (b, lq, lk, c) = (qs[0] as usize, qs[1] as usize, ks[1] as usize, qs[2] as usize);
     let d = c / n_head;
-    let [q, k, v] = crate::nn::host_blas::host_operands(q, k, v)?;
+    let [q, k, v] = crate::nn::host_blas::host_operands([q, k, v])?;
     let what = "host attention";
     let (qd, kd, vd) = (f32_data(&q, what)?, f32_data(&k, what)?, f32_data(&v, what)?);
     let mut out = vec![0f32; b * lq * c];

@@ -7,13 +7,12 @@ use mlx_rs::Array;
 
 use crate::error::{Error, Result};
 
-/// Three arrays as row-major float32 (views and other dtypes copied), evaluated together: a
-/// host kernel's operands, read through [`f32_data`].
-pub(crate) fn host_operands(a: &Array, b: &Array, c: &Array) -> Result<[Array; 3]> {
-    let f = |x: &Array| -> Result<Array> { Ok(x.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let v = [f(a)?, f(b)?, f(c)?];
+/// Arrays as row-major float32 (views and other dtypes copied), evaluated together: a host
+/// kernel's operands, read through [`f32_data`].
+pub(crate) fn host_operands<const N: usize>(arrays: [&Array; N]) -> Result<[Array; N]> {
+    let v = arrays.iter().map(|x| Ok(x.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?)).collect::<Result<Vec<Array>>>()?;
     mlx_rs::transforms::eval(v.iter())?;
-    Ok(v)
+    v.try_into().map_err(|v: Vec<Array>| Error::Mlx(format!("host operands: {} arrays for {N}", v.len())))
 }
 
 /// The data of an evaluated row-major float32 array; `what` names the kernel in errors.

@@ -62,7 +62,7 @@ pub fn conv_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, stride: i3
     }
     let t_out = t_out as usize;
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host convolution: no cblas_sgemm in the process".into()))?.sgemm;
-    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let [x, w, bv] = crate::nn::host_blas::host_operands([x, wmat, bias])?;
     let what = "host convolution";
     let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
     let mut out = bias_rows(bd, nb * t_out * r * o);
@@ -143,15 +143,16 @@ pub fn conv_grid(x: &Array, wmat: &Array, bias: &Array, kernel: i32) -> Result<A
         return Err(bad("weights do not match"));
     }
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host 2-d convolution: no cblas_sgemm in the process".into()))?.sgemm;
-    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let [x, w, bv] = crate::nn::host_blas::host_operands([x, wmat, bias])?;
     let what = "host 2-d convolution";
     let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
     let mut out = bias_rows(bd, nb * t_n * f_n * o);
     let kc = k * c;
-    // Blocks of about GRID_ROWS rows, as many per batch item as keeps every thread busy.
+    // Blocks of about GRID_ROWS rows, their count per batch item a multiple of the threads
+    // (so every thread stays busy), each of nt frames.
     let threads = crate::nn::host::threads().max(1);
-    let per_batch = (t_n * f_n).div_ceil(GRID_ROWS).div_ceil(threads).max(1) * threads;
-    let nt = t_n.div_ceil(per_batch.min(t_n));
+    let wanted = (t_n * f_n).div_ceil(GRID_ROWS).div_ceil(threads).max(1) * threads;
+    let nt = t_n.div_ceil(wanted.min(t_n));
     let per_batch = t_n.div_ceil(nt);
     let blocks = nb * per_batch;
     let workers = threads.min(blocks);
@@ -225,7 +226,7 @@ pub fn conv_transpose_axis1(x: &Array, wmat: &Array, bias: &Array, kernel: i32, 
     }
     let t_out = (t_in - 1) * s + k;
     let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host transposed convolution: no cblas_sgemm in the process".into()))?.sgemm;
-    let [x, w, bv] = crate::nn::host_blas::host_operands(x, wmat, bias)?;
+    let [x, w, bv] = crate::nn::host_blas::host_operands([x, wmat, bias])?;
     let what = "host transposed convolution";
     let (xd, wd, bd) = (f32_data(&x, what)?, f32_data(&w, what)?, f32_data(&bv, what)?);
     let mut out = bias_rows(bd, nb * t_out * o);

@@ -15,6 +15,7 @@ use mlx_rs::Array;
 
 use crate::error::{Error, Result};
 use crate::nn::host::{array_from_vec, threads};
+use crate::nn::host_blas::{f32_data, host_operands};
 
 /// The arrays of one DConv tail: `w` `[H, 2C]` (input-major, as `AxisConv` holds a pointwise
 /// kernel), `bias`, `gamma`, `beta` `[2C]`, `scale` `[C]`.
@@ -47,13 +48,10 @@ pub fn pointwise_norm_glu_residual(x: &Array, h: &Array, p: &PointwiseNormGlu<'_
     if [p.bias, p.gamma, p.beta].iter().any(|a| a.size() != 2 * nc) || p.scale.size() != nc {
         return Err(bad("bias, norm or scale of the wrong size"));
     }
-    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let arrays = [f32c(x)?, f32c(h)?, f32c(p.w)?, f32c(p.bias)?, f32c(p.gamma)?, f32c(p.beta)?, f32c(p.scale)?];
-    mlx_rs::transforms::eval(arrays.iter())?;
-    fn data(a: &Array) -> Result<&[f32]> {
-        a.try_as_slice::<f32>().map_err(|e| Error::Mlx(format!("DConv tail input: {e}")))
-    }
-    let [xd, hd, wd, bd, gd, betad, sd] = [data(&arrays[0])?, data(&arrays[1])?, data(&arrays[2])?, data(&arrays[3])?, data(&arrays[4])?, data(&arrays[5])?, data(&arrays[6])?];
+    let arrays = host_operands([x, h, p.w, p.bias, p.gamma, p.beta, p.scale])?;
+    let what = "DConv tail";
+    let [xa, ha, wa, ba, ga, betaa, sa] = &arrays;
+    let [xd, hd, wd, bd, gd, betad, sd] = [f32_data(xa, what)?, f32_data(ha, what)?, f32_data(wa, what)?, f32_data(ba, what)?, f32_data(ga, what)?, f32_data(betaa, what)?, f32_data(sa, what)?];
     let mut out = vec![0f32; xd.len()];
     if out.is_empty() {
         return array_from_vec(out, &xs);

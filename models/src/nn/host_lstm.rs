@@ -12,11 +12,11 @@ use std::ffi::c_int;
 use mlx_rs::Array;
 
 use crate::error::{Error, Result};
-use crate::nn::host_blas::{blas, f32_data, NO_TRANS, ROW_MAJOR};
+use crate::nn::host_blas::{blas, f32_data, host_operands, NO_TRANS, ROW_MAJOR};
 
 /// Whether [`layer`] can run: the CPU backend with a BLAS in the process.
 pub fn available() -> bool {
-    blas().is_some() && crate::runtime::default_device_kind().is_ok_and(|d| d == crate::runtime::DeviceKind::Cpu) && !crate::nn::host::tracing()
+    blas().is_some() && crate::nn::host::on_host_backend()
 }
 
 /// The recurrence of one layer over precomputed input gates `xg` `[T, B, 4H]` (`x W_ih^T +
@@ -34,9 +34,7 @@ pub fn layer(xg: &Array, w_hh_t: &Array, h0: &Array, c0: &Array) -> Result<(Arra
         return Err(bad("the state is not [B, H]"));
     }
     let sgemm = blas().ok_or_else(|| Error::Mlx("host LSTM: no cblas_sgemm in the process".into()))?.sgemm;
-    let f32c = |a: &Array| -> Result<Array> { Ok(a.as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?) };
-    let arrays = [f32c(xg)?, f32c(w_hh_t)?, f32c(h0)?, f32c(c0)?];
-    mlx_rs::transforms::eval(arrays.iter())?;
+    let arrays = host_operands([xg, w_hh_t, h0, c0])?;
     let what = "host LSTM";
     let (xd, wd) = (f32_data(&arrays[0], what)?, f32_data(&arrays[1], what)?);
     let mut h = f32_data(&arrays[2], what)?.to_vec();

@@ -6,7 +6,7 @@ pub mod decoder;
 pub mod fixed_step;
 pub mod host;
 pub mod host_attention;
-mod host_blas;
+pub(crate) mod host_blas;
 pub mod host_conv;
 pub mod host_fused;
 pub mod host_lstm;
