@@ -69,9 +69,16 @@ say "creating $venv (PyTorch $(grep '^torch==' "$req" | cut -d= -f3), transforme
 "$py" -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
 "$venv/bin/pip" install -q --upgrade pip >/dev/null
 extra=()
+cpu_index=https://download.pytorch.org/whl/cpu
 if [ "$(uname -s)" = Linux ]; then
   # The CPU build: the default PyPI torch for Linux carries CUDA (about 5 GB installed).
-  extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  # Where PyTorch's index cannot be reached (a network that allows only PyPI), PyPI's build
+  # is the same release and runs on the CPU too.
+  if "$py" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=10)" "$cpu_index/" >/dev/null 2>&1; then
+    extra=(--extra-index-url "$cpu_index")
+  else
+    say "$cpu_index cannot be reached: installing PyPI's torch (the CUDA build, about 5 GB; it runs on the CPU)"
+  fi
 fi
 "$venv/bin/pip" install -q "${extra[@]}" -r "$req" || die "installing $req failed (see above)"
 why=$(check_pins "$venv/bin/python") || die "after installing, the pins do not match: $why"

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     // OpenBLAS' idle workers spin for about 0.1 s by default, stealing a core from the host
     // kernels on small machines; the setting is read when the library loads, so the program is
     // run again with it set (once; a value in the environment is kept).
-    runtime::shorten_blas_spin();
+    runtime::tune_blas_environment();
     let cli = Cli::parse();
     // Before anything touches MLX: it reads its TF32 switch once, at the first product.
     let precision: runtime::Precision = match cli.precision.parse() {
