@@ -91,25 +91,58 @@ impl SwinBlock {
         // HF pads the grid (after the norm, with zeros) to whole windows and crops back after.
         let (hp, wp) = (padded(h, ws), padded(w, ws));
         let y = if (hp, wp) != (h, w) { ops::pad(&y, &[(0, 0), (0, hp - h), (0, wp - w), (0, 0)], None, None)? } else { y };
-        let y = if self.shift > 0 { roll_back(&roll_back(&y, self.shift, 1)?, self.shift, 2)? } else { y };
-        let win = y.reshape(&[b, hp / ws, ws, wp / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
-        let mask = match &self.shifted_mask {
-            Some(m) => {
-                if b > 1 {
-                    ops::tile(m, &[b, 1, 1, 1])?
+        let a = match self.host_windows(&y, v)? {
+            Some(a) => a,
+            None => {
+                let y = if self.shift > 0 { roll_back(&roll_back(&y, self.shift, 1)?, self.shift, 2)? } else { y };
+                let win = y.reshape(&[b, hp / ws, ws, wp / ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[-1, ws * ws, c])?;
+                let mask = match &self.shifted_mask {
+                    Some(m) => {
+                        if b > 1 {
+                            ops::tile(m, &[b, 1, 1, 1])?
+                        } else {
+                            m.clone()
+                        }
+                    }
+                    None => self.bias.clone(),
+                };
+                let a = attend(&self.attn, &win, Mask::Additive(&mask), v)?;
+                let a = a.reshape(&[b, hp / ws, wp / ws, ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[b, hp, wp, c])?;
+                if self.shift > 0 {
+                    roll(&roll(&a, self.shift, 1)?, self.shift, 2)?
                 } else {
-                    m.clone()
+                    a
                 }
             }
-            None => self.bias.clone(),
         };
-        let a = attend(&self.attn, &win, Mask::Additive(&mask), v)?;
-        let a = a.reshape(&[b, hp / ws, wp / ws, ws, ws, c])?.transpose_axes(&[0, 1, 3, 2, 4, 5])?.reshape(&[b, hp, wp, c])?;
-        let a = if self.shift > 0 { roll(&roll(&a, self.shift, 1)?, self.shift, 2)? } else { a };
         let a = if (hp, wp) != (h, w) { a.index((.., ..h, ..w)) } else { a };
         let x = x.add(a.reshape(&[b, h * w, c])?)?;
         let m = self.fc2.forward(&gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
         Ok(x.add(m)?)
+    }
+}
+
+impl SwinBlock {
+    /// The optimized path's windowed attention on the host where it pays (the CPU backend):
+    /// the projections of every grid token (`y` `[B, H, W, C]`, padded to whole windows,
+    /// not rolled), attended window by window in place by
+    /// [`crate::nn::host_attention::window_attention`], then the output projection. `None`
+    /// where the composed form runs instead.
+    fn host_windows(&self, y: &Array, v: Variant) -> Result<Option<Array>> {
+        let s = y.shape().to_vec();
+        let (ws, heads) = (self.window as usize, self.attn.n_head as usize);
+        let scores = s.iter().take(3).map(|&d| d as usize).product::<usize>() * ws * ws * heads;
+        if v != Variant::Optimized || y.dtype() != mlx_rs::Dtype::Float32 || !crate::nn::host_attention::window_pays(scores) {
+            return Ok(None);
+        }
+        let rows = y.reshape(&[s[0], s[1] * s[2], s[3]])?;
+        let grid = |l: &Linear| -> Result<Array> { Ok(l.forward(&rows)?.reshape(&s)?) };
+        let (q, k, vv) = (grid(&self.attn.query)?, grid(&self.attn.key)?, grid(&self.attn.value)?);
+        let mask = self.shifted_mask.as_ref().unwrap_or(&self.bias);
+        let geo = crate::nn::host_attention::Windows { n_head: heads, ws, shift: self.shift as usize };
+        let scale = ((s[3] as usize / heads) as f32).powf(-0.5);
+        let o = crate::nn::host_attention::window_attention(&q, &k, &vv, mask, geo, scale)?;
+        Ok(Some(self.attn.out.forward(&o.reshape(&[s[0], s[1] * s[2], s[3]])?)?.reshape(&s)?))
     }
 }
 

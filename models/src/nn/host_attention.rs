@@ -106,6 +106,122 @@ pub fn attention(q: &Array, k: &Array, v: &Array, n_head: usize, scale: f32, cau
     crate::nn::host::array_from_vec(out, &qs)
 }
 
+/// Whether the host window attention is available and worth it for `scores` elements (every
+/// window's and head's `N x N`): float32 on the CPU backend with a BLAS in the process, and
+/// the host kernels' size threshold.
+pub fn window_pays(scores: usize) -> bool {
+    crate::nn::host::pays(scores) && blas().is_some()
+}
+
+/// The geometry of Swin's shifted-window attention over a `[B, H, W, C]` grid: `ws x ws`
+/// windows after rolling the grid by `-shift` along both axes (`torch.roll(x, (-s, -s))`),
+/// `n_head` heads of `C / n_head` columns.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    pub n_head: usize,
+    pub ws: usize,
+    pub shift: usize,
+}
+
+/// Swin's windowed self-attention read straight from the grid and written back to it: `q`,
+/// `k`, `v` `[B, H, W, C]` (every grid token's projections), `mask` `[M, n_head, N, N]`
+/// (`N = ws^2`; the relative-position bias, plus the cross-region mask when shifted) added to
+/// the scaled scores of window `w` (row-major over the `H / ws x W / ws` windows) as
+/// `mask[w % M]`. Returns `[B, H, W, C]`: each token's attention output at its own grid
+/// position, which is what partitioning, rolling, attending and undoing both gives.
+///
+/// The composed form partitions the grid (a transposed copy), tiles the mask per batch item,
+/// writes every window's scores, scales and masks them in separate passes, and copies the heads
+/// out and back. Here one task is one window of one batch item: its tokens' rows gathered
+/// (the roll is index arithmetic), per head one product for the scores, the mask added and
+/// the rows soft-maxed in cache, one product into the head's columns, the rows scattered back.
+pub fn window_attention(q: &Array, k: &Array, v: &Array, mask: &Array, geo: Windows, scale: f32) -> Result<Array> {
+    let qs = q.shape().to_vec();
+    let Windows { n_head, ws, shift } = geo;
+    let n = ws * ws;
+    let ms = mask.shape().to_vec();
+    let bad = || Error::InvalidArgument(format!("host window attention: q {:?}, k {:?}, v {:?}, mask {:?} with {geo:?}", q.shape(), k.shape(), v.shape(), mask.shape()));
+    if qs.len() != 4 || k.shape() != qs.as_slice() || v.shape() != qs.as_slice() || n_head == 0 || ws == 0 || qs.iter().any(|&d| d <= 0) {
+        return Err(bad());
+    }
+    let (b, h, w, c) = (qs[0] as usize, qs[1] as usize, qs[2] as usize, qs[3] as usize);
+    if !c.is_multiple_of(n_head) || !h.is_multiple_of(ws) || !w.is_multiple_of(ws) || shift >= ws {
+        return Err(bad());
+    }
+    let (nwy, nwx) = (h / ws, w / ws);
+    let windows = nwy * nwx;
+    if ms.len() != 4 || ms[0] <= 0 || !windows.is_multiple_of(ms[0] as usize) || ms[1] as usize != n_head || ms[2] as usize != n || ms[3] as usize != n {
+        return Err(bad());
+    }
+    let m_count = ms[0] as usize;
+    let sgemm: Sgemm = blas().ok_or_else(|| Error::Mlx("host window attention: no cblas_sgemm in the process".into()))?.sgemm;
+    let d = c / n_head;
+    let [q, k, v, mask] = crate::nn::host_blas::host_operands([q, k, v, mask])?;
+    let what = "host window attention";
+    let (qd, kd, vd, md) = (f32_data(&q, what)?, f32_data(&k, what)?, f32_data(&v, what)?, f32_data(&mask, what)?);
+    let mut out = vec![0f32; b * h * w * c];
+    let tasks = b * windows;
+    let workers = crate::nn::host::threads().min(tasks).max(1);
+    let out_ptr = crate::nn::host_blas::SendPtr(out.as_mut_ptr());
+    // Per worker: the window's gathered q, k, v rows, its output rows, one head's scores.
+    let task = |t: usize, buf: &mut [f32]| {
+        let (bi, win) = (t / windows, t % windows);
+        let (wy, wx) = (win / nwx, win % nwx);
+        let (g, rest) = buf.split_at_mut(3 * n * c);
+        let (o, scores) = rest.split_at_mut(n * c);
+        let token = |r: usize| -> usize {
+            let (gy, gx) = ((wy * ws + r / ws + shift) % h, (wx * ws + r % ws + shift) % w);
+            (bi * h + gy) * w + gx
+        };
+        for r in 0..n {
+            let src = token(r) * c;
+            g[r * 3 * c..r * 3 * c + c].copy_from_slice(&qd[src..src + c]);
+            g[r * 3 * c + c..r * 3 * c + 2 * c].copy_from_slice(&kd[src..src + c]);
+            g[r * 3 * c + 2 * c..(r + 1) * 3 * c].copy_from_slice(&vd[src..src + c]);
+        }
+        let ld = (3 * c) as c_int;
+        for head in 0..n_head {
+            let col = head * d;
+            // SAFETY: `g` holds `n` rows of `3 c` columns; the head's q, k and v columns start
+            // at `col`, `c + col` and `2 c + col` and run `d` wide; `scores` holds `n * n`, and
+            // `o` `n` rows of `c` with the head's columns at `col`.
+            unsafe {
+                sgemm(ROW_MAJOR, NO_TRANS, TRANS, n as c_int, n as c_int, d as c_int, scale, g[col..].as_ptr(), ld, g[c + col..].as_ptr(), ld, 0.0, scores.as_mut_ptr(), n as c_int);
+            }
+            let m = &md[((win % m_count) * n_head + head) * n * n..][..n * n];
+            scores.iter_mut().zip(m).for_each(|(s, a)| *s += a);
+            crate::nn::host::softmax_rows_in_place(scores, n);
+            // SAFETY: as above.
+            unsafe {
+                sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n as c_int, d as c_int, n as c_int, 1.0, scores.as_ptr(), n as c_int, g[2 * c + col..].as_ptr(), ld, 0.0, o[col..].as_mut_ptr(), c as c_int);
+            }
+        }
+        for r in 0..n {
+            // SAFETY: the window's tokens are distinct grid positions (the roll is a
+            // permutation), and each task covers its own window, so the rows written are this
+            // task's alone; `token(r) * c + c` stays within `b * h * w * c`.
+            unsafe { std::ptr::copy_nonoverlapping(o[r * c..].as_ptr(), out_ptr.get().add(token(r) * c), c) };
+        }
+    };
+    let _one = crate::nn::host_blas::single_threaded(workers);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
+                let mut buf = vec![0f32; 4 * n * c + n * n];
+                loop {
+                    let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if t >= tasks {
+                        break;
+                    }
+                    task(t, &mut buf);
+                }
+            });
+        }
+    });
+    crate::nn::host::array_from_vec(out, &qs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +261,74 @@ mod tests {
             let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
             assert!(err < 2e-6, "case {i}: max abs diff {err}");
         }
+    }
+
+    /// Swin's composition: roll by `-shift`, partition into windows, attend per window with
+    /// `mask[w % M]`, merge, roll back.
+    fn windows_explicit(q: &Array, k: &Array, v: &Array, mask: &Array, geo: Windows, scale: f32) -> Array {
+        use mlx_rs::ops::indexing::IndexOp;
+        let s = q.shape().to_vec();
+        let (b, h, w, c) = (s[0], s[1], s[2], s[3]);
+        let (ws, sh) = (geo.ws as i32, geo.shift as i32);
+        let roll = |a: &Array, by: i32| -> Array {
+            let y = mlx_rs::ops::concatenate(&[a.index((.., by.rem_euclid(h).., .., ..)), a.index((.., ..by.rem_euclid(h), .., ..))], 1).unwrap();
+            mlx_rs::ops::concatenate(&[y.index((.., .., by.rem_euclid(w).., ..)), y.index((.., .., ..by.rem_euclid(w), ..))], 2).unwrap()
+        };
+        let part = |a: &Array| roll(a, sh).reshape(&[b, h / ws, ws, w / ws, ws, c]).unwrap().transpose_axes(&[0, 1, 3, 2, 4, 5]).unwrap().reshape(&[-1, ws * ws, c]).unwrap();
+        let windows = (h / ws) * (w / ws);
+        let reps = windows / mask.shape()[0];
+        let m = mlx_rs::ops::tile(mask, &[b * reps, 1, 1, 1]).unwrap();
+        let hd = geo.n_head as i32;
+        let split = |a: &Array| a.reshape(&[-1, ws * ws, hd, c / hd]).unwrap().transpose_axes(&[0, 2, 1, 3]).unwrap();
+        let (qh, kh, vh) = (split(&part(q)), split(&part(k)), split(&part(v)));
+        let sc = qh.matmul(kh.transpose_axes(&[0, 1, 3, 2]).unwrap()).unwrap().multiply(mlx_rs::array!(scale)).unwrap().add(&m).unwrap();
+        let o = mlx_rs::ops::softmax_axis(&sc, -1, true).unwrap().matmul(&vh).unwrap().transpose_axes(&[0, 2, 1, 3]).unwrap();
+        let o = o.reshape(&[b, h / ws, w / ws, ws, ws, c]).unwrap().transpose_axes(&[0, 1, 3, 2, 4, 5]).unwrap().reshape(&[b, h, w, c]).unwrap();
+        roll(&o, -sh)
+    }
+
+    #[test]
+    fn window_attention_matches_swin_composition() {
+        if blas().is_none() {
+            eprintln!("no cblas_sgemm in this process: nothing to compare");
+            return;
+        }
+        let key = |i| mlx_rs::random::key(i).unwrap();
+        // (batch, grid h, grid w, channels, heads, window, shift, mask windows): unshifted with
+        // one bias for all windows, shifted with a mask per window, a non-square grid.
+        for (i, &(b, h, w, c, hd, ws, shift, mw)) in [(2, 8, 8, 12, 3, 4, 0, 1), (2, 8, 12, 12, 3, 4, 2, 6), (1, 6, 9, 8, 2, 3, 1, 6), (3, 4, 4, 4, 1, 4, 0, 1)].iter().enumerate() {
+            let n = ws * ws;
+            let r = |j: u64, shape: &[i32]| mlx_rs::random::normal::<f32>(shape, None, None, &key(10 * i as u64 + j)).unwrap();
+            let (q, k, v) = (r(0, &[b, h, w, c]), r(1, &[b, h, w, c]), r(2, &[b, h, w, c]));
+            let mask = r(3, &[mw, hd, n, n]).multiply(mlx_rs::array!(3.0f32)).unwrap();
+            let geo = Windows { n_head: hd as usize, ws: ws as usize, shift: shift as usize };
+            let scale = ((c / hd) as f32).powf(-0.5);
+            let got = window_attention(&q, &k, &v, &mask, geo, scale).unwrap();
+            let want = windows_explicit(&q, &k, &v, &mask, geo, scale);
+            assert_eq!(got.shape(), want.shape());
+            let err = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_cast::<f32>();
+            assert!(err < 2e-6, "case {i}: max abs diff {err}");
+        }
+    }
+
+    #[test]
+    fn window_attention_rejects_bad_geometry() {
+        let g = mlx_rs::Array::zeros::<f32>(&[1, 8, 8, 12]).unwrap();
+        let m = mlx_rs::Array::zeros::<f32>(&[1, 3, 16, 16]).unwrap();
+        let geo = Windows { n_head: 3, ws: 4, shift: 0 };
+        assert!(window_attention(&g, &g, &g, &m, geo, 1.0).is_ok() || blas().is_none());
+        // Heads that do not divide the channels, a grid not of whole windows, a shift of a
+        // whole window, a mask for another window size or with a window count not dividing
+        // the grid's.
+        assert!(window_attention(&g, &g, &g, &m, Windows { n_head: 5, ..geo }, 1.0).is_err());
+        assert!(window_attention(&g, &g, &g, &m, Windows { ws: 3, ..geo }, 1.0).is_err());
+        assert!(window_attention(&g, &g, &g, &m, Windows { shift: 4, ..geo }, 1.0).is_err());
+        let m9 = mlx_rs::Array::zeros::<f32>(&[1, 3, 9, 9]).unwrap();
+        assert!(window_attention(&g, &g, &g, &m9, geo, 1.0).is_err());
+        let m3 = mlx_rs::Array::zeros::<f32>(&[3, 3, 16, 16]).unwrap();
+        assert!(window_attention(&g, &g, &g, &m3, geo, 1.0).is_err());
+        let small = mlx_rs::Array::zeros::<f32>(&[1, 8, 8, 6]).unwrap();
+        assert!(window_attention(&g, &small, &g, &m, geo, 1.0).is_err());
     }
 
     #[test]
