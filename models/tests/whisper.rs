@@ -64,6 +64,29 @@ fn end_of_transcript_stops_decoding_at_any_eval_interval() {
     }
 }
 
+/// A batch whose rows reach end-of-transcript at different steps: the finished rows leave the
+/// batch (caches, encoder states and all), and every row's tokens equal its own decode alone,
+/// on the naive path, the optimized one and the fixed-shape step, at several eval intervals.
+#[test]
+fn finished_rows_leave_a_batch_without_changing_the_others() {
+    let (model, enc) = setup();
+    // Four rows: the clip's encoder states, scaled and reversed along time, so each row
+    // decodes its own sequence.
+    let rev = enc.take_axis(Array::from_slice(&(0..enc.shape()[1]).rev().collect::<Vec<i32>>(), &[enc.shape()[1]]), 1).unwrap();
+    let rows = [enc.clone(), rev.clone(), enc.multiply(mlx_rs::array!(0.5f32)).unwrap(), rev.multiply(mlx_rs::array!(2.0f32)).unwrap()];
+    let batch = ops::concatenate(&rows, 0).unwrap();
+    let start = [model.config.decoder_start_token_id];
+    let free = model.greedy(&batch, &start, 16, None, &DecodeOptions::naive()).unwrap();
+    // End-of-transcript: row 0's third token, so row 0 stops at step 3 at the latest.
+    let eot = free[0][2];
+    let alone: Vec<Vec<i32>> = rows.iter().map(|r| model.greedy(r, &start, 16, Some(eot), &DecodeOptions::naive()).unwrap().remove(0)).collect();
+    let lens: Vec<usize> = alone.iter().map(Vec::len).collect();
+    assert!(lens.iter().any(|&l| l != lens[0]), "every row stopped at the same step ({lens:?}): nothing leaves the batch early");
+    for opts in [DecodeOptions::naive(), DecodeOptions::optimized(), DecodeOptions { eval_every: 3, ..DecodeOptions::optimized() }, DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }] {
+        assert_eq!(model.greedy(&batch, &start, 16, Some(eot), &opts).unwrap(), alone, "{opts:?}");
+    }
+}
+
 #[test]
 fn decoding_never_runs_past_the_text_context() {
     let (model, enc) = setup();

@@ -54,6 +54,13 @@ impl CrossKvCache {
     pub fn is_filled(&self) -> bool {
         self.kv.is_some()
     }
+    /// Keep the batch rows `rows` of the cached keys and values.
+    pub fn keep_rows(&mut self, rows: &Array) -> Result<()> {
+        if let Some((k, v)) = self.kv.take() {
+            self.kv = Some((k.take_axis(rows, 0)?, v.take_axis(rows, 0)?));
+        }
+        Ok(())
+    }
 }
 
 /// Multi-head attention with PyTorch-style `q/k/v/out` projections.

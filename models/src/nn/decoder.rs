@@ -150,6 +150,22 @@ impl DecodeState {
         Ok(h)
     }
 
+    /// Keep only the batch rows `rows` of every cache, self- and cross-attention (a batch
+    /// whose finished rows leave it; the encoder states passed to later steps must be
+    /// narrowed the same way).
+    pub fn keep_rows(&mut self, rows: &mlx_rs::Array) -> Result<()> {
+        if let Some(f) = &mut self.fixed {
+            f.keep_rows(rows)?;
+        }
+        for c in &mut self.self_caches {
+            c.reorder(rows)?;
+        }
+        for c in &mut self.cross_caches {
+            c.keep_rows(rows)?;
+        }
+        Ok(())
+    }
+
     /// Keep the batch rows `rows` of every self-attention cache (beam search).
     pub fn reorder(&mut self, rows: &mlx_rs::Array) -> Result<()> {
         if let Some(f) = &mut self.fixed {

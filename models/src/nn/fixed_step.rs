@@ -131,6 +131,17 @@ impl FixedStack {
         }
         Ok(())
     }
+
+    /// Keep the batch rows `rows` of every buffer, the cross-attention keys and values too
+    /// (a batch whose finished rows leave it).
+    pub fn keep_rows(&mut self, rows: &Array) -> Result<()> {
+        self.reorder(rows)?;
+        for (k, v) in self.cross.iter_mut().flatten() {
+            *k = k.take_axis(rows, 0)?;
+            *v = v.take_axis(rows, 0)?;
+        }
+        Ok(())
+    }
 }
 
 /// The layer stack over the capacity: `a` as [`StepFn`] takes it.

@@ -104,6 +104,14 @@ impl TimestampState {
         }
     }
 
+    /// Keep the batch rows `rows` (a batch whose finished rows leave it).
+    pub(crate) fn keep_rows(&mut self, rows: &Array) -> Result<()> {
+        self.last = self.last.take_axis(rows, 0)?;
+        self.penultimate = self.penultimate.take_axis(rows, 0)?;
+        self.last_timestamp = self.last_timestamp.take_axis(rows, 0)?;
+        Ok(())
+    }
+
     /// Record the tokens `next` (`[B]`) just sampled.
     pub(crate) fn push(&mut self, ts: &Timestamps, next: &Array) -> Result<()> {
         let next = next.reshape(&[-1, 1])?;

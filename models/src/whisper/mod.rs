@@ -367,14 +367,19 @@ impl Whisper {
         let mut pending: Vec<Array> = Vec::new();
         let mut out: Vec<Vec<i32>> = vec![Vec::new(); b as usize];
         let mut done = vec![false; b as usize];
+        // The rows still in the batch, by their index in `out`: a row that reached the end of
+        // transcript leaves the batch (its caches, encoder states and timestamp state with it),
+        // so a batch's later steps cost what its unfinished clips need.
+        let mut live: Vec<usize> = (0..b as usize).collect();
+        let mut audio = audio.clone();
         let every = opts.eval_every.max(1) as usize;
         for step in 0..max_new {
-            let last = filters.apply(self.decode_step(&input, audio, &mut state)?.index((.., -1, ..)), step, ts_state.as_ref())?;
+            let last = filters.apply(self.decode_step(&input, &audio, &mut state)?.index((.., -1, ..)), step, ts_state.as_ref())?;
             let next = argmax_axis(&last, -1, false)?.as_dtype(Dtype::Int32)?;
             if let (Some(st), Some(ts)) = (&mut ts_state, &filters.timestamps) {
                 st.push(ts, &next)?;
             }
-            input = next.reshape(&[b, 1])?;
+            input = next.reshape(&[live.len() as i32, 1])?;
             pending.push(next);
             if (step + 1) % every == 0 || step + 1 == max_new {
                 let stacked = ops::stack(&pending, 1)?;
@@ -384,16 +389,27 @@ impl Whisper {
                 let n = pending.len();
                 let vals = stacked.as_slice::<i32>().to_vec();
                 pending.clear();
-                for (r, row) in out.iter_mut().enumerate() {
+                for (r, &row) in live.iter().enumerate() {
                     for &tok in &vals[r * n..(r + 1) * n] {
-                        if !done[r] {
-                            row.push(tok);
-                            done[r] = eot == Some(tok);
+                        if !done[row] {
+                            out[row].push(tok);
+                            done[row] = eot == Some(tok);
                         }
                     }
                 }
                 if eot.is_some() && done.iter().all(|&d| d) {
                     break;
+                }
+                let keep: Vec<i32> = (0..live.len()).filter(|&r| !done[live[r]]).map(|r| r as i32).collect();
+                if keep.len() < live.len() {
+                    let rows = Array::from_slice(&keep, &[keep.len() as i32]);
+                    state.keep_rows(&rows)?;
+                    audio = audio.take_axis(&rows, 0)?;
+                    input = input.take_axis(&rows, 0)?;
+                    if let Some(st) = &mut ts_state {
+                        st.keep_rows(&rows)?;
+                    }
+                    live = keep.iter().map(|&r| live[r as usize]).collect();
                 }
             }
         }
