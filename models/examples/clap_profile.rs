@@ -34,6 +34,8 @@ fn print(rows: &[(String, f64)]) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     models::runtime::retain_freed_memory();
     let batch: i32 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let cfg = ClapConfig::htsat_unfused();

@@ -55,6 +55,8 @@ fn time_layers(name: &str, layers: &[Layer], mut x: Array) -> anyhow::Result<()>
 }
 
 fn main() -> anyhow::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     models::runtime::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let cfg = match args.get(1).map(String::as_str) {

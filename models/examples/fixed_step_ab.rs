@@ -16,6 +16,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> models::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     let arg = |i: usize, d: usize| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (rounds, steps) = (arg(1, 5), arg(2, 50));
     let with = DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() };

@@ -22,6 +22,8 @@ fn time(f: &dyn Fn() -> anyhow::Result<Array>) -> anyhow::Result<(f64, Array)> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     models::runtime::retain_freed_memory();
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let key = |i| mlx_rs::random::key(i).unwrap();

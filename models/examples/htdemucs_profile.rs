@@ -11,6 +11,8 @@ use models::nn::conv::{Exec, Kernels, Layout};
 use models::nn::lstm::Recurrence;
 
 fn main() -> anyhow::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     models::runtime::retain_freed_memory();
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2);
     let cfg = HtDemucsConfig::htdemucs();

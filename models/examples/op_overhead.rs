@@ -10,6 +10,8 @@ use std::time::Instant;
 use mlx_rs::{random, Array};
 
 fn main() -> anyhow::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
     let x = random::normal::<f32>(&[1, 1024], None, None, &random::key(0)?)?;
     let w = random::normal::<f32>(&[1024, 1024], None, None, &random::key(1)?)?.multiply(mlx_rs::array!(0.03f32))?;

@@ -9,6 +9,8 @@ use models::checkpoint::Checkpointed;
 use models::musicgen::{Conditioning, DecodeOptions, MusicGen, MusicgenConfig, Sampler};
 
 fn main() -> models::Result<()> {
+    // The BLAS settings the harness runs with (OpenBLAS reads them at load: restarts once).
+    models::runtime::tune_blas_environment();
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
     for name in ["fp32", "fp16", "int8", "int4"] {
         let model = MusicGen::random_as(MusicgenConfig::preset("medium")?, 41, Some(name.parse()?))?;
