@@ -151,6 +151,30 @@ fn clap_fused_fixture_passes_for_both_variants() {
     assert!(checks.iter().all(|c| c["pass"] == true));
 }
 
+/// Silero VAD against the `silero-vad` package: the chunk probabilities within 1e-4, and the
+/// speech segments of four option sets exact, both from our probabilities and (`logic.*`) from
+/// the package's, in both variants.
+#[test]
+fn silero_vad_fixtures_pass_for_both_variants() {
+    for name in ["silero-vad-s0", "silero-vad-s1"] {
+        let checks = passing_checks(name);
+        let mut outs = vec!["probs".to_string()];
+        for opts in ["default", "loose", "max1.5s-last-silence", "max2s"] {
+            outs.push(format!("segments.{opts}"));
+            outs.push(format!("logic.segments.{opts}"));
+        }
+        for out in &outs {
+            assert_eq!(checks.iter().filter(|c| c["output"] == out.as_str()).count(), 2, "{name}: {out} in both variants");
+        }
+        for c in &checks {
+            assert_eq!(c["pass"], true, "{name}: {c}");
+            if c["output"] == "probs" {
+                assert!(c["max_abs"].as_f64().unwrap() < 1e-4, "{name}: {c}");
+            }
+        }
+    }
+}
+
 #[test]
 fn htdemucs_fixture_with_a_renamed_weight_is_refused_by_name() {
     let dir = broken("htdemucs-s0", |b| replace_once(b, "crosstransformer.layers_t.3.linear1.weight", "crosstransformer.layers_t.3.linear9.weight"));

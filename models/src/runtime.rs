@@ -219,22 +219,30 @@ pub fn blas_info() -> Option<BlasInfo> {
         }
         let mut info: libc::Dl_info = std::mem::zeroed();
         let mut library = if libc::dladdr(addr, &mut info) != 0 { cstr_to_string(info.dli_fname) } else { "unknown".to_string() };
-        let shim_name = CString::new("mlx_gemv_shim_target").ok()?;
-        let target = libc::dlsym(libc::RTLD_DEFAULT, shim_name.as_ptr());
-        let gemv_shim = !target.is_null();
-        if gemv_shim {
-            let f: extern "C" fn() -> *const c_char = std::mem::transmute(target);
-            library = cstr_to_string(f());
+        let shim_target = exported_string("mlx_gemv_shim_target");
+        let gemv_shim = shim_target.is_some();
+        if let Some(t) = shim_target {
+            library = t;
         }
-        let config = CString::new("openblas_get_config").ok().and_then(|name| {
-            let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-            if f.is_null() {
-                return None;
-            }
-            let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
-            Some(cstr_to_string(f()).trim().to_string())
-        });
-        Some(BlasInfo { library, config, gemv_shim })
+        Some(BlasInfo { library, config: exported_string("openblas_get_config"), gemv_shim })
+    }
+}
+
+/// What a loaded library's exported `const char *name(void)` returns, trimmed; `None` where no
+/// loaded object exports `name`. Only for functions of that signature returning a static
+/// string (OpenBLAS' `openblas_get_config` and `openblas_get_corename`, the GEMV shim's
+/// `mlx_gemv_shim_target`).
+fn exported_string(name: &str) -> Option<String> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlsym with RTLD_DEFAULT only reads the loader's tables; the names passed here are
+    // functions taking no arguments and returning a static NUL-terminated string.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
+        Some(cstr_to_string(f()).trim().to_string())
     }
 }
 
@@ -258,17 +266,7 @@ pub const BLAS_CORE_VAR: &str = "OPENBLAS_CORETYPE";
 /// The kernel family OpenBLAS chose when it loaded (`openblas_get_corename`), e.g. "Haswell";
 /// `None` without OpenBLAS.
 pub fn blas_core() -> Option<String> {
-    let name = CString::new("openblas_get_corename").ok()?;
-    // SAFETY: dlsym with RTLD_DEFAULT only reads the loader's tables; the function takes no
-    // arguments and returns a static NUL-terminated string.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-        if f.is_null() {
-            return None;
-        }
-        let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
-        Some(cstr_to_string(f()).trim().to_string())
-    }
+    exported_string("openblas_get_corename")
 }
 
 /// How wide a vector OpenBLAS' kernel family `core` uses for float32 products: 3 for the

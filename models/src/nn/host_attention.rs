@@ -87,22 +87,7 @@ pub fn attention(q: &Array, k: &Array, v: &Array, n_head: usize, scale: f32, cau
             sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m as c_int, d as c_int, lk as c_int, 1.0, s.as_ptr(), lk as c_int, vp, c as c_int, 0.0, op, c as c_int);
         }
     };
-    let _one = crate::nn::host_blas::single_threaded(workers);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        for _ in 0..workers {
-            sc.spawn(|| {
-                let mut scores = vec![0f32; rows * lk];
-                loop {
-                    let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if t >= tasks {
-                        break;
-                    }
-                    task(t, &mut scores);
-                }
-            });
-        }
-    });
+    crate::nn::host_blas::spread_tasks(workers, tasks, rows * lk, task);
     crate::nn::host::array_from_vec(out, &qs)
 }
 
@@ -203,22 +188,7 @@ pub fn window_attention(q: &Array, k: &Array, v: &Array, mask: &Array, geo: Wind
             unsafe { std::ptr::copy_nonoverlapping(o[r * c..].as_ptr(), out_ptr.get().add(token(r) * c), c) };
         }
     };
-    let _one = crate::nn::host_blas::single_threaded(workers);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        for _ in 0..workers {
-            sc.spawn(|| {
-                let mut buf = vec![0f32; 4 * n * c + n * n];
-                loop {
-                    let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if t >= tasks {
-                        break;
-                    }
-                    task(t, &mut buf);
-                }
-            });
-        }
-    });
+    crate::nn::host_blas::spread_tasks(workers, tasks, 4 * n * c + n * n, task);
     crate::nn::host::array_from_vec(out, &qs)
 }
 

@@ -85,6 +85,28 @@ impl Drop for SingleThreaded {
     }
 }
 
+/// Run `task(t, scratch)` for every task `t < tasks`, taken in turn by `workers` scoped
+/// threads, each with its own zeroed scratch buffer of `scratch` floats; OpenBLAS is held at
+/// one thread meanwhile (see [`single_threaded`]).
+pub(crate) fn spread_tasks(workers: usize, tasks: usize, scratch: usize, task: impl Fn(usize, &mut [f32]) + Sync) {
+    let _one = single_threaded(workers);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
+                let mut buf = vec![0f32; scratch];
+                loop {
+                    let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if t >= tasks {
+                        break;
+                    }
+                    task(t, &mut buf);
+                }
+            });
+        }
+    });
+}
+
 /// A pointer to one output buffer shared by scoped worker threads that write disjoint parts.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
