@@ -154,11 +154,9 @@ impl DecodeState {
     /// whose finished rows leave it; the encoder states passed to later steps must be
     /// narrowed the same way).
     pub fn keep_rows(&mut self, rows: &mlx_rs::Array) -> Result<()> {
+        self.reorder(rows)?;
         if let Some(f) = &mut self.fixed {
-            f.keep_rows(rows)?;
-        }
-        for c in &mut self.self_caches {
-            c.reorder(rows)?;
+            f.keep_cross_rows(rows)?;
         }
         for c in &mut self.cross_caches {
             c.keep_rows(rows)?;

@@ -132,10 +132,9 @@ impl FixedStack {
         Ok(())
     }
 
-    /// Keep the batch rows `rows` of every buffer, the cross-attention keys and values too
-    /// (a batch whose finished rows leave it).
-    pub fn keep_rows(&mut self, rows: &Array) -> Result<()> {
-        self.reorder(rows)?;
+    /// Keep the batch rows `rows` of the cross-attention keys and values ([`Self::reorder`]
+    /// does the self-attention buffers; a batch whose finished rows leave it needs both).
+    pub fn keep_cross_rows(&mut self, rows: &Array) -> Result<()> {
         for (k, v) in self.cross.iter_mut().flatten() {
             *k = k.take_axis(rows, 0)?;
             *v = v.take_axis(rows, 0)?;
