@@ -353,6 +353,39 @@ fn matmul_runs_on_openblas() {
     assert!(blas.is_openblas(), "BLAS in use: {}", blas.describe());
 }
 
+/// Products of 2 to 4 rows against a weight stored as `[n, k]` (MLX's `x @ w.T`, the decode
+/// steps' shape): on Linux x86-64 the GEMV shim runs them on its own kernel, which reads each
+/// weight row once for all rows. Against a float64 reference: blocks of 4 output columns and
+/// the columns left over, inner sizes around the 16-float vector and its tail, products large
+/// enough to be split over threads, and `addmm`'s alpha and beta (beta 0 must not read the
+/// output).
+#[test]
+fn few_row_products_against_a_transposed_weight() {
+    let data = |n: usize, seed: u64| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect() };
+    for (m, k, n) in [(2, 1, 1), (2, 15, 5), (3, 16, 4), (4, 17, 9), (2, 37, 53), (3, 100, 7), (4, 64, 130), (2, 1027, 515), (3, 131, 2051), (4, 1024, 1024)] {
+        let a = data(m * k, 3);
+        let w = data(n * k, 4);
+        let c0 = data(m * n, 5);
+        let dot = |i: usize, j: usize| -> f64 { (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(w[j * k + p])).sum() };
+        let (mi, ki, ni) = (m as i32, k as i32, n as i32);
+        let a_arr = Array::from_slice(&a, &[mi, ki]);
+        let w_arr = Array::from_slice(&w, &[ni, ki]);
+        let c_arr = Array::from_slice(&c0, &[mi, ni]);
+        // A product's rounding grows with the inner size.
+        let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+        for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 2.0), (-1.5, 1.0)] {
+            let got = if beta == 0.0 { a_arr.matmul(w_arr.t()).unwrap() } else { ops::addmm(&c_arr, &a_arr, w_arr.t(), alpha, beta).unwrap() };
+            got.eval().unwrap();
+            assert_eq!(got.shape(), &[mi, ni]);
+            let alpha = if beta == 0.0 { 1.0 } else { alpha };
+            for (ij, g) in got.as_slice::<f32>().iter().enumerate() {
+                let want = f64::from(alpha) * dot(ij / n, ij % n) + f64::from(beta) * f64::from(c0[ij]);
+                assert!(g.is_finite() && (f64::from(*g) - want).abs() < tol * (1.0 + want.abs()), "{m}x{k} . ({n}x{k})^T, alpha {alpha} beta {beta}, element {ij}: {g} vs {want}");
+            }
+        }
+    }
+}
+
 /// Matrix products with a vector operand, every transpose combination, against a float64
 /// reference: on Linux these (and products of up to 4 rows) go through the GEMV shim in front
 /// of OpenBLAS.
