@@ -181,7 +181,8 @@ pub struct BlasInfo {
     /// e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     pub config: Option<String>,
     /// Whether mlx-sys's GEMV shim sits in front of it, sending matrix-vector products to
-    /// `cblas_sgemv` (`library` is then the BLAS behind the shim).
+    /// `cblas_sgemv` and products of 2 to 4 rows against a transposed weight to its own kernel
+    /// (`library` is then the BLAS behind the shim).
     pub gemv_shim: bool,
 }
 
@@ -192,7 +193,7 @@ impl BlasInfo {
 
     /// One-line description for reports.
     pub fn describe(&self) -> String {
-        let shim = if self.gemv_shim { ", matrix-vector products via sgemv" } else { "" };
+        let shim = if self.gemv_shim { ", matrix-vector products via sgemv, 2-4 row products on the shim's kernel" } else { "" };
         let spin = match std::env::var(BLAS_SPIN_VAR) {
             Ok(v) if self.is_openblas() => format!(", idle workers spin 2^{} cycles ({BLAS_SPIN_VAR}={v})", v.trim()),
             _ => String::new(),
