@@ -9,7 +9,8 @@
  * order (OpenBLAS). Products of 2 to SMALL_M rows against a transposed weight (a decode step's
  * `x @ w.T` under classifier-free guidance or a small batch) run on this file's own kernel,
  * which reads each weight row once for all rows; other products with up to SMALL_M rows run as
- * one sgemv per row. Results are the same products, summed in a different order.
+ * one sgemv per row. Results are the same products, summed in a different order. The kernel's
+ * thread pool is also exported (mlx_shim_parallel_columns) for the project's own host kernels.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -188,12 +189,11 @@ static void pick_isa(void) {
  * alone. */
 #define SPIN_NS 300000L
 #define CLOSED (1 << 30)
+typedef void (*body_fn)(void *ctx, int j0, int j1);
 static struct {
-    rows_m_fn f;
-    int n, k, lda, ldb, ldc, run;
-    float alpha, beta;
-    const float *a, *b;
-    float *c;
+    body_fn f;
+    void *ctx;
+    int n, run;
 } job;
 static atomic_int next_col;
 static atomic_uint job_gen;
@@ -208,7 +208,7 @@ static void take_columns(void) {
         int j0 = atomic_fetch_add_explicit(&next_col, job.run, memory_order_relaxed);
         if (j0 >= job.n) return;
         int j1 = j0 + job.run < job.n ? j0 + job.run : job.n;
-        job.f(j0, j1, job.k, job.alpha, job.a, job.lda, job.b, job.ldb, job.beta, job.c, job.ldc);
+        job.f(job.ctx, j0, j1);
     }
 }
 
@@ -262,30 +262,20 @@ static void start_pool(void) {
     }
 }
 
-/* c = alpha a b^T + beta c with a [m, k] (rows lda apart) and b [n, k] (rows ldb apart),
- * 2 <= m <= SMALL_M. Returns 0 where no kernel fits this CPU (the caller falls back). */
-static int small_m_product(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
-                           float beta, float *c, int ldc) {
-    pthread_once(&isa_once, pick_isa);
-    rows_m_fn f = rows_table[m];
-    if (!f) return 0;
-    /* Below about a quarter million multiply-adds (a 256 x 512 weight for 2 rows) waking a
-     * helper costs more than it gives. */
-    int threads = 1;
-    if ((long)m * n * k >= (1L << 18)) {
+/* Runs f(ctx, j0, j1) over the columns [0, n) in runs of `run`, on the caller and, where
+ * `threads` > 1 and the pool is free, up to threads - 1 helpers (no more than OpenBLAS' own
+ * thread count and the CPUs this process may use). Returns when every column is done. */
+static void parallel_columns(body_fn f, void *ctx, int n, int run, int threads) {
+    if (threads > 1) {
         pthread_once(&pool_once, start_pool);
-        threads = helpers + 1;
+        if (threads > helpers + 1) threads = helpers + 1;
         if (blas_threads) {
             int t = blas_threads();
             if (t < threads) threads = t < 1 ? 1 : t;
         }
     }
     if (threads > 1 && atomic_exchange_explicit(&pool_busy, 1, memory_order_acquire) == 0) {
-        /* About 8 runs a thread, in whole blocks of 4 columns. */
-        int run = (n + 8 * threads - 1) / (8 * threads);
-        run = (run + 3) & ~3;
-        job.f = f, job.n = n, job.k = k, job.lda = lda, job.ldb = ldb, job.ldc = ldc, job.run = run < 4 ? 4 : run;
-        job.alpha = alpha, job.beta = beta, job.a = a, job.b = b, job.c = c;
+        job.f = f, job.ctx = ctx, job.n = n, job.run = run < 1 ? 1 : run;
         atomic_store_explicit(&next_col, 0, memory_order_relaxed);
         atomic_store_explicit(&state, 0, memory_order_release);
         atomic_fetch_add(&job_gen, 1);
@@ -294,12 +284,59 @@ static int small_m_product(int m, int n, int k, float alpha, const float *a, int
         atomic_fetch_or_explicit(&state, CLOSED, memory_order_acq_rel);
         while ((atomic_load_explicit(&state, memory_order_acquire) & ~CLOSED) > 0) _mm_pause();
         atomic_store_explicit(&pool_busy, 0, memory_order_release);
+        return;
+    }
+    f(ctx, 0, n);
+}
+
+/* The pool for other host code (the project's quantized products): as parallel_columns, with
+ * every thread the pool has. Returns 1 (0 only from the build without the pool). */
+int mlx_shim_parallel_columns(body_fn f, void *ctx, int n, int run) {
+    parallel_columns(f, ctx, n, run, MAX_POOL);
+    return 1;
+}
+
+struct rows_job {
+    rows_m_fn f;
+    int k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+};
+
+static void rows_body(void *ctx, int j0, int j1) {
+    const struct rows_job *r = ctx;
+    r->f(j0, j1, r->k, r->alpha, r->a, r->lda, r->b, r->ldb, r->beta, r->c, r->ldc);
+}
+
+/* c = alpha a b^T + beta c with a [m, k] (rows lda apart) and b [n, k] (rows ldb apart),
+ * 2 <= m <= SMALL_M. Returns 0 where no kernel fits this CPU (the caller falls back). */
+static int small_m_product(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                           float beta, float *c, int ldc) {
+    pthread_once(&isa_once, pick_isa);
+    rows_m_fn f = rows_table[m];
+    if (!f) return 0;
+    struct rows_job r = {f, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    /* Below about a quarter million multiply-adds (a 256 x 512 weight for 2 rows) waking a
+     * helper costs more than it gives. */
+    if ((long)m * n * k < (1L << 18)) {
+        rows_body(&r, 0, n);
         return 1;
     }
-    f(0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    /* About 8 runs a thread, in whole blocks of 4 columns. */
+    pthread_once(&pool_once, start_pool);
+    int threads = helpers + 1;
+    int run = (n + 8 * threads - 1) / (8 * threads);
+    run = (run + 3) & ~3;
+    parallel_columns(rows_body, &r, n, run < 4 ? 4 : run, threads);
     return 1;
 }
 #else
+int mlx_shim_parallel_columns(void (*f)(void *, int, int), void *ctx, int n, int run) {
+    (void)f, (void)ctx, (void)n, (void)run;
+    return 0;
+}
+
 static int small_m_product(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                            float beta, float *c, int ldc) {
     (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;

@@ -107,6 +107,58 @@ pub(crate) fn spread_tasks(workers: usize, tasks: usize, scratch: usize, task: i
     });
 }
 
+type ColumnsBody = unsafe extern "C" fn(*mut std::ffi::c_void, c_int, c_int);
+type ColumnsPool = unsafe extern "C" fn(ColumnsBody, *mut std::ffi::c_void, c_int, c_int) -> c_int;
+
+/// mlx-sys's GEMV shim's thread pool (`mlx_shim_parallel_columns`), where the shim is loaded.
+fn columns_pool() -> Option<ColumnsPool> {
+    static POOL: OnceLock<Option<ColumnsPool>> = OnceLock::new();
+    // SAFETY: the shim's exported function, with this signature.
+    *POOL.get_or_init(|| symbol("mlx_shim_parallel_columns").map(|p| unsafe { std::mem::transmute::<*mut std::ffi::c_void, ColumnsPool>(p) }))
+}
+
+/// Run `f` over `0..n` in runs of `run` columns spread over the cores: on the GEMV shim's
+/// pool of waiting threads where the process has it (a decode step's few-row products come
+/// hundreds to a step, and starting threads for each cost more than some products), otherwise
+/// on scoped threads, one block each. A panic in `f` is carried back to the caller.
+pub(crate) fn parallel_columns<F: Fn(std::ops::Range<usize>) + Sync>(n: usize, run: usize, f: F) {
+    struct Job<F> {
+        f: F,
+        panicked: std::sync::atomic::AtomicBool,
+    }
+    unsafe extern "C" fn body<F: Fn(std::ops::Range<usize>) + Sync>(ctx: *mut std::ffi::c_void, j0: c_int, j1: c_int) {
+        // SAFETY: `ctx` is the `Job` below, alive until the pool returns.
+        let job = unsafe { &*(ctx as *const Job<F>) };
+        let cols = j0.max(0) as usize..j1.max(0) as usize;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(cols))).is_err() {
+            job.panicked.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let run = run.max(1);
+    if let (Some(pool), Ok(n32), Ok(run32)) = (columns_pool(), c_int::try_from(n), c_int::try_from(run)) {
+        let job = Job { f, panicked: false.into() };
+        // SAFETY: the pool calls `body` with `job` for disjoint runs of 0..n and returns when
+        // all are done.
+        if unsafe { pool(body::<F>, &job as *const Job<F> as *mut std::ffi::c_void, n32, run32) } != 0 {
+            assert!(!job.panicked.load(std::sync::atomic::Ordering::Relaxed), "a host kernel's column worker panicked");
+            return;
+        }
+        return spread_columns(n, run, job.f);
+    }
+    spread_columns(n, run, f)
+}
+
+fn spread_columns<F: Fn(std::ops::Range<usize>) + Sync>(n: usize, run: usize, f: F) {
+    let workers = crate::nn::host::threads().min(n.div_ceil(run)).max(1);
+    let per = n.div_ceil(workers).div_ceil(run) * run;
+    std::thread::scope(|s| {
+        for c0 in (0..n).step_by(per.max(1)) {
+            let f = &f;
+            s.spawn(move || f(c0..(c0 + per).min(n)));
+        }
+    });
+}
+
 /// A pointer to one output buffer shared by scoped worker threads that write disjoint parts.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
@@ -117,5 +169,37 @@ unsafe impl Sync for SendPtr {}
 impl SendPtr {
     pub(crate) fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Every column once, on the shim's pool (this test binary loads the shim where OpenBLAS
+    /// is found) and on scoped threads, for runs that do and do not divide the count.
+    #[test]
+    fn parallel_columns_visits_every_column_once() {
+        for (n, run) in [(1, 8), (7, 8), (1000, 8), (1001, 64), (50_000, 3)] {
+            for pooled in [true, false] {
+                let seen: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                let f = |cols: std::ops::Range<usize>| cols.for_each(|c| _ = seen[c].fetch_add(1, Ordering::Relaxed));
+                if pooled {
+                    parallel_columns(n, run, f);
+                } else {
+                    spread_columns(n, run, f);
+                }
+                let wrong: Vec<usize> = (0..n).filter(|&c| seen[c].load(Ordering::Relaxed) != 1).collect();
+                assert!(wrong.is_empty(), "n {n}, run {run}, pooled {pooled}: columns {:?} not visited once", &wrong[..wrong.len().min(8)]);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "panicked")]
+    fn a_panicking_column_worker_reaches_the_caller() {
+        parallel_columns(64, 8, |cols| assert!(!cols.contains(&40), "column 40"));
     }
 }

@@ -6,10 +6,12 @@
 //! at int8 or int4 ran 10 to 12 times slower than at float32, although it reads a quarter or an
 //! eighth of the bytes. Here each group's codes are converted in vector lanes as they are dotted
 //! with an input row (with several rows at 8 bits, widened once into a small float buffer
-//! first), AVX2/FMA chosen at run time, and scaled once per group:
-//! `y[m, n] = sum_g scale[n, g] * (q[n, g] . x[m, g]) + bias[n, g] * sum(x[m, g])`. With more
-//! rows than [`GEMV_ROWS`] (a prompt, an encoder), blocks of output rows are dequantized into a
-//! float tile and multiplied by the BLAS instead. The output columns are split across threads.
+//! first), AVX-512 (written out, [`avx512`]) or AVX2/FMA chosen at run time, and scaled once per
+//! group: `y[m, n] = sum_g scale[n, g] * (q[n, g] . x[m, g]) + bias[n, g] * sum(x[m, g])`. With
+//! more rows than [`GEMV_ROWS`] (a prompt, an encoder), blocks of output rows are dequantized
+//! into a float tile and multiplied by the BLAS instead. The output columns are split across
+//! threads: the GEMV shim's waiting pool for the dot products (a decode step makes hundreds of
+//! them), scoped threads for the tiles.
 //! On this project's 2-core EPYC, Whisper turbo's [1, 1280] x [51866, 1280]^T logits product
 //! takes 8 to 9 ms at int8 against 70 to 111 ms in MLX (and 15 to 20 ms for MLX's float32).
 use mlx_rs::Array;
@@ -221,7 +223,93 @@ mod avx2 {
     }
 }
 
+/// The dot-product path with 16-lane registers, written out: each run of 16 codes is loaded and
+/// converted to floats once, in registers, and multiplied into every input row (the generic
+/// loop widens a group into a buffer first, or converts the codes again for every row). At
+/// 4 bits, one 16-byte load gives 16 low nibbles (against the even inputs) and 16 high ones
+/// (against the odd). The rows are a constant, so their accumulators stay in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    pub fn supported() -> bool {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F and FMA ([`supported`]); `o` passed `matmul_t`'s checks, with at
+    /// most [`GEMV_ROWS`] rows and whole runs of 16 codes per group.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemv(o: &Operands, xsum: &[f32], cols: std::ops::Range<usize>, out: SendPtr) {
+        match o.m {
+            1 => rows::<1>(o, xsum, cols, out),
+            2 => rows::<2>(o, xsum, cols, out),
+            3 => rows::<3>(o, xsum, cols, out),
+            4 => rows::<4>(o, xsum, cols, out),
+            5 => rows::<5>(o, xsum, cols, out),
+            6 => rows::<6>(o, xsum, cols, out),
+            7 => rows::<7>(o, xsum, cols, out),
+            _ => rows::<GEMV_ROWS>(o, xsum, cols, out),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn rows<const M: usize>(o: &Operands, xsum: &[f32], cols: std::ops::Range<usize>, out: SendPtr) {
+        let (groups, g, k) = (o.k / o.group, o.group, o.k);
+        let (bpr, bpg) = (o.bytes_per_row(), g * o.bits as usize / 8);
+        let x = if o.bits == 8 { o.x.as_ptr() } else { o.x_split.as_ptr() };
+        let nibble = _mm_set1_epi8(0x0f);
+        for c in cols {
+            let row = o.codes.as_ptr().add(c * bpr);
+            let mut acc = [_mm512_setzero_ps(); M];
+            let mut offset = [0f32; M];
+            for j in 0..groups {
+                let (q, xg) = (row.add(j * bpg), x.add(j * g));
+                let mut p = [_mm512_setzero_ps(); M];
+                // SAFETY (the loads): a group is `bpg` bytes of `row` and `g` inputs of each
+                // row of `x`, both in bounds by `matmul_t`'s checks.
+                if o.bits == 8 {
+                    for t in (0..g).step_by(16) {
+                        let w = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(q.add(t).cast())));
+                        for (r, p) in p.iter_mut().enumerate() {
+                            *p = _mm512_fmadd_ps(w, _mm512_loadu_ps(xg.add(r * k + t)), *p);
+                        }
+                    }
+                } else {
+                    for t in (0..g / 2).step_by(16) {
+                        let v = _mm_loadu_si128(q.add(t).cast());
+                        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(v, nibble)));
+                        let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16::<4>(v), nibble)));
+                        for (r, p) in p.iter_mut().enumerate() {
+                            let at = xg.add(r * k + t);
+                            *p = _mm512_fmadd_ps(hi, _mm512_loadu_ps(at.add(g / 2)), _mm512_fmadd_ps(lo, _mm512_loadu_ps(at), *p));
+                        }
+                    }
+                }
+                let (s, b) = (_mm512_set1_ps(o.scales[c * groups + j]), o.biases[c * groups + j]);
+                for r in 0..M {
+                    acc[r] = _mm512_fmadd_ps(s, p[r], acc[r]);
+                    offset[r] += b * xsum[r * groups + j];
+                }
+            }
+            for r in 0..M {
+                // SAFETY: as in `gemv_rows`: column `c` of row `r` belongs to this worker.
+                *out.get().add(r * o.n + c) = _mm512_reduce_add_ps(acc[r]) + offset[r];
+            }
+        }
+    }
+}
+
 fn run(o: &Operands, xsum: &[f32], cols: std::ops::Range<usize>, out: SendPtr, sgemm: Option<host_blas::Sgemm>) {
+    #[cfg(target_arch = "x86_64")]
+    if sgemm.is_none() && avx512::supported() {
+        // SAFETY: the CPU has the features; `o` is checked and at most GEMV_ROWS rows.
+        unsafe { avx512::gemv(o, xsum, cols, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::nn::host::has_avx2() {
         // SAFETY: the CPU supports the features the functions were compiled for.
@@ -302,18 +390,22 @@ pub fn matmul_t(x: &Array, w: &QuantWeight) -> Result<Array> {
     let xsum: Vec<f32> = if gemv { o.x.chunks_exact(group).map(|g| g.iter().sum()).collect() } else { Vec::new() };
     let mut out = vec![0f32; m * n];
     if m > 0 && n > 0 {
-        // Whole tiles (or runs of 8 columns) per worker.
-        let unit = if sgemm.is_some() { TILE } else { 8 };
-        let workers = crate::nn::host::threads().min(n.div_ceil(unit)).max(1);
-        let per = n.div_ceil(workers).div_ceil(unit) * unit;
         let ptr = SendPtr(out.as_mut_ptr());
-        let _one = host_blas::single_threaded(workers);
-        std::thread::scope(|s| {
-            for c0 in (0..n).step_by(per) {
-                let (o, xsum) = (&o, &xsum);
-                s.spawn(move || run(o, xsum, c0..(c0 + per).min(n), ptr, sgemm));
-            }
-        });
+        if sgemm.is_some() {
+            // Whole tiles per worker, each calling a single-threaded sgemm.
+            let workers = crate::nn::host::threads().min(n.div_ceil(TILE)).max(1);
+            let per = n.div_ceil(workers).div_ceil(TILE) * TILE;
+            let _one = host_blas::single_threaded(workers);
+            std::thread::scope(|s| {
+                for c0 in (0..n).step_by(per) {
+                    let (o, xsum) = (&o, &xsum);
+                    s.spawn(move || run(o, xsum, c0..(c0 + per).min(n), ptr, sgemm));
+                }
+            });
+        } else {
+            // Runs of 8 columns, about 16 runs in all, so a late worker still finds some.
+            host_blas::parallel_columns(n, n.div_ceil(16).next_multiple_of(8), |cols| run(&o, &xsum, cols, ptr, None));
+        }
     }
     let y = crate::nn::host::array_from_vec(out, &out_shape)?;
     Ok(if dtype == mlx_rs::Dtype::Float32 { y } else { y.as_dtype(dtype)? })
@@ -334,11 +426,11 @@ mod tests {
     /// column counts (not a multiple of the 8-column unit or the tile).
     #[test]
     fn equals_mlx_quantized_matmul() {
-        for (bits, group) in [(8, 64), (4, 64), (8, 32), (4, 128)] {
+        for (bits, group) in [(8, 64), (4, 64), (8, 32), (4, 32), (8, 128), (4, 128)] {
             let p = Precision::int(bits, group).unwrap();
             for (n, k) in [(75, 256), (130, 128)] {
                 let w = QuantWeight::quantize(&random(&[n, k], 1), p).unwrap();
-                for rows in [[1, 1], [2, 3], [1, 9], [3, 40]] {
+                for rows in [[1, 1], [1, 2], [2, 2], [1, 5], [2, 3], [1, 7], [2, 4], [1, 9], [3, 40]] {
                     let x = random(&[rows[0], rows[1], k], 2 + rows[1] as u64);
                     let got = matmul_t(&x, &w).unwrap();
                     let want = mlx_rs::ops::quantized_matmul(&x, &w.packed, &w.scales, &w.biases, true, w.group_size, w.bits).unwrap();
