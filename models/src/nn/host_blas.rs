@@ -148,9 +148,13 @@ pub(crate) fn parallel_columns<F: Fn(std::ops::Range<usize>) + Sync>(n: usize, r
     spread_columns(n, run, f)
 }
 
-fn spread_columns<F: Fn(std::ops::Range<usize>) + Sync>(n: usize, run: usize, f: F) {
+/// Run `f` over `0..n` on scoped threads, one block of whole runs of `run` columns each;
+/// OpenBLAS is held at one thread meanwhile (see [`single_threaded`]).
+pub(crate) fn spread_columns<F: Fn(std::ops::Range<usize>) + Sync>(n: usize, run: usize, f: F) {
+    let run = run.max(1);
     let workers = crate::nn::host::threads().min(n.div_ceil(run)).max(1);
     let per = n.div_ceil(workers).div_ceil(run) * run;
+    let _one = single_threaded(workers);
     std::thread::scope(|s| {
         for c0 in (0..n).step_by(per.max(1)) {
             let f = &f;

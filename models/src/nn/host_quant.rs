@@ -393,15 +393,7 @@ pub fn matmul_t(x: &Array, w: &QuantWeight) -> Result<Array> {
         let ptr = SendPtr(out.as_mut_ptr());
         if sgemm.is_some() {
             // Whole tiles per worker, each calling a single-threaded sgemm.
-            let workers = crate::nn::host::threads().min(n.div_ceil(TILE)).max(1);
-            let per = n.div_ceil(workers).div_ceil(TILE) * TILE;
-            let _one = host_blas::single_threaded(workers);
-            std::thread::scope(|s| {
-                for c0 in (0..n).step_by(per) {
-                    let (o, xsum) = (&o, &xsum);
-                    s.spawn(move || run(o, xsum, c0..(c0 + per).min(n), ptr, sgemm));
-                }
-            });
+            host_blas::spread_columns(n, TILE, |cols| run(&o, &xsum, cols, ptr, sgemm));
         } else {
             // Runs of 8 columns, about 16 runs in all, so a late worker still finds some.
             host_blas::parallel_columns(n, n.div_ceil(16).next_multiple_of(8), |cols| run(&o, &xsum, cols, ptr, None));
