@@ -84,7 +84,7 @@ fn musicgen_matches_hf_on_both_seeds() {
         for kv_cache in [KvCacheKind::Concat, KvCacheKind::Preallocated] {
             for cache_cross in [false, true] {
                 for (eval_every, kernel) in [(1, AttentionKernel::Explicit), (8, AttentionKernel::Fused)] {
-                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false };
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false, fused_layer: false };
                     let codes = model.generate_greedy(&ids, mask, steps, 3.0, &opts).unwrap();
                     assert_eq!(codes.as_slice::<i32>(), want.as_slice::<i32>(), "{seed} {opts:?}: codes differ from HF generate");
                 }

@@ -268,6 +268,102 @@ fn lstm_recurrences_match_torch_on_every_device() {
     mlx_rs::Device::set_default(&before.device());
 }
 
+/// A decoder layer for one position as one CUDA kernel (`nn::layer_cuda`, issue 21) against
+/// the same layers op by op, through a decode's state: a 3-position prompt op by op, then single
+/// positions without evaluating between them (as the GPU's eval-every-8 decode does), for a
+/// MusicGen-like stack (no biases, guidance's 2 rows, with and without a padding mask over the
+/// text), a Whisper-like one (biases, 5 beams over 150 encoder positions), a stack without
+/// cross-attention (MusicGen Melody), one as small as the fixtures' (rows shorter than a warp's
+/// reach, 24-wide heads), and a cache too small for the steps (the kernel hands the
+/// steps past its capacity back to the layers, which grow it). Where the kernel cannot run
+/// (the CPU) both paths are the layers op by op and must agree exactly.
+#[test]
+fn decoder_layer_kernel_matches_the_layers_on_every_device() {
+    use models::nn::attention::{Mask, MultiHeadAttention};
+    use models::nn::decoder::{DecodeOptions, DecodeState, DecoderLayer};
+    use models::nn::layer_cuda;
+    use models::nn::linear::Linear;
+    let before = models::runtime::default_device_kind().unwrap();
+    let w = |seed: u64, shape: &[i32], scale: f32| random::normal::<f32>(shape, None, None, &random::key(seed).unwrap()).unwrap().multiply(mlx_rs::array!(scale)).unwrap();
+    // The GPU first: on the CUDA machine's image MLX's CPU compiler (g++ JIT) may be unusable.
+    for kind in devices().into_iter().rev() {
+        mlx_rs::Device::set_default(&kind.device());
+        let kernel_here = layer_cuda::available();
+        println!("{kind}: decoder layer kernel {}", if kernel_here { "runs" } else { "not available, every step runs op by op" });
+        // (width, heads, ffn, batch, encoder positions (0: no cross-attention), biases, mask, cache capacity)
+        for (d, heads, ffn, batch, enc, bias, masked, capacity) in [
+            (256, 4, 1024, 2, 12, false, false, 16),
+            (256, 4, 1024, 2, 12, false, true, 16),
+            (384, 6, 1536, 5, 150, true, false, 16),
+            (256, 4, 512, 1, 0, false, false, 16),
+            (256, 4, 1024, 2, 12, false, false, 6),
+            (48, 2, 160, 3, 30, true, true, 16),
+        ] {
+            let seed = (d + heads + ffn + batch + enc) as u64 * 100 + capacity as u64;
+            let lin = |s: u64, out: i32, inp: i32, b: bool| Linear::new(w(s, &[out, inp], 1.0 / (inp as f32).sqrt()), b.then(|| w(s + 1, &[out], 0.1))).unwrap();
+            let attn = |s: u64| MultiHeadAttention {
+                query: lin(s, d, d, bias),
+                key: lin(s + 2, d, d, false),
+                value: lin(s + 4, d, d, bias),
+                out: lin(s + 6, d, d, bias),
+                n_head: heads,
+                qkv: None,
+            };
+            let ln = |s: u64| norm::LayerNorm { weight: w(s, &[d], 0.2).add(mlx_rs::array!(1.0f32)).unwrap(), bias: w(s + 1, &[d], 0.1) };
+            let layers: Vec<DecoderLayer> = (0..2u64)
+                .map(|l| {
+                    let s = seed + 1000 * l;
+                    let mut a = attn(s);
+                    a.fuse_qkv().unwrap();
+                    DecoderLayer {
+                        attn: a,
+                        attn_ln: ln(s + 10),
+                        cross: (enc > 0).then(|| (attn(s + 20), ln(s + 30))),
+                        fc1: lin(s + 40, ffn, d, bias),
+                        fc2: lin(s + 42, d, ffn, bias),
+                        ff_ln: ln(s + 50),
+                    }
+                })
+                .collect();
+            let xa = w(seed + 7, &[batch, enc.max(1), d], 1.0);
+            // The last row masked over its last third (0 or f32::MIN, as HF's padding mask).
+            let mask = ops::concatenate(
+                &[ops::zeros::<f32>(&[batch - 1, 1, 1, enc.max(1)]).unwrap(), Array::from_iter((0..enc.max(1)).map(|i| if 3 * i >= 2 * enc { f32::MIN } else { 0.0 }), &[1, 1, 1, enc.max(1)])],
+                0,
+            )
+            .unwrap();
+            let mask = if masked { Mask::Additive(&mask) } else { Mask::None };
+            let prompt = w(seed + 8, &[batch, 3, d], 1.0);
+            let steps: Vec<Array> = (0..7u64).map(|t| w(seed + 9 + t, &[batch, 1, d], 1.0)).collect();
+            let run = |fused: bool| -> Vec<Array> {
+                let mut state = DecodeState::new(layers.len(), &DecodeOptions { fused_layer: fused, ..DecodeOptions::optimized() }, capacity);
+                let mut outs = vec![state.forward_layers(&layers, &prompt, &xa, mask).unwrap()];
+                for x in &steps {
+                    outs.push(state.forward_layers(&layers, x, &xa, mask).unwrap());
+                }
+                mlx_rs::transforms::eval(outs.iter()).unwrap();
+                outs
+            };
+            let before_launches = layer_cuda::launches();
+            let fused = run(true);
+            let launched = layer_cuda::launches() - before_launches;
+            let plain = run(false);
+            let what = format!("{d} wide, {heads} heads, {batch} rows, {enc} encoder positions, bias {bias}, mask {masked}, capacity {capacity} on {kind}");
+            // The prompt's 3 positions and the steps that fit the cache ran op by op or not.
+            let fitting = (capacity - 3).min(steps.len() as i32) as u64;
+            assert_eq!(launched, if kernel_here { 2 * fitting } else { 0 }, "{what}: layer kernels launched");
+            for (t, (a, b)) in fused.iter().zip(&plain).enumerate() {
+                if kernel_here {
+                    assert_close(&format!("step {t}, {what}"), a, b, 1e-4, 1e-4);
+                } else {
+                    assert_eq!(to_f32(a), to_f32(b), "step {t}, {what}");
+                }
+            }
+        }
+    }
+    mlx_rs::Device::set_default(&before.device());
+}
+
 #[test]
 fn take_and_take_along_axis() {
     let f = fixtures();

@@ -38,12 +38,16 @@ enum Switch {
     CrossCache,
     EvalInterval,
     FixedStep,
+    /// The layer kernel on top of the other optimizations: naive = optimized without it.
+    FusedLayer,
 }
 
 impl Switch {
     fn options(self, v: Variant) -> DecodeOptions {
         let naive = DecodeOptions::naive();
         match (v, self) {
+            (Variant::Naive, Switch::FusedLayer) => DecodeOptions { fused_layer: false, ..DecodeOptions::optimized() },
+            (Variant::Optimized, Switch::FusedLayer) => DecodeOptions { fused_layer: true, ..DecodeOptions::optimized() },
             (Variant::Naive, _) => naive,
             (Variant::Optimized, Switch::All) => DecodeOptions::optimized(),
             (Variant::Optimized, Switch::KvCache) => DecodeOptions { kv_cache: KvCacheKind::Preallocated, ..naive },
@@ -165,6 +169,7 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
         ("cross-cache", Switch::CrossCache, "cached cross-attention K/V alone"),
         ("eval-interval", Switch::EvalInterval, "eval every 8 steps alone"),
         ("fixed-step", Switch::FixedStep, "the compiled fixed-shape step alone (its own preallocated buffers and fused attention)"),
+        ("fused-layer", Switch::FusedLayer, "the CUDA layer kernel on top of the other four (it needs the preallocated cache and cached cross K/V; naive here = the optimized path without it)"),
     ] {
         out.push(Spec {
             id: format!("whisper/decode-224-{name}"),

@@ -54,6 +54,10 @@ impl CrossKvCache {
     pub fn is_filled(&self) -> bool {
         self.kv.is_some()
     }
+    /// The cached keys and values `[B, H, S, D]`, once filled.
+    pub fn kv(&self) -> Option<(&Array, &Array)> {
+        self.kv.as_ref().map(|(k, v)| (k, v))
+    }
     /// Keep the batch rows `rows` of the cached keys and values.
     pub fn keep_rows(&mut self, rows: &Array) -> Result<()> {
         if let Some((k, v)) = self.kv.take() {

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::nn::attention::{AttentionKernel, CrossKvCache, Mask, MultiHeadAttention};
 use crate::nn::fixed_step::FixedStack;
 use crate::nn::kv_cache::{new_cache_staged, KvCache, KvCacheKind};
+use crate::nn::layer_cuda::{self, Barrier, StepInputs};
 use crate::nn::linear::Linear;
 use crate::nn::norm::LayerNorm;
 use crate::nn::ops::gelu;
@@ -28,6 +29,11 @@ pub struct DecodeOptions {
     /// [`crate::nn::fixed_step`]). It replaces the KV cache kind and the attention kernel
     /// (always MLX's fused attention over a preallocated buffer) and caches the cross K/V.
     pub fixed_step: bool,
+    /// On a CUDA GPU, each layer of a one-position step as a single kernel
+    /// ([`crate::nn::layer_cuda`]), where op by op it is about 20 kernels. It needs the
+    /// preallocated cache (unstaged) and cached cross K/V, and float32 weights; steps it does
+    /// not take (the prompt, other backends, other precisions) run op by op.
+    pub fused_layer: bool,
 }
 
 impl DecodeOptions {
@@ -38,6 +44,7 @@ impl DecodeOptions {
             eval_every: 1,
             kernel: AttentionKernel::Explicit,
             fixed_step: false,
+            fused_layer: false,
         }
     }
     /// The seed's optimizations (the compiled fixed-shape step stays off: see below).
@@ -56,6 +63,7 @@ impl DecodeOptions {
             // (`--example fixed_step_ab`). Alone against the naive path it is 1.8-1.9x on the
             // H200 (the bench's `*-fixed-step` rows). So the optimized path leaves it off.
             fixed_step: false,
+            fused_layer: crate::nn::layer_cuda::available(),
         }
     }
     pub fn for_variant(v: Variant) -> Self {
@@ -74,6 +82,9 @@ pub struct DecodeState {
     kernel: AttentionKernel,
     offset: i32,
     fixed: Option<FixedStack>,
+    fused_layer: bool,
+    /// The layer kernel's grid barrier, made on its first step.
+    barrier: Option<Barrier>,
 }
 
 impl DecodeState {
@@ -90,6 +101,8 @@ impl DecodeState {
             kernel: opts.kernel,
             offset: 0,
             fixed: opts.fixed_step.then(|| FixedStack::new(capacity)),
+            fused_layer: opts.fused_layer,
+            barrier: None,
         }
     }
 
@@ -138,16 +151,68 @@ impl DecodeState {
                 };
                 f.forward(layers, h, xa, m, offset)?
             }
-            None => {
-                let mut h = h.clone();
-                for (i, l) in layers.iter().enumerate() {
-                    h = l.forward(&h, xa, mask, self, i)?;
+            None => match self.forward_fused(layers, h, mask)? {
+                Some(h) => h,
+                None => {
+                    let mut h = h.clone();
+                    for (i, l) in layers.iter().enumerate() {
+                        h = l.forward(&h, xa, mask, self, i)?;
+                    }
+                    h
                 }
-                h
-            }
+            },
         };
         self.advance(t);
         Ok(h)
+    }
+
+    /// The step through the layer kernel, when the options ask for it and it takes every
+    /// layer: one new position, every self-attention cache writable in place with room for
+    /// it, the cross K/V cached. `None` leaves the step to the layers op by op (nothing has
+    /// run then).
+    fn forward_fused(&mut self, layers: &[DecoderLayer], h: &Array, mask: Mask<'_>) -> Result<Option<Array>> {
+        if !self.fused_layer || layers.is_empty() || h.shape().get(1) != Some(&1) || !layer_cuda::available() {
+            return Ok(None);
+        }
+        let mask = match mask {
+            Mask::None => None,
+            Mask::Additive(a) => Some(a),
+            Mask::Causal => return Ok(None),
+        };
+        if self.barrier.is_none() {
+            self.barrier = Some(Barrier::new()?);
+        }
+        let Some(barrier) = self.barrier.as_ref() else {
+            return Ok(None);
+        };
+        let pos = Array::from_slice(&[self.offset], &[1]);
+        let mut prepared = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            let cross = match (&l.cross, self.cache_cross) {
+                (None, _) => None,
+                (Some(_), true) => match self.cross_caches[i].kv() {
+                    Some((k, v)) => Some((k, v, mask)),
+                    None => return Ok(None),
+                },
+                (Some(_), false) => return Ok(None),
+            };
+            if self.self_caches[i].offset() != self.offset {
+                return Ok(None);
+            }
+            let Some((k, v)) = self.self_caches[i].in_place_buffers(1) else {
+                return Ok(None);
+            };
+            let Some(p) = layer_cuda::prepare(l, &StepInputs { x: h, pos: &pos, cache: (&k, &v), cross }, barrier)? else {
+                return Ok(None);
+            };
+            prepared.push(p);
+        }
+        let mut x = h.clone();
+        for (i, p) in prepared.iter_mut().enumerate() {
+            x = p.run(&x)?;
+            self.self_caches[i].wrote_in_place(1, &x)?;
+        }
+        Ok(Some(x))
     }
 
     /// Keep only the batch rows `rows` of every cache, self- and cross-attention (a batch

@@ -42,6 +42,20 @@ pub trait KvCache {
     fn commit(&mut self) -> Result<()> {
         Ok(())
     }
+    /// The buffers `[B, H, capacity, D]` into which a kernel may write the next `t` positions
+    /// in place ([`crate::nn::layer_cuda`]), when this cache has them with room for `t` more:
+    /// a preallocated cache, not staging, that has written positions before (so its buffers
+    /// are arrays of their own, not a broadcast zero). After the kernel, call
+    /// [`Self::wrote_in_place`]. `None` for caches that cannot.
+    fn in_place_buffers(&mut self, _t: i32) -> Option<(Array, Array)> {
+        None
+    }
+    /// Record `t` positions written in place by the computation of `marker`. MLX does not know
+    /// that computation writes the buffers, so the cache evaluates `marker` before it next
+    /// reads them through MLX (a later update, a reorder).
+    fn wrote_in_place(&mut self, _t: i32, _marker: &Array) -> Result<()> {
+        Err(Error::InvalidArgument("this cache is not written in place".into()))
+    }
 }
 
 /// Keys and values `[B, H, T, D]` in two parts: attention over both equals attention over
@@ -110,12 +124,22 @@ pub struct PreallocCache {
     staged: bool,
     /// Staged positions not yet in the buffers (counted in `offset`).
     pending: Option<(Array, Array)>,
+    /// The output of the last kernel that wrote the buffers in place, not yet evaluated.
+    written: Option<Array>,
 }
 
 impl PreallocCache {
     /// `capacity`: the expected final length (e.g. the decoder's context size).
     pub fn new(capacity: i32) -> Self {
-        Self { capacity: capacity.max(1), step: 256, offset: 0, buffers: None, staged: false, pending: None }
+        Self {
+            capacity: capacity.max(1),
+            step: 256,
+            offset: 0,
+            buffers: None,
+            staged: false,
+            pending: None,
+            written: None,
+        }
     }
 
     /// [`Self::new`], staging positions between [`KvCache::commit`] calls: for decoding that
@@ -153,6 +177,16 @@ impl PreallocCache {
 
     pub fn capacity(&self) -> i32 {
         self.capacity
+    }
+
+    /// Evaluate the last in-place writer, so what MLX reads from the buffers next includes
+    /// its positions (MLX orders work by the arrays it reads and writes, and the kernel's
+    /// writes into its inputs are invisible to it).
+    fn settle(&mut self) -> Result<()> {
+        if let Some(m) = self.written.take() {
+            m.eval()?;
+        }
+        Ok(())
     }
 
     /// Room for `t` more positions after the `used` ones in the buffers (growing them, keeping
@@ -193,6 +227,7 @@ impl KvCache for PreallocCache {
 
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
         let s = check_kv(k, v)?;
+        self.settle()?;
         // Whole histories are asked for: staged positions go in first.
         self.commit_pending(false)?;
         let t = s[2];
@@ -209,6 +244,7 @@ impl KvCache for PreallocCache {
     }
 
     fn reorder(&mut self, rows: &Array) -> Result<()> {
+        self.settle()?;
         if let Some((k, v)) = self.buffers.take() {
             self.buffers = Some((k.take_axis(rows, 0)?, v.take_axis(rows, 0)?));
         }
@@ -224,6 +260,7 @@ impl KvCache for PreallocCache {
             return Ok(KvParts { committed: None, recent: self.update_and_fetch(k, v)? });
         }
         let s = check_kv(k, v)?;
+        self.settle()?;
         if self.pending_len() >= MAX_PENDING {
             self.commit_pending(false)?;
         }
@@ -243,6 +280,23 @@ impl KvCache for PreallocCache {
 
     fn commit(&mut self) -> Result<()> {
         self.commit_pending(true)
+    }
+
+    fn in_place_buffers(&mut self, t: i32) -> Option<(Array, Array)> {
+        if self.staged || self.pending.is_some() || self.offset < 1 || t < 1 || self.offset + t > self.capacity {
+            return None;
+        }
+        let (k, v) = self.buffers.as_ref()?;
+        (k.shape().get(2) == Some(&self.capacity)).then(|| (k.clone(), v.clone()))
+    }
+
+    fn wrote_in_place(&mut self, t: i32, marker: &Array) -> Result<()> {
+        if self.in_place_buffers(t).is_none() {
+            return Err(Error::InvalidArgument(format!("{t} positions written in place past the cache's {} of {}", self.offset, self.capacity)));
+        }
+        self.offset += t;
+        self.written = Some(marker.clone());
+        Ok(())
     }
 }
 

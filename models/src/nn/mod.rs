@@ -12,6 +12,7 @@ pub mod host_fused;
 pub mod host_lstm;
 pub mod host_quant;
 pub mod kv_cache;
+pub mod layer_cuda;
 pub mod linear;
 pub mod lstm;
 pub mod lstm_cuda;
