@@ -757,6 +757,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         let passed = conf.fixtures.iter().filter(|f| f.pass).count();
         println!("parity on {} in {}: {} of {} fixture runs pass{}", conf.device_kind, conf.precision, passed, conf.fixtures.len(), if ok { "; all outputs within tolerance" } else { "; FAILED" });
+        let launches = models::nn::layer_cuda::launches();
+        if launches > 0 {
+            println!("decoder steps through the CUDA layer kernel: {launches} layer launches (the rest op by op)");
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -241,9 +241,12 @@ impl Store {
                 };
                 let rank = *ranks.get(&name).ok_or_else(|| Error::InvalidArgument(format!("{name}: not among the names of the dry build")))?;
                 let key = mlx_rs::random::key(seed.wrapping_mul(1_000_003).wrapping_add(rank))?;
+                // Constants made row-contiguous, as a loaded checkpoint's are: MLX's `ones` and
+                // `zeros` are a broadcast scalar, which every kernel that needs contiguous
+                // operands (layer norm, custom kernels) would copy again at each call.
                 Weight::Dense(match init(&name, shape) {
-                    Init::Ones => mlx_rs::ops::ones::<f32>(shape)?,
-                    Init::Zeros => mlx_rs::ops::zeros::<f32>(shape)?,
+                    Init::Ones => mlx_rs::ops::ones::<f32>(shape)?.contiguous()?,
+                    Init::Zeros => mlx_rs::ops::zeros::<f32>(shape)?.contiguous()?,
                     Init::Normal(scale) => mlx_rs::random::normal::<f32>(shape, None, None, &key)?.multiply(mlx_rs::array!(scale))?,
                 })
             }
