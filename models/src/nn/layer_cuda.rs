@@ -32,7 +32,9 @@
 //! most one block per multiprocessor is launched. The barrier's counter returns to zero after
 //! every use, so one zeroed buffer ([`Barrier`]) serves every launch of a decode. Should a
 //! block never arrive, the wait gives up after about two seconds, the barrier is marked broken
-//! for good, and this launch and every later one on it write NaN instead of hanging.
+//! for good, and this launch and every later one on it write NaN instead of hanging. That is
+//! also what two decodes launched at once on different streams of one GPU could come to, each
+//! holding multiprocessors the other's blocks wait for: run decodes on one stream.
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
