@@ -149,3 +149,36 @@ fn explicit_kernel_matches_fused() {
         assert!(max_abs_diff(&a, &b) < 1e-5);
     }
 }
+
+/// What the layer kernel (`nn::layer_cuda`) may write into in place: only a preallocated,
+/// unstaged cache that has written positions of its own and has room; recording positions
+/// written in place advances it, and past its capacity is refused. After such writes the
+/// cache still updates through MLX as before (the writer is evaluated first).
+#[test]
+fn in_place_buffers_only_where_a_kernel_may_write() {
+    let (k, v) = (randn(&[2, 4, 3, 8], 1), randn(&[2, 4, 3, 8], 2));
+    let mut fresh = PreallocCache::new(5);
+    assert!(fresh.in_place_buffers(1).is_none(), "nothing written yet: the buffers would be a broadcast zero");
+    let mut staged = PreallocCache::staged(16);
+    staged.update_and_fetch_parts(&k, &v).unwrap();
+    assert!(staged.in_place_buffers(1).is_none(), "a staging cache");
+    let mut concat = new_cache(KvCacheKind::Concat, 16);
+    concat.update_and_fetch(&k, &v).unwrap();
+    assert!(concat.in_place_buffers(1).is_none(), "a concatenating cache");
+    assert!(concat.wrote_in_place(1, &k).is_err());
+
+    let mut cache = PreallocCache::new(5);
+    cache.update_and_fetch(&k, &v).unwrap();
+    let (bk, bv) = cache.in_place_buffers(2).expect("3 of 5 used: room for 2");
+    assert_eq!((bk.shape(), bv.shape()), (&[2, 4, 5, 8][..], &[2, 4, 5, 8][..]));
+    assert!(cache.in_place_buffers(3).is_none(), "no room for 3");
+    cache.wrote_in_place(2, &bk).unwrap();
+    assert_eq!(cache.offset(), 5);
+    assert!(cache.in_place_buffers(1).is_none(), "full");
+    assert!(cache.wrote_in_place(1, &bk).is_err(), "past the capacity");
+    // The next update through MLX grows the buffer and keeps every position.
+    let (k1, v1) = (randn(&[2, 4, 1, 8], 3), randn(&[2, 4, 1, 8], 4));
+    let (ak, _) = cache.update_and_fetch(&k1, &v1).unwrap();
+    assert_eq!(ak.shape(), &[2, 4, 6, 8]);
+    assert!(max_abs_diff(&ak.index((.., .., ..3, ..)), &k) == 0.0 && max_abs_diff(&ak.index((.., .., 5.., ..)), &k1) == 0.0);
+}
