@@ -45,6 +45,7 @@ use mlx_rs::{Array, Dtype, Stream};
 use crate::error::{Error, Result};
 use crate::nn::decoder::DecoderLayer;
 use crate::nn::linear::{Linear, Weight};
+use crate::nn::lstm_cuda::cstrings;
 
 /// Threads per block (the kernel's helpers assume it: `FL_THREADS`). H200, MusicGen medium's
 /// 48 layers, 200 steps: 128 threads 8.8 ms a step, 256 6.9 ms, 512 5.8 ms.
@@ -652,10 +653,6 @@ struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
 unsafe impl Send for Kernel {}
 
 static KERNELS: Mutex<Option<HashMap<i32, Kernel>>> = Mutex::new(None);
-
-fn cstrings(names: &[&str]) -> Result<Vec<CString>> {
-    names.iter().map(|n| CString::new(*n).map_err(|_| Error::Mlx(format!("kernel name {n:?} holds a NUL")))).collect()
-}
 
 /// mlx-c handles of one launch, freed on every path.
 struct Call {

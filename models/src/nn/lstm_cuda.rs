@@ -245,7 +245,8 @@ impl Drop for Handles {
     }
 }
 
-fn cstrings(names: &[&str]) -> Result<Vec<CString>> {
+/// C strings of kernel argument names (for mlx-c's custom-kernel calls).
+pub(crate) fn cstrings(names: &[&str]) -> Result<Vec<CString>> {
     names.iter().map(|n| CString::new(*n).map_err(|_| Error::Mlx(format!("kernel name {n:?} holds a NUL")))).collect()
 }
 
