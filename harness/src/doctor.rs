@@ -33,6 +33,10 @@ struct Report {
     blas: String,
     blas_is_openblas: bool,
     gpu_available: bool,
+    /// Multiprocessors of the CUDA GPU that runs this crate's custom kernels (the fused LSTM,
+    /// the decoder layer kernel), when the device is one; `None` elsewhere, where those steps
+    /// take their other paths.
+    cuda_kernels_sms: Option<i32>,
     matmul_gflops: f64,
     matmul: MatmulDetail,
     cpu_model: String,
@@ -69,6 +73,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         blas: blas.as_ref().map_or_else(|| "none loaded".into(), |b| b.describe()),
         blas_is_openblas: blas.as_ref().is_some_and(|b| b.is_openblas()),
         gpu_available: runtime::gpu_available(),
+        cuda_kernels_sms: runtime::cuda_sm_count().filter(|_| models::nn::layer_cuda::available()),
         matmul_gflops: flops / median / 1e9,
         matmul: MatmulDetail { n: N, dtype: "float32", warmup: WARMUP, runs: args.runs, median_ms: median * 1e3, min_ms: min * 1e3 },
         cpu_model: runtime::cpu_model(),
@@ -80,6 +85,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("MLX          {}", report.mlx_version);
         println!("device       {} ({})", report.device.kind, report.device.name);
         println!("GPU backend  {}", if report.gpu_available { "available" } else { "none" });
+        match report.cuda_kernels_sms {
+            Some(sms) => println!("CUDA kernels the fused LSTM and the decoder layer kernel ({sms} multiprocessors)"),
+            None => println!("CUDA kernels none (the device is not a CUDA GPU: LSTMs and decoder layers take their other paths)"),
+        }
         println!("BLAS         {}", report.blas);
         println!("CPU          {} ({} cores)", report.cpu_model, report.cores);
         println!("matmul       {:.1} GFLOP/s  ({N}x{N} f32, median {:.3} ms of {} runs after {WARMUP} warm-up)", report.matmul_gflops, report.matmul.median_ms, args.runs);
