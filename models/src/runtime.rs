@@ -450,36 +450,46 @@ pub fn backend(kind: DeviceKind) -> &'static str {
 /// backend (libcuda loaded); `None` on the CPU-only and Metal builds. Read through the driver API
 /// that libmlx already loaded, so nothing new is linked.
 pub fn cuda_sm_count() -> Option<i32> {
+    // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT in cuda.h.
     static COUNT: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
-    *COUNT.get_or_init(|| {
-        type GetDevice = unsafe extern "C" fn(*mut i32, i32) -> i32;
-        type GetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
-        // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT in cuda.h.
-        const MULTIPROCESSOR_COUNT: i32 = 16;
-        let lib = CString::new("libcuda.so.1").ok()?;
-        let (get_name, attr_name) = (CString::new("cuDeviceGet").ok()?, CString::new("cuDeviceGetAttribute").ok()?);
-        // SAFETY: RTLD_NOLOAD only returns a handle to a library already in the process (never
-        // loads one); the two symbols have the driver API's documented C signatures, and are
-        // called with valid out-pointers. The handle's reference is released with dlclose.
-        unsafe {
-            let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-            if handle.is_null() {
-                return None;
-            }
-            let (get, attr) = (libc::dlsym(handle, get_name.as_ptr()), libc::dlsym(handle, attr_name.as_ptr()));
-            let mut count = None;
-            if !get.is_null() && !attr.is_null() {
-                let get: GetDevice = std::mem::transmute(get);
-                let attr: GetAttribute = std::mem::transmute(attr);
-                let (mut dev, mut n) = (0i32, 0i32);
-                if get(&mut dev, 0) == 0 && attr(&mut n, MULTIPROCESSOR_COUNT, dev) == 0 && n > 0 {
-                    count = Some(n);
-                }
-            }
-            libc::dlclose(handle);
-            count
+    *COUNT.get_or_init(|| cuda_device_attribute(16))
+}
+
+/// The most shared memory one block of CUDA device 0 may opt in to, in bytes (227 KiB on an
+/// H100/H200, 99 KiB on an RTX 30 or 40); `None` as for [`cuda_sm_count`].
+pub fn cuda_max_shared_per_block() -> Option<i32> {
+    // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN in cuda.h.
+    static BYTES: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| cuda_device_attribute(97))
+}
+
+/// A positive attribute of CUDA device 0 through the driver API libmlx loaded.
+fn cuda_device_attribute(attribute: i32) -> Option<i32> {
+    type GetDevice = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type GetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+    let lib = CString::new("libcuda.so.1").ok()?;
+    let (get_name, attr_name) = (CString::new("cuDeviceGet").ok()?, CString::new("cuDeviceGetAttribute").ok()?);
+    // SAFETY: RTLD_NOLOAD only returns a handle to a library already in the process (never
+    // loads one); the two symbols have the driver API's documented C signatures, and are
+    // called with valid out-pointers. The handle's reference is released with dlclose.
+    unsafe {
+        let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return None;
         }
-    })
+        let (get, attr) = (libc::dlsym(handle, get_name.as_ptr()), libc::dlsym(handle, attr_name.as_ptr()));
+        let mut value = None;
+        if !get.is_null() && !attr.is_null() {
+            let get: GetDevice = std::mem::transmute(get);
+            let attr: GetAttribute = std::mem::transmute(attr);
+            let (mut dev, mut n) = (0i32, 0i32);
+            if get(&mut dev, 0) == 0 && attr(&mut n, attribute, dev) == 0 && n > 0 {
+                value = Some(n);
+            }
+        }
+        libc::dlclose(handle);
+        value
+    }
 }
 
 /// Environment variable that leaves the C library's allocator as it is (`system`) instead of

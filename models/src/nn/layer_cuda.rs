@@ -9,8 +9,10 @@
 //!
 //! 1. layer norm, then the stacked query/key/value product; the new key and value are written
 //!    straight into the preallocated cache at the step's position;
-//! 2. self-attention of the query over the cache's positions `0..=pos` (one block per batch
-//!    row and head);
+//! 2. self-attention of the query over the cache's positions `0..=pos`, each (batch row, head)
+//!    split over as many blocks as the grid spares (flash-decoding: each writes its run's
+//!    weighted sum, largest score and sum of weights; every block combines them while it
+//!    stages the output projection's input);
 //! 3. the output projection, added to the residual stream;
 //! 4. with cross-attention: layer norm, the query product, attention over the cached encoder
 //!    keys and values (under an additive mask when one is given), the output projection;
@@ -26,7 +28,9 @@
 //! keeps two promises (see [`super::kv_cache::KvCache::in_place_buffers`]): the buffers are
 //! contiguous arrays of their own (not views, not broadcasts), and nothing reads them through
 //! MLX before the kernel that wrote them has been evaluated. Successive launches are ordered by
-//! their data: each layer reads the previous one's output.
+//! an input edge: each takes the previous launch's output as an input it never reads, so MLX,
+//! and the CUDA graph whose edges follow the buffers each kernel reads and writes, run them one
+//! after another even where no data links them (teacher forcing).
 //!
 //! The grid barrier needs every block resident at once, as [`super::lstm_cuda`]'s does: at
 //! most one block per multiprocessor is launched. The barrier's counter returns to zero after
@@ -52,9 +56,11 @@ use crate::nn::lstm_cuda::cstrings;
 const THREADS: i32 = 512;
 /// Batch rows one launch takes (each is a register accumulator per warp).
 pub const MAX_BATCH: i32 = 8;
-/// Shared memory one block may ask for (an H100/H200 allows 227 KiB; smaller GPUs decline
-/// through the driver's limit, which MLX's launch reports).
+/// Shared memory one block may ask for at most; a GPU that allows less (the driver's opt-in
+/// limit: 227 KiB on an H100/H200, 99 KiB on an RTX 30 or 40) sets the lower bound.
 const SMEM_LIMIT: i32 = 200 * 1024;
+/// What every CUDA GPU allows a block, when the driver cannot be asked.
+const SMEM_ALWAYS: i32 = 48 * 1024;
 
 const HEADER: &str = r#"
 #define FL_THREADS 512
@@ -426,9 +432,9 @@ pub struct Plan {
 
 /// How a layer of width `d` (`heads` heads), `ffn` hidden units, over `batch` rows, attending
 /// over at most `keys` positions (the cache's capacity, the encoder's length), runs on a GPU
-/// of `sms` multiprocessors; `None` when the kernel does not take that shape (then the caller
-/// runs the layer op by op).
-pub fn plan(d: i32, ffn: i32, heads: i32, batch: i32, keys: i32, sms: i32) -> Option<Plan> {
+/// of `sms` multiprocessors whose blocks may have `max_shared` bytes of shared memory; `None`
+/// when the kernel does not take that shape (then the caller runs the layer op by op).
+pub fn plan(d: i32, ffn: i32, heads: i32, batch: i32, keys: i32, sms: i32, max_shared: i32) -> Option<Plan> {
     if d < 1 || ffn < 1 || heads < 1 || sms < 1 || keys < 1 || !(1..=MAX_BATCH).contains(&batch) || d % heads != 0 {
         return None;
     }
@@ -442,7 +448,7 @@ pub fn plan(d: i32, ffn: i32, heads: i32, batch: i32, keys: i32, sms: i32) -> Op
     // Attention: the query, each warp's weighted sum, the scores of one block's keys.
     let attention = head_dim as i64 * (1 + THREADS as i64 / 32) + keys as i64;
     let shared = 4 * vector.max(attention);
-    (shared <= SMEM_LIMIT as i64).then_some(Plan { d, ffn, heads, head_dim, batch, blocks: sms, shared_bytes: shared as i32 })
+    (shared <= SMEM_LIMIT.min(max_shared) as i64).then_some(Plan { d, ffn, heads, head_dim, batch, blocks: sms, shared_bytes: shared as i32 })
 }
 
 /// Whether this process can launch the kernel at all (MLX's CUDA backend is loaded and the
@@ -625,7 +631,8 @@ pub fn prepare(layer: &DecoderLayer, s: &StepInputs<'_>, barrier: &Barrier) -> R
         }
         _ => return Ok(None),
     }
-    let Some(plan) = plan(d, ffn, heads, b, keys, sms) else {
+    let max_shared = crate::runtime::cuda_max_shared_per_block().unwrap_or(SMEM_ALWAYS);
+    let Some(plan) = plan(d, ffn, heads, b, keys, sms, max_shared) else {
         return Ok(None);
     };
     let mut inputs: Vec<Array> = refs.into_iter().cloned().collect();
@@ -732,33 +739,41 @@ fn launch(inputs: &[Array], p: &Plan, [biased, cross, masked]: [bool; 3]) -> Res
 mod tests {
     use super::*;
 
+    /// An H200's opt-in shared memory per block.
+    const H200: i32 = 227 * 1024;
+
     #[test]
     fn plans_for_the_zoo_decoders_and_refusals() {
         // MusicGen medium under guidance: 2 rows of 1536, 24 heads of 64, 6144 hidden units,
         // 500 positions; the FFN row of both batch rows is the largest shared vector.
-        let p = plan(1536, 6144, 24, 2, 504, 132).unwrap();
+        let p = plan(1536, 6144, 24, 2, 504, 132, H200).unwrap();
         assert_eq!((p.head_dim, p.blocks, p.shared_bytes), (64, 132, 4 * 2 * 6144));
         // Whisper turbo, beam 5 over 1500 encoder positions.
-        let p = plan(1280, 5120, 20, 5, 1500, 132).unwrap();
+        let p = plan(1280, 5120, 20, 5, 1500, 132, H200).unwrap();
         assert_eq!(p.shared_bytes, 4 * 5 * 5120);
         // A single row attending over a long history: the scores set the size.
-        let p = plan(256, 1024, 4, 1, 20_000, 8).unwrap();
+        let p = plan(256, 1024, 4, 1, 20_000, 8, H200).unwrap();
         assert_eq!(p.shared_bytes, 4 * (64 * 17 + 20_000));
         // The fixtures' small decoders (24-wide heads).
-        let p = plan(48, 160, 2, 1, 30, 132).unwrap();
+        let p = plan(48, 160, 2, 1, 30, 132, H200).unwrap();
         assert_eq!((p.head_dim, p.shared_bytes), (24, 4 * (24 * 17 + 30)));
         // Widths not a multiple of 4, heads that do not divide the width or are too wide,
         // more batch rows than registers, too much shared memory, no GPU: refused.
-        assert_eq!(plan(1026, 4096, 2, 1, 10, 132), None);
-        assert_eq!(plan(1024, 4098, 8, 1, 10, 132), None);
-        assert_eq!(plan(1024, 4096, 7, 1, 10, 132), None);
-        assert_eq!(plan(24, 96, 4, 1, 10, 132), None);
-        assert_eq!(plan(1024, 4096, 1, 1, 10, 132), None);
-        assert_eq!(plan(1024, 4096, 16, 9, 10, 132), None);
-        assert_eq!(plan(2048, 8192, 32, 8, 10, 132), None);
-        assert_eq!(plan(1024, 4096, 16, 1, 60_000, 132), None);
-        assert_eq!(plan(1024, 4096, 16, 1, 10, 0), None);
-        assert_eq!(plan(1024, 4096, 16, 0, 10, 132), None);
+        assert_eq!(plan(1026, 4096, 2, 1, 10, 132, H200), None);
+        assert_eq!(plan(1024, 4098, 8, 1, 10, 132, H200), None);
+        assert_eq!(plan(1024, 4096, 7, 1, 10, 132, H200), None);
+        assert_eq!(plan(24, 96, 4, 1, 10, 132, H200), None);
+        assert_eq!(plan(1024, 4096, 1, 1, 10, 132, H200), None);
+        assert_eq!(plan(1024, 4096, 16, 9, 10, 132, H200), None);
+        assert_eq!(plan(2048, 8192, 32, 8, 10, 132, H200), None);
+        assert_eq!(plan(1024, 4096, 16, 1, 60_000, 132, H200), None);
+        assert_eq!(plan(1024, 4096, 16, 1, 10, 0, H200), None);
+        // Whisper turbo's 5 beams need 100 KiB: a GPU allowing 99 KiB, or only the 48 KiB every
+        // GPU allows, runs them op by op; one row fits either.
+        assert_eq!(plan(1280, 5120, 20, 5, 1500, 82, 99 * 1024), None);
+        assert_eq!(plan(1280, 5120, 20, 5, 1500, 82, SMEM_ALWAYS), None);
+        assert!(plan(1280, 5120, 20, 1, 1500, 82, SMEM_ALWAYS).is_some());
+        assert_eq!(plan(1024, 4096, 16, 0, 10, 132, H200), None);
     }
 
     #[test]
