@@ -179,6 +179,12 @@ impl PreallocCache {
         self.capacity
     }
 
+    /// Whether a kernel may write the next `t` positions into the buffers in place (see
+    /// [`KvCache::in_place_buffers`]): not staging, positions written before, room for `t`.
+    fn writable_in_place(&self, t: i32) -> bool {
+        !self.staged && self.pending.is_none() && self.offset >= 1 && t >= 1 && self.offset + t <= self.capacity && self.buffers.as_ref().is_some_and(|(k, _)| k.shape().get(2) == Some(&self.capacity))
+    }
+
     /// Evaluate the last in-place writer, so what MLX reads from the buffers next includes
     /// its positions (MLX orders work by the arrays it reads and writes, and the kernel's
     /// writes into its inputs are invisible to it).
@@ -283,15 +289,11 @@ impl KvCache for PreallocCache {
     }
 
     fn in_place_buffers(&mut self, t: i32) -> Option<(Array, Array)> {
-        if self.staged || self.pending.is_some() || self.offset < 1 || t < 1 || self.offset + t > self.capacity {
-            return None;
-        }
-        let (k, v) = self.buffers.as_ref()?;
-        (k.shape().get(2) == Some(&self.capacity)).then(|| (k.clone(), v.clone()))
+        self.writable_in_place(t).then(|| self.buffers.clone()).flatten()
     }
 
     fn wrote_in_place(&mut self, t: i32, marker: &Array) -> Result<()> {
-        if self.in_place_buffers(t).is_none() {
+        if !self.writable_in_place(t) {
             return Err(Error::InvalidArgument(format!("{t} positions written in place past the cache's {} of {}", self.offset, self.capacity)));
         }
         self.offset += t;

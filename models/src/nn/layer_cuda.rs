@@ -506,13 +506,9 @@ fn layer_arrays<'a>(layer: &'a DecoderLayer, none: &'a Array) -> Option<(Vec<&'a
     }
     let w = |l: &'a Linear| dense(l).unwrap_or(none);
     let b = |l: &'a Linear| l.bias.as_ref().unwrap_or(none);
-    let (cq, co, ln2w, ln2b) = match &layer.cross {
-        Some((c, ln)) => (w(&c.query), w(&c.out), &ln.weight, &ln.bias),
-        None => (none, none, none, none),
-    };
-    let (bcq, bco) = match &layer.cross {
-        Some((c, _)) => (b(&c.query), b(&c.out)),
-        None => (none, none),
+    let (cq, bcq, co, bco, ln2w, ln2b) = match &layer.cross {
+        Some((c, ln)) => (w(&c.query), b(&c.query), w(&c.out), b(&c.out), &ln.weight, &ln.bias),
+        None => (none, none, none, none, none, none),
     };
     Some((
         vec![
