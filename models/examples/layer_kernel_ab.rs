@@ -6,7 +6,12 @@
 //! step's output, evaluated every 8 steps as the optimized decode does on a GPU.
 //!
 //! `musicgen`: MusicGen medium's whole guided generation (embeddings, the stack, the four heads,
-//! guidance, greedy picks), as the bench's `musicgen/decode-medium-500` runs it.
+//! guidance, greedy picks), as the bench's `musicgen/decode-medium-500` runs it: the layer
+//! kernel with overlapped evaluation (the default on a GPU), the kernel evaluating synchronously,
+//! and op by op.
+//!
+//! With `LAYER_TRACE` set, one run first records each layer launch's stage times on the device's
+//! clock and prints their medians and how much of the run the launches kept the GPU busy.
 //!
 //!     cargo run --release -p models --example layer_kernel_ab -- [small|medium|turbo|musicgen] [STEPS] [ROUNDS]
 use std::time::{Duration, Instant};
@@ -89,6 +94,12 @@ fn main() -> models::Result<()> {
         }
         Ok((start.elapsed(), build, models::nn::layer_cuda::launches() - launches))
     };
+    if std::env::var_os("LAYER_TRACE").is_some() {
+        models::nn::layer_cuda::Trace::begin(steps * layers.len())?;
+        run(true)?;
+        mlx_rs::transforms::eval(Vec::<&Array>::new())?;
+        print_trace(&models::nn::layer_cuda::Trace::end()?);
+    }
     for r in 0..=rounds {
         for fused in [true, false] {
             let (total, build, launches) = run(fused)?;
@@ -111,22 +122,66 @@ fn musicgen(steps: usize, rounds: usize) -> models::Result<()> {
     let mask = mlx_rs::ops::concatenate(&[mlx_rs::ops::zeros::<f32>(&[1, 1, 1, 12])?, mlx_rs::ops::full::<f32>(&[1, 1, 1, 12], mlx_rs::array!(f32::MIN))?], 0)?;
     let cond = Conditioning::new(states, mask, false)?;
     println!("device {}, musicgen medium, {steps} guided steps, cross mask {}", models::runtime::default_device_kind()?, cond.cross_mask);
+    if std::env::var_os("LAYER_TRACE").is_some() {
+        for overlap in [false, true] {
+            let opts = DecodeOptions { fused_layer: true, overlap, ..DecodeOptions::optimized() };
+            model.generate_from(&cond, steps.min(20), 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
+            models::nn::layer_cuda::Trace::begin(steps * 48)?;
+            model.generate_from(&cond, steps, 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
+            println!("overlap {overlap}:");
+            print_trace(&models::nn::layer_cuda::Trace::end()?);
+        }
+    }
+    // The layer kernel with and without overlapped evaluation, and op by op (overlapped).
+    let variants = [("kernel", true, true), ("kernel, sync", true, false), ("op by op", false, true)];
     for r in 0..=rounds {
-        for fused in [true, false] {
-            let opts = DecodeOptions { fused_layer: fused, ..DecodeOptions::optimized() };
+        for (name, fused_layer, overlap) in variants {
+            let opts = DecodeOptions { fused_layer, overlap, ..DecodeOptions::optimized() };
             let launches = models::nn::layer_cuda::launches();
             let start = Instant::now();
             model.generate_from(&cond, steps, 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
             let total = start.elapsed();
             if r > 0 {
-                println!(
-                    "{:<11} {:>8.3} ms a step; {} layer kernels",
-                    if fused { "kernel" } else { "op by op" },
-                    total.as_secs_f64() * 1e3 / steps as f64,
-                    models::nn::layer_cuda::launches() - launches
-                );
+                println!("{name:<13} {:>8.3} ms a step; {} layer kernels", total.as_secs_f64() * 1e3 / steps as f64, models::nn::layer_cuda::launches() - launches);
             }
         }
     }
     Ok(())
+}
+
+/// Medians over the traced launches, in microseconds: each stage's work (from the previous
+/// release to the last block's arrival), each barrier (last arrival to block 0's release), the
+/// last stage, the whole launch, and the gap to the next launch's start.
+fn print_trace(t: &[models::nn::layer_cuda::TracedLaunch]) {
+    let med = |mut v: Vec<f64>| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let us = |a: u64, b: u64| (b as f64 - a as f64) / 1e3;
+    let syncs = t.iter().map(|l| l.arrived.iter().take_while(|&&a| a != 0).count()).max().unwrap_or(0);
+    if syncs == 0 {
+        println!("trace: {} launches recorded, none with a barrier", t.len());
+        return;
+    }
+    let closed: Vec<_> = t.iter().filter(|l| l.end != 0 && l.arrived[..syncs].iter().all(|&a| a != 0)).collect();
+    println!("trace: {} launches recorded, {} complete, {syncs} barriers each", t.len(), closed.len());
+    let mut line = String::new();
+    for i in 0..syncs {
+        let work = med(closed.iter().map(|l| us(if i == 0 { l.start } else { l.released[i - 1] }, l.arrived[i])).collect());
+        let wait = med(closed.iter().map(|l| us(l.arrived[i], l.released[i])).collect());
+        line += &format!("stage {i} {work:.2} + barrier {wait:.2}; ");
+    }
+    let last = med(closed.iter().map(|l| us(l.released[syncs - 1], l.end)).collect());
+    let whole = med(closed.iter().map(|l| us(l.start, l.end)).collect());
+    let ramp = med(closed.iter().map(|l| us(l.start, l.last_start)).collect());
+    line += &format!("(blocks started within {ramp:.2}) ");
+    let gap = med(t.windows(2).filter(|w| w[0].end != 0).map(|w| us(w[0].end, w[1].start)).collect());
+    println!("trace (median us): {line}last stage {last:.2}; launch {whole:.2}; gap to the next {gap:.2}");
+    let busy: f64 = closed.iter().map(|l| us(l.start, l.end)).sum();
+    if let (Some(first), Some(last)) = (t.first(), t.iter().rev().find(|l| l.end != 0)) {
+        println!("trace: launches busy {:.1} ms of {:.1} ms from the first start to the last end", busy / 1e3, us(first.start, last.end) / 1e3);
+    }
 }

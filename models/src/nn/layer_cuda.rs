@@ -92,10 +92,17 @@ __device__ float fl_block_reduce(float v, float* red) {
   return r;
 }
 
+__device__ __forceinline__ unsigned long long fl_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 // Grid barrier: bar[0] counts arrivals (the last to arrive resets it and advances bar[1], the
 // generation the others wait on); bar[2] is raised for good when a wait times out. Returns
-// true when this block gave up waiting.
-__device__ bool fl_grid_sync(unsigned int* bar, int* flag) {
+// true when this block gave up waiting. With a trace, the last block to arrive writes the time
+// to *last.
+__device__ bool fl_grid_sync(unsigned int* bar, int* flag, unsigned long long* last = nullptr) {
   __syncthreads();
   if (threadIdx.x == 0) {
     int stalled = 0;
@@ -103,6 +110,7 @@ __device__ bool fl_grid_sync(unsigned int* bar, int* flag) {
     const unsigned int g = *gen;
     __threadfence();
     if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      if (last != nullptr) *last = fl_now();
       atomicExch(bar, 0u);
       __threadfence();
       atomicAdd(bar + 1, 1u);
@@ -341,8 +349,35 @@ const SOURCE: &str = r#"
   float* mid = scratch + 3 * NB * D;
   float* part = mid + NB * F;
   const float* xr = HAS_CROSS ? x2 : x1;
-  if (threadIdx.x == 0) flag = *(volatile unsigned int*)(barrier + 2);
+  // With TRACE, block 0 records this launch's timeline (see `Trace`): tr[0] counts launches,
+  // tr[1] gathers the latest block end, tr[2 + i] the last arrival at barrier i, tr[10] the
+  // latest block start; records of 32 words follow from tr[32].
+  unsigned long long* tr = TRACE ? (unsigned long long*)(trace) : nullptr;
+  __shared__ unsigned long long* rec;
+  if (threadIdx.x == 0) {
+    flag = *(volatile unsigned int*)(barrier + 2);
+    if (TRACE) {
+      const unsigned long long t0 = fl_now();
+      atomicMax(tr + 10, t0);
+      if (blockIdx.x == 0) {
+        const unsigned long long slot = atomicAdd(tr, 1ull);
+        const unsigned long long slots = (unsigned long long)(trace_shape[0] / 2 - 32) / 32;
+        if (slot > 0 && slot - 1 < slots) tr[32 + 32 * (slot - 1) + 31] = tr[1];
+        tr[1] = 0;
+        rec = slot < slots ? tr + 32 + 32 * slot : nullptr;
+        if (rec != nullptr) rec[0] = t0;
+      }
+    }
+  }
   __syncthreads();
+  int sync_i = 0;
+  // A grid barrier; with a trace, block 0 records when it was released.
+  auto grid_sync = [&]() {
+    const bool broke = fl_grid_sync(barrier, &flag, TRACE ? tr + 2 + sync_i : nullptr);
+    if (TRACE && blockIdx.x == 0 && threadIdx.x == 0 && rec != nullptr) rec[10 + sync_i] = fl_now();
+    ++sync_i;
+    return broke;
+  };
   bool done = false;
   if (flag == 0 && p >= 0 && p < cap) do {
     fl_layer_norm<NB, D>(x, ln1_w, ln1_b, smem, red);
@@ -356,15 +391,15 @@ const SOURCE: &str = r#"
       float* c = r < 2 * D ? kc : vc;
       c[(((size_t)b * NH + rr / HD) * cap + p) * HD + rr % HD] = v;
     });
-    if (fl_grid_sync(barrier, &flag)) break;
+    if (grid_sync()) break;
     fl_attention<NB, NH, HD>(q_s, kc, vc, cap, p + 1, nullptr, part, smem, red);
-    if (fl_grid_sync(barrier, &flag)) break;
+    if (grid_sync()) break;
     fl_combine<NB, NH, HD>(part, p + 1, smem);
     fl_gemv<NB, D>(w_o, D, smem, [&](int r, int b, float v) {
       if (HAS_BIAS) v += b_o[r];
       x1[b * D + r] = x[b * D + r] + v;
     });
-    if (fl_grid_sync(barrier, &flag)) break;
+    if (grid_sync()) break;
     if (HAS_CROSS) {
       const int S = ck_shape[2];
       fl_layer_norm<NB, D>(x1, ln2_w, ln2_b, smem, red);
@@ -372,27 +407,36 @@ const SOURCE: &str = r#"
         if (HAS_BIAS) v += b_cq[r];
         q_s[b * D + r] = v;
       });
-      if (fl_grid_sync(barrier, &flag)) break;
+      if (grid_sync()) break;
       fl_attention<NB, NH, HD>(q_s, ck, cv, S, S, HAS_MASK ? cmask : nullptr, part, smem, red);
-      if (fl_grid_sync(barrier, &flag)) break;
+      if (grid_sync()) break;
       fl_combine<NB, NH, HD>(part, S, smem);
       fl_gemv<NB, D>(w_co, D, smem, [&](int r, int b, float v) {
         if (HAS_BIAS) v += b_co[r];
         x2[b * D + r] = __ldcg(x1 + b * D + r) + v;
       });
-      if (fl_grid_sync(barrier, &flag)) break;
+      if (grid_sync()) break;
     }
     fl_layer_norm<NB, D>(xr, ln3_w, ln3_b, smem, red);
     fl_gemv<NB, D>(w_fc1, F, smem, [&](int r, int b, float v) {
       if (HAS_BIAS) v += b_fc1[r];
       mid[b * F + r] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
     });
-    if (fl_grid_sync(barrier, &flag)) break;
+    if (grid_sync()) break;
     fl_stage<NB * F>(mid, smem);
     fl_gemv<NB, F>(w_fc2, D, smem, [&](int r, int b, float v) {
       if (HAS_BIAS) v += b_fc2[r];
       y[b * D + r] = __ldcg(xr + b * D + r) + v;
     });
+    if (TRACE && threadIdx.x == 0) {
+      if (blockIdx.x == 0 && rec != nullptr) {
+        for (int i = 0; i < sync_i; ++i) rec[2 + i] = tr[2 + i];
+        rec[1] = tr[10];
+      }
+      if (blockIdx.x == 0) tr[10] = 0;
+      __threadfence();
+      atomicMax(tr + 1, fl_now());
+    }
     done = true;
   } while (false);
   if (!done) {
@@ -402,9 +446,9 @@ const SOURCE: &str = r#"
   }
 "#;
 
-const INPUTS: [&str; 27] = [
+const INPUTS: [&str; 28] = [
     "x", "prev", "pos", "ln1_w", "ln1_b", "w_qkv", "b_qkv", "k_cache", "v_cache", "w_o", "b_o", "ln2_w", "ln2_b", "w_cq", "b_cq", "ck", "cv", "cmask", "w_co", "b_co", "ln3_w", "ln3_b", "w_fc1",
-    "b_fc1", "w_fc2", "b_fc2", "bar",
+    "b_fc1", "w_fc2", "b_fc2", "bar", "trace",
 ];
 const OUTPUTS: [&str; 2] = ["y", "scratch"];
 /// Where the per-step inputs sit in [`INPUTS`].
@@ -417,6 +461,7 @@ const CK: usize = 15;
 const CV: usize = 16;
 const CMASK: usize = 17;
 const BAR: usize = 26;
+const TRACE: usize = 27;
 
 /// The shape of one layer's launch: what the kernel is compiled for, and its shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,6 +584,7 @@ fn layer_arrays<'a>(layer: &'a DecoderLayer, none: &'a Array) -> Option<(Vec<&'a
             w(&layer.fc2),
             b(&layer.fc2),
             none, // bar
+            none, // trace
         ],
         biased,
     ))
@@ -562,8 +608,8 @@ pub struct StepInputs<'a> {
 pub struct Prepared {
     inputs: Vec<Array>,
     plan: Plan,
-    /// Biases, cross-attention, a cross-attention mask.
-    flags: [bool; 3],
+    /// Biases, cross-attention, a cross-attention mask, a trace.
+    flags: [bool; 4],
 }
 
 impl Prepared {
@@ -645,7 +691,74 @@ pub fn prepare(layer: &DecoderLayer, s: &StepInputs<'_>, barrier: &Barrier) -> R
         inputs[CMASK] = m;
     }
     inputs[BAR] = barrier.state.clone();
-    Ok(Some(Prepared { inputs, plan, flags: [biased, layer.cross.is_some(), masked] }))
+    let traced = match TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))?.as_ref() {
+        Some(t) => {
+            inputs[TRACE] = t.clone();
+            true
+        }
+        None => false,
+    };
+    Ok(Some(Prepared { inputs, plan, flags: [biased, layer.cross.is_some(), masked, traced] }))
+}
+
+/// A timeline of the launches made while it is on, for finding where a layer's time goes:
+/// per launch, block 0's start, each barrier's last arrival and block 0's release from it, and
+/// the launch's last block end (nanoseconds of the GPU's global timer). Launches prepared
+/// after [`Trace::begin`] write it; [`Trace::end`] reads it back.
+static TRACE_BUFFER: Mutex<Option<Array>> = Mutex::new(None);
+
+/// One traced launch (see [`Trace`]); times in nanoseconds on the GPU's global timer, 0 where
+/// the launch had no such barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracedLaunch {
+    /// Block 0's start.
+    pub start: u64,
+    /// The last block's start.
+    pub last_start: u64,
+    /// The last block's arrival at each barrier, in the kernel's order (at most 7).
+    pub arrived: [u64; 7],
+    /// Block 0's release from each barrier.
+    pub released: [u64; 7],
+    /// The last block's end (0 for the last launch traced, which no later launch closed).
+    pub end: u64,
+}
+
+pub struct Trace;
+
+impl Trace {
+    /// Record the next `launches` launches (later ones are counted, not recorded).
+    pub fn begin(launches: usize) -> Result<()> {
+        let words = 2 * 32 * (1 + launches.max(1));
+        let words = i32::try_from(words).map_err(|_| Error::InvalidArgument(format!("layer kernel trace: {launches} launches is too many")))?;
+        let t = mlx_rs::ops::zeros::<i32>(&[words])?;
+        t.eval()?;
+        *TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))? = Some(t);
+        Ok(())
+    }
+
+    /// Stop recording and read the launches back (call once their outputs are evaluated).
+    pub fn end() -> Result<Vec<TracedLaunch>> {
+        let Some(t) = TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))?.take() else {
+            return Ok(Vec::new());
+        };
+        // A fresh array computed from the buffer, after every launch that wrote it.
+        let copy = t.add(mlx_rs::array!(0i32))?;
+        copy.eval()?;
+        let w: Vec<u64> = copy.as_slice::<i32>().chunks_exact(2).map(|p| (p[0] as u32 as u64) | ((p[1] as u32 as u64) << 32)).collect();
+        let count = (w[0] as usize).min((w.len() - 32) / 32);
+        Ok((0..count)
+            .map(|i| {
+                let r = &w[32 + 32 * i..64 + 32 * i];
+                TracedLaunch {
+                    start: r[0],
+                    last_start: r[1],
+                    arrived: r[2..9].try_into().unwrap_or_default(),
+                    released: r[10..17].try_into().unwrap_or_default(),
+                    end: r[31],
+                }
+            })
+            .collect())
+    }
 }
 
 /// An mlx-c kernel handle, built once per shared-memory size and kept for the process (MLX
@@ -675,7 +788,7 @@ impl Drop for Call {
     }
 }
 
-fn launch(inputs: &[Array], p: &Plan, [biased, cross, masked]: [bool; 3]) -> Result<Array> {
+fn launch(inputs: &[Array], p: &Plan, [biased, cross, masked, traced]: [bool; 4]) -> Result<Array> {
     let ok = |status: i32, what: &str| if status == 0 { Ok(()) } else { Err(Error::Mlx(format!("decoder layer kernel: {what} failed"))) };
     let mut guard = KERNELS.lock().map_err(|_| Error::Mlx("decoder layer kernel: the kernel cache is poisoned".into()))?;
     let kernels = guard.get_or_insert_with(HashMap::new);
@@ -697,8 +810,8 @@ fn launch(inputs: &[Array], p: &Plan, [biased, cross, masked]: [bool; 3]) -> Res
         slot.insert(Kernel(kernel));
     }
     let kernel = kernels.get(&p.shared_bytes).ok_or_else(|| Error::Mlx("decoder layer kernel: missing from its cache".into()))?.0;
-    let templates = cstrings(&["D", "F", "NH", "HD", "NB", "HAS_BIAS", "HAS_CROSS", "HAS_MASK"])?;
-    let values = [p.d, p.ffn, p.heads, p.head_dim, p.batch, biased as i32, cross as i32, masked as i32];
+    let templates = cstrings(&["D", "F", "NH", "HD", "NB", "HAS_BIAS", "HAS_CROSS", "HAS_MASK", "TRACE"])?;
+    let values = [p.d, p.ffn, p.heads, p.head_dim, p.batch, biased as i32, cross as i32, masked as i32, traced as i32];
     let arrays: Vec<mlx_sys::mlx_array> = inputs.iter().map(Array::as_ptr).collect();
     let stream = Stream::thread_local_or_default();
     // SAFETY: every pointer passed lives until the call returns (the CStrings and `arrays`);
