@@ -84,14 +84,16 @@ fn musicgen_matches_hf_on_both_seeds() {
         for kv_cache in [KvCacheKind::Concat, KvCacheKind::Preallocated] {
             for cache_cross in [false, true] {
                 for (eval_every, kernel) in [(1, AttentionKernel::Explicit), (8, AttentionKernel::Fused)] {
-                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false, fused_layer: false };
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false, fused_layer: false, overlap: false };
                     let codes = model.generate_greedy(&ids, mask, steps, 3.0, &opts).unwrap();
                     assert_eq!(codes.as_slice::<i32>(), want.as_slice::<i32>(), "{seed} {opts:?}: codes differ from HF generate");
                 }
             }
         }
-        // The compiled fixed-shape step, alone and with the rest.
-        for opts in [DecodeOptions { fixed_step: true, ..DecodeOptions::naive() }, DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }] {
+        // The compiled fixed-shape step, alone and with the rest; overlapped evaluation (the
+        // GPU's default) with the rest on the CPU too.
+        let overlapped = DecodeOptions { overlap: true, eval_every: 8, ..DecodeOptions::optimized() };
+        for opts in [DecodeOptions { fixed_step: true, ..DecodeOptions::naive() }, DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }, overlapped] {
             let codes = model.generate_greedy(&ids, mask, steps, 3.0, &opts).unwrap();
             assert_eq!(codes.as_slice::<i32>(), want.as_slice::<i32>(), "{seed} {opts:?}: codes differ from HF generate");
         }
@@ -129,6 +131,12 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
     let mut calls = Vec::new();
     model.generate(&ids, mask, 20, 3.0, &Sampler::Greedy, &DecodeOptions { eval_every: 8, ..opts }, |d, t| calls.push((d, t))).unwrap();
     assert_eq!(calls, vec![(8, 20), (16, 20), (20, 20)]);
+    // Overlapped evaluation reports each interval once it is done, and draws the same codes.
+    let overlapped = DecodeOptions { eval_every: 8, overlap: true, ..opts };
+    calls.clear();
+    let drawn = model.generate(&ids, mask, 20, 3.0, &Sampler::musicgen(1), &overlapped, |d, t| calls.push((d, t))).unwrap();
+    assert_eq!(calls, vec![(8, 20), (16, 20), (20, 20)]);
+    assert_eq!(drawn.as_slice::<i32>(), &a[..], "overlapped evaluation changed the seeded draws");
     let e = model.generate(&ids, mask, 20, 3.0, &Sampler::TopK { top_k: 250, temperature: 0.0, seed: 1 }, &opts, |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("temperature"), "{e}");
     let e = model.generate_greedy(&ids, mask, 3, 3.0, &opts).unwrap_err().to_string();

@@ -32,7 +32,7 @@ fn every_switch_combination_decodes_the_same_tokens() {
         for cache_cross in [false, true] {
             for eval_every in [1, 3, 8, 64] {
                 for kernel in [AttentionKernel::Explicit, AttentionKernel::Fused] {
-                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false, fused_layer: false };
+                    let opts = DecodeOptions { kv_cache, cache_cross, eval_every, kernel, fixed_step: false, fused_layer: false, overlap: false };
                     assert_eq!(model.greedy(&enc, &start, 20, None, &opts).unwrap(), reference, "{opts:?}");
                 }
             }

@@ -419,6 +419,8 @@ impl MusicGen {
         let mut input = ops::full::<i32>(&[rows, kb, 1], mlx_rs::array!(pad))?;
         let mut columns: Vec<Array> = Vec::new();
         let every = opts.eval_every.max(1) as usize;
+        // With `opts.overlap`: the interval being evaluated, and the steps it completes.
+        let mut in_flight: Option<(Array, usize)> = None;
         let forced = match forced {
             Some(f) => {
                 let want = [b, kb, total - kc];
@@ -454,9 +456,22 @@ impl MusicGen {
             let col = next.reshape(&[b, kb, 1])?;
             input = if cfg { ops::concatenate(&[col.clone(), col], 0)? } else { col };
             if (step + 1) % every == 0 || step + 1 == steps {
-                input.eval()?;
+                if opts.overlap && step + 1 < steps {
+                    // Start this interval, then wait for the one before it: the device runs
+                    // this one while the host builds the next.
+                    mlx_rs::transforms::async_eval([&input])?;
+                    if let Some((prev, done)) = in_flight.replace((input.clone(), step + 1)) {
+                        prev.eval()?;
+                        progress(done, steps);
+                    }
+                } else {
+                    input.eval()?;
+                    if let Some((_, done)) = in_flight.take() {
+                        progress(done, steps);
+                    }
+                    progress(step + 1, steps);
+                }
                 state.commit()?;
-                progress(step + 1, steps);
             }
         }
         // Undo the delay: codebook k's frame f sits at step f + delay(k).

@@ -34,6 +34,11 @@ pub struct DecodeOptions {
     /// preallocated cache (unstaged) and cached cross K/V, and float32 weights; steps it does
     /// not take (the prompt, other backends, other precisions) run op by op.
     pub fused_layer: bool,
+    /// At each evaluation point, start the evaluation and wait only for the previous one, so
+    /// the host builds the next steps' graph while the device runs the last ones (MusicGen's
+    /// generation: nothing on the host waits for its tokens). Whisper's greedy decode reads
+    /// the tokens at each evaluation point and ignores it.
+    pub overlap: bool,
 }
 
 impl DecodeOptions {
@@ -45,6 +50,7 @@ impl DecodeOptions {
             kernel: AttentionKernel::Explicit,
             fixed_step: false,
             fused_layer: false,
+            overlap: false,
         }
     }
     /// The seed's optimizations (the compiled fixed-shape step stays off: see below).
@@ -66,6 +72,11 @@ impl DecodeOptions {
             // H200, random weights, 500 guided steps of MusicGen medium: 6.0 ms a step with
             // it, 10.4-13.4 ms op by op (`--example layer_kernel_ab`).
             fused_layer: crate::nn::layer_cuda::available(),
+            // On a GPU the device would otherwise wait at each evaluation point while the host
+            // builds the next interval's graph (H200, MusicGen medium: about a fifth of a step
+            // idle, `--example layer_kernel_ab` with LAYER_TRACE). On the CPU the host's
+            // building competes with the computation for the same cores.
+            overlap: crate::runtime::on_gpu(),
         }
     }
     pub fn for_variant(v: Variant) -> Self {
