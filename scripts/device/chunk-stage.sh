@@ -12,7 +12,9 @@ set -euo pipefail
 # With --fixtures the committed fixtures ride in the bundle instead of the tree: first
 #   bash scripts/device/chunk-stage.sh --hide-fixtures   # moves fixtures/ to .device/fixtures-hold
 # so the tree that travels is ~8 MB and the whole bundle takes three calls instead of ~27; the
-# unpacking puts fixtures/ back in the device's copy. Afterwards, here:
+# unpacking puts fixtures/ back in the device's copy. Each call re-sends the tree, which takes
+# the unpacked fixtures' files away again (their folders stay): a later call of the same lease
+# runs --unpack again before it reads fixtures/. Afterwards, here:
 #   bash scripts/device/chunk-stage.sh --restore-fixtures
 if [ "${1:-}" = --unpack ]; then
   # On the device machine: the parts where unpack-mlx-cuda.sh and gpu-env.sh look for them.
@@ -39,8 +41,9 @@ case "${1:-}" in
 esac
 with_fixtures=0
 [ "${1:-}" = --fixtures ] && with_fixtures=1
-if [ "$with_fixtures" = 1 ]; then
-  [ -d .device/fixtures-hold ] || { echo "--fixtures: hide them first (--hide-fixtures)" >&2; exit 1; }
+[ "$with_fixtures" = 0 ] || [ -d .device/fixtures-hold ] || { echo "--fixtures: hide them first (--hide-fixtures)" >&2; exit 1; }
+# Hidden fixtures do not travel (with --fixtures they ride in the bundle instead).
+if [ -d .device/fixtures-hold ]; then
   tree=$(git ls-files -z | grep -zv '^fixtures/' | xargs -0 du -cb | tail -1 | cut -f1)
 else
   tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
