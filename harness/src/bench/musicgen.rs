@@ -149,6 +149,11 @@ pub fn specs(_scale: Scale) -> Vec<Spec> {
     let what = "naive = the optimized path evaluating synchronously at each evaluation point; optimized = starting each interval's evaluation and waiting for the previous one, so the host builds the next steps while the device runs";
     let pair = (Opts::Optimized(|o| DecodeOptions { overlap: false, ..o }), Opts::Optimized(|o| DecodeOptions { overlap: true, ..o }));
     out.push(decode("medium", 500, Some("overlap"), pair, what.into(), true));
+    // The eval interval on top of the rest (alone, over a concatenating cache, it is the
+    // `decode-small-500-eval-interval` row): naive = the optimized path evaluating every step.
+    let what = "naive = the optimized path evaluating every step; optimized = at its eval interval (8 steps on a GPU; every step on the CPU, where both sides are the same)";
+    let pair = (Opts::Optimized(|o| DecodeOptions { eval_every: 1, ..o }), Opts::OPTIMIZED);
+    out.push(decode("medium", 500, Some("eval-interval-on-top"), pair, what.into(), true));
     // Weight precision: medium's decoder (linears, codebook embeddings, heads) at fp32, fp16,
     // int8 or int4 (groups of 64), 50 steps, both variants.
     for (name, p) in [("fp32", Precision::F32), ("fp16", Precision::F16), ("int8", Precision::Int { bits: 8, group_size: 64 }), ("int4", Precision::Int { bits: 4, group_size: 64 })] {
