@@ -586,9 +586,9 @@ struct GenerationSettings {
 /// MusicGen: T5 states, teacher-forced logits decoded step by step through the variant's
 /// caches, and greedy generation with guidance (`generation.json`), codes and audio.
 fn run_musicgen(dir: &Path, variant: Variant) -> Result<HashMap<String, Array>> {
-    use models::musicgen::{DecodeOptions, MusicGen};
+    use models::musicgen::MusicGen;
     let model = MusicGen::load_dir(dir)?;
-    let opts = DecodeOptions::for_variant(variant);
+    let opts = MusicGen::decode_options(variant);
     let gen: GenerationSettings = read_json(&dir.join("generation.json"))?;
     if gen.do_sample {
         bail!("generation.json: sampled generation cannot be checked exactly; the fixture must use do_sample false");

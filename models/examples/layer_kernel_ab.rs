@@ -6,9 +6,9 @@
 //! step's output, evaluated every 8 steps as the optimized decode does on a GPU.
 //!
 //! `musicgen`: MusicGen medium's whole guided generation (embeddings, the stack, the four heads,
-//! guidance, greedy picks), as the bench's `musicgen/decode-medium-500` runs it: the layer
-//! kernel with overlapped evaluation (the default on a GPU), the kernel evaluating synchronously,
-//! and op by op.
+//! guidance, greedy picks) at `DecodeOptions::optimized()`'s interval of 8 steps: the layer
+//! kernel with overlapped evaluation, the kernel evaluating synchronously, and op by op (the
+//! bench's `musicgen/decode-medium-500` overlaps every step: `MusicGen::decode_options`).
 //!
 //! With `LAYER_TRACE` set, one run first records each layer launch's stage times on the device's
 //! clock and prints their medians and how much of the run the launches kept the GPU busy.

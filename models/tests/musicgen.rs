@@ -91,9 +91,9 @@ fn musicgen_matches_hf_on_both_seeds() {
             }
         }
         // The compiled fixed-shape step, alone and with the rest; overlapped evaluation (the
-        // GPU's default) with the rest on the CPU too.
-        let overlapped = DecodeOptions { overlap: true, eval_every: 8, ..DecodeOptions::optimized() };
-        for opts in [DecodeOptions { fixed_step: true, ..DecodeOptions::naive() }, DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }, overlapped] {
+        // GPU's default, every step there) with the rest on the CPU too, per interval and per step.
+        let overlapped = |eval_every| DecodeOptions { overlap: true, eval_every, ..DecodeOptions::optimized() };
+        for opts in [DecodeOptions { fixed_step: true, ..DecodeOptions::naive() }, DecodeOptions { fixed_step: true, ..DecodeOptions::optimized() }, overlapped(8), overlapped(1)] {
             let codes = model.generate_greedy(&ids, mask, steps, 3.0, &opts).unwrap();
             assert_eq!(codes.as_slice::<i32>(), want.as_slice::<i32>(), "{seed} {opts:?}: codes differ from HF generate");
         }

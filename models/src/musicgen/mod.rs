@@ -168,6 +168,20 @@ fn sinusoids(n: i32, d: i32) -> Array {
 }
 
 impl MusicGen {
+    /// The decode options of MusicGen's generation for `v`: [`DecodeOptions::for_variant`],
+    /// except that with overlapped evaluation (the optimized path on a GPU) every step is
+    /// started as soon as it is built. Nothing on the host waits for the codes, so the device
+    /// never waits for a whole interval to be built: on the H200, MusicGen medium's 500 guided
+    /// steps took 2.367 s this way against 2.492 s evaluating every 8 steps (overlapped both).
+    pub fn decode_options(v: Variant) -> DecodeOptions {
+        let o = DecodeOptions::for_variant(v);
+        if o.overlap {
+            DecodeOptions { eval_every: 1, ..o }
+        } else {
+            o
+        }
+    }
+
     pub fn precision(&self) -> Precision {
         self.heads[0].precision()
     }
@@ -348,7 +362,7 @@ impl MusicGen {
     pub fn generate_audio(&self, ids: &Array, mask: &Array, req: &AudioRequest, progress: impl FnMut(usize, usize)) -> Result<Vec<Vec<f32>>> {
         let (steps, frames) = self.steps_for(req.seconds)?;
         let cond = self.condition_with(ids, mask, req.chroma.as_ref(), req.guidance > 1.0)?;
-        let codes = self.generate_from(&cond, steps, req.guidance, &req.sampler, &DecodeOptions::for_variant(req.variant), progress)?;
+        let codes = self.generate_from(&cond, steps, req.guidance, &req.sampler, &Self::decode_options(req.variant), progress)?;
         let audio = self.decode_audio(&codes, req.variant)?;
         let n = (frames as f64 * f64::from(self.codec.config.sampling_rate) / f64::from(self.codec.config.frame_rate())) as i32;
         let n = n.min(audio.shape()[2]);
