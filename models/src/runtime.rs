@@ -220,12 +220,14 @@ pub fn blas_info() -> Option<BlasInfo> {
         }
         let mut info: libc::Dl_info = std::mem::zeroed();
         let mut library = if libc::dladdr(addr, &mut info) != 0 { cstr_to_string(info.dli_fname) } else { "unknown".to_string() };
-        let shim_target = exported_string("mlx_gemv_shim_target");
-        let gemv_shim = shim_target.is_some();
-        if let Some(t) = shim_target {
+        // The shim takes the products only where the loader bound `cblas_sgemm` to it: a BLAS
+        // preloaded ahead of it (MKL's libmkl_rt, say) takes them itself.
+        let gemv_shim = library.contains("mlx_gemv_shim");
+        if let Some(t) = exported_string("mlx_gemv_shim_target").filter(|_| gemv_shim) {
             library = t;
         }
-        Some(BlasInfo { library, config: exported_string("openblas_get_config"), gemv_shim })
+        let config = if library.contains("mkl") { None } else { exported_string("openblas_get_config") };
+        Some(BlasInfo { library, config, gemv_shim })
     }
 }
 

@@ -1,5 +1,6 @@
-//! The process's BLAS (`cblas_sgemm`, found at run time) for the CPU host kernels, and
-//! OpenBLAS' thread count held at one while a kernel spreads its own tasks over the cores.
+//! The process's BLAS (`cblas_sgemm`, found at run time) for the CPU host kernels, and the
+//! BLAS' thread count (OpenBLAS', and MKL's where MKL is loaded) held at one while a kernel
+//! spreads its own tasks over the cores.
 use std::ffi::{c_int, CString};
 use std::sync::OnceLock;
 
@@ -30,9 +31,9 @@ type SetThreads = unsafe extern "C" fn(c_int);
 
 pub(crate) struct Blas {
     pub(crate) sgemm: Sgemm,
-    /// OpenBLAS' thread control, where the BLAS is OpenBLAS: one thread per call while this
-    /// kernel spreads its own tasks over the cores.
-    threads: Option<(GetThreads, SetThreads)>,
+    /// The thread controls of the BLAS libraries in the process (OpenBLAS', MKL's): one
+    /// thread per call while a kernel spreads its own tasks over the cores.
+    threads: Vec<(GetThreads, SetThreads)>,
 }
 
 fn symbol(name: &str) -> Option<*mut std::ffi::c_void> {
@@ -46,39 +47,48 @@ pub(crate) fn blas() -> Option<&'static Blas> {
     static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
     BLAS.get_or_init(|| {
         let sgemm = symbol("cblas_sgemm")?;
-        let threads = symbol("openblas_get_num_threads").zip(symbol("openblas_set_num_threads"));
-        // SAFETY: the symbols are CBLAS' and OpenBLAS' documented C functions, with these
-        // signatures.
+        // MKL, when it is loaded (LD_PRELOAD of its libmkl_rt) ahead of the OpenBLAS the
+        // binaries link, takes the products, and OpenBLAS stays loaded: hold both. MKL's C
+        // names (mkl_service.h's macros); its lower-case exports take the count by pointer.
+        let controls = [("openblas_get_num_threads", "openblas_set_num_threads"), ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")];
+        let threads = controls.iter().filter_map(|&(g, s)| symbol(g).zip(symbol(s)));
+        // SAFETY: the symbols are CBLAS', OpenBLAS' and MKL's documented C functions, with
+        // these signatures.
         unsafe {
             Some(Blas {
                 sgemm: std::mem::transmute::<*mut std::ffi::c_void, Sgemm>(sgemm),
-                threads: threads.map(|(g, s)| (std::mem::transmute::<*mut std::ffi::c_void, GetThreads>(g), std::mem::transmute::<*mut std::ffi::c_void, SetThreads>(s))),
+                threads: threads.map(|(g, s)| (std::mem::transmute::<*mut std::ffi::c_void, GetThreads>(g), std::mem::transmute::<*mut std::ffi::c_void, SetThreads>(s))).collect(),
             })
         }
     })
     .as_ref()
 }
 
-/// Holds OpenBLAS at one thread until dropped, where the BLAS is OpenBLAS and `workers` of our
-/// own threads will call it at once. MLX's work must be finished (the kernel's inputs
-/// evaluated): its products would otherwise run single-threaded too.
-pub(crate) struct SingleThreaded(Option<(c_int, SetThreads)>);
+/// Holds the BLAS at one thread until dropped, where `workers` of our own threads will call it
+/// at once. MLX's work must be finished (the kernel's inputs evaluated): its products would
+/// otherwise run single-threaded too.
+pub(crate) struct SingleThreaded(Vec<(c_int, SetThreads)>);
 
 pub(crate) fn single_threaded(workers: usize) -> SingleThreaded {
-    match blas().and_then(|b| b.threads) {
-        // SAFETY: OpenBLAS' thread-count functions, restored on drop.
-        Some((get, set)) if workers > 1 => unsafe {
-            let n = get();
-            set(1);
-            SingleThreaded(Some((n, set)))
-        },
-        _ => SingleThreaded(None),
+    match blas() {
+        // SAFETY: the BLAS libraries' thread-count functions, restored on drop.
+        Some(b) if workers > 1 => SingleThreaded(
+            b.threads
+                .iter()
+                .map(|&(get, set)| unsafe {
+                    let n = get();
+                    set(1);
+                    (n, set)
+                })
+                .collect(),
+        ),
+        _ => SingleThreaded(Vec::new()),
     }
 }
 
 impl Drop for SingleThreaded {
     fn drop(&mut self) {
-        if let Some((n, set)) = self.0 {
+        for &(n, set) in &self.0 {
             // SAFETY: as above.
             unsafe { set(n) };
         }
