@@ -126,7 +126,7 @@ fn musicgen(steps: usize, rounds: usize) -> models::Result<()> {
         for overlap in [false, true] {
             let opts = DecodeOptions { fused_layer: true, overlap, ..DecodeOptions::optimized() };
             model.generate_from(&cond, steps.min(20), 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
-            models::nn::layer_cuda::Trace::begin(steps * 48)?;
+            models::nn::layer_cuda::Trace::begin(steps * model.config.decoder.num_hidden_layers as usize)?;
             model.generate_from(&cond, steps, 3.0, &Sampler::Greedy, &opts, |_, _| {})?;
             println!("overlap {overlap}:");
             print_trace(&models::nn::layer_cuda::Trace::end()?);

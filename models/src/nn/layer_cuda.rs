@@ -691,13 +691,11 @@ pub fn prepare(layer: &DecoderLayer, s: &StepInputs<'_>, barrier: &Barrier) -> R
         inputs[CMASK] = m;
     }
     inputs[BAR] = barrier.state.clone();
-    let traced = match TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))?.as_ref() {
-        Some(t) => {
-            inputs[TRACE] = t.clone();
-            true
-        }
-        None => false,
-    };
+    let trace = trace_buffer()?.clone();
+    let traced = trace.is_some();
+    if let Some(t) = trace {
+        inputs[TRACE] = t;
+    }
     Ok(Some(Prepared { inputs, plan, flags: [biased, layer.cross.is_some(), masked, traced] }))
 }
 
@@ -706,6 +704,10 @@ pub fn prepare(layer: &DecoderLayer, s: &StepInputs<'_>, barrier: &Barrier) -> R
 /// the launch's last block end (nanoseconds of the GPU's global timer). Launches prepared
 /// after [`Trace::begin`] write it; [`Trace::end`] reads it back.
 static TRACE_BUFFER: Mutex<Option<Array>> = Mutex::new(None);
+
+fn trace_buffer() -> Result<std::sync::MutexGuard<'static, Option<Array>>> {
+    TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))
+}
 
 /// One traced launch (see [`Trace`]); times in nanoseconds on the GPU's global timer, 0 where
 /// the launch had no such barrier.
@@ -732,13 +734,13 @@ impl Trace {
         let words = i32::try_from(words).map_err(|_| Error::InvalidArgument(format!("layer kernel trace: {launches} launches is too many")))?;
         let t = mlx_rs::ops::zeros::<i32>(&[words])?;
         t.eval()?;
-        *TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))? = Some(t);
+        *trace_buffer()? = Some(t);
         Ok(())
     }
 
     /// Stop recording and read the launches back (call once their outputs are evaluated).
     pub fn end() -> Result<Vec<TracedLaunch>> {
-        let Some(t) = TRACE_BUFFER.lock().map_err(|_| Error::Mlx("decoder layer kernel: the trace's lock is poisoned".into()))?.take() else {
+        let Some(t) = trace_buffer()?.take() else {
             return Ok(Vec::new());
         };
         // A fresh array computed from the buffer, after every launch that wrote it.
