@@ -199,7 +199,12 @@ impl BlasInfo {
             _ => String::new(),
         };
         let core = match std::env::var(BLAS_CORE_VAR) {
-            Ok(v) if self.is_openblas() => format!(", kernels {BLAS_CORE_VAR}={}", v.trim()),
+            Ok(v) if self.is_openblas() => match std::env::var(BLAS_CORE_RAISED_VAR) {
+                Ok(from) if !from.is_empty() => {
+                    format!(", kernels {BLAS_CORE_VAR}={} (raised from the environment's {from}, which cannot use this CPU's vectors; {BLAS_CORE_KEEP_VAR}=1 keeps it)", v.trim())
+                }
+                _ => format!(", kernels {BLAS_CORE_VAR}={}", v.trim()),
+            },
             _ => String::new(),
         };
         match &self.config {
@@ -266,6 +271,15 @@ pub const BLAS_SPIN_LOG2_CYCLES: u32 = 20;
 /// (a `DYNAMIC_ARCH` build; otherwise it detects the CPU itself).
 pub const BLAS_CORE_VAR: &str = "OPENBLAS_CORETYPE";
 
+/// Set (to anything but empty or `0`) to keep an [`BLAS_CORE_VAR`] from the environment even
+/// where it names a family that cannot use this CPU's vectors.
+pub const BLAS_CORE_KEEP_VAR: &str = "HARNESS_KEEP_BLAS_CORETYPE";
+
+/// Set by [`tune_blas_environment`] for the program it runs again, to the environment's
+/// [`BLAS_CORE_VAR`] it raised (empty where there was none): reports name the raise, and the
+/// family is raised once only.
+pub const BLAS_CORE_RAISED_VAR: &str = "HARNESS_BLAS_CORETYPE_RAISED_FROM";
+
 /// The kernel family OpenBLAS chose when it loaded (`openblas_get_corename`), e.g. "Haswell";
 /// `None` without OpenBLAS.
 pub fn blas_core() -> Option<String> {
@@ -319,10 +333,11 @@ pub fn blas_core_upgrade(core: &str) -> Option<&'static str> {
 
 /// Where the process's BLAS is OpenBLAS, set what it reads only when it loads, before `main`,
 /// and run this same program again with it: [`BLAS_SPIN_VAR`] to [`BLAS_SPIN_LOG2_CYCLES`]
-/// when unset, and [`BLAS_CORE_VAR`] to [`blas_core_upgrade`]'s family when unset and
-/// OpenBLAS chose a family that cannot use this CPU's vectors. Returns when there is nothing to
-/// do, or when the new program could not be started (then this one carries on as it is). A
-/// value already in the environment is kept.
+/// when unset, and [`BLAS_CORE_VAR`] to [`blas_core_upgrade`]'s family where the family that
+/// loaded (OpenBLAS' choice, or the environment's) cannot use this CPU's vectors, unless
+/// [`BLAS_CORE_KEEP_VAR`] is set. Returns when there is nothing to do, or when the new program
+/// could not be started (then this one carries on as it is). Any other value already in the
+/// environment is kept.
 pub fn tune_blas_environment() {
     #[cfg(unix)]
     {
@@ -334,9 +349,16 @@ pub fn tune_blas_environment() {
         if std::env::var_os(BLAS_SPIN_VAR).is_none() {
             set.push((BLAS_SPIN_VAR, BLAS_SPIN_LOG2_CYCLES.to_string()));
         }
-        if std::env::var_os(BLAS_CORE_VAR).is_none() {
+        // OpenBLAS has loaded with the environment's family where one is set, so `blas_core`
+        // is what runs either way. A family set by the environment is raised too (a machine
+        // image's `OPENBLAS_CORETYPE=Haswell` halved the products on an AVX-512 EPYC), unless
+        // asked to keep it; once only, in case OpenBLAS does not take the new name.
+        let keep = std::env::var(BLAS_CORE_KEEP_VAR).is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
+        if !keep && std::env::var_os(BLAS_CORE_RAISED_VAR).is_none() {
             if let Some(core) = blas_core().as_deref().and_then(blas_core_upgrade) {
+                let from = std::env::var(BLAS_CORE_VAR).unwrap_or_default();
                 set.push((BLAS_CORE_VAR, core.to_string()));
+                set.push((BLAS_CORE_RAISED_VAR, from.trim().to_string()));
             }
         }
         if set.is_empty() {
