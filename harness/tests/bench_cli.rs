@@ -223,6 +223,32 @@ fn peers_run_in_the_same_rounds_and_a_missing_environment_is_refused_first() {
     // The peer got the CLAP script, on the CPU, with a thread count.
     let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
     assert!(args.contains("serve.py clap_torch.py") && args.contains("--device cpu") && args.contains("--threads"), "{args}");
+    // Blocked, the peer runs after ours, and its note says so.
+    let o = bench(&[
+        "--device",
+        "cpu",
+        "-m",
+        "clap/embed-text",
+        "--variant",
+        "optimized",
+        "-w",
+        "1",
+        "-i",
+        "3",
+        "--quiet",
+        "--order",
+        "blocked",
+        "--peers",
+        "--peers-python",
+        py.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let note = r["workloads"][0]["peer"]["note"].as_str().unwrap().to_string();
+    assert!(note.contains("after ours (blocked") && !note.contains("alternating"), "{note}");
+    assert_eq!(r["settings"]["order"], "blocked");
 
     // No environment: refused before anything is timed, naming the way to make one.
     let o = bench(&["--device", "cpu", "-m", "clap/embed-text", "--peers", "--peers-python", "/nonexistent/python", "-o", out.to_str().unwrap()]);

@@ -140,7 +140,8 @@ pub struct Args {
     #[arg(long = "peer", value_name = "FILE", conflicts_with = "run_peers")]
     peers: Vec<PathBuf>,
     /// Run PyTorch's implementation of each workload that has one (scripts/peers/) in the same
-    /// run, its timed calls alternating with ours round by round, on as many threads as ours
+    /// run, its timed calls alternating with ours round by round (with --order blocked: after
+    /// ours, its warm-up and timed runs together), on as many threads as ours
     /// (OPENBLAS_NUM_THREADS, else the cores this process may use). With --targets on the CPU,
     /// every row is then judged as ours/PyTorch at most 1. Needs the peer environment:
     /// scripts/setup-peers.sh makes it (pinned torch, transformers, demucs).
@@ -618,7 +619,10 @@ fn measure(
     let peer_result = match peer_run {
         Some(run) if !run.samples.is_empty() => {
             let m = &run.server.workloads[&spec.id];
-            let how = format!("run in this bench process's rounds, alternating with ours, {} thread(s) each", run.server.threads);
+            let how = match order {
+                Order::Blocked => format!("run in this bench process after ours (blocked: its warm-up and timed runs together), {} thread(s) each", run.server.threads),
+                Order::Interleaved | Order::Auto => format!("run in this bench process's rounds, alternating with ours, {} thread(s) each", run.server.threads),
+            };
             Some(report::Peer {
                 name: m.peer.clone(),
                 median_s: stats::median(&run.samples),
