@@ -205,13 +205,21 @@ done
     py
 }
 
+/// `bench` of CLAP's text workload, optimized, 1 warm-up + 3, with the peer environment `py`
+/// and the report at `out`; `extra` goes before `--peers`.
+fn peer_bench(py: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["--device", "cpu", "-m", "clap/embed-text", "--variant", "optimized", "-w", "1", "-i", "3", "--quiet"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--peers", "--peers-python", py.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    bench(&args)
+}
+
 #[test]
 fn peers_run_in_the_same_rounds_and_a_missing_environment_is_refused_first() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let py = fake_peer_python(dir.path(), "0.5");
-    let o =
-        bench(&["--device", "cpu", "-m", "clap/embed-text", "--variant", "optimized", "-w", "1", "-i", "3", "--quiet", "--peers", "--peers-python", py.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = peer_bench(&py, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let peer = &r["workloads"][0]["peer"];
@@ -224,26 +232,7 @@ fn peers_run_in_the_same_rounds_and_a_missing_environment_is_refused_first() {
     let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
     assert!(args.contains("serve.py clap_torch.py") && args.contains("--device cpu") && args.contains("--threads"), "{args}");
     // Blocked, the peer runs after ours, and its note says so.
-    let o = bench(&[
-        "--device",
-        "cpu",
-        "-m",
-        "clap/embed-text",
-        "--variant",
-        "optimized",
-        "-w",
-        "1",
-        "-i",
-        "3",
-        "--quiet",
-        "--order",
-        "blocked",
-        "--peers",
-        "--peers-python",
-        py.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = peer_bench(&py, &out, &["--order", "blocked"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let note = r["workloads"][0]["peer"]["note"].as_str().unwrap().to_string();
@@ -256,24 +245,7 @@ fn peers_run_in_the_same_rounds_and_a_missing_environment_is_refused_first() {
     assert!(stderr(&o).contains("setup-peers.sh"), "{}", stderr(&o));
     // A peer that reports a time that is no time stops the run with its name.
     let bad = fake_peer_python(dir.path(), "-1");
-    let o = bench(&[
-        "--device",
-        "cpu",
-        "-m",
-        "clap/embed-text",
-        "--variant",
-        "optimized",
-        "-w",
-        "1",
-        "-i",
-        "3",
-        "--quiet",
-        "--peers",
-        "--peers-python",
-        bad.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = peer_bench(&bad, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("clap peer timed clap/embed-text"), "{}", stderr(&o));
 }
