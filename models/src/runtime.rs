@@ -199,12 +199,13 @@ impl BlasInfo {
             _ => String::new(),
         };
         let core = match std::env::var(BLAS_CORE_VAR) {
-            Ok(v) if self.is_openblas() => match std::env::var(BLAS_CORE_RAISED_VAR) {
-                Ok(from) if !from.is_empty() => {
-                    format!(", kernels {BLAS_CORE_VAR}={} (raised from the environment's {from}, which cannot use this CPU's vectors; {BLAS_CORE_KEEP_VAR}=1 keeps it)", v.trim())
-                }
-                _ => format!(", kernels {BLAS_CORE_VAR}={}", v.trim()),
-            },
+            Ok(v) if self.is_openblas() => {
+                let raised = match std::env::var(BLAS_CORE_RAISED_VAR) {
+                    Ok(from) if !from.is_empty() => format!(" (raised from the environment's {from}, which cannot use this CPU's vectors; {BLAS_CORE_KEEP_VAR}=1 keeps it)"),
+                    _ => String::new(),
+                };
+                format!(", kernels {BLAS_CORE_VAR}={}{raised}", v.trim())
+            }
             _ => String::new(),
         };
         match &self.config {

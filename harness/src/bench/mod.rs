@@ -619,10 +619,11 @@ fn measure(
     let peer_result = match peer_run {
         Some(run) if !run.samples.is_empty() => {
             let m = &run.server.workloads[&spec.id];
-            let how = match order {
-                Order::Blocked => format!("run in this bench process after ours (blocked: its warm-up and timed runs together), {} thread(s) each", run.server.threads),
-                Order::Interleaved | Order::Auto => format!("run in this bench process's rounds, alternating with ours, {} thread(s) each", run.server.threads),
+            let when = match order {
+                Order::Blocked => "run in this bench process after ours (blocked: its warm-up and timed runs together)",
+                Order::Interleaved | Order::Auto => "run in this bench process's rounds, alternating with ours",
             };
+            let how = format!("{when}, {} thread(s) each", run.server.threads);
             Some(report::Peer {
                 name: m.peer.clone(),
                 median_s: stats::median(&run.samples),
